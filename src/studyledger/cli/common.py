@@ -1,0 +1,111 @@
+"""What every command shares: the ``--db`` option, JSON output and user-error handling."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from ..errors import LedgerError
+from ..ledger import Ledger
+from ..schema import ValidationError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Context:
+    """Options given before the command name."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+
+    @contextmanager
+    def ledger(self, *, create: bool = False) -> Iterator[Ledger]:
+        """Open the ledger named by ``--db`` (not creating it unless asked)."""
+        with Ledger.open(self.db, create=create, source="cli") as ledger:
+            yield ledger
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default="studyledger.db",
+    show_default=True,
+    envvar="STUDYLEDGER_DB",
+    show_envvar=True,
+    help="The ledger file.",
+)
+@click.version_option(package_name="studyledger")
+@click.pass_context
+def cli(ctx: click.Context, db: Path) -> None:
+    """studyledger: an append-only ledger of experiment runs.
+
+    Record runs through the Python API or by dropping JSONL files into a watched folder,
+    watch them live in a terminal dashboard, and replay the ledger to audit it.
+    """
+    ctx.obj = Context(db)
+
+
+def user_errors(func: F) -> F:
+    """Turn a user's mistake into one line on stderr and exit status 2, never a traceback."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (LedgerError, ValidationError, OSError) as exc:
+            raise click.ClickException(_describe(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return str(exc)
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def _finite(value: Any) -> Any:
+    """Replace non-finite floats by their canonical tag so the output stays strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        from ..schema import to_jsonable
+
+        return to_jsonable(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def echo_json(value: Any) -> None:
+    """Print one JSON document (strict JSON: no NaN tokens)."""
+    text = json.dumps(_finite(json.loads(json.dumps(value, default=_json_default))), indent=2,
+                      ensure_ascii=False, allow_nan=False)
+    click.echo(text)
+
+
+def json_option(func: F) -> F:
+    """The ``--json`` flag every command has."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(func)
+
+
+def is_terminal() -> bool:
+    """Whether stdout is a terminal (for progress bars and live lines)."""
+    return sys.stdout.isatty()

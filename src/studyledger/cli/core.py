@@ -1,0 +1,143 @@
+"""Core commands: init, stats, runs, show, events, verify."""
+
+from __future__ import annotations
+
+import click
+
+from .. import query
+from ..schema import RunStatus
+from ..verify import verify_store
+from .common import Context, cli, echo_json, json_option, user_errors
+
+pass_context = click.make_pass_decorator(Context)
+STATUSES = click.Choice([status.value for status in RunStatus])
+
+
+@cli.command()
+@json_option
+@pass_context
+@user_errors
+def init(ctx: Context, as_json: bool) -> None:
+    """Create an empty ledger (or check that an existing one opens)."""
+    existed = ctx.db.exists()
+    with ctx.ledger(create=True) as ledger:
+        head = ledger.head()
+    if as_json:
+        echo_json({"db": str(ctx.db), "created": not existed, "head": head})
+    else:
+        click.echo(f"{'opened existing' if existed else 'created'} ledger {ctx.db} (head seq {head['seq']})")
+
+
+@cli.command()
+@json_option
+@pass_context
+@user_errors
+def stats(ctx: Context, as_json: bool) -> None:
+    """Counts of events, studies, runs (by status), observations, rejections and anomalies."""
+    with ctx.ledger() as ledger:
+        data = ledger.stats()
+    if as_json:
+        echo_json(data)
+        return
+    by_status = ", ".join(f"{k} {v}" for k, v in data["runs_by_status"].items()) or "none"
+    click.echo(f"ledger        {ctx.db}")
+    for name in ("events", "studies", "runs", "observations", "evaluations", "rejected", "anomalies"):
+        click.echo(f"{name:<13} {data[name]}")
+    click.echo(f"runs by status {by_status}")
+    click.echo(f"head          seq {data['head']['seq']}  chain {data['head']['chain'][:16]}…")
+
+
+@cli.command()
+@click.option("--study", "study_id", help="Only runs of this study.")
+@click.option("--status", type=STATUSES, help="Only runs with this status.")
+@json_option
+@pass_context
+@user_errors
+def runs(ctx: Context, study_id: str | None, status: str | None, as_json: bool) -> None:
+    """List runs, optionally of one study and one status."""
+    with ctx.ledger() as ledger:
+        rows = ledger.runs(study_id=study_id, status=status)
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo("no runs", err=True)
+        return
+    click.echo(f"{'run_id':<20} {'study':<16} {'condition':<18} {'rep':>3} {'status':<8} obs")
+    for row in rows:
+        click.echo(
+            f"{row['run_id']:<20} {str(row['study_id'] or '-'):<16} {str(row['condition_id'] or '-'):<18} "
+            f"{row['replicate'] if row['replicate'] is not None else '-':>3} {row['status']:<8} "
+            f"{row['observation_count']}"
+        )
+
+
+@cli.command()
+@click.argument("run_id")
+@json_option
+@pass_context
+@user_errors
+def show(ctx: Context, run_id: str, as_json: bool) -> None:
+    """One run: its fields, status history, provenance and anomalies."""
+    with ctx.ledger() as ledger:
+        data = {
+            "run": ledger.run(run_id),
+            "transitions": ledger.transitions(run_id),
+            "provenance": ledger.provenance(run_id),
+            "anomalies": ledger.anomalies(run_id),
+            "evaluations": query.evaluations(ledger.conn, run_id),
+        }
+    if as_json:
+        echo_json(data)
+        return
+    for key, value in data["run"].items():
+        click.echo(f"{key:<18} {value}")
+    click.echo("\nstatus history")
+    for t in data["transitions"]:
+        flag = "" if t["legal"] else "  (anomaly)"
+        extra = f" — {t['error']}" if t["error"] else ""
+        click.echo(f"  {t['at'] or '?'}  {t['from_status']} -> {t['to_status']}  {t['reason'] or ''}{extra}{flag}")
+    if data["provenance"]:
+        p = data["provenance"][-1]
+        click.echo(f"\nprovenance: python {p['python_version']} on {p['platform']} ({p['host']}), git {p['git_sha']}")
+    for a in data["anomalies"]:
+        click.echo(f"anomaly (seq {a['seq']}): {a['kind']}: {a['message']}")
+
+
+@cli.command()
+@click.option("--run", "run_id", help="Only events of this run.")
+@click.option("--after", type=int, default=0, show_default=True, help="Only events after this sequence number.")
+@click.option("--limit", type=int, help="At most this many events.")
+@json_option
+@pass_context
+@user_errors
+def events(ctx: Context, run_id: str | None, after: int, limit: int | None, as_json: bool) -> None:
+    """Stored events in sequence order (JSON: one object per line with --json)."""
+    with ctx.ledger() as ledger:
+        rows = ledger.events(after=after, run_id=run_id, limit=limit)
+    if as_json:
+        echo_json([row.to_dict() for row in rows])
+        return
+    for row in rows:
+        click.echo(f"{row.seq:>8} {row.event_id} {row.kind:<22} {row.run_id or row.study_id or '-':<20} {row.source}")
+
+
+@cli.command()
+@json_option
+@pass_context
+@user_errors
+def verify(ctx: Context, as_json: bool) -> None:
+    """Check ids, sequence, hash chain and triggers; exit 1 when anything is wrong."""
+    with ctx.ledger() as ledger:
+        report = verify_store(ledger.store)
+    if as_json:
+        echo_json(report.to_dict())
+    elif report.ok:
+        click.echo(f"ok: {report.events} events, head seq {report.head_seq}, chain {report.head_chain[:16]}…")
+    else:
+        first = report.first_failure
+        assert first is not None
+        click.echo(f"FAILED: first failing seq {first.seq}: {first.check}: {first.message}", err=True)
+        for problem in report.problems:
+            click.echo(f"  seq {problem.seq}: {problem.check}: {problem.message}", err=True)
+    raise SystemExit(0 if report.ok else 1)

@@ -1,0 +1,252 @@
+"""Event kinds, their canonical bodies, and event identity.
+
+An event is a ``kind`` plus a canonical JSON ``body``. The body holds every fact the event
+states, including the ids it concerns and the moment it occurred, so the event id
+(``hash_identifier("evt", {"kind": kind, "body": body}, length=32)``) names the fact
+itself: the same fact read from two sources, or read twice, is one event.
+
+Recording metadata (when it was recorded, where it came from) lives beside the body in the
+store, not in it, so it never changes an id. See ``docs/events.md`` for every body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from .schema import (
+    Observation,
+    ObservationLevel,
+    ProvenanceMetadata,
+    RunBudget,
+    RunStatus,
+    SeedPolicy,
+    ValidationError,
+    hash_identifier,
+    stable_json_dumps,
+    to_jsonable,
+)
+
+EVENT_ID_LENGTH = 32
+
+
+class EventKind(StrEnum):
+    """What an event states. Values are stored in the ``kind`` column."""
+
+    STUDY_REGISTERED = "study_registered"
+    RUN_REGISTERED = "run_registered"
+    RUN_STATUS_CHANGED = "run_status_changed"
+    PROVENANCE_CAPTURED = "provenance_captured"
+    OBSERVATION_RECORDED = "observation_recorded"
+    EVALUATION_RECORDED = "evaluation_recorded"
+    LINE_REJECTED = "line_rejected"
+    AUDIT_RECORDED = "audit_recorded"
+
+
+def canonical_body(body: Any) -> str:
+    """Return the canonical JSON text of a body.
+
+    Bodies parsed from JSON (string keys, plain values) take the C encoder directly; any
+    value it refuses (non-finite floats, sets, paths, enums as keys) goes through the
+    seed-compatible :func:`stable_json_dumps`, which produces the same text for every
+    value both accept.
+    """
+    try:
+        return json.dumps(
+            body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+        )
+    except (TypeError, ValueError):
+        return stable_json_dumps(body)
+
+
+def event_id_for(kind: str, body_json: str) -> str:
+    """Compute the event id of a kind and its canonical body text.
+
+    Equal to ``hash_identifier("evt", {"body": body, "kind": kind}, length=32)``; written
+    out so the body is not serialised a second time on the hot path.
+    """
+    payload = '{"body":' + body_json + ',"kind":' + json.dumps(kind, ensure_ascii=True) + "}"
+    return "evt-" + hashlib.sha256(payload.encode("utf-8")).hexdigest()[:EVENT_ID_LENGTH]
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event about to be appended.
+
+    Attributes:
+        kind: The event kind.
+        body: Canonical JSON text of the body.
+        event_id: Content hash of kind and body.
+        study_id: Study the event concerns, copied from the body for indexing.
+        run_id: Run the event concerns, copied from the body for indexing.
+        occurred_at: When it happened according to its source (ISO-8601), if known.
+        source: Where it came from: ``api``, ``cli`` or ``file:PATH:LINE:OFFSET``.
+        recorded_at: When it was first recorded, kept when an event is re-imported.
+    """
+
+    kind: str
+    body: str
+    event_id: str
+    study_id: str | None
+    run_id: str | None
+    occurred_at: str | None
+    source: str
+    recorded_at: str | None = None
+
+
+def make_event(
+    kind: str, body: dict[str, Any], *, source: str, recorded_at: str | None = None
+) -> NewEvent:
+    """Build a :class:`NewEvent` from a body mapping.
+
+    The indexed columns are read from the body (``study_id``, ``run_id``, and ``at`` or an
+    observation's ``timestamp``), so they can never disagree with it.
+    """
+    text = canonical_body(body)
+    study_id = body.get("study_id")
+    run_id = body.get("run_id")
+    occurred_at = body.get("at", body.get("timestamp"))
+    return NewEvent(
+        kind=str(kind),
+        body=text,
+        event_id=event_id_for(str(kind), text),
+        study_id=study_id if isinstance(study_id, str) else None,
+        run_id=run_id if isinstance(run_id, str) else None,
+        occurred_at=occurred_at if isinstance(occurred_at, str) else None,
+        source=source,
+        recorded_at=recorded_at,
+    )
+
+
+def study_registered(
+    study_id: str,
+    *,
+    title: str = "",
+    description: str = "",
+    seed_policy: SeedPolicy | None = None,
+    run_budget: RunBudget | None = None,
+    extra: dict[str, Any] | None = None,
+    at: str | None = None,
+) -> dict[str, Any]:
+    """Body of a study registration."""
+    return {
+        "study_id": study_id,
+        "title": title,
+        "description": description,
+        "seed_policy": to_jsonable(seed_policy or SeedPolicy()),
+        "run_budget": to_jsonable(run_budget or RunBudget()),
+        "extra": to_jsonable(extra or {}),
+        "at": at,
+    }
+
+
+def run_registered(
+    run_id: str,
+    *,
+    study_id: str | None,
+    condition_id: str | None,
+    replicate: int | None,
+    agent_id: str | None,
+    problem_id: str | None,
+    seed: int | None,
+    at: str | None = None,
+) -> dict[str, Any]:
+    """Body of a run registration. Unknown fields are null until another source says."""
+    return {
+        "run_id": run_id,
+        "study_id": study_id,
+        "condition_id": condition_id,
+        "replicate": replicate,
+        "agent_id": agent_id,
+        "problem_id": problem_id,
+        "seed": seed,
+        "at": at,
+    }
+
+
+def run_status_changed(
+    run_id: str,
+    status: RunStatus | str,
+    *,
+    at: str | None,
+    reason: str | None = None,
+    error: str | None = None,
+    study_id: str | None = None,
+) -> dict[str, Any]:
+    """Body of a status change.
+
+    The previous status is deliberately not part of the body: it depends on what the ledger
+    had seen before, so including it would give the same fact from a source different ids
+    depending on ingestion order. Projections derive it when they fold.
+    """
+    return {
+        "run_id": run_id,
+        "study_id": study_id,
+        "status": RunStatus(status).value,
+        "reason": reason,
+        "error": error,
+        "at": at,
+    }
+
+
+def provenance_captured(
+    run_id: str, provenance: ProvenanceMetadata | dict[str, Any], *, study_id: str | None = None
+) -> dict[str, Any]:
+    """Body of a provenance snapshot of one run."""
+    data = to_jsonable(provenance)
+    return {
+        "run_id": run_id,
+        "study_id": study_id,
+        "provenance": data,
+        "at": data.get("captured_at") if isinstance(data, dict) else None,
+    }
+
+
+def observation_recorded(observation: Observation | dict[str, Any]) -> dict[str, Any]:
+    """Body of an observation: the seed's row with ``meta_json`` kept as an object.
+
+    Raises:
+        ValidationError: when a required field is missing or the level is unknown.
+    """
+    row = to_jsonable(observation)
+    if not isinstance(row, dict):
+        raise ValidationError("an observation must be an object")
+    missing = [name for name in ("timestamp", "record_id", "event_type") if not row.get(name)]
+    if missing:
+        raise ValidationError(f"observation is missing {', '.join(missing)}")
+    meta = row.get("meta_json")
+    if isinstance(meta, str):
+        try:
+            meta = json.loads(meta)
+        except ValueError as exc:
+            raise ValidationError(f"observation meta_json is not JSON: {exc}") from None
+    level = row.get("level") or ObservationLevel.STEP.value
+    try:
+        level = ObservationLevel(level).value
+    except ValueError:
+        raise ValidationError(f"observation level {level!r} is not one of "
+                              f"{', '.join(item.value for item in ObservationLevel)}") from None
+    body: dict[str, Any] = {
+        "timestamp": _text(row.get("timestamp")),
+        "record_id": _text(row.get("record_id")),
+        "text": _text(row.get("text")) or "",
+        "session_id": _text(row.get("session_id")) or "",
+        "actor_id": _text(row.get("actor_id")) or "",
+        "event_type": _text(row.get("event_type")),
+        "meta_json": meta if meta is not None else {},
+        "level": level,
+    }
+    for name in ("study_id", "run_id", "condition_id", "trial_id", "step_id", "tool_name",
+                 "evaluation_id"):
+        body[name] = _text(row.get(name))
+    return body
+
+
+def _text(value: Any) -> str | None:
+    """Coerce an identifier-like value to text, keeping null as null."""
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)

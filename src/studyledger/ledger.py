@@ -1,0 +1,377 @@
+"""The Python API: one object for programs that run studies and for tools that read them.
+
+A :class:`Ledger` wraps one ledger file. Writes go through :meth:`Ledger.append`, which
+appends events and folds them into the projections in one transaction; the convenience
+methods (``register_study``, ``transition``, ...) check what the API promises first, inside
+that same transaction, so a check and the write it guards cannot be separated by another
+process's write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from . import events as ev
+from . import projections, query
+from .errors import UnknownRunError, UnknownStudyError
+from .events import EventKind, NewEvent
+from .schema import (
+    Observation,
+    ProvenanceMetadata,
+    RunBudget,
+    RunStatus,
+    SeedPolicy,
+    ValidationError,
+    hash_identifier,
+)
+from .store import AppendResult, Store, StoredEvent, utc_now_precise
+
+T = TypeVar("T")
+Row = dict[str, Any]
+
+
+def run_id_for(
+    study_id: str, condition_id: str, replicate: int, agent_id: str | None, problem_id: str | None
+) -> str:
+    """The upstream run id, so ledgers and upstream artifacts join on ``run_id``."""
+    return hash_identifier(
+        "run",
+        {
+            "study_id": study_id,
+            "condition_id": condition_id,
+            "replicate": replicate,
+            "agent_id": agent_id,
+            "problem_id": problem_id,
+        },
+    )
+
+
+class Ledger:
+    """An open studyledger ledger.
+
+    Use :meth:`open` (a context manager) rather than the constructor.
+    """
+
+    def __init__(self, store: Store, *, source: str = "api") -> None:
+        self.store = store
+        self.source = source
+        self._ensure_projections()
+
+    @classmethod
+    def open(
+        cls, path: str | os.PathLike[str] = "studyledger.db", *, create: bool = True, source: str = "api"
+    ) -> Ledger:
+        """Open a ledger file, creating the file and its schema when missing.
+
+        Args:
+            path: The SQLite file.
+            create: When false, a missing file raises ``LedgerMissingError``.
+            source: What events written through the convenience methods record as their
+                source (``api`` or ``cli``).
+
+        Raises:
+            NotALedgerError: the file is not a studyledger ledger.
+            NewerLedgerError: the file was written by a newer studyledger.
+        """
+        return cls(Store(path, create=create), source=source)
+
+    @property
+    def path(self) -> Path:
+        """The ledger file."""
+        return self.store.path
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The underlying connection (for read queries)."""
+        return self.store.conn
+
+    def close(self) -> None:
+        """Close the ledger."""
+        self.store.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- projections ----------------------------------------------------------------
+
+    def _ensure_projections(self) -> None:
+        """Create, upgrade or catch up the projection tables when they need it."""
+        meta = self.store.meta()
+        tables = self.store.db.table_names()
+        current = (
+            meta.get("projection_version") == projections.PROJECTION_VERSION
+            and "projection_state" in tables
+        )
+        if current and projections.last_applied(self.conn) == self.store.head()[0]:
+            return
+        with self.store.transaction():
+            if not current:
+                self._rebuild_in_transaction()
+                return
+            applied = projections.last_applied(self.conn)
+            projections.fold_all(self.conn, self.store.iter_events(after=applied))
+
+    def _rebuild_in_transaction(self) -> None:
+        projections.drop_tables(self.conn)
+        projections.create_tables(self.conn)
+        projections.fold_all(self.conn, self.store.iter_events())
+        self.store.set_meta("projection_version", projections.PROJECTION_VERSION)
+
+    def rebuild_projections(self) -> None:
+        """Drop every derived table and fold all events again."""
+        with self.store.transaction():
+            self._rebuild_in_transaction()
+
+    # -- writing --------------------------------------------------------------------
+
+    def write(self, action: Callable[[], T]) -> T:
+        """Run ``action`` inside one write transaction (for checks guarding appends)."""
+        with self.store.transaction():
+            return action()
+
+    def append(self, new_events: Sequence[NewEvent]) -> AppendResult:
+        """Append events and fold them into the projections, atomically.
+
+        Already stored events are skipped (idempotent). Joins an enclosing transaction.
+        """
+        with self.store.transaction():
+            result = self.store.append(new_events)
+            projections.apply(self.conn, result.appended)
+            return result
+
+    def _emit(self, kind: EventKind, body: dict[str, Any]) -> AppendResult:
+        return self.append([ev.make_event(kind, body, source=self.source)])
+
+    def register_study(
+        self,
+        study_id: str,
+        *,
+        title: str = "",
+        description: str = "",
+        seed_policy: SeedPolicy | None = None,
+        run_budget: RunBudget | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> str:
+        """Register a study; registering the same study the same way again is a no-op.
+
+        Returns:
+            The study id.
+        """
+        if not study_id:
+            raise ValidationError("a study needs a non-empty study_id")
+        body = ev.study_registered(
+            study_id, title=title, description=description, seed_policy=seed_policy,
+            run_budget=run_budget, extra=extra,
+        )
+        self._emit(EventKind.STUDY_REGISTERED, body)
+        return study_id
+
+    def register_run(
+        self,
+        study_id: str,
+        condition_id: str,
+        *,
+        replicate: int = 1,
+        agent_id: str | None = None,
+        problem_id: str | None = None,
+    ) -> str:
+        """Register one run of a study and derive its seed as upstream does.
+
+        The run id is upstream's ``hash_identifier("run", {...})`` and the seed
+        ``SeedPolicy.derive_seed(study, condition, replicate, salt=f"{agent_id}:{problem_id}")``
+        with the study's policy. Registering the same run again is a no-op.
+
+        Raises:
+            UnknownStudyError: the study was never registered.
+            ValidationError: the study's RunBudget refuses the run.
+        """
+        run_id = run_id_for(study_id, condition_id, replicate, agent_id, problem_id)
+
+        def register() -> str:
+            study = query.study(self.conn, study_id)
+            if study is None or not study["registered"]:
+                raise UnknownStudyError(f"study {study_id!r} is not registered; register_study first")
+            if query.run(self.conn, run_id) is not None:
+                return run_id
+            budget = RunBudget(**_load(study["run_budget"]))
+            if not 1 <= replicate <= budget.replicates:
+                raise ValidationError(
+                    f"replicate {replicate} is outside study {study_id!r}'s budget of "
+                    f"{budget.replicates} replicate(s) (1..{budget.replicates})"
+                )
+            if budget.max_runs is not None and study["run_count"] >= budget.max_runs:
+                raise ValidationError(
+                    f"study {study_id!r} already has {study['run_count']} run(s); "
+                    f"its budget allows max_runs={budget.max_runs}"
+                )
+            policy = SeedPolicy(**_load(study["seed_policy"]))
+            seed = policy.derive_seed(study_id, condition_id, replicate, salt=f"{agent_id}:{problem_id}")
+            body = ev.run_registered(
+                run_id, study_id=study_id, condition_id=condition_id, replicate=replicate,
+                agent_id=agent_id, problem_id=problem_id, seed=seed,
+            )
+            self._emit(EventKind.RUN_REGISTERED, body)
+            return run_id
+
+        return self.write(register)
+
+    def transition(
+        self,
+        run_id: str,
+        status: RunStatus | str,
+        *,
+        reason: str | None = None,
+        error: str | None = None,
+        at: str | None = None,
+    ) -> None:
+        """Move a run to a new status, refusing an illegal transition.
+
+        Legal: pending -> running | skipped | failed; running -> success | failed.
+
+        Raises:
+            UnknownRunError: the run is not in the ledger.
+            ValidationError: the transition is illegal; the message names the run, its
+                current status and the requested one.
+        """
+        try:
+            requested = RunStatus(status)
+        except ValueError:
+            raise ValidationError(
+                f"{status!r} is not a run status ({', '.join(s.value for s in RunStatus)})"
+            ) from None
+
+        def move() -> None:
+            row = self._run_or_raise(run_id)
+            if not projections.is_legal(row["status"], requested):
+                raise ValidationError(
+                    f"run {run_id}: illegal transition {row['status']} -> {requested.value}"
+                )
+            body = ev.run_status_changed(
+                run_id, requested, at=at or utc_now_precise(), reason=reason, error=error,
+                study_id=row["study_id"],
+            )
+            self._emit(EventKind.RUN_STATUS_CHANGED, body)
+
+        self.write(move)
+
+    def capture_provenance(
+        self,
+        run_id: str,
+        packages: Iterable[str] = (),
+        *,
+        cwd: Path | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> ProvenanceMetadata:
+        """Capture this process's provenance (``ProvenanceMetadata.capture``) for a run."""
+        provenance = ProvenanceMetadata.capture(packages, cwd=cwd, extra=extra)
+        self.record_provenance(run_id, provenance)
+        return provenance
+
+    def record_provenance(self, run_id: str, provenance: ProvenanceMetadata) -> None:
+        """Record provenance captured elsewhere for a run."""
+
+        def record() -> None:
+            row = self._run_or_raise(run_id)
+            body = ev.provenance_captured(run_id, provenance, study_id=row["study_id"])
+            self._emit(EventKind.PROVENANCE_CAPTURED, body)
+
+        self.write(record)
+
+    def observe(self, *observations: Observation | dict[str, Any]) -> AppendResult:
+        """Record observations; those already recorded are skipped.
+
+        Raises:
+            UnknownRunError: an observation names a run the ledger does not know.
+            ValidationError: an observation is malformed.
+        """
+        bodies = [ev.observation_recorded(item) for item in observations]
+
+        def record() -> AppendResult:
+            for run_id in {body["run_id"] for body in bodies if body["run_id"]}:
+                self._run_or_raise(run_id)
+            return self.append(
+                [ev.make_event(EventKind.OBSERVATION_RECORDED, body, source=self.source) for body in bodies]
+            )
+
+        return self.write(record)
+
+    def _run_or_raise(self, run_id: str) -> Row:
+        row = query.run(self.conn, run_id)
+        if row is None:
+            raise UnknownRunError(f"unknown run {run_id!r}")
+        return row
+
+    # -- reading --------------------------------------------------------------------
+
+    def studies(self) -> list[Row]:
+        """Every study with run counts and a status breakdown."""
+        return query.studies(self.conn)
+
+    def study(self, study_id: str) -> Row:
+        """One study.
+
+        Raises:
+            UnknownStudyError: no such study.
+        """
+        row = query.study(self.conn, study_id)
+        if row is None:
+            raise UnknownStudyError(f"unknown study {study_id!r}")
+        return row
+
+    def runs(self, *, study_id: str | None = None, status: RunStatus | str | None = None) -> list[Row]:
+        """Runs, optionally of one study and one status."""
+        return query.runs(self.conn, study_id=study_id, status=None if status is None else RunStatus(status).value)
+
+    def run(self, run_id: str) -> Row:
+        """One run.
+
+        Raises:
+            UnknownRunError: no such run.
+        """
+        return self._run_or_raise(run_id)
+
+    def observations(self, run_id: str, **filters: Any) -> list[Row]:
+        """A page of a run's observations; see :func:`studyledger.query.observations`."""
+        return query.observations(self.conn, run_id, **filters)
+
+    def transitions(self, run_id: str) -> list[Row]:
+        """A run's status history."""
+        return query.transitions(self.conn, run_id)
+
+    def provenance(self, run_id: str) -> list[Row]:
+        """A run's provenance snapshots."""
+        return query.provenance(self.conn, run_id)
+
+    def anomalies(self, run_id: str | None = None) -> list[Row]:
+        """Anomalies flagged by the projections."""
+        return query.anomalies(self.conn, run_id)
+
+    def events(self, *, after: int = 0, run_id: str | None = None, limit: int | None = None) -> list[StoredEvent]:
+        """Stored events after a sequence number."""
+        return query.events(self.conn, after=after, run_id=run_id, limit=limit)
+
+    def stats(self) -> Row:
+        """Counts of everything, and the head of the chain."""
+        return query.stats(self.conn)
+
+    def head(self) -> Row:
+        """The last sequence number and its chain hash."""
+        return query.head(self.conn)
+
+
+def _load(text: str | None) -> dict[str, Any]:
+    return dict(json.loads(text)) if text else {}

@@ -1,0 +1,432 @@
+"""Read tables derived from the events.
+
+Every table here is a fold of the events in sequence order and can be dropped and rebuilt
+at any time (:func:`rebuild`); :func:`apply` folds newly appended events in the same
+transaction that appended them, so the tables are never behind the events a reader sees.
+``projection_state`` remembers the last sequence applied.
+
+The status a run shows is chosen by a rule that does not depend on the order in which
+sources were ingested: a terminal status beats a non-terminal one, and among terminal
+statuses ``failed`` > ``success`` > ``skipped`` (``running`` > ``pending`` before that).
+Two sources that disagree on the outcome are both kept as transitions and the disagreement
+is an anomaly; the conservative pick is "failed" (see docs/events.md).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from .events import EventKind
+from .schema import RunStatus
+from .store import StoredEvent
+
+PROJECTION_VERSION = "1"
+
+LEGAL_TRANSITIONS: dict[str, frozenset[str]] = {
+    RunStatus.PENDING: frozenset({RunStatus.RUNNING, RunStatus.SKIPPED, RunStatus.FAILED}),
+    RunStatus.RUNNING: frozenset({RunStatus.SUCCESS, RunStatus.FAILED}),
+    RunStatus.SUCCESS: frozenset(),
+    RunStatus.FAILED: frozenset(),
+    RunStatus.SKIPPED: frozenset(),
+}
+TERMINAL = frozenset({RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.SKIPPED})
+_PRECEDENCE = {
+    RunStatus.PENDING: 0,
+    RunStatus.RUNNING: 1,
+    RunStatus.SKIPPED: 2,
+    RunStatus.SUCCESS: 3,
+    RunStatus.FAILED: 4,
+}
+
+RUN_FIELDS = ("study_id", "condition_id", "replicate", "agent_id", "problem_id", "seed")
+
+TABLES: dict[str, str] = {
+    "studies": """CREATE TABLE studies (
+        study_id TEXT PRIMARY KEY,
+        title TEXT NOT NULL DEFAULT '',
+        description TEXT NOT NULL DEFAULT '',
+        seed_policy TEXT,
+        run_budget TEXT,
+        extra TEXT,
+        registered INTEGER NOT NULL DEFAULT 0,
+        first_seq INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        last_activity TEXT
+    )""",
+    "runs": """CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY,
+        study_id TEXT,
+        condition_id TEXT,
+        replicate INTEGER,
+        agent_id TEXT,
+        problem_id TEXT,
+        seed INTEGER,
+        status TEXT NOT NULL,
+        status_reason TEXT,
+        error TEXT,
+        registered_at TEXT,
+        started_at TEXT,
+        ended_at TEXT,
+        observation_count INTEGER NOT NULL DEFAULT 0,
+        anomaly_count INTEGER NOT NULL DEFAULT 0,
+        last_activity TEXT,
+        last_recorded TEXT,
+        first_seq INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL
+    )""",
+    "observations": """CREATE TABLE observations (
+        seq INTEGER PRIMARY KEY,
+        timestamp TEXT,
+        record_id TEXT,
+        text TEXT,
+        session_id TEXT,
+        actor_id TEXT,
+        event_type TEXT,
+        meta_json TEXT,
+        level TEXT,
+        study_id TEXT,
+        run_id TEXT,
+        condition_id TEXT,
+        trial_id TEXT,
+        step_id TEXT,
+        tool_name TEXT,
+        evaluation_id TEXT
+    )""",
+    "provenance": """CREATE TABLE provenance (
+        seq INTEGER PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        study_id TEXT,
+        captured_at TEXT,
+        host TEXT,
+        platform TEXT,
+        python_version TEXT,
+        git_sha TEXT,
+        package_versions TEXT,
+        extra TEXT
+    )""",
+    "transitions": """CREATE TABLE transitions (
+        seq INTEGER PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        from_status TEXT,
+        to_status TEXT NOT NULL,
+        shown_status TEXT NOT NULL,
+        reason TEXT,
+        error TEXT,
+        at TEXT,
+        legal INTEGER NOT NULL
+    )""",
+    "evaluations": """CREATE TABLE evaluations (
+        seq INTEGER PRIMARY KEY,
+        run_id TEXT,
+        evaluator_id TEXT,
+        metric_name TEXT,
+        metric_value,
+        metric_unit TEXT,
+        aggregation_level TEXT,
+        notes_json TEXT
+    )""",
+    "rejections": """CREATE TABLE rejections (
+        seq INTEGER PRIMARY KEY,
+        file TEXT,
+        line INTEGER,
+        offset INTEGER,
+        reason TEXT,
+        raw TEXT
+    )""",
+    "anomalies": """CREATE TABLE anomalies (
+        id INTEGER PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        run_id TEXT,
+        study_id TEXT,
+        kind TEXT NOT NULL,
+        message TEXT NOT NULL
+    )""",
+    "projection_state": """CREATE TABLE projection_state (
+        name TEXT PRIMARY KEY,
+        last_seq INTEGER NOT NULL
+    )""",
+}
+
+INDEXES = (
+    "CREATE INDEX runs_study ON runs(study_id, status)",
+    "CREATE INDEX observations_run ON observations(run_id, seq)",
+    "CREATE INDEX observations_run_filter ON observations(run_id, level, event_type)",
+    "CREATE INDEX provenance_run ON provenance(run_id, seq)",
+    "CREATE INDEX transitions_run ON transitions(run_id, seq)",
+    "CREATE INDEX evaluations_run ON evaluations(run_id, seq)",
+    "CREATE INDEX anomalies_run ON anomalies(run_id, seq)",
+)
+
+PROJECTION_TABLES = tuple(name for name in TABLES if name != "projection_state")
+
+
+def create_tables(conn: sqlite3.Connection) -> None:
+    """Create the projection tables and indexes (inside a transaction)."""
+    for ddl in TABLES.values():
+        conn.execute(ddl)
+    for ddl in INDEXES:
+        conn.execute(ddl)
+    conn.execute("INSERT INTO projection_state(name, last_seq) VALUES ('all', 0)")
+
+
+def drop_tables(conn: sqlite3.Connection) -> None:
+    """Drop every projection table (inside a transaction)."""
+    for name in TABLES:
+        conn.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+def last_applied(conn: sqlite3.Connection) -> int:
+    """The last event sequence folded into the tables."""
+    row = conn.execute("SELECT last_seq FROM projection_state WHERE name = 'all'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def shown_status(current: str, reported: str) -> str:
+    """The status a run shows after a source reports ``reported`` while it shows ``current``.
+
+    Order-independent (a maximum), so ingesting sources in any order gives the same answer.
+    """
+    return current if _PRECEDENCE[RunStatus(current)] >= _PRECEDENCE[RunStatus(reported)] else reported
+
+
+def is_legal(current: str, requested: str) -> bool:
+    """Whether ``current -> requested`` is a legal status transition."""
+    return RunStatus(requested) in LEGAL_TRANSITIONS[RunStatus(current)]
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True, ensure_ascii=True)
+
+
+def _later(a: str | None, b: str | None) -> str | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)
+
+
+class _Fold:
+    """Folds one batch of events; touched study and run rows are written back once."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.runs: dict[str, dict[str, Any]] = {}
+        self.studies: dict[str, dict[str, Any]] = {}
+        self.observations: list[tuple[Any, ...]] = []
+        self.anomalies: list[tuple[Any, ...]] = []
+
+    def run(self, run_id: str, event: StoredEvent) -> dict[str, Any]:
+        row = self.runs.get(run_id)
+        if row is None:
+            found = self.conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+            names = [d[0] for d in found.description]
+            values = found.fetchone()
+            if values is not None:
+                row = dict(zip(names, values, strict=True))
+            else:
+                row = {name: None for name in names}
+                row.update(run_id=run_id, status=RunStatus.PENDING.value, observation_count=0,
+                           anomaly_count=0, first_seq=event.seq)
+            self.runs[run_id] = row
+        row["last_seq"] = event.seq
+        row["last_activity"] = _later(row["last_activity"], event.occurred_at)
+        row["last_recorded"] = _later(row["last_recorded"], event.recorded_at)
+        return row
+
+    def study(self, study_id: str, event: StoredEvent) -> dict[str, Any]:
+        row = self.studies.get(study_id)
+        if row is None:
+            found = self.conn.execute("SELECT * FROM studies WHERE study_id = ?", (study_id,))
+            names = [d[0] for d in found.description]
+            values = found.fetchone()
+            if values is not None:
+                row = dict(zip(names, values, strict=True))
+            else:
+                row = {name: None for name in names}
+                row.update(study_id=study_id, title="", description="", registered=0,
+                           first_seq=event.seq)
+            self.studies[study_id] = row
+        row["last_seq"] = event.seq
+        row["last_activity"] = _later(row["last_activity"], event.occurred_at or event.recorded_at)
+        return row
+
+    def anomaly(self, event: StoredEvent, run_id: str | None, kind: str, message: str) -> None:
+        self.anomalies.append((event.seq, run_id, event.study_id, kind, message))
+        if run_id is not None:
+            self.run(run_id, event)["anomaly_count"] += 1
+
+    def apply(self, event: StoredEvent) -> None:
+        handler = _HANDLERS.get(event.kind)
+        if handler is not None:
+            handler(self, event, event.data)
+        if event.study_id:
+            self.study(event.study_id, event)
+
+    def flush(self, last_seq: int) -> None:
+        if self.observations:
+            self.conn.executemany(
+                "INSERT INTO observations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                self.observations,
+            )
+        if self.anomalies:
+            self.conn.executemany(
+                "INSERT INTO anomalies(seq, run_id, study_id, kind, message) VALUES (?,?,?,?,?)",
+                self.anomalies,
+            )
+        _upsert(self.conn, "studies", "study_id", self.studies.values())
+        _upsert(self.conn, "runs", "run_id", self.runs.values())
+        self.conn.execute("UPDATE projection_state SET last_seq = ? WHERE name = 'all'", (last_seq,))
+
+
+def _upsert(conn: sqlite3.Connection, table: str, key: str, rows: Iterable[dict[str, Any]]) -> None:
+    rows = list(rows)
+    if not rows:
+        return
+    names = list(rows[0])
+    updates = ", ".join(f"{name} = excluded.{name}" for name in names if name != key)
+    conn.executemany(
+        f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
+        f"ON CONFLICT({key}) DO UPDATE SET {updates}",
+        [tuple(row[name] for name in names) for row in rows],
+    )
+
+
+def _on_study(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> None:
+    row = fold.study(body["study_id"], event)
+    for name in ("title", "description"):
+        if body.get(name):
+            row[name] = body[name]
+    for name in ("seed_policy", "run_budget", "extra"):
+        if body.get(name) is not None:
+            row[name] = _json(body[name])
+    row["registered"] = 1
+
+
+def _on_run(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> None:
+    row = fold.run(body["run_id"], event)
+    row["registered_at"] = row["registered_at"] or body.get("at") or event.recorded_at
+    for name in RUN_FIELDS:
+        new = body.get(name)
+        if new is None:
+            continue
+        old = row[name]
+        if old is not None and old != new:
+            fold.anomaly(event, body["run_id"], "conflicting_registration",
+                         f"{name} was {old!r}, a later registration says {new!r}")
+            continue
+        row[name] = new
+
+
+def _on_status(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> None:
+    run_id = body["run_id"]
+    row = fold.run(run_id, event)
+    if body.get("study_id") and row["study_id"] is None:
+        row["study_id"] = body["study_id"]
+    current, reported = row["status"], body["status"]
+    legal = is_legal(current, reported)
+    if not legal:
+        if current in TERMINAL and reported in TERMINAL and current != reported:
+            kind = "conflicting_outcome"
+            message = f"sources disagree: {current} and {reported}; showing {shown_status(current, reported)}"
+        else:
+            kind = "illegal_transition"
+            message = f"{current} -> {reported} is not a legal transition"
+        fold.anomaly(event, run_id, kind, message)
+    shown = shown_status(current, reported)
+    at = body.get("at") or event.recorded_at
+    if reported == RunStatus.RUNNING:
+        row["started_at"] = row["started_at"] or at
+    if reported in TERMINAL and (shown == reported or row["ended_at"] is None):
+        row["ended_at"] = at
+    if shown != current or shown == reported:
+        row["status_reason"] = body.get("reason")
+        row["error"] = body.get("error")
+    row["status"] = shown
+    fold.conn.execute(
+        "INSERT INTO transitions VALUES (?,?,?,?,?,?,?,?,?)",
+        (event.seq, run_id, current, reported, shown, body.get("reason"), body.get("error"),
+         body.get("at"), int(legal)),
+    )
+
+
+def _on_provenance(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> None:
+    fold.run(body["run_id"], event)
+    data = body.get("provenance") or {}
+    fold.conn.execute(
+        "INSERT INTO provenance VALUES (?,?,?,?,?,?,?,?,?,?)",
+        (event.seq, body["run_id"], body.get("study_id"), data.get("captured_at"),
+         data.get("host"), data.get("platform"), data.get("python_version"), data.get("git_sha"),
+         _json(data.get("package_versions") or {}), _json(data.get("extra") or {})),
+    )
+
+
+def _on_observation(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> None:
+    run_id = body.get("run_id")
+    if run_id:
+        row = fold.run(run_id, event)
+        row["observation_count"] += 1
+        if row["study_id"] is None and body.get("study_id"):
+            row["study_id"] = body["study_id"]
+    fold.observations.append(
+        (event.seq, body.get("timestamp"), body.get("record_id"), body.get("text"),
+         body.get("session_id"), body.get("actor_id"), body.get("event_type"),
+         _json(body.get("meta_json")), body.get("level"), body.get("study_id"), run_id,
+         body.get("condition_id"), body.get("trial_id"), body.get("step_id"),
+         body.get("tool_name"), body.get("evaluation_id"))
+    )
+
+
+def _on_evaluation(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> None:
+    if body.get("run_id"):
+        fold.run(body["run_id"], event)
+    value = body.get("metric_value")
+    fold.conn.execute(
+        "INSERT INTO evaluations VALUES (?,?,?,?,?,?,?,?)",
+        (event.seq, body.get("run_id"), body.get("evaluator_id"), body.get("metric_name"),
+         _json(value) if isinstance(value, (dict, list)) else value, body.get("metric_unit"),
+         body.get("aggregation_level"), _json(body.get("notes_json"))),
+    )
+
+
+def _on_rejection(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> None:
+    fold.conn.execute(
+        "INSERT INTO rejections VALUES (?,?,?,?,?,?)",
+        (event.seq, body.get("file"), body.get("line"), body.get("offset"), body.get("reason"),
+         body.get("raw")),
+    )
+
+
+_HANDLERS = {
+    EventKind.STUDY_REGISTERED.value: _on_study,
+    EventKind.RUN_REGISTERED.value: _on_run,
+    EventKind.RUN_STATUS_CHANGED.value: _on_status,
+    EventKind.PROVENANCE_CAPTURED.value: _on_provenance,
+    EventKind.OBSERVATION_RECORDED.value: _on_observation,
+    EventKind.EVALUATION_RECORDED.value: _on_evaluation,
+    EventKind.LINE_REJECTED.value: _on_rejection,
+}
+
+
+def apply(conn: sqlite3.Connection, events: Sequence[StoredEvent]) -> None:
+    """Fold events (in sequence order, all after :func:`last_applied`) into the tables."""
+    if not events:
+        return
+    fold = _Fold(conn)
+    for event in events:
+        fold.apply(event)
+    fold.flush(events[-1].seq)
+
+
+def fold_all(conn: sqlite3.Connection, events: Iterable[StoredEvent], *, batch: int = 5_000) -> None:
+    """Fold a stream of events into freshly created tables, one batch at a time."""
+    chunk: list[StoredEvent] = []
+    for event in events:
+        chunk.append(event)
+        if len(chunk) >= batch:
+            apply(conn, chunk)
+            chunk = []
+    apply(conn, chunk)

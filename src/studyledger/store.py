@@ -1,0 +1,413 @@
+"""The append-only SQLite event store.
+
+Guarantees, each tested in ``tests/test_store.py``:
+
+1. A stored event is never changed or removed: triggers refuse UPDATE and DELETE on
+   ``events``, even from a raw ``sqlite3`` session.
+2. Sequence numbers are contiguous from 1 and give a total order.
+3. Appending an event whose id is stored is a no-op; the same id with a different body
+   raises :class:`~studyledger.errors.EventConflictError`.
+4. Every row carries ``chain = sha256(previous chain + "\\n" + canonical row)``, so an
+   edited, removed, inserted or reordered row breaks the chain from that row on.
+5. Writers serialise through ``BEGIN IMMEDIATE`` with a busy timeout and bounded retries;
+   readers (WAL) are never blocked, and no "database is locked" reaches a user.
+
+Everything that must be atomic with an append (projection updates, ingestion offsets)
+runs inside the same :meth:`Store.transaction`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from .errors import (
+    EventConflictError,
+    LedgerBusyError,
+    LedgerMissingError,
+    NewerLedgerError,
+    NotALedgerError,
+)
+from .events import NewEvent
+from .schema import from_canonical
+
+APPLICATION = "studyledger"
+STORE_SCHEMA_VERSION = 1
+GENESIS_CHAIN = "0" * 64
+BUSY_TIMEOUT_MS = 5_000
+BEGIN_ATTEMPTS = 12
+_ID_LOOKUP_CHUNK = 500
+
+EVENT_COLUMNS = (
+    "seq",
+    "event_id",
+    "kind",
+    "study_id",
+    "run_id",
+    "occurred_at",
+    "recorded_at",
+    "source",
+    "body",
+    "chain",
+)
+
+_TRIGGERS = {
+    "events_refuse_update": (
+        "CREATE TRIGGER events_refuse_update BEFORE UPDATE ON events BEGIN "
+        "SELECT RAISE(ABORT, 'studyledger events are append-only: UPDATE refused'); END"
+    ),
+    "events_refuse_delete": (
+        "CREATE TRIGGER events_refuse_delete BEFORE DELETE ON events BEGIN "
+        "SELECT RAISE(ABORT, 'studyledger events are append-only: DELETE refused'); END"
+    ),
+}
+TRIGGER_NAMES = tuple(_TRIGGERS)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One row of the ``events`` table."""
+
+    seq: int
+    event_id: str
+    kind: str
+    study_id: str | None
+    run_id: str | None
+    occurred_at: str | None
+    recorded_at: str
+    source: str
+    body: str
+    chain: str
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The body as a mapping, with non-finite float tags left as they are."""
+        value: dict[str, Any] = json.loads(self.body)
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as a plain mapping with the body decoded (NaN tags turned back to floats)."""
+        row = {name: getattr(self, name) for name in EVENT_COLUMNS}
+        row["body"] = from_canonical(self.data)
+        return row
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What one append did."""
+
+    appended: list[StoredEvent]
+    duplicates: int
+
+
+def utc_now_precise() -> str:
+    """Recording time with microseconds: events recorded in one second stay ordered."""
+    return datetime.now(UTC).isoformat()
+
+
+def chain_hash(previous: str, row: Sequence[Any]) -> str:
+    """Chain value of one row given the previous row's chain.
+
+    ``row`` is ``(seq, event_id, kind, study_id, run_id, occurred_at, recorded_at, source,
+    body)``: everything stored except the chain itself, so a change to any column shows.
+    """
+    text = json.dumps(list(row), separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(f"{previous}\n{text}".encode()).hexdigest()
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    message = str(error).lower()
+    return "locked" in message or "busy" in message
+
+
+class Store:
+    """An open ledger file.
+
+    Args:
+        path: The SQLite file.
+        create: Create the file and its schema when missing. When false, a missing file
+            raises :class:`LedgerMissingError`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
+        self.path = Path(path)
+        if not create and not self.path.exists():
+            raise LedgerMissingError(
+                f"{self.path}: no ledger here; create one with `studyledger init` "
+                "or pass --db PATH"
+            )
+        if self.path.is_dir():
+            raise NotALedgerError(f"{self.path}: is a directory, not a ledger file")
+        try:
+            self.conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+            )
+        except sqlite3.Error as exc:
+            raise NotALedgerError(f"{self.path}: cannot open as SQLite: {exc}") from None
+        try:
+            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._check_or_create()
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.DatabaseError as exc:
+            self.conn.close()
+            raise NotALedgerError(f"{self.path}: not a studyledger ledger ({exc})") from None
+        except BaseException:
+            self.conn.close()
+            raise
+        self.db = sqlite_utils.Database(self.conn)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+    # -- schema ---------------------------------------------------------------------
+
+    def _tables(self) -> set[str]:
+        rows = self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return {row[0] for row in rows}
+
+    def _check_or_create(self) -> None:
+        tables = self._tables()
+        if "ledger_meta" not in tables:
+            user_tables = {name for name in tables if not name.startswith("sqlite_")}
+            if user_tables:
+                raise NotALedgerError(
+                    f"{self.path}: not a studyledger ledger (it has tables "
+                    f"{', '.join(sorted(user_tables)[:5])} but no ledger_meta)"
+                )
+            self._create()
+            return
+        meta = self.meta()
+        if meta.get("application") != APPLICATION:
+            raise NotALedgerError(f"{self.path}: not a studyledger ledger")
+        version = int(meta.get("schema_version", "0"))
+        if version > STORE_SCHEMA_VERSION:
+            raise NewerLedgerError(
+                f"{self.path}: written by a newer studyledger (ledger schema {version}); "
+                f"this version reads up to {STORE_SCHEMA_VERSION}. Upgrade studyledger."
+            )
+        if version < STORE_SCHEMA_VERSION:
+            self._migrate(version)
+
+    def _create(self) -> None:
+        mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise NotALedgerError(f"{self.path}: cannot switch to WAL mode (got {mode})")
+        with self.transaction():
+            if "ledger_meta" in self._tables():  # another process created it first
+                return
+            self.conn.execute(
+                "CREATE TABLE ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+            )
+            self.conn.execute(
+                """CREATE TABLE events (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                    event_id TEXT NOT NULL UNIQUE,
+                    kind TEXT NOT NULL,
+                    study_id TEXT,
+                    run_id TEXT,
+                    occurred_at TEXT,
+                    recorded_at TEXT NOT NULL,
+                    source TEXT NOT NULL,
+                    body TEXT NOT NULL,
+                    chain TEXT NOT NULL CHECK (length(chain) = 64)
+                )"""
+            )
+            self.conn.execute("CREATE INDEX events_run ON events(run_id, seq)")
+            self.conn.execute("CREATE INDEX events_study ON events(study_id, seq)")
+            for ddl in _TRIGGERS.values():
+                self.conn.execute(ddl)
+            self.conn.executemany(
+                "INSERT INTO ledger_meta(key, value) VALUES (?, ?)",
+                [
+                    ("application", APPLICATION),
+                    ("schema_version", str(STORE_SCHEMA_VERSION)),
+                    ("created_at", utc_now_precise()),
+                ],
+            )
+
+    def _migrate(self, version: int) -> None:
+        """Bring an older ledger up to :data:`STORE_SCHEMA_VERSION`.
+
+        Version 1 is the first released schema, so there is nothing to migrate yet; each
+        later version adds one step here, applied in its own write transaction.
+        """
+        raise NotALedgerError(f"{self.path}: unknown ledger schema version {version}")
+
+    def meta(self) -> dict[str, str]:
+        """The ``ledger_meta`` key/value pairs."""
+        return dict(self.conn.execute("SELECT key, value FROM ledger_meta").fetchall())
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set one ``ledger_meta`` value; call inside a transaction."""
+        self.conn.execute(
+            "INSERT INTO ledger_meta(key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def missing_triggers(self) -> list[str]:
+        """Names of the immutability triggers that are not installed."""
+        rows = self.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'events'"
+        )
+        present = {row[0] for row in rows}
+        return [name for name in TRIGGER_NAMES if name not in present]
+
+    # -- transactions ---------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: ``BEGIN IMMEDIATE`` with bounded retries.
+
+        SQLite's busy timeout already waits for the lock; the retries (with jittered
+        back-off) cover the cases where it gives up early, such as a WAL checkpoint race.
+        Nested use joins the outer transaction.
+        """
+        if self.conn.in_transaction:
+            yield self.conn
+            return
+        for attempt in range(BEGIN_ATTEMPTS):
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+                time.sleep(min(0.05 * 2**attempt, 1.0) * (0.5 + random.random()))
+        else:
+            raise LedgerBusyError(
+                f"{self.path}: another process kept the ledger busy; try again"
+            )
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+
+    # -- writing --------------------------------------------------------------------
+
+    def head(self) -> tuple[int, str]:
+        """``(last seq, its chain)``, or ``(0, GENESIS_CHAIN)`` for an empty ledger."""
+        row = self.conn.execute("SELECT seq, chain FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        return (int(row[0]), str(row[1])) if row else (0, GENESIS_CHAIN)
+
+    def existing_bodies(self, event_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """``{event_id: (kind, body)}`` for the ids already stored."""
+        found: dict[str, tuple[str, str]] = {}
+        for start in range(0, len(event_ids), _ID_LOOKUP_CHUNK):
+            chunk = event_ids[start : start + _ID_LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for event_id, kind, body in self.conn.execute(
+                f"SELECT event_id, kind, body FROM events WHERE event_id IN ({marks})", chunk
+            ):
+                found[event_id] = (kind, body)
+        return found
+
+    def append(self, events: Sequence[NewEvent]) -> AppendResult:
+        """Append events in order, skipping those already stored.
+
+        Must run inside :meth:`transaction`: the duplicate check, the chain and the insert
+        see one consistent head only while the write lock is held. Stored ids are filtered
+        out before the insert, so the INSERT itself is plain: a conflict there would be a
+        bug and raises instead of leaving a hole in the chain.
+
+        Raises:
+            EventConflictError: an id is stored (or repeated in ``events``) with a
+                different body.
+        """
+        if not self.conn.in_transaction:
+            raise RuntimeError("Store.append must run inside Store.transaction()")
+        fresh: dict[str, NewEvent] = {}
+        for event in events:
+            seen = fresh.get(event.event_id)
+            if seen is None:
+                fresh[event.event_id] = event
+            elif (seen.kind, seen.body) != (event.kind, event.body):
+                raise EventConflictError(f"event {event.event_id} appears twice with different bodies")
+        stored = self.existing_bodies(list(fresh))
+        for event_id, (kind, body) in stored.items():
+            new = fresh.pop(event_id)
+            if (kind, body) != (new.kind, new.body):
+                raise EventConflictError(
+                    f"event {event_id} is already stored with a different body "
+                    f"(source {new.source}); the ledger may have been edited"
+                )
+        seq, chain = self.head()
+        now = utc_now_precise()
+        rows: list[StoredEvent] = []
+        for event in fresh.values():
+            seq += 1
+            values = (
+                seq,
+                event.event_id,
+                event.kind,
+                event.study_id,
+                event.run_id,
+                event.occurred_at,
+                event.recorded_at or now,
+                event.source,
+                event.body,
+            )
+            chain = chain_hash(chain, values)
+            rows.append(StoredEvent(*values, chain))
+        self.conn.executemany(
+            "INSERT INTO events (seq, event_id, kind, study_id, run_id, occurred_at, "
+            "recorded_at, source, body, chain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (r.seq, r.event_id, r.kind, r.study_id, r.run_id, r.occurred_at,
+                 r.recorded_at, r.source, r.body, r.chain)
+                for r in rows
+            ],
+        )
+        return AppendResult(appended=rows, duplicates=len(events) - len(rows))
+
+    # -- reading --------------------------------------------------------------------
+
+    def iter_events(
+        self,
+        *,
+        after: int = 0,
+        until: int | None = None,
+        run_id: str | None = None,
+        batch: int = 5_000,
+    ) -> Iterator[StoredEvent]:
+        """Events in sequence order, fetched in batches so memory stays flat."""
+        last = after
+        while True:
+            clauses = ["seq > ?"]
+            params: list[Any] = [last]
+            if until is not None:
+                clauses.append("seq <= ?")
+                params.append(until)
+            if run_id is not None:
+                clauses.append("run_id = ?")
+                params.append(run_id)
+            rows = self.conn.execute(
+                f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE {' AND '.join(clauses)} "
+                f"ORDER BY seq LIMIT {int(batch)}",
+                params,
+            ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield StoredEvent(*row)
+            last = rows[-1][0]
+
+    def event_count(self) -> int:
+        """Number of stored events."""
+        return int(self.conn.execute("SELECT count(*) FROM events").fetchone()[0])
