@@ -1,0 +1,4 @@
+"""JSONL ingestion: line formats -> events, a tailer with committed offsets, a watcher.
+
+Never imports the dashboard.
+"""
