@@ -42,6 +42,7 @@ class EventKind(StrEnum):
     PROVENANCE_CAPTURED = "provenance_captured"
     OBSERVATION_RECORDED = "observation_recorded"
     EVALUATION_RECORDED = "evaluation_recorded"
+    CONDITION_REGISTERED = "condition_registered"
     LINE_REJECTED = "line_rejected"
     AUDIT_RECORDED = "audit_recorded"
 
@@ -100,19 +101,25 @@ class NewEvent:
 def make_event(
     kind: str, body: dict[str, Any], *, source: str, recorded_at: str | None = None
 ) -> NewEvent:
-    """Build a :class:`NewEvent` from a body mapping.
+    """Build a :class:`NewEvent` from a body mapping."""
+    return event_from_body(str(kind), canonical_body(body), body, source=source, recorded_at=recorded_at)
+
+
+def event_from_body(
+    kind: str, text: str, body: dict[str, Any], *, source: str, recorded_at: str | None = None
+) -> NewEvent:
+    """Build a :class:`NewEvent` from a body's canonical text and its decoded mapping.
 
     The indexed columns are read from the body (``study_id``, ``run_id``, and ``at`` or an
     observation's ``timestamp``), so they can never disagree with it.
     """
-    text = canonical_body(body)
     study_id = body.get("study_id")
     run_id = body.get("run_id")
     occurred_at = body.get("at", body.get("timestamp"))
     return NewEvent(
-        kind=str(kind),
+        kind=kind,
         body=text,
-        event_id=event_id_for(str(kind), text),
+        event_id=event_id_for(kind, text),
         study_id=study_id if isinstance(study_id, str) else None,
         run_id=run_id if isinstance(run_id, str) else None,
         occurred_at=occurred_at if isinstance(occurred_at, str) else None,
@@ -243,6 +250,52 @@ def observation_recorded(observation: Observation | dict[str, Any]) -> dict[str,
                  "evaluation_id"):
         body[name] = _text(row.get(name))
     return body
+
+
+def condition_registered(
+    study_id: str,
+    condition_id: str,
+    *,
+    factors: dict[str, Any] | None = None,
+    blocks: dict[str, Any] | None = None,
+    admissible: bool = True,
+    constraint_messages: list[str] | None = None,
+    assignment_meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Body of one condition of a study (a row of upstream's conditions.csv)."""
+    return {
+        "study_id": study_id,
+        "condition_id": condition_id,
+        "factors": to_jsonable(factors or {}),
+        "blocks": to_jsonable(blocks or {}),
+        "admissible": bool(admissible),
+        "constraint_messages": list(constraint_messages or []),
+        "assignment_meta": to_jsonable(assignment_meta or {}),
+    }
+
+
+def evaluation_recorded(
+    run_id: str | None,
+    *,
+    evaluator_id: str | None,
+    metric_name: str | None,
+    metric_value: Any,
+    metric_unit: str | None = None,
+    aggregation_level: str | None = None,
+    notes_json: Any = None,
+    study_id: str | None = None,
+) -> dict[str, Any]:
+    """Body of one evaluator output row (upstream's evaluations.csv columns)."""
+    return {
+        "run_id": run_id,
+        "study_id": study_id,
+        "evaluator_id": evaluator_id,
+        "metric_name": metric_name,
+        "metric_value": to_jsonable(metric_value),
+        "metric_unit": metric_unit,
+        "aggregation_level": aggregation_level,
+        "notes_json": to_jsonable(notes_json if notes_json is not None else {}),
+    }
 
 
 def _text(value: Any) -> str | None:

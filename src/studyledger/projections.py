@@ -128,6 +128,17 @@ TABLES: dict[str, str] = {
         aggregation_level TEXT,
         notes_json TEXT
     )""",
+    "conditions": """CREATE TABLE conditions (
+        study_id TEXT NOT NULL,
+        condition_id TEXT NOT NULL,
+        factors TEXT,
+        blocks TEXT,
+        admissible INTEGER NOT NULL,
+        constraint_messages TEXT,
+        assignment_meta TEXT,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (study_id, condition_id)
+    )""",
     "rejections": """CREATE TABLE rejections (
         seq INTEGER PRIMARY KEY,
         file TEXT,
@@ -392,6 +403,19 @@ def _on_evaluation(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> Non
     )
 
 
+def _on_condition(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> None:
+    fold.conn.execute(
+        "INSERT INTO conditions VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(study_id, condition_id) DO UPDATE "
+        "SET factors = excluded.factors, blocks = excluded.blocks, admissible = excluded.admissible, "
+        "constraint_messages = excluded.constraint_messages, "
+        "assignment_meta = excluded.assignment_meta, seq = excluded.seq",
+        (body["study_id"], body["condition_id"], _json(body.get("factors") or {}),
+         _json(body.get("blocks") or {}), int(bool(body.get("admissible", True))),
+         _json(body.get("constraint_messages") or []), _json(body.get("assignment_meta") or {}),
+         event.seq),
+    )
+
+
 def _on_rejection(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> None:
     fold.conn.execute(
         "INSERT INTO rejections VALUES (?,?,?,?,?,?)",
@@ -408,6 +432,7 @@ _HANDLERS = {
     EventKind.OBSERVATION_RECORDED.value: _on_observation,
     EventKind.EVALUATION_RECORDED.value: _on_evaluation,
     EventKind.LINE_REJECTED.value: _on_rejection,
+    EventKind.CONDITION_REGISTERED.value: _on_condition,
 }
 
 

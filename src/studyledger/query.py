@@ -159,6 +159,12 @@ def evaluations(conn: sqlite3.Connection, run_id: str | None = None) -> list[Row
     return _rows(conn.execute("SELECT * FROM evaluations WHERE run_id = ? ORDER BY seq", (run_id,)))
 
 
+def conditions(conn: sqlite3.Connection, study_id: str) -> list[Row]:
+    """A study's conditions (factors, blocks and admissibility as JSON text)."""
+    return _rows(conn.execute(
+        "SELECT * FROM conditions WHERE study_id = ? ORDER BY condition_id", (study_id,)))
+
+
 def anomalies(conn: sqlite3.Connection, run_id: str | None = None) -> list[Row]:
     """Anomalies the projections flagged, of one run or all."""
     if run_id is None:
@@ -180,7 +186,8 @@ def events(
     limit: int | None = None,
 ) -> list[StoredEvent]:
     """Stored events after a sequence number, optionally of one run."""
-    clauses, params = ["seq > ?"], [after]
+    clauses: list[str] = ["seq > ?"]
+    params: list[Any] = [after]
     if run_id is not None:
         clauses.append("run_id = ?")
         params.append(run_id)

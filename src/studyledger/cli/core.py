@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from .. import query
@@ -80,7 +82,7 @@ def runs(ctx: Context, study_id: str | None, status: str | None, as_json: bool) 
 def show(ctx: Context, run_id: str, as_json: bool) -> None:
     """One run: its fields, status history, provenance and anomalies."""
     with ctx.ledger() as ledger:
-        data = {
+        data: dict[str, Any] = {
             "run": ledger.run(run_id),
             "transitions": ledger.transitions(run_id),
             "provenance": ledger.provenance(run_id),
