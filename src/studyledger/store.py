@@ -63,7 +63,7 @@ EVENT_COLUMNS = (
     "chain",
 )
 
-_TRIGGERS = {
+TRIGGER_DDL = {
     "events_refuse_update": (
         "CREATE TRIGGER events_refuse_update BEFORE UPDATE ON events BEGIN "
         "SELECT RAISE(ABORT, 'studyledger events are append-only: UPDATE refused'); END"
@@ -73,7 +73,7 @@ _TRIGGERS = {
         "SELECT RAISE(ABORT, 'studyledger events are append-only: DELETE refused'); END"
     ),
 }
-TRIGGER_NAMES = tuple(_TRIGGERS)
+TRIGGER_NAMES = tuple(TRIGGER_DDL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +227,7 @@ class Store:
             )
             self.conn.execute("CREATE INDEX events_run ON events(run_id, seq)")
             self.conn.execute("CREATE INDEX events_study ON events(study_id, seq)")
-            for ddl in _TRIGGERS.values():
+            for ddl in TRIGGER_DDL.values():
                 self.conn.execute(ddl)
             self.conn.executemany(
                 "INSERT INTO ledger_meta(key, value) VALUES (?, ?)",

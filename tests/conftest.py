@@ -1,0 +1,33 @@
+"""Shared fixtures: real ledger files in temporary folders."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from studyledger import Ledger, RunBudget
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture
+def ledger_path(tmp_path: Path) -> Path:
+    """Where a test's ledger file lives (not created yet)."""
+    return tmp_path / "ledger.db"
+
+
+@pytest.fixture
+def ledger(ledger_path: Path) -> Iterator[Ledger]:
+    """A fresh, empty ledger on disk."""
+    with Ledger.open(ledger_path) as opened:
+        yield opened
+
+
+@pytest.fixture
+def study_ledger(ledger: Ledger) -> Ledger:
+    """A ledger with study ``s1`` (3 replicates) registered."""
+    ledger.register_study("s1", title="Study one", description="d", run_budget=RunBudget(replicates=3))
+    return ledger

@@ -1,0 +1,90 @@
+"""verify names the first sequence number where history was changed, and why."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+import pytest
+
+from studyledger import Ledger, Observation, RunStatus
+from studyledger.store import TRIGGER_DDL
+from studyledger.verify import verify_store
+
+
+@pytest.fixture
+def filled(study_ledger: Ledger) -> Ledger:
+    run_id = study_ledger.register_run("s1", "c1", replicate=1)
+    study_ledger.transition(run_id, RunStatus.RUNNING)
+    for i in range(6):
+        study_ledger.observe(Observation(timestamp=f"2026-01-01T00:00:0{i}+00:00", record_id=f"r{i}", text=f"t{i}",
+                                         session_id=run_id, actor_id="a", event_type="e", run_id=run_id))
+    study_ledger.transition(run_id, RunStatus.SUCCESS)
+    return study_ledger  # 10 events
+
+
+def tamper(ledger: Ledger, *statements: str) -> None:
+    """Edit history the way an attacker with the file would: drop the triggers first."""
+    conn = sqlite3.connect(ledger.path, isolation_level=None)
+    conn.execute("DROP TRIGGER events_refuse_update")
+    conn.execute("DROP TRIGGER events_refuse_delete")
+    for statement in statements:
+        conn.execute(statement)
+    conn.close()
+
+
+def checks(ledger: Ledger) -> list[tuple[int, str]]:
+    return [(p.seq, p.check) for p in verify_store(ledger.store).problems if p.seq]
+
+
+def test_intact_ledger_verifies(filled: Ledger) -> None:
+    report = verify_store(filled.store)
+    assert report.ok and report.events == 10 and report.head_seq == 10
+    assert report.head_chain == filled.head()["chain"]
+
+
+CASES: dict[str, tuple[list[str], Callable[[list[tuple[int, str]]], bool]]] = {
+    "body edited": (["UPDATE events SET body = replace(body, '\"t3\"', '\"t9\"') WHERE seq = 7"],
+                    lambda found: (7, "event_id") in found and (7, "chain") in found),
+    "id edited": (["UPDATE events SET event_id = 'evt-00000000000000000000000000000000' WHERE seq = 4"],
+                  lambda found: (4, "event_id") in found and (4, "chain") in found),
+    "row deleted": (["DELETE FROM events WHERE seq = 5"],
+                    lambda found: (6, "sequence") in found and (6, "chain") in found),
+    "rows reordered": (["UPDATE events SET seq = -1 WHERE seq = 5", "UPDATE events SET seq = 5 WHERE seq = 6",
+                        "UPDATE events SET seq = 6 WHERE seq = -1"],
+                       lambda found: (5, "chain") in found),
+    "column edited": (["UPDATE events SET run_id = 'run-other' WHERE seq = 6"],
+                      lambda found: (6, "columns") in found and (6, "chain") in found),
+    "recording time edited": (["UPDATE events SET recorded_at = '2020-01-01T00:00:00+00:00' WHERE seq = 3"],
+                              lambda found: found == [(3, "chain")]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_tampering_is_detected_at_the_right_row(filled: Ledger, case: str) -> None:
+    statements, expect = CASES[case]
+    tamper(filled, *statements, *_restore_triggers())
+    found = checks(filled)
+    assert expect(found), found
+    assert verify_store(filled.store).first_failure.seq == min(seq for seq, _ in found)
+
+
+def _restore_triggers() -> list[str]:
+    return list(TRIGGER_DDL.values())
+
+
+def test_missing_triggers_are_reported(filled: Ledger) -> None:
+    tamper(filled)
+    report = verify_store(filled.store)
+    assert not report.ok
+    assert {p.check for p in report.problems} == {"triggers"}
+    assert "events_refuse_update" in report.problems[0].message
+
+
+def test_a_truncated_tail_needs_an_outside_checkpoint(filled: Ledger) -> None:
+    """Documented limit: a chain alone cannot see rows removed from the end."""
+    head_before = filled.head()
+    tamper(filled, "DELETE FROM events WHERE seq > 8", *_restore_triggers())
+    report = verify_store(filled.store)
+    assert report.ok
+    assert report.head_seq == 8 and report.head_chain != head_before["chain"]
