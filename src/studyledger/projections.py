@@ -209,7 +209,7 @@ def is_legal(current: str, requested: str) -> bool:
 
 
 def _json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, sort_keys=True, ensure_ascii=True)
+    return None if value is None else json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def _later(a: str | None, b: str | None) -> str | None:

@@ -1,0 +1,5 @@
+"""``python -m studyledger`` runs the command line."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,118 @@
+"""The core commands: outputs, exit codes, and one-line errors instead of tracebacks."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from studyledger import Ledger, Observation, RunStatus
+from studyledger.cli import cli
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def populated(study_ledger: Ledger) -> tuple[Path, str]:
+    run_id = study_ledger.register_run("s1", "cond-a", replicate=1)
+    study_ledger.transition(run_id, RunStatus.RUNNING)
+    study_ledger.observe(Observation(timestamp="2026-01-01T00:00:00+00:00", record_id="r1", text="hello",
+                                     session_id=run_id, actor_id="a", event_type="assistant_output", run_id=run_id))
+    other = study_ledger.register_run("s1", "cond-b", replicate=1)
+    study_ledger.transition(other, RunStatus.SKIPPED, reason="inadmissible")
+    return study_ledger.path, run_id
+
+
+def test_init_creates_and_reopens(tmp_path: Path) -> None:
+    db = tmp_path / "new.db"
+    code, out, _ = invoke("--db", str(db), "init")
+    assert code == 0 and "created" in out and db.exists()
+    code, out, _ = invoke("--db", str(db), "init", "--json")
+    assert code == 0 and json.loads(out)["created"] is False
+
+
+def test_stats_json(populated: tuple[Path, str]) -> None:
+    db, _ = populated
+    code, out, _ = invoke("--db", str(db), "stats", "--json")
+    data = json.loads(out)
+    assert code == 0
+    assert {k: data[k] for k in ("events", "studies", "runs", "observations", "rejected", "anomalies")} == {
+        "events": 6, "studies": 1, "runs": 2, "observations": 1, "rejected": 0, "anomalies": 0}
+    assert data["runs_by_status"] == {"running": 1, "skipped": 1}
+    assert data["head"]["seq"] == 6 and len(data["head"]["chain"]) == 64
+
+
+def test_db_from_environment(populated: tuple[Path, str]) -> None:
+    db, _ = populated
+    code, out, _ = invoke("stats", "--json", env={"STUDYLEDGER_DB": str(db)})
+    assert code == 0 and json.loads(out)["runs"] == 2
+
+
+def test_runs_filters(populated: tuple[Path, str]) -> None:
+    db, run_id = populated
+    code, out, _ = invoke("--db", str(db), "runs", "--status", "running", "--json")
+    assert code == 0 and [r["run_id"] for r in json.loads(out)] == [run_id]
+    code, out, _ = invoke("--db", str(db), "runs", "--study", "s1")
+    assert code == 0 and out.count("\n") == 3 and "skipped" in out
+    code, _, err = invoke("--db", str(db), "runs", "--status", "finished")
+    assert code == 2 and "finished" in err
+
+
+def test_show_and_events(populated: tuple[Path, str]) -> None:
+    db, run_id = populated
+    code, out, _ = invoke("--db", str(db), "show", run_id, "--json")
+    data = json.loads(out)
+    assert code == 0 and data["run"]["status"] == "running"
+    assert [t["to_status"] for t in data["transitions"]] == ["running"]
+    code, out, _ = invoke("--db", str(db), "show", run_id)
+    assert "pending -> running" in out
+    code, out, _ = invoke("--db", str(db), "events", "--run", run_id, "--json")
+    kinds = [e["kind"] for e in json.loads(out)]
+    assert kinds == ["run_registered", "run_status_changed", "observation_recorded"]
+    code, out, _ = invoke("--db", str(db), "events", "--after", "4")
+    assert code == 0 and len(out.splitlines()) == 2
+
+
+def test_verify_exit_codes(populated: tuple[Path, str]) -> None:
+    db, _ = populated
+    code, out, _ = invoke("--db", str(db), "verify")
+    assert code == 0 and out.startswith("ok: 6 events")
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("DROP TRIGGER events_refuse_update")
+    conn.execute("UPDATE events SET body = replace(body, 'hello', 'HELLO') WHERE kind = 'observation_recorded'")
+    conn.close()
+    code, out, err = invoke("--db", str(db), "verify")
+    assert code == 1
+    assert "first failing seq 0: triggers" in err and "seq 4: event_id" in err
+    code, out, _ = invoke("--db", str(db), "verify", "--json")
+    report = json.loads(out)
+    assert code == 1 and report["ok"] is False
+    assert {(p["seq"], p["check"]) for p in report["problems"]} >= {(4, "event_id"), (4, "chain")}
+
+
+@pytest.mark.parametrize("args,message", [
+    (["show", "run-nope"], "unknown run 'run-nope'"),
+    (["stats"], "no ledger here"),
+])
+def test_user_mistakes_are_one_line(populated: tuple[Path, str], tmp_path: Path, args: list[str], message: str) -> None:
+    db = populated[0] if args[0] == "show" else tmp_path / "missing.db"
+    code, out, err = invoke("--db", str(db), *args)
+    assert code == 1 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_real_console_script_prints_no_traceback(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"\x00\x01 not a database" * 1000)
+    result = subprocess.run([sys.executable, "-m", "studyledger", "--db", str(garbage), "stats"],
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"Error: {garbage}: not a studyledger ledger (file is not a database)"

@@ -1,0 +1,222 @@
+"""The Python API contract: ids and seeds as upstream, the status machine, budgets, projections."""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from studyledger import (
+    Ledger,
+    Observation,
+    RunBudget,
+    RunStatus,
+    SeedPolicy,
+    UnknownRunError,
+    UnknownStudyError,
+    ValidationError,
+    hash_identifier,
+    make_event,
+)
+from studyledger import events as ev
+from studyledger.events import EventKind
+from studyledger.projections import PROJECTION_TABLES
+
+LEGAL = {
+    ("pending", "running"), ("pending", "skipped"), ("pending", "failed"),
+    ("running", "success"), ("running", "failed"),
+}
+PATHS_TO = {  # how to bring a fresh run into each status legally
+    "pending": [], "running": ["running"], "success": ["running", "success"],
+    "failed": ["failed"], "skipped": ["skipped"],
+}
+
+
+def test_register_run_matches_upstream_ids_and_seeds(ledger: Ledger) -> None:
+    policy = SeedPolicy(base_seed=42, per_run_offset=7)
+    ledger.register_study("monty-hall", title="Monty", seed_policy=policy, run_budget=RunBudget(replicates=3))
+    run_id = ledger.register_run("monty-hall", "cond-abc", replicate=3, agent_id="agent-1", problem_id="p1")
+    assert run_id == hash_identifier("run", {"study_id": "monty-hall", "condition_id": "cond-abc", "replicate": 3,
+                                             "agent_id": "agent-1", "problem_id": "p1"})
+    run = ledger.run(run_id)
+    assert run["seed"] == policy.derive_seed("monty-hall", "cond-abc", 3, salt="agent-1:p1")
+    assert (run["status"], run["condition_id"], run["replicate"]) == ("pending", "cond-abc", 3)
+    # Agent and problem unset: salt "None:None", exactly as upstream's f-string gives.
+    other = ledger.register_run("monty-hall", "cond-abc", replicate=1)
+    assert ledger.run(other)["seed"] == policy.derive_seed("monty-hall", "cond-abc", 1, salt="None:None")
+
+
+def test_registering_twice_is_a_no_op(study_ledger: Ledger) -> None:
+    first = study_ledger.register_run("s1", "c1", replicate=1)
+    events_before = study_ledger.store.event_count()
+    assert study_ledger.register_run("s1", "c1", replicate=1) == first
+    study_ledger.register_study("s1", title="Study one", description="d", run_budget=RunBudget(replicates=3))
+    assert study_ledger.store.event_count() == events_before
+
+
+def test_run_budget_is_enforced(ledger: Ledger) -> None:
+    ledger.register_study("b", run_budget=RunBudget(replicates=2, max_runs=3))
+    with pytest.raises(ValidationError, match="replicate 3 is outside study 'b'"):
+        ledger.register_run("b", "c1", replicate=3)
+    with pytest.raises(ValidationError, match="replicate 0"):
+        ledger.register_run("b", "c1", replicate=0)
+    for condition, replicate in [("c1", 1), ("c1", 2), ("c2", 1)]:
+        ledger.register_run("b", condition, replicate=replicate)
+    with pytest.raises(ValidationError, match="max_runs=3"):
+        ledger.register_run("b", "c2", replicate=2)
+    # An existing run is still a no-op at the limit, not a refusal.
+    ledger.register_run("b", "c1", replicate=1)
+    assert len(ledger.runs(study_id="b")) == 3
+
+
+def test_unknown_study_and_run(study_ledger: Ledger) -> None:
+    with pytest.raises(UnknownStudyError, match="nope"):
+        study_ledger.register_run("nope", "c1")
+    with pytest.raises(UnknownRunError, match="run-missing"):
+        study_ledger.transition("run-missing", RunStatus.RUNNING)
+    with pytest.raises(UnknownRunError):
+        study_ledger.observe(Observation(timestamp="t", record_id="r", text="", session_id="", actor_id="",
+                                         event_type="e", run_id="run-missing"))
+    with pytest.raises(ValidationError, match="not a run status"):
+        study_ledger.transition(study_ledger.register_run("s1", "c1"), "finished")
+
+
+@pytest.mark.parametrize("current,requested", list(itertools.product(PATHS_TO, PATHS_TO)))
+def test_every_transition(study_ledger: Ledger, current: str, requested: str) -> None:
+    run_id = study_ledger.register_run("s1", f"{current}-{requested}", replicate=1)
+    for step in PATHS_TO[current]:
+        study_ledger.transition(run_id, step)
+    assert study_ledger.run(run_id)["status"] == current
+    if (current, requested) in LEGAL:
+        study_ledger.transition(run_id, requested, reason="because", error="boom" if requested == "failed" else None)
+        run = study_ledger.run(run_id)
+        assert run["status"] == requested and run["status_reason"] == "because"
+        assert study_ledger.transitions(run_id)[-1]["from_status"] == current
+    else:
+        events_before = study_ledger.store.event_count()
+        with pytest.raises(ValidationError) as raised:
+            study_ledger.transition(run_id, requested)
+        assert str(raised.value) == f"run {run_id}: illegal transition {current} -> {requested}"
+        assert study_ledger.store.event_count() == events_before
+        assert study_ledger.run(run_id)["status"] == current
+
+
+def test_a_full_run_through_the_api(study_ledger: Ledger) -> None:
+    run_id = study_ledger.register_run("s1", "cond-a", replicate=1)
+    study_ledger.transition(run_id, RunStatus.RUNNING, at="2026-01-01T00:00:00+00:00")
+    provenance = study_ledger.capture_provenance(run_id, packages=["click"])
+    study_ledger.observe(*[
+        Observation(timestamp=f"2026-01-01T00:00:0{i}+00:00", record_id=f"r{i}", text="hi", session_id=run_id,
+                    actor_id="agent", event_type="tool_call" if i % 2 else "assistant_output",
+                    meta_json={"i": i, "v": float("nan")}, run_id=run_id, study_id="s1", tool_name="calc")
+        for i in range(5)
+    ])
+    study_ledger.transition(run_id, RunStatus.SUCCESS, at="2026-01-01T00:00:09+00:00")
+    run = study_ledger.run(run_id)
+    assert run["status"] == "success"
+    assert (run["started_at"], run["ended_at"]) == ("2026-01-01T00:00:00+00:00", "2026-01-01T00:00:09+00:00")
+    assert run["observation_count"] == 5
+    assert [p["python_version"] for p in study_ledger.provenance(run_id)] == [provenance.python_version]
+    page = study_ledger.observations(run_id, limit=2)
+    assert [row["record_id"] for row in page] == ["r0", "r1"]
+    after = study_ledger.observations(run_id, after_seq=page[-1]["seq"], event_type="tool_call")
+    assert [row["record_id"] for row in after] == ["r3"]
+    assert '"$float":"NaN"' in page[0]["meta_json"]
+    study = study_ledger.study("s1")
+    assert (study["run_count"], study["runs_by_status"]) == (1, {"success": 1})
+    assert study_ledger.stats()["runs_by_status"] == {"success": 1}
+    assert study_ledger.anomalies() == []
+
+
+def status_event(run_id: str, status: str, at: str, reason: str | None = None) -> list:
+    return [make_event(EventKind.RUN_STATUS_CHANGED, ev.run_status_changed(run_id, status, at=at, reason=reason),
+                       source="file:x:1:0")]
+
+
+def test_facts_from_files_are_recorded_even_when_illegal(study_ledger: Ledger) -> None:
+    run_id = study_ledger.register_run("s1", "c1")
+    study_ledger.append(status_event(run_id, "success", "2026-01-01T00:00:01+00:00"))  # pending -> success
+    study_ledger.append(status_event(run_id, "failed", "2026-01-01T00:00:02+00:00", reason="trace"))
+    kinds = [a["kind"] for a in study_ledger.anomalies(run_id)]
+    assert kinds == ["illegal_transition", "conflicting_outcome"]
+    run = study_ledger.run(run_id)
+    assert run["status"] == "failed" and run["anomaly_count"] == 2
+    assert [t["legal"] for t in study_ledger.transitions(run_id)] == [0, 0]
+
+
+def test_shown_status_does_not_depend_on_ingestion_order(ledger_path: Path, tmp_path: Path) -> None:
+    facts = [
+        *status_event("run-a", "running", "2026-01-01T00:00:00+00:00"),
+        *status_event("run-a", "success", "2026-01-01T00:00:05+00:00", reason="runner"),
+        *status_event("run-a", "failed", "2026-01-01T00:00:04+00:00", reason="trace"),
+    ]
+    shown = set()
+    for order in itertools.permutations(facts):
+        with Ledger.open(tmp_path / f"{len(shown)}-{id(order)}.db") as ledger:
+            ledger.append(list(order))
+            run = ledger.run("run-a")
+            shown.add((run["status"], run["status_reason"], run["ended_at"]))
+    assert shown == {("failed", "trace", "2026-01-01T00:00:04+00:00")}
+
+
+def test_conflicting_registrations_are_flagged(ledger: Ledger) -> None:
+    body = ev.run_registered("run-z", study_id=None, condition_id=None, replicate=None, agent_id=None,
+                             problem_id=None, seed=None)
+    ledger.append([make_event(EventKind.RUN_REGISTERED, body, source="trace")])
+    assert ledger.run("run-z")["study_id"] is None
+    full = {**body, "study_id": "s9", "condition_id": "c", "replicate": 1, "seed": 5}
+    ledger.append([make_event(EventKind.RUN_REGISTERED, full, source="runs.jsonl")])
+    assert (ledger.run("run-z")["study_id"], ledger.run("run-z")["seed"]) == ("s9", 5)
+    assert ledger.anomalies() == []
+    ledger.append([make_event(EventKind.RUN_REGISTERED, {**full, "seed": 6}, source="other")])
+    assert [a["kind"] for a in ledger.anomalies("run-z")] == ["conflicting_registration"]
+    assert ledger.run("run-z")["seed"] == 5
+    assert [s["study_id"] for s in ledger.studies()] == ["s9"]
+
+
+def snapshot(conn: sqlite3.Connection) -> dict[str, list]:
+    return {name: conn.execute(f"SELECT * FROM {name} ORDER BY 1, 2").fetchall() for name in PROJECTION_TABLES}
+
+
+RUNS = [f"run-{i}" for i in range(3)]
+fact = st.one_of(
+    st.tuples(st.just("status"), st.sampled_from(RUNS), st.sampled_from([s.value for s in RunStatus]),
+              st.integers(0, 30)),
+    st.tuples(st.just("register"), st.sampled_from(RUNS), st.sampled_from(["s1", "s2", None]), st.integers(0, 2)),
+    st.tuples(st.just("observe"), st.sampled_from(RUNS + [None]), st.sampled_from(["step", "tool-call"]),
+              st.integers(0, 30)),
+    st.tuples(st.just("study"), st.sampled_from(["s1", "s2"]), st.sampled_from(["", "T"]), st.integers(0, 1)),
+)
+
+
+def to_event(item: tuple) -> object:
+    tag, a, b, n = item
+    at = f"2026-01-01T00:00:{n:02d}+00:00"
+    if tag == "status":
+        return make_event(EventKind.RUN_STATUS_CHANGED, ev.run_status_changed(a, b, at=at), source="h")
+    if tag == "register":
+        body = ev.run_registered(a, study_id=b, condition_id="c", replicate=n, agent_id=None, problem_id=None, seed=n)
+        return make_event(EventKind.RUN_REGISTERED, body, source="h")
+    if tag == "observe":
+        return make_event(EventKind.OBSERVATION_RECORDED, ev.observation_recorded(
+            {"timestamp": at, "record_id": f"r{n}", "event_type": "e", "level": b, "run_id": a}), source="h")
+    return make_event(EventKind.STUDY_REGISTERED, ev.study_registered(a, title=b, extra={"n": n}), source="h")
+
+
+HISTORY_NUMBERS = itertools.count()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=st.lists(st.lists(fact, max_size=8), max_size=6))
+def test_rebuilt_projections_equal_incremental_ones(tmp_path: Path, batches: list) -> None:
+    path = tmp_path / f"history-{next(HISTORY_NUMBERS)}.db"
+    with Ledger.open(path) as ledger:
+        for batch in batches:
+            ledger.append([to_event(item) for item in batch])
+        incremental = snapshot(ledger.conn)
+        ledger.rebuild_projections()
+        assert snapshot(ledger.conn) == incremental
