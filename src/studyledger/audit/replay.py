@@ -1,0 +1,433 @@
+"""Replay: rebuild every projection from the events and compare it with the stored tables.
+
+The projections are a cache of the events; an auditor should not have to trust them. Replay
+folds the events again, with the same code the ledger uses, into a scratch database that
+attaches the ledger file read-only in spirit (nothing here writes to it), then compares the
+two table by table and row by row. It also re-validates the stored status history against
+the state machine independently of the fold, so a hand-edited ``legal`` flag or a
+``from_status`` that does not follow the previous transition shows up even if the
+projection code had a bug.
+
+``--as-of`` state: :func:`state_as_of` folds only a prefix of the events, either up to a
+sequence number or every event whose ``recorded_at`` is at or before a timestamp (see
+:func:`parse_as_of`), and returns a :class:`Snapshot` whose connection answers the
+:mod:`studyledger.query` functions as the ledger would have answered them then.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from .. import projections, query
+from ..schema import RunStatus, ValidationError
+from ..store import EVENT_COLUMNS, Store, StoredEvent
+
+MAX_DIFFERENCES = 100
+MAX_ANOMALIES = 200
+_BATCH = 5_000
+COMPARED_TABLES = (*projections.PROJECTION_TABLES, "projection_state")
+
+
+def parse_timestamp(text: str) -> datetime:
+    """An ISO-8601 timestamp as an aware datetime; a timestamp without offset is UTC.
+
+    Raises:
+        ValidationError: ``text`` is not ISO-8601.
+    """
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValidationError(f"{text!r} is not an ISO-8601 timestamp") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def parse_as_of(text: str) -> tuple[int | None, datetime | None]:
+    """``--as-of`` as ``(seq, None)`` for an integer, else ``(None, timestamp)``.
+
+    Raises:
+        ValidationError: neither a non-negative integer nor an ISO-8601 timestamp.
+    """
+    if text.strip().isdigit():
+        return int(text), None
+    try:
+        return None, parse_timestamp(text.strip())
+    except ValidationError:
+        raise ValidationError(
+            f"--as-of {text!r}: give a sequence number (e.g. 120) or an ISO-8601 timestamp "
+            "(e.g. 2026-03-01T12:00:00+00:00)"
+        ) from None
+
+
+def _recorded_by(limit: datetime) -> Callable[[str | None], int]:
+    """SQL predicate: recorded at or before ``limit``; an unparseable time is excluded."""
+
+    def predicate(text: str | None) -> int:
+        if text is None:
+            return 0
+        try:
+            return int(parse_timestamp(text) <= limit)
+        except (ValidationError, TypeError):
+            return 0
+
+    return predicate
+
+
+class Snapshot:
+    """Projections rebuilt in a scratch database, for a prefix of a ledger's events.
+
+    ``conn`` has every projection table plus a temporary ``events`` view over the ledger's
+    events that were folded, so the :mod:`studyledger.query` functions work on it as they
+    do on a ledger. Close it (or use it as a context manager) to drop the scratch file.
+
+    Attributes:
+        conn: The scratch connection.
+        seq: The last sequence number folded (0 when none).
+        at: The timestamp limit, when the prefix was chosen by time.
+        events: How many events were folded.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, seq: int, at: datetime | None, events: int,
+                 scratch_dir: Path | None) -> None:
+        self.conn = conn
+        self.seq = seq
+        self.at = at
+        self.events = events
+        self._scratch_dir = scratch_dir
+
+    def close(self) -> None:
+        """Close the connection and remove the scratch file."""
+        self.conn.close()
+        if self._scratch_dir is not None:
+            shutil.rmtree(self._scratch_dir, ignore_errors=True)
+
+    def __enter__(self) -> Snapshot:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def _scratch(store: Store, in_memory: bool) -> tuple[sqlite3.Connection, Path | None]:
+    """A scratch connection with the ledger attached as ``ledger``.
+
+    A temporary file keeps a million-event rebuild out of memory; in-memory is quicker for
+    small ledgers and tests.
+    """
+    directory = None if in_memory else Path(tempfile.mkdtemp(prefix="studyledger-replay-"))
+    target = ":memory:" if directory is None else str(directory / "scratch.db")
+    conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA journal_mode = OFF")  # a scratch copy: nothing to recover
+        conn.execute("PRAGMA synchronous = OFF")
+        conn.execute("ATTACH DATABASE ? AS ledger", (os.fspath(store.path),))
+        conn.execute("PRAGMA ledger.busy_timeout = 5000")
+    except BaseException:
+        conn.close()
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return conn, directory
+
+
+def _events(conn: sqlite3.Connection, upper: int, timed: bool) -> Iterator[StoredEvent]:
+    filter_sql = " AND sl_recorded_by(recorded_at)" if timed else ""
+    last = 0
+    while True:
+        rows = conn.execute(
+            f"SELECT {', '.join(EVENT_COLUMNS)} FROM ledger.events WHERE seq > ? AND seq <= ?{filter_sql} "
+            f"ORDER BY seq LIMIT {_BATCH}", (last, upper)).fetchall()
+        if not rows:
+            return
+        for row in rows:
+            yield StoredEvent(*row)
+        last = rows[-1][0]
+
+
+def _fold(conn: sqlite3.Connection, seq: int | None, at: datetime | None) -> tuple[int, int]:
+    """Fold the chosen prefix into fresh tables; returns ``(upper seq, events folded)``.
+
+    Runs inside the caller's transaction, whose first read fixes the ledger snapshot.
+    """
+    head = conn.execute("SELECT coalesce(max(seq), 0) FROM ledger.events").fetchone()[0]
+    upper = head if seq is None else min(seq, head)
+    if at is not None:
+        conn.create_function("sl_recorded_by", 1, _recorded_by(at), deterministic=True)
+    projections.create_tables(conn)
+    counted = 0
+
+    def counting() -> Iterator[StoredEvent]:
+        nonlocal counted
+        for event in _events(conn, upper, at is not None):
+            counted += 1
+            yield event
+
+    projections.fold_all(conn, counting())
+    return upper, counted
+
+
+def _events_view(conn: sqlite3.Connection, upper: int, timed: bool) -> None:
+    filter_sql = " AND sl_recorded_by(recorded_at)" if timed else ""
+    conn.execute(f"CREATE TEMP VIEW events AS SELECT * FROM ledger.events WHERE seq <= {int(upper)}{filter_sql}")
+
+
+def state_as_of(store: Store, *, seq: int | None = None, at: datetime | str | None = None,
+                in_memory: bool = True) -> Snapshot:
+    """The projections as they were after event ``seq``, or at time ``at``.
+
+    Args:
+        store: The ledger's store (``ledger.store``).
+        seq: Fold events up to and including this sequence number.
+        at: Fold the events whose ``recorded_at`` is at or before this moment (an aware
+            datetime or ISO-8601 text; without an offset it is UTC). ``recorded_at`` is when
+            an event was first recorded, kept by JSONL import and merge, so on a merged
+            ledger this is "what had been recorded anywhere by then".
+        in_memory: Build in memory (default) or in a temporary file removed on close.
+
+    Returns:
+        A :class:`Snapshot`; with neither ``seq`` nor ``at`` it is the current state.
+    """
+    if seq is not None and at is not None:
+        raise ValidationError("give --as-of a sequence number or a timestamp, not both")
+    limit = parse_timestamp(at) if isinstance(at, str) else at
+    if limit is not None and limit.tzinfo is None:
+        limit = limit.replace(tzinfo=UTC)
+    conn, directory = _scratch(store, in_memory)
+    try:
+        conn.execute("BEGIN")
+        upper, counted = _fold(conn, seq, limit)
+        conn.execute("COMMIT")
+        _events_view(conn, upper, limit is not None)
+        last = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+    except BaseException:
+        conn.close()
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return Snapshot(conn, int(last), limit, counted, directory)
+
+
+@dataclass(slots=True)
+class ReplayReport:
+    """What replay found.
+
+    ``identical`` is None for an as-of replay: the stored tables hold the current state,
+    so there is nothing at that point to compare with.
+    """
+
+    identical: bool | None
+    events: int
+    head: dict[str, Any]
+    as_of: dict[str, Any] | None
+    tables: dict[str, dict[str, int]]
+    differences: list[dict[str, Any]]
+    difference_count: int
+    transitions: dict[str, int]
+    runs_by_status: dict[str, int]
+    anomaly_count: int
+    anomalies_by_kind: dict[str, int]
+    anomalies: list[dict[str, Any]]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping."""
+        return asdict(self)
+
+
+def replay(store: Store, *, seq: int | None = None, at: datetime | str | None = None,
+           in_memory: bool = False) -> ReplayReport:
+    """Rebuild every projection from the events and compare it with the stored tables.
+
+    With ``seq`` or ``at`` it reports the state at that point instead (no comparison).
+    """
+    if seq is not None or at is not None:
+        with state_as_of(store, seq=seq, at=at, in_memory=in_memory) as snapshot:
+            transitions, _ = _transition_check(snapshot.conn, "main")
+            as_of = {"seq": snapshot.seq, "at": None if snapshot.at is None else snapshot.at.isoformat()}
+            return _report(snapshot.conn, None, [], 0, snapshot.events, as_of, transitions,
+                           _table_counts(snapshot.conn))
+    conn, directory = _scratch(store, in_memory)
+    try:
+        conn.execute("BEGIN")
+        _, counted = _fold(conn, None, None)
+        differences, per_table, total = _compare(conn)
+        transitions, invalid = _transition_check(conn, "ledger")
+        differences = (differences + invalid)[:MAX_DIFFERENCES]
+        total += transitions["invalid"]
+        upper = conn.execute("SELECT max(last_seq) FROM main.projection_state").fetchone()[0]
+        conn.execute("COMMIT")
+        _events_view(conn, int(upper or 0), False)
+        return _report(conn, total == 0, differences, total, counted, None, transitions, per_table)
+    finally:
+        conn.close()
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _report(conn: sqlite3.Connection, identical: bool | None, differences: list[dict[str, Any]],
+            difference_count: int, events: int, as_of: dict[str, Any] | None, transitions: dict[str, int],
+            tables: dict[str, dict[str, int]]) -> ReplayReport:
+    anomalies = query.anomalies(conn)
+    return ReplayReport(
+        identical=identical,
+        events=events,
+        head=query.head(conn),
+        as_of=as_of,
+        tables=tables,
+        differences=differences,
+        difference_count=difference_count,
+        transitions=transitions,
+        runs_by_status=query.status_breakdown(conn),
+        anomaly_count=len(anomalies),
+        anomalies_by_kind=dict(sorted(Counter(row["kind"] for row in anomalies).items())),
+        anomalies=anomalies[:MAX_ANOMALIES],
+        stats=query.stats(conn),
+    )
+
+
+def _table_counts(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
+    return {table: {"rebuilt": int(conn.execute(f"SELECT count(*) FROM main.{table}").fetchone()[0])}
+            for table in projections.PROJECTION_TABLES}
+
+
+def _columns(conn: sqlite3.Connection, schema: str, table: str) -> list[tuple[str, int]]:
+    """``(name, primary-key position)`` of each column; empty when the table is missing."""
+    return [(row[1], int(row[5])) for row in conn.execute(f"PRAGMA {schema}.table_info({table})")]
+
+
+def _compare(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], dict[str, dict[str, int]], int]:
+    """Row-by-row differences between ``main`` (rebuilt) and ``ledger`` (stored) tables."""
+    differences: list[dict[str, Any]] = []
+    per_table: dict[str, dict[str, int]] = {}
+    total = 0
+
+    def note(entry: dict[str, Any]) -> None:
+        if len(differences) < MAX_DIFFERENCES:
+            differences.append(entry)
+
+    for table in COMPARED_TABLES:
+        rebuilt_columns = _columns(conn, "main", table)
+        stored_columns = _columns(conn, "ledger", table)
+        rebuilt_count = int(conn.execute(f"SELECT count(*) FROM main.{table}").fetchone()[0])
+        counts = {"rebuilt": rebuilt_count, "stored": 0, "differences": 0}
+        per_table[table] = counts
+        if not stored_columns:
+            counts["differences"] = 1
+            total += 1
+            note({"table": table, "problem": "missing_table", "key": None, "stored": None, "rebuilt": None,
+                  "message": f"the stored ledger has no {table} table"})
+            continue
+        counts["stored"] = int(conn.execute(f"SELECT count(*) FROM ledger.{table}").fetchone()[0])
+        if [c for c, _ in stored_columns] != [c for c, _ in rebuilt_columns]:
+            counts["differences"] = 1
+            total += 1
+            note({"table": table, "problem": "schema", "key": None, "stored": [c for c, _ in stored_columns],
+                  "rebuilt": [c for c, _ in rebuilt_columns],
+                  "message": f"stored {table} has different columns than the projection defines"})
+            continue
+        found = _row_differences(conn, table, rebuilt_columns)
+        counts["differences"] = found[1]
+        total += found[1]
+        for entry in found[0]:
+            note(entry)
+    return differences, per_table, total
+
+
+def _row_differences(conn: sqlite3.Connection, table: str,
+                     columns: list[tuple[str, int]]) -> tuple[list[dict[str, Any]], int]:
+    """Bounded list of differing rows of one table, and how many rows differ in all.
+
+    A row whose key is on both sides but whose values are not is one ``changed``
+    difference; otherwise a row only in the rebuilt table is ``missing`` from the stored
+    one and a row only in the stored table is ``extra``.
+    """
+    names = [name for name, _ in columns]
+    key = [name for name, pk in sorted(columns, key=lambda c: c[1]) if pk] or names
+    only_rebuilt = f"SELECT * FROM main.{table} EXCEPT SELECT * FROM ledger.{table}"
+    only_stored = f"SELECT * FROM ledger.{table} EXCEPT SELECT * FROM main.{table}"
+    keys = ", ".join(key)
+    # Count distinct keys across both sides, so a changed row counts once, not twice.
+    total = int(conn.execute(
+        f"SELECT count(*) FROM (SELECT {keys} FROM ({only_rebuilt}) UNION SELECT {keys} FROM ({only_stored}))"
+    ).fetchone()[0])
+    if total == 0:
+        return [], 0
+    fetch = MAX_DIFFERENCES + 1
+    rebuilt = {_key(row, names, key): dict(zip(names, row, strict=True))
+               for row in conn.execute(f"{only_rebuilt} LIMIT {fetch}")}
+    stored = {_key(row, names, key): dict(zip(names, row, strict=True))
+              for row in conn.execute(f"{only_stored} LIMIT {fetch}")}
+    entries: list[dict[str, Any]] = []
+    for k in sorted(set(rebuilt) | set(stored), key=repr)[:MAX_DIFFERENCES]:
+        new, old = rebuilt.get(k), stored.get(k)
+        if new is not None and old is not None:
+            changed = [name for name in names if new[name] != old[name]]
+            entries.append({"table": table, "problem": "changed", "key": dict(zip(key, k, strict=True)),
+                            "columns": changed, "stored": {c: old[c] for c in changed},
+                            "rebuilt": {c: new[c] for c in changed}})
+        else:
+            entries.append({"table": table, "problem": "missing" if old is None else "extra",
+                            "key": dict(zip(key, k, strict=True)), "stored": old, "rebuilt": new})
+    return entries, total
+
+
+def _key(row: tuple[Any, ...], names: list[str], key: list[str]) -> tuple[Any, ...]:
+    return tuple(row[names.index(name)] for name in key)
+
+
+def _transition_check(conn: sqlite3.Connection, schema: str) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    """Re-validate a transitions table against the state machine, run by run.
+
+    Each transition must start from the status the previous one left shown (``pending``
+    first), carry ``legal`` exactly when the state machine allows it, and show the status
+    the precedence rule picks. Streams in (run, seq) order, keeping one run's state.
+
+    Returns:
+        Counts (``checked``, ``illegal`` transitions the ledger flagged as anomalies,
+        ``invalid`` rows that contradict the state machine) and a bounded list of the
+        invalid rows as differences.
+    """
+    counts = {"checked": 0, "illegal": 0, "invalid": 0}
+    found: list[dict[str, Any]] = []
+    if not _columns(conn, schema, "transitions"):
+        return counts, found
+    run, shown = None, RunStatus.PENDING.value
+    cursor = conn.execute(f"SELECT seq, run_id, from_status, to_status, shown_status, legal "
+                          f"FROM {schema}.transitions ORDER BY run_id, seq")
+    for seq, run_id, from_status, to_status, shown_status, legal in cursor:
+        if run_id != run:
+            run, shown = run_id, RunStatus.PENDING.value
+        counts["checked"] += 1
+        try:
+            expected_legal = projections.is_legal(from_status, to_status)
+            expected_shown = projections.shown_status(from_status, to_status)
+            problem = None
+            if from_status != shown:
+                problem = f"starts from {from_status} but the run showed {shown}"
+            elif bool(legal) != expected_legal:
+                problem = f"{from_status} -> {to_status} is marked legal={legal}, the state machine says {expected_legal}"
+            elif shown_status != expected_shown:
+                problem = f"shows {shown_status} after {from_status} -> {to_status}, expected {expected_shown}"
+            counts["illegal"] += not expected_legal
+        except (ValueError, KeyError):
+            problem = f"unknown status in {from_status!r} -> {to_status!r}"
+        if problem is not None:
+            counts["invalid"] += 1
+            if len(found) < MAX_DIFFERENCES:
+                found.append({"table": "transitions", "problem": "invalid_transition",
+                              "key": {"seq": seq}, "run_id": run_id, "message": problem})
+        shown = shown_status
+    return counts, found
+
+
+__all__ = ["ReplayReport", "Snapshot", "parse_as_of", "parse_timestamp", "replay", "state_as_of"]
