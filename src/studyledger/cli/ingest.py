@@ -1,3 +1,233 @@
-"""Commands of the ingest area (registered on the ``studyledger`` group)."""
+"""Commands of the ingest area: ``ingest``, ``watch`` and ``rejects``."""
 
 from __future__ import annotations
+
+import importlib
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from .. import query
+from ..ingest.lines import DEFAULT_LINE_LIMIT
+from ..ingest.tailer import IngestStats, Tailer, expand_paths
+from ..ingest.watcher import DEFAULT_RECONCILE, Watcher
+from ..ledger import Ledger
+from .common import Context, cli, echo_json, json_option, user_errors
+
+pass_context = click.make_pass_decorator(Context)
+
+PROGRESS_MIN_BYTES = 8 * 1024 * 1024
+"""Inputs smaller than this finish too fast for a progress bar to help."""
+
+STATUS_INTERVAL = 0.25
+
+line_limit_option = click.option(
+    "--line-limit",
+    type=click.IntRange(min=1),
+    default=DEFAULT_LINE_LIMIT,
+    show_default=True,
+    metavar="BYTES",
+    help="Longest line parsed; longer lines are kept as rejected and skipped.",
+)
+
+
+def printable(text: str) -> str:
+    """Text from files with control characters escaped, so it cannot drive the terminal."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
+def _study_folder_scanner() -> Callable[..., Any] | None:
+    """``study_folder.scan_study_folder`` when that importer is installed, else None."""
+    try:
+        module = importlib.import_module("studyledger.ingest.study_folder")
+    except ImportError:
+        return None
+    scanner = getattr(module, "scan_study_folder", None)
+    return scanner if callable(scanner) else None
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@line_limit_option
+@json_option
+@pass_context
+@user_errors
+def ingest(ctx: Context, paths: tuple[Path, ...], line_limit: int, as_json: bool) -> None:
+    """Import JSONL files and folders (recursively), each line exactly once.
+
+    Re-running it reads only what was appended since. A line that cannot be used is kept
+    as a rejected line (see `studyledger rejects`); nothing read is dropped.
+    """
+    files = expand_paths(paths)
+    totals = IngestStats()
+    with ctx.ledger(create=True) as ledger:
+        scanner = _study_folder_scanner()
+        for folder in (p for p in paths if p.is_dir() and (p / "study.yaml").is_file()):
+            if scanner is not None:
+                _ingest_study_facts(ledger, scanner, folder, totals)
+        with _progress(files) as advance:
+            tailer = Tailer(ledger, line_limit=line_limit, on_progress=advance)
+            for file in files:
+                try:
+                    totals.add(tailer.ingest_path(file))
+                except OSError as exc:
+                    totals.errors.append(f"{exc.filename or file}: {exc.strerror or exc}")
+                advance(None)
+    if as_json:
+        echo_json(totals.to_dict())
+    else:
+        click.echo(
+            f"{totals.files} file(s): {totals.lines_read} line(s) read, {totals.lines_accepted} accepted, "
+            f"{totals.lines_rejected} rejected; {totals.events_appended} event(s) appended, "
+            f"{totals.duplicates} already stored"
+        )
+        if totals.lines_rejected:
+            click.echo("rejected lines are listed by `studyledger rejects`", err=True)
+    for message in totals.errors:
+        click.echo(f"Error: {printable(message)}", err=True)
+    if totals.errors:
+        sys.exit(1)
+
+
+def _ingest_study_facts(ledger: Ledger, scanner: Callable[..., Any], folder: Path, totals: IngestStats) -> None:
+    """Append what a study output folder states outside its JSONL files (study.yaml, CSVs)."""
+    scan = scanner(folder)
+    found = list(getattr(scan, "events", ()))
+    if found:
+        result = ledger.append(found)
+        totals.events_appended += len(result.appended)
+        totals.duplicates += result.duplicates
+
+
+@contextmanager
+def _progress(files: list[Path]) -> Iterator[Callable[[int | None], None]]:
+    """A progress bar over the input bytes on a terminal, for inputs big enough to need one.
+
+    Yields ``advance(n)``: ``n`` bytes were consumed, or None when a file is finished
+    (the bar then jumps to the end of that file, since only new bytes are read).
+    """
+    sizes = []
+    for file in files:
+        try:
+            sizes.append(file.stat().st_size)
+        except OSError:
+            sizes.append(0)
+    total = sum(sizes)
+    if total < PROGRESS_MIN_BYTES or not sys.stderr.isatty():
+        yield lambda _n: None
+        return
+    done = {"file": 0, "bytes": 0, "index": 0}
+    with click.progressbar(length=total, label="ingesting", file=sys.stderr) as bar:
+
+        def advance(count: int | None) -> None:
+            if count is None:
+                bar.update(sizes[done["index"]] - done["file"])
+                done["index"] += 1
+                done["file"] = 0
+            else:
+                done["file"] += count
+                bar.update(count)
+
+        yield advance
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option(
+    "--poll",
+    type=click.FloatRange(min=0.01),
+    default=None,
+    metavar="SECONDS",
+    help="Poll every SECONDS instead of using filesystem events (network filesystems).",
+)
+@click.option(
+    "--reconcile",
+    type=click.FloatRange(min=0.05),
+    default=DEFAULT_RECONCILE,
+    show_default=True,
+    metavar="SECONDS",
+    help="Full rescan interval that catches anything the events missed.",
+)
+@line_limit_option
+@json_option
+@pass_context
+@user_errors
+def watch(
+    ctx: Context, folder: Path, poll: float | None, reconcile: float, line_limit: int, as_json: bool
+) -> None:
+    """Tail every JSONL file under FOLDER into the ledger until Ctrl-C or SIGTERM.
+
+    Each batch of lines is committed with its file offsets, so stopping (or being
+    killed) at any moment loses nothing and duplicates nothing on the next start.
+    """
+    if not folder.is_dir():
+        raise click.ClickException(f"{folder}: no such folder")
+    stop = threading.Event()
+    with _stop_on_signals(stop):
+        watcher = Watcher(ctx.db, folder, poll=poll, reconcile=reconcile, line_limit=line_limit).start()
+        click.echo(f"watching {folder} into {ctx.db} (Ctrl-C to stop)", err=True)
+        live = sys.stderr.isatty() and not as_json
+        try:
+            while watcher.running and not stop.wait(STATUS_INTERVAL):
+                if live:
+                    click.echo("\r" + _status(watcher.stats), nl=False, err=True)
+        finally:
+            totals = watcher.stop()
+    if live:
+        click.echo("", err=True)
+    if watcher.error is not None:
+        raise click.ClickException(f"watcher stopped: {printable(str(watcher.error))}")
+    if as_json:
+        echo_json(totals.to_dict())
+    else:
+        click.echo(f"stopped: {_status(totals)}")
+    for message in totals.errors:
+        click.echo(f"Error: {printable(message)}", err=True)
+
+
+def _status(stats: IngestStats) -> str:
+    return (
+        f"files {stats.files}  lines {stats.lines_read}  events {stats.events_appended}  "
+        f"rejected {stats.lines_rejected}"
+    )
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM ask for a clean stop instead of interrupting a commit."""
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@cli.command()
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most this many.")
+@json_option
+@pass_context
+@user_errors
+def rejects(ctx: Context, limit: int | None, as_json: bool) -> None:
+    """List lines the ingester could not use: FILE:LINE:OFFSET and the reason."""
+    with ctx.ledger() as ledger:
+        rows = query.rejections(ledger.conn, limit=limit)
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo("no rejected lines", err=True)
+        return
+    for row in rows:
+        click.echo(printable(f"{row['file']}:{row['line']}:{row['offset']} {row['reason']}"))

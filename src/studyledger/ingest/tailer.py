@@ -1,0 +1,550 @@
+"""Exactly-once tailing of JSONL files into a ledger.
+
+Each file's read position lives in the ``ingest_files`` table of the ledger itself and is
+updated in the SAME transaction as the events its lines produced, so a process killed at
+any instant resumes exactly where its last commit left off: nothing lost, nothing twice.
+Lines are committed in batches (:data:`BATCH_LINES` lines or :data:`BATCH_BYTES` bytes),
+never one transaction per line.
+
+A file is known by device and inode, not by name, so a renamed (rotated) file is read on
+to its end under its new name. Before a stored offset is trusted, a hash of the file's
+first bytes and a hash of the bytes just before the offset are checked: a file truncated
+in place (copytruncate) or rewritten under the same inode is read again from its start.
+Event ids are content hashes, so even a re-read appends only lines not stored before.
+
+A trailing line without its newline is left for the next pass. Reading streams in chunks
+of :data:`CHUNK` bytes, so memory stays flat for any file size (bounded by the line limit).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import stat
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import IO, Any
+
+from ..errors import LedgerBusyError
+from ..events import NewEvent
+from ..ledger import Ledger
+from ..store import utc_now_precise
+from . import adapters
+from .lines import (
+    DEFAULT_LINE_LIMIT,
+    TOO_LONG_KEEP,
+    BadLine,
+    TooLong,
+    is_blank,
+    parse_line,
+    rejection_event,
+    source_for,
+)
+
+CHUNK = 1 << 20
+BATCH_LINES = 5_000
+BATCH_BYTES = 1 << 20
+FINGERPRINT_LEN = 1024
+CHECK_LEN = 64
+STATE_TABLE = "ingest_files"
+JSONL_MARKERS = (".jsonl", ".ndjson")
+COMPRESSED_SUFFIXES = frozenset({".gz", ".bz2", ".xz", ".zst", ".zip", ".lz4"})
+
+_STATE_DDL = f"""CREATE TABLE IF NOT EXISTS {STATE_TABLE} (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL,
+    device INTEGER NOT NULL,
+    inode INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,
+    fingerprint_len INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    line INTEGER NOT NULL,
+    check_hash TEXT NOT NULL,
+    lines_accepted INTEGER NOT NULL DEFAULT 0,
+    lines_rejected INTEGER NOT NULL DEFAULT 0,
+    resets INTEGER NOT NULL DEFAULT 0,
+    updated_at TEXT NOT NULL,
+    UNIQUE (device, inode)
+)"""
+_EMPTY_HASH = hashlib.sha256(b"").hexdigest()
+
+Progress = Callable[[int], None]
+
+
+@dataclass(kw_only=True)
+class LineCounts:
+    """What reading did to lines and events; every complete line read is accepted or rejected.
+
+    Attributes:
+        lines_read: Complete lines committed.
+        lines_accepted: Of those, lines that gave events (or were blank).
+        lines_rejected: Of those, lines kept as ``line_rejected`` events.
+        events_appended: Events newly stored.
+        duplicates: Events that were already stored (re-read or repeated facts).
+        bytes_read: Bytes committed.
+    """
+
+    lines_read: int = 0
+    lines_accepted: int = 0
+    lines_rejected: int = 0
+    events_appended: int = 0
+    duplicates: int = 0
+    bytes_read: int = 0
+
+
+@dataclass(kw_only=True)
+class FileStats(LineCounts):
+    """What one pass over one file did.
+
+    Attributes:
+        path: The file (absolute).
+        offset: The committed offset after the pass.
+        pending_bytes: Bytes of an unfinished last line, waiting for its newline.
+        reset: Why reading restarted at byte 0 (``truncated`` or ``replaced``), if it did.
+        missing: The file was gone when the pass started.
+        raced: Another process committed this file meanwhile; the pass stopped early.
+    """
+
+    path: str
+    offset: int = 0
+    pending_bytes: int = 0
+    reset: str | None = None
+    missing: bool = False
+    raced: bool = False
+
+
+@dataclass(kw_only=True)
+class IngestStats(LineCounts):
+    """Totals over many files (what ``studyledger ingest --json`` prints).
+
+    Attributes:
+        files: Files read (present when their pass ran).
+        errors: One line per file that could not be read.
+    """
+
+    files: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, item: FileStats) -> None:
+        """Fold one file's pass into the totals."""
+        if not item.missing:
+            self.files += 1
+        for counter in fields(LineCounts):
+            setattr(self, counter.name, getattr(self, counter.name) + getattr(item, counter.name))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The totals as a plain mapping, ``files`` first."""
+        data = asdict(self)
+        return {"files": data.pop("files"), **data}
+
+
+@dataclass(slots=True)
+class _Line:
+    """One complete line waiting in a batch, with the events it gave."""
+
+    number: int
+    offset: int
+    data: bytes | TooLong
+    events: list[NewEvent]
+    accepted: bool
+
+
+@dataclass(slots=True)
+class _State:
+    """The stored position of one file, as this pass last committed or read it."""
+
+    row_id: int
+    offset: int
+    line: int
+
+
+class _Raced(Exception):
+    """Another process moved this file's offset since this pass read it."""
+
+
+def ensure_state_table(ledger: Ledger) -> None:
+    """Create the ingest state table when missing (it is ingest state, not a projection)."""
+    with ledger.store.transaction():
+        ledger.conn.execute(_STATE_DDL)
+
+
+def file_states(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Every file the ingester knows, with its committed offset (for status screens)."""
+    known = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (STATE_TABLE,))
+    if known.fetchone() is None:
+        return []
+    cursor = conn.execute(
+        f"SELECT path, device, inode, offset, line, lines_accepted, lines_rejected, resets, "
+        f"updated_at FROM {STATE_TABLE} ORDER BY path"
+    )
+    names = [column[0] for column in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor]
+
+
+def is_jsonl_name(name: str) -> bool:
+    """Whether a file found in a folder is JSONL to ingest.
+
+    Rotated names (``app.jsonl.1``, ``app.jsonl.2026-01-01``) count, so a rotated file is
+    still read to its end; compressed archives and hidden (temporary) files do not.
+    """
+    if name.startswith("."):
+        return False
+    lowered = name.lower()
+    if Path(lowered).suffix in COMPRESSED_SUFFIXES:
+        return False
+    return any(lowered.endswith(marker) or marker + "." in lowered for marker in JSONL_MARKERS)
+
+
+def iter_jsonl_files(folder: str | os.PathLike[str], *, recursive: bool = True) -> Iterator[Path]:
+    """JSONL files under a folder, in sorted order so runs are reproducible."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            if recursive and not entry.name.startswith("."):
+                yield from iter_jsonl_files(entry.path, recursive=True)
+        elif entry.is_file() and is_jsonl_name(entry.name):
+            yield Path(entry.path)
+
+
+def read_lines(file: IO[bytes], offset: int, limit: int) -> Iterator[tuple[int, int, bytes | TooLong]]:
+    """Complete lines from ``offset`` on: ``(start, end after the newline, bytes)``.
+
+    A line over ``limit`` bytes is hashed while it streams past and yielded as
+    :class:`TooLong`, so memory never holds more than ``limit + CHUNK`` bytes. An
+    unfinished last line is not yielded: it waits for its newline.
+    """
+    file.seek(offset)
+    position, pending = offset, b""
+    skipping: Any = None  # a running sha256 while a line over the limit streams past
+    head, skipped = b"", 0
+    while chunk := file.read(CHUNK):
+        if skipping is not None:
+            newline = chunk.find(b"\n")
+            if newline < 0:
+                skipping.update(chunk)
+                skipped += len(chunk)
+                continue
+            skipping.update(chunk[:newline])
+            skipped += newline
+            yield position, position + skipped + 1, TooLong(head, skipped, skipping.hexdigest())
+            position += skipped + 1
+            skipping, chunk = None, chunk[newline + 1 :]
+        data = pending + chunk if pending else chunk
+        parts = data.split(b"\n")
+        pending = parts.pop()
+        for part in parts:
+            end = position + len(part) + 1
+            if len(part) > limit:
+                yield position, end, TooLong(part[:TOO_LONG_KEEP], len(part), hashlib.sha256(part).hexdigest())
+            else:
+                yield position, end, part
+            position = end
+        if len(pending) > limit:
+            skipping, head, skipped = hashlib.sha256(pending), pending[:TOO_LONG_KEEP], len(pending)
+            pending = b""
+
+
+class Tailer:
+    """Reads files into one ledger, committing offsets with the events they produced.
+
+    Args:
+        ledger: The open ledger (its connection is used from one thread at a time).
+        line_limit: Longest line parsed, in bytes; longer lines are rejected and skipped.
+        on_progress: Called with the number of bytes each committed batch consumed.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        line_limit: int = DEFAULT_LINE_LIMIT,
+        on_progress: Progress | None = None,
+        batch_lines: int = BATCH_LINES,
+        batch_bytes: int = BATCH_BYTES,
+    ) -> None:
+        if line_limit < 1:
+            raise ValueError("line_limit must be at least 1 byte")
+        self.ledger = ledger
+        self.line_limit = line_limit
+        self.on_progress = on_progress
+        self.batch_lines = batch_lines
+        self.batch_bytes = batch_bytes
+        ensure_state_table(ledger)
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The ledger's connection."""
+        return self.ledger.conn
+
+    def ingest_path(self, path: str | os.PathLike[str]) -> FileStats:
+        """Read a file from its committed offset to its last complete line.
+
+        Returns:
+            What the pass did; ``missing`` when the file is gone (not an error: files are
+            deleted under watchers all the time).
+
+        Raises:
+            OSError: the file exists but cannot be read (permissions, not a regular file).
+            LedgerBusyError: another writer held the ledger past every retry.
+        """
+        name = os.path.abspath(path)
+        stats = FileStats(path=name)
+        try:
+            info = os.stat(name)
+        except FileNotFoundError:
+            stats.missing = True
+            return stats
+        if not stat.S_ISREG(info.st_mode):
+            # Opening a FIFO would block forever; a directory is not a line source.
+            raise IsADirectoryError(21, "not a regular file", name) if stat.S_ISDIR(info.st_mode) \
+                else OSError(22, "not a regular file", name)
+        try:
+            file = open(name, "rb")  # noqa: SIM115  (closed below; the fd is needed for pread)
+        except FileNotFoundError:
+            stats.missing = True
+            return stats
+        with file:
+            try:
+                self._ingest_open(file, name, stats)
+            except _Raced:
+                stats.raced = True
+        return stats
+
+    # -- one file -------------------------------------------------------------------
+
+    def _ingest_open(self, file: IO[bytes], name: str, stats: FileStats) -> None:
+        fd = file.fileno()
+        info = os.fstat(fd)
+        state = self._resume(fd, info, name, stats)
+        batch: list[_Line] = []
+        batch_bytes = 0
+        end = state.offset
+        number = state.line
+        for start, end, data in read_lines(file, state.offset, self.line_limit):
+            number += 1
+            batch.append(self._convert(name, number, start, data))
+            batch_bytes += end - start
+            if len(batch) >= self.batch_lines or batch_bytes >= self.batch_bytes:
+                self._commit(fd, name, state, batch, end, stats)
+                batch, batch_bytes = [], 0
+        if batch:
+            self._commit(fd, name, state, batch, end, stats)
+        stats.offset = state.offset
+        stats.pending_bytes = max(0, file.tell() - state.offset)
+
+    def _resume(self, fd: int, info: os.stat_result, name: str, stats: FileStats) -> _State:
+        """The state to read on from: stored and verified, reset, or new."""
+        row = self.conn.execute(
+            f"SELECT id, path, offset, line, fingerprint, fingerprint_len, check_hash "
+            f"FROM {STATE_TABLE} WHERE device = ? AND inode = ?",
+            (info.st_dev, info.st_ino),
+        ).fetchone()
+        if row is None:
+            with self.ledger.store.transaction():
+                self.conn.execute(
+                    f"INSERT INTO {STATE_TABLE} (path, device, inode, fingerprint, fingerprint_len, "
+                    f"offset, line, check_hash, updated_at) VALUES (?, ?, ?, ?, 0, 0, 0, ?, ?) "
+                    f"ON CONFLICT (device, inode) DO NOTHING",
+                    (name, info.st_dev, info.st_ino, _EMPTY_HASH, _EMPTY_HASH, utc_now_precise()),
+                )
+            return self._resume(fd, info, name, stats)
+        row_id, stored_path, offset, line, fingerprint, fingerprint_len, check = row
+        state = _State(row_id, offset, line)
+        stats.offset = offset
+        problem = _verify(fd, info.st_size, offset, fingerprint, fingerprint_len, check)
+        if problem is not None:
+            self._reset(state, name, problem)
+            stats.reset = problem
+        elif stored_path != name:
+            # Renamed (rotated): keep reading the same file under its new name.
+            with self.ledger.store.transaction():
+                self._check_position(state)
+                self.conn.execute(f"UPDATE {STATE_TABLE} SET path = ? WHERE id = ?", (name, row_id))
+        return state
+
+    def _reset(self, state: _State, name: str, why: str) -> None:
+        with self.ledger.store.transaction():
+            self._check_position(state)
+            self.conn.execute(
+                f"UPDATE {STATE_TABLE} SET path = ?, offset = 0, line = 0, fingerprint = ?, "
+                f"fingerprint_len = 0, check_hash = ?, resets = resets + 1, updated_at = ? "
+                f"WHERE id = ?",
+                (name, _EMPTY_HASH, _EMPTY_HASH, utc_now_precise(), state.row_id),
+            )
+        state.offset = state.line = 0
+
+    def _check_position(self, state: _State) -> None:
+        """Refuse to write when another process moved the offset since it was read."""
+        row = self.conn.execute(
+            f"SELECT offset, line FROM {STATE_TABLE} WHERE id = ?", (state.row_id,)
+        ).fetchone()
+        if row is None or (row[0], row[1]) != (state.offset, state.line):
+            raise _Raced
+
+    # -- lines ----------------------------------------------------------------------
+
+    def _convert(self, name: str, number: int, offset: int, data: bytes | TooLong) -> _Line:
+        """Turn one line into its events, or into its rejection."""
+        if isinstance(data, TooLong):
+            reason = f"line longer than the limit of {self.line_limit} bytes ({data.length} bytes)"
+            return _Line(number, offset, data, [rejection_event(name, number, offset, reason, data)], False)
+        if is_blank(data):
+            return _Line(number, offset, data, [], True)
+        try:
+            value = parse_line(data)
+            found = adapters.events_from_line(value, source=source_for(name, number, offset))
+            return _Line(number, offset, data, found, True)
+        except BadLine as exc:
+            reason = str(exc)
+        except RecursionError:
+            reason = "nested too deeply to convert"
+        except ValueError as exc:  # LineRejected, ValidationError, OwnLineError and kin
+            reason = str(exc) or type(exc).__name__
+        except Exception as exc:  # noqa: BLE001  (an adapter's bug must not lose the line)
+            reason = f"cannot convert ({type(exc).__name__}: {exc})"
+        return _Line(number, offset, data, [rejection_event(name, number, offset, reason, data)], False)
+
+    # -- committing -----------------------------------------------------------------
+
+    def _commit(
+        self, fd: int, name: str, state: _State, batch: list[_Line], end: int, stats: FileStats
+    ) -> None:
+        """Append a batch's events and move the offset to ``end``, in one transaction."""
+        fingerprint_len = min(FINGERPRINT_LEN, end)
+        check_start = max(0, end - CHECK_LEN)
+        position = (
+            name,
+            end,
+            batch[-1].number,
+            _hash(os.pread(fd, fingerprint_len, 0)),
+            fingerprint_len,
+            _hash(os.pread(fd, end - check_start, check_start)),
+        )
+        try:
+            appended, duplicates = self._store(state, batch, position, each=False)
+        except (sqlite3.OperationalError, LedgerBusyError, _Raced):
+            raise
+        except Exception:  # noqa: BLE001  (one unstorable line must not block the file)
+            appended, duplicates = self._store(state, batch, position, each=True)
+        accepted = sum(1 for item in batch if item.accepted)
+        stats.lines_read += len(batch)
+        stats.lines_accepted += accepted
+        stats.lines_rejected += len(batch) - accepted
+        stats.events_appended += appended
+        stats.duplicates += duplicates
+        stats.bytes_read += end - state.offset
+        if self.on_progress is not None:
+            self.on_progress(end - state.offset)
+        state.offset, state.line = end, batch[-1].number
+
+    def _store(
+        self, state: _State, batch: list[_Line], position: tuple[str, int, int, str, int, str], *, each: bool
+    ) -> tuple[int, int]:
+        """One transaction: the batch's events, then the new offset.
+
+        With ``each``, every line gets a savepoint, and a line whose events the store
+        refuses (an integer too large for SQLite, a conflicting id) is rolled back alone
+        and kept as a rejection instead.
+        """
+        appended = duplicates = 0
+        with self.ledger.store.transaction():
+            self._check_position(state)
+            if each:
+                for item in batch:
+                    self.conn.execute("SAVEPOINT tail_line")
+                    try:
+                        result = self.ledger.append(item.events)
+                    except sqlite3.OperationalError:
+                        raise
+                    except Exception as exc:  # noqa: BLE001
+                        self.conn.execute("ROLLBACK TO tail_line")
+                        item.accepted = False
+                        item.events = [rejection_event(
+                            position[0], item.number, item.offset,
+                            f"cannot store ({type(exc).__name__}: {exc})", item.data,
+                        )]
+                        result = self.ledger.append(item.events)
+                    self.conn.execute("RELEASE tail_line")
+                    appended += len(result.appended)
+                    duplicates += result.duplicates
+            else:
+                result = self.ledger.append([event for item in batch for event in item.events])
+                appended, duplicates = len(result.appended), result.duplicates
+            accepted = sum(1 for item in batch if item.accepted)
+            name, end, line, fingerprint, fingerprint_len, check = position
+            self.conn.execute(
+                f"UPDATE {STATE_TABLE} SET path = ?, offset = ?, line = ?, fingerprint = ?, "
+                f"fingerprint_len = ?, check_hash = ?, lines_accepted = lines_accepted + ?, "
+                f"lines_rejected = lines_rejected + ?, updated_at = ? WHERE id = ?",
+                (name, end, line, fingerprint, fingerprint_len, check, accepted,
+                 len(batch) - accepted, utc_now_precise(), state.row_id),
+            )
+        return appended, duplicates
+
+
+def _hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _verify(
+    fd: int, size: int, offset: int, fingerprint: str, fingerprint_len: int, check: str
+) -> str | None:
+    """Why a stored offset cannot be trusted for this file, or None when it can."""
+    if size < offset:
+        return "truncated"
+    if _hash(os.pread(fd, fingerprint_len, 0)) != fingerprint:
+        return "replaced"
+    check_start = max(0, offset - CHECK_LEN)
+    if _hash(os.pread(fd, offset - check_start, check_start)) != check:
+        return "replaced"
+    return None
+
+
+def expand_paths(paths: Iterable[str | os.PathLike[str]], *, recursive: bool = True) -> list[Path]:
+    """Files named, plus the JSONL files under folders named, each once, in order.
+
+    Raises:
+        FileNotFoundError: a path does not exist (checked before anything is read).
+    """
+    found: dict[str, Path] = {}
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            for file in iter_jsonl_files(path, recursive=recursive):
+                found.setdefault(os.path.abspath(file), file)
+        elif path.exists():
+            found.setdefault(os.path.abspath(path), path)
+        else:
+            raise FileNotFoundError(2, "no such file or folder", str(path))
+    return list(found.values())
+
+
+def ingest_paths(
+    ledger: Ledger,
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    recursive: bool = True,
+    line_limit: int = DEFAULT_LINE_LIMIT,
+    on_progress: Progress | None = None,
+) -> IngestStats:
+    """One-shot ingestion of files and folders (folders: their JSONL files).
+
+    A file that cannot be read is reported in ``errors`` and the others are still read.
+
+    Raises:
+        FileNotFoundError: a named path does not exist (nothing is read then).
+    """
+    files = expand_paths(paths, recursive=recursive)
+    tailer = Tailer(ledger, line_limit=line_limit, on_progress=on_progress)
+    totals = IngestStats()
+    for file in files:
+        try:
+            totals.add(tailer.ingest_path(file))
+        except OSError as exc:
+            totals.errors.append(f"{exc.filename or file}: {exc.strerror or exc}")
+    return totals

@@ -1,0 +1,261 @@
+"""Live ingestion of a folder: watchdog events as hints, a periodic reconcile scan as truth.
+
+Filesystem notifications are fast but not reliable: inotify queues overflow, network
+filesystems deliver nothing, and a file created before the observer started never raises
+an event. So an event only says "look at this file soon"; every ``reconcile`` seconds the
+whole folder is scanned and any file whose size, inode or mtime changed is read too. The
+tailer's committed offsets make reading a file twice harmless, so the two paths never
+need to agree with each other.
+
+The watcher runs in its own thread with its own ledger connection, so a dashboard or a
+CLI can own the main thread.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import replace
+from pathlib import Path
+from types import TracebackType
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from ..errors import LedgerBusyError
+from ..ledger import Ledger
+from .lines import DEFAULT_LINE_LIMIT
+from .tailer import IngestStats, Tailer, is_jsonl_name, iter_jsonl_files
+
+DEFAULT_RECONCILE = 2.0
+"""Seconds between full scans that catch whatever the observer missed."""
+
+MAX_ERRORS = 100
+"""Distinct unreadable-file messages kept (a folder of 10k unreadable files must not grow memory)."""
+
+_Signature = tuple[int, int, int, int]
+
+
+class _Hints(FileSystemEventHandler):
+    """Collects the paths watchdog says changed; runs in the observer's thread."""
+
+    def __init__(self, watcher: Watcher) -> None:
+        self.watcher = watcher
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        kind = event.event_type
+        if kind in ("opened", "closed_no_write", "deleted"):
+            return
+        if event.is_directory:
+            if kind in ("created", "moved"):
+                # A folder moved in brings files that raise no events of their own.
+                self.watcher.request_scan()
+            return
+        path = _text(event.src_path)
+        if kind == "moved":
+            # Follow a rotated file to its new name, even outside the folder or under a
+            # name that is not JSONL, so its last lines are read before it is forgotten.
+            dest = _text(event.dest_path)
+            if is_jsonl_name(os.path.basename(path)) or is_jsonl_name(os.path.basename(dest)):
+                self.watcher.hint([dest])
+        elif is_jsonl_name(os.path.basename(path)):
+            self.watcher.hint([path])
+
+
+def _text(path: str | bytes) -> str:
+    return os.fsdecode(path)
+
+
+class Watcher:
+    """Tail every JSONL file under a folder into a ledger until stopped.
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`.
+
+    Args:
+        db_path: The ledger file (created when missing).
+        folder: The folder to watch, recursively.
+        poll: Seconds between polls with watchdog's polling observer (for network
+            filesystems); None uses the native observer (inotify on Linux).
+        reconcile: Seconds between full scans of the folder.
+        line_limit: Longest line parsed, in bytes.
+    """
+
+    def __init__(
+        self,
+        db_path: str | os.PathLike[str],
+        folder: str | os.PathLike[str],
+        *,
+        poll: float | None = None,
+        reconcile: float = DEFAULT_RECONCILE,
+        line_limit: int = DEFAULT_LINE_LIMIT,
+    ) -> None:
+        self.db_path = Path(db_path)
+        self.folder = Path(folder)
+        self.poll = poll
+        self.reconcile = reconcile
+        self.line_limit = line_limit
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._ready = threading.Event()
+        self._dirty: set[str] = set()
+        self._scan_requested = True
+        self._seen: dict[str, _Signature] = {}
+        self._files: set[str] = set()
+        self._totals = IngestStats()
+        self._thread: threading.Thread | None = None
+
+    # -- control --------------------------------------------------------------------
+
+    def start(self) -> Watcher:
+        """Start watching; returns once the observer is running (or failed to start).
+
+        Raises:
+            NotADirectoryError: the folder does not exist or is not a folder.
+        """
+        if not self.folder.is_dir():
+            raise NotADirectoryError(20, "not a folder", str(self.folder))
+        self._thread = threading.Thread(target=self._run, name=f"studyledger-watch {self.folder}", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        return self
+
+    def stop(self, timeout: float | None = 30.0) -> IngestStats:
+        """Stop after committing what was read; returns the totals.
+
+        Every batch is committed as it is read, so stopping loses nothing: lines not yet
+        read stay in their files and are read by the next watcher.
+        """
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.stats
+
+    @property
+    def running(self) -> bool:
+        """Whether the watching thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def stats(self) -> IngestStats:
+        """A snapshot of the totals since start (``files``: distinct files read)."""
+        with self._lock:
+            return replace(self._totals, files=len(self._files), errors=list(self._totals.errors))
+
+    def hint(self, paths: Iterable[str]) -> None:
+        """Mark files as worth reading soon (called from the observer's thread)."""
+        with self._lock:
+            self._dirty.update(paths)
+        self._wake.set()
+
+    def request_scan(self) -> None:
+        """Ask for a full scan of the folder at the next wake-up."""
+        with self._lock:
+            self._scan_requested = True
+        self._wake.set()
+
+    def __enter__(self) -> Watcher:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- the watching thread ----------------------------------------------------------
+
+    def _make_observer(self) -> BaseObserver:
+        if self.poll is not None:
+            return PollingObserver(timeout=self.poll)
+        return Observer()
+
+    def _run(self) -> None:
+        observer: BaseObserver | None = None
+        ledger: Ledger | None = None
+        try:
+            ledger = Ledger.open(self.db_path, source="watch")
+            tailer = Tailer(ledger, line_limit=self.line_limit)
+            observer = self._make_observer()
+            # Scheduled before the first scan: a change during the scan raises a hint.
+            observer.schedule(_Hints(self), str(self.folder), recursive=True)
+            observer.start()
+            self._ready.set()
+            next_scan = 0.0
+            while True:
+                stopping = self._stopping.is_set()
+                with self._lock:
+                    dirty, self._dirty = self._dirty, set()
+                    scan, self._scan_requested = self._scan_requested, False
+                for path in sorted(dirty):
+                    self._read(tailer, path)
+                if scan or stopping or time.monotonic() >= next_scan:
+                    self._scan(tailer)
+                    next_scan = time.monotonic() + self.reconcile
+                if stopping:
+                    return
+                self._wake.wait(max(0.0, next_scan - time.monotonic()))
+                self._wake.clear()
+        except BaseException as exc:  # noqa: BLE001  (reported through .error, not lost in a thread)
+            self.error = exc
+        finally:
+            self._ready.set()
+            if observer is not None:
+                observer.stop()
+                observer.join(5)
+            if ledger is not None:
+                ledger.close()
+
+    def _scan(self, tailer: Tailer) -> None:
+        """Read every file whose signature changed since it was last read."""
+        present: set[str] = set()
+        for file in iter_jsonl_files(self.folder):
+            path = str(file)
+            present.add(path)
+            try:
+                info = file.stat()
+            except FileNotFoundError:
+                continue
+            signature = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+            if self._seen.get(path) != signature:
+                self._read(tailer, path, signature)
+        for gone in set(self._seen) - present:
+            del self._seen[gone]
+
+    def _read(self, tailer: Tailer, path: str, signature: _Signature | None = None) -> None:
+        """Read one file, keeping the watcher alive through unreadable files and busy locks."""
+        if signature is None:
+            try:
+                info = os.stat(path)
+            except FileNotFoundError:
+                return
+            signature = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        try:
+            result = tailer.ingest_path(path)
+        except LedgerBusyError:
+            self.hint([path])
+            return
+        except OSError as exc:
+            with self._lock:
+                message = f"{exc.filename or path}: {exc.strerror or exc}"
+                if message not in self._totals.errors and len(self._totals.errors) < MAX_ERRORS:
+                    self._totals.errors.append(message)
+            self._seen[path] = signature
+            return
+        if result.missing:
+            return
+        if result.raced:
+            self.hint([path])
+            return
+        self._seen[path] = signature
+        with self._lock:
+            self._files.add(result.path)
+            self._totals.add(result)
