@@ -19,11 +19,11 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .events import EventKind
+from .events import EventKind, canonical_body
 from .schema import RunStatus
 from .store import StoredEvent
 
-PROJECTION_VERSION = "1"
+PROJECTION_VERSION = "2"
 
 LEGAL_TRANSITIONS: dict[str, frozenset[str]] = {
     RunStatus.PENDING: frozenset({RunStatus.RUNNING, RunStatus.SKIPPED, RunStatus.FAILED}),
@@ -77,23 +77,16 @@ TABLES: dict[str, str] = {
         first_seq INTEGER NOT NULL,
         last_seq INTEGER NOT NULL
     )""",
+    # Only what observations are found by; every other column comes from the event body
+    # through the observation_rows view, so ingesting an observation writes it once.
     "observations": """CREATE TABLE observations (
         seq INTEGER PRIMARY KEY,
-        timestamp TEXT,
-        record_id TEXT,
-        text TEXT,
-        session_id TEXT,
-        actor_id TEXT,
-        event_type TEXT,
-        meta_json TEXT,
-        level TEXT,
-        study_id TEXT,
         run_id TEXT,
-        condition_id TEXT,
-        trial_id TEXT,
-        step_id TEXT,
-        tool_name TEXT,
-        evaluation_id TEXT
+        study_id TEXT,
+        timestamp TEXT,
+        level TEXT,
+        event_type TEXT,
+        tool_name TEXT
     )""",
     "provenance": """CREATE TABLE provenance (
         seq INTEGER PRIMARY KEY,
@@ -161,10 +154,31 @@ TABLES: dict[str, str] = {
     )""",
 }
 
+VIEWS = (
+    """CREATE VIEW observation_rows AS SELECT
+        o.seq AS seq,
+        o.timestamp AS timestamp,
+        json_extract(e.body, '$.record_id') AS record_id,
+        json_extract(e.body, '$.text') AS text,
+        json_extract(e.body, '$.session_id') AS session_id,
+        json_extract(e.body, '$.actor_id') AS actor_id,
+        o.event_type AS event_type,
+        json_extract(e.body, '$.meta_json') AS meta_json,
+        o.level AS level,
+        o.study_id AS study_id,
+        o.run_id AS run_id,
+        json_extract(e.body, '$.condition_id') AS condition_id,
+        json_extract(e.body, '$.trial_id') AS trial_id,
+        json_extract(e.body, '$.step_id') AS step_id,
+        o.tool_name AS tool_name,
+        json_extract(e.body, '$.evaluation_id') AS evaluation_id
+    FROM observations o JOIN events e ON e.seq = o.seq""",
+)
+
 INDEXES = (
     "CREATE INDEX runs_study ON runs(study_id, status)",
     "CREATE INDEX observations_run ON observations(run_id, seq)",
-    "CREATE INDEX observations_run_filter ON observations(run_id, level, event_type)",
+    "CREATE INDEX observations_run_filter ON observations(run_id, level, event_type, seq)",
     "CREATE INDEX provenance_run ON provenance(run_id, seq)",
     "CREATE INDEX transitions_run ON transitions(run_id, seq)",
     "CREATE INDEX evaluations_run ON evaluations(run_id, seq)",
@@ -178,13 +192,14 @@ def create_tables(conn: sqlite3.Connection) -> None:
     """Create the projection tables and indexes (inside a transaction)."""
     for ddl in TABLES.values():
         conn.execute(ddl)
-    for ddl in INDEXES:
+    for ddl in (*INDEXES, *VIEWS):
         conn.execute(ddl)
     conn.execute("INSERT INTO projection_state(name, last_seq) VALUES ('all', 0)")
 
 
 def drop_tables(conn: sqlite3.Connection) -> None:
     """Drop every projection table (inside a transaction)."""
+    conn.execute("DROP VIEW IF EXISTS observation_rows")
     for name in TABLES:
         conn.execute(f"DROP TABLE IF EXISTS {name}")
 
@@ -209,7 +224,7 @@ def is_legal(current: str, requested: str) -> bool:
 
 
 def _json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return None if value is None else canonical_body(value)
 
 
 def _later(a: str | None, b: str | None) -> str | None:
@@ -280,7 +295,7 @@ class _Fold:
     def flush(self, last_seq: int) -> None:
         if self.observations:
             self.conn.executemany(
-                "INSERT INTO observations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO observations VALUES (?,?,?,?,?,?,?)",
                 self.observations,
             )
         if self.anomalies:
@@ -383,11 +398,8 @@ def _on_observation(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> No
         if row["study_id"] is None and body.get("study_id"):
             row["study_id"] = body["study_id"]
     fold.observations.append(
-        (event.seq, body.get("timestamp"), body.get("record_id"), body.get("text"),
-         body.get("session_id"), body.get("actor_id"), body.get("event_type"),
-         _json(body.get("meta_json")), body.get("level"), body.get("study_id"), run_id,
-         body.get("condition_id"), body.get("trial_id"), body.get("step_id"),
-         body.get("tool_name"), body.get("evaluation_id"))
+        (event.seq, run_id, body.get("study_id"), body.get("timestamp"), body.get("level"),
+         body.get("event_type"), body.get("tool_name"))
     )
 
 

@@ -127,7 +127,7 @@ def observations(
         needle = search.lower()
         params.extend([needle, needle, needle])
     order = "DESC" if descending else "ASC"
-    sql = (f"SELECT * FROM observations WHERE {' AND '.join(clauses)} "
+    sql = (f"SELECT * FROM observation_rows WHERE {' AND '.join(clauses)} "
            f"ORDER BY seq {order} LIMIT {int(limit)}")
     return _rows(conn.execute(sql, params))
 
@@ -139,7 +139,7 @@ def observation_count(conn: sqlite3.Connection, run_id: str) -> int:
 
 def observation(conn: sqlite3.Connection, seq: int) -> Row | None:
     """One observation by the sequence number of its event."""
-    return _one(conn.execute("SELECT * FROM observations WHERE seq = ?", (seq,)))
+    return _one(conn.execute("SELECT * FROM observation_rows WHERE seq = ?", (seq,)))
 
 
 def transitions(conn: sqlite3.Connection, run_id: str) -> list[Row]:
