@@ -1,0 +1,159 @@
+"""The demo: a ledger that fills itself, to show the three uses in one command.
+
+In a scratch folder it creates a ledger, ingests the committed example inputs
+(``ledger_examples/``: a finished study with its failures, crashes and malformed lines),
+then starts the simulator writing a live study into a drop folder while a watcher tails that
+folder into the ledger. The dashboard (or, without one, a timer) runs on top; stopping the
+demo stops the simulator first and the watcher second, so every line written is committed.
+
+This module never imports the dashboard: ``studyledger demo`` opens it, ``--no-tui`` does
+not, and CI runs the latter.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from . import query
+from .ingest.tailer import IngestStats, ingest_paths
+from .ingest.watcher import Watcher
+from .ledger import Ledger
+from .simulate import Simulator
+
+EXAMPLES_ENV = "STUDYLEDGER_EXAMPLES"
+EXAMPLES_NAME = "ledger_examples"
+
+
+def find_examples() -> Path | None:
+    """Where the example inputs are: ``$STUDYLEDGER_EXAMPLES``, else the source checkout.
+
+    An editable install runs from the checkout (``src/studyledger`` -> the repository
+    root holds ``ledger_examples/``). A wheel carries no examples: then this returns None
+    and the demo says so and runs with the simulated study only.
+    """
+    configured = os.environ.get(EXAMPLES_ENV)
+    if configured:
+        return Path(configured)
+    candidate = Path(__file__).resolve().parents[2] / EXAMPLES_NAME
+    return candidate if candidate.is_dir() else None
+
+
+def _study_folder_events(ledger: Ledger, root: Path, totals: IngestStats) -> None:
+    """Append what study output folders state outside their JSONL files (study.yaml, CSVs).
+
+    Uses the study-folder importer when it is installed; without it the JSONL files
+    (checkpoints, traces, observations) are still ingested, only study metadata is missing.
+    """
+    try:
+        module = importlib.import_module("studyledger.ingest.study_folder")
+    except ImportError:
+        return
+    scan = getattr(module, "scan_study_folder", None)
+    if not callable(scan):
+        return
+    for study_yaml in sorted(root.rglob("study.yaml")):
+        found = list(getattr(scan(study_yaml.parent), "events", ()))
+        if found:
+            result = ledger.append(found)
+            totals.events_appended += len(result.appended)
+            totals.duplicates += result.duplicates
+
+
+class Demo:
+    """A scratch ledger, the examples ingested, a simulated study flowing in live.
+
+    Use as a context manager: entering ingests the examples and starts the watcher and
+    the simulator; leaving stops them (simulator first, so the watcher's final pass reads
+    every line the simulator wrote).
+
+    Args:
+        folder: The scratch folder; the ledger is ``demo.db`` and the drop folder ``drop/``.
+        seconds: How long the simulated study takes to unfold.
+        runs: Runs in the simulated study.
+        seed: Seed of the simulated study.
+        examples: Example inputs to ingest first (None: none).
+        poll: Use watchdog's polling observer with this interval (None: native events).
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike[str],
+        *,
+        seconds: float = 120.0,
+        runs: int = 12,
+        seed: int = 0,
+        examples: Path | None = None,
+        poll: float | None = None,
+    ) -> None:
+        self.folder = Path(folder)
+        self.db = self.folder / "demo.db"
+        self.drop = self.folder / "drop"
+        self.examples = examples
+        self.examples_ingested = IngestStats()
+        self.watched = IngestStats()
+        self._stop = threading.Event()
+        self.simulator = Simulator(self.drop, runs=runs, seconds=seconds, seed=seed, stop=self._stop)
+        self._watcher = Watcher(self.db, self.drop, poll=poll)
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Demo:
+        self.drop.mkdir(parents=True, exist_ok=True)
+        with Ledger.open(self.db, source="demo") as ledger:
+            if self.examples is not None:
+                _study_folder_events(ledger, self.examples, self.examples_ingested)
+                stats = ingest_paths(ledger, [self.examples])
+                _merge(self.examples_ingested, stats)
+        self._watcher.start()
+        self._thread = self.simulator.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop the simulator, then the watcher (whose final pass commits what is left)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.watched = self._watcher.stop()
+
+    def wait(self, seconds: float) -> None:
+        """Let the demo run for ``seconds`` (returns early once :meth:`stop` was called)."""
+        self._stop.wait(seconds)
+
+    @property
+    def watcher_error(self) -> BaseException | None:
+        """Why the watcher stopped, if it failed."""
+        return self._watcher.error
+
+    def summary(self) -> dict[str, Any]:
+        """Where things are and what the ledger holds (the ``--no-tui`` report)."""
+        with Ledger.open(self.db, create=False) as ledger:
+            stats = query.stats(ledger.conn)
+        return {
+            "folder": str(self.folder),
+            "db": str(self.db),
+            "drop": str(self.drop),
+            "examples": str(self.examples) if self.examples is not None else None,
+            "examples_ingested": self.examples_ingested.to_dict(),
+            "watched": self.watched.to_dict(),
+            "simulator": {"lines": self.simulator.stats.lines, "files": self.simulator.stats.files},
+            "ledger": stats,
+        }
+
+
+def _merge(into: IngestStats, more: IngestStats) -> None:
+    """Add ``more``'s counters to ``into`` (both are totals over files)."""
+    for name, value in more.to_dict().items():
+        current = getattr(into, name)
+        setattr(into, name, current + value)
