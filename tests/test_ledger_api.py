@@ -220,3 +220,19 @@ def test_rebuilt_projections_equal_incremental_ones(tmp_path: Path, batches: lis
         incremental = snapshot(ledger.conn)
         ledger.rebuild_projections()
         assert snapshot(ledger.conn) == incremental
+
+
+def test_outdated_projections_are_rebuilt_on_open(study_ledger: Ledger) -> None:
+    run_id = study_ledger.register_run("s1", "c1")
+    study_ledger.transition(run_id, RunStatus.RUNNING)
+    before = snapshot(study_ledger.conn)
+    path = study_ledger.path
+    study_ledger.close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("UPDATE ledger_meta SET value = 'old' WHERE key = 'projection_version'")
+    conn.execute("DROP VIEW observation_rows")
+    conn.execute("DROP TABLE runs")
+    conn.close()
+    with Ledger.open(path) as reopened:
+        assert snapshot(reopened.conn) == before
+        assert reopened.run(run_id)["status"] == "running"
