@@ -114,7 +114,7 @@ def show(ctx: Context, run_id: str, as_json: bool) -> None:
 @pass_context
 @user_errors
 def events(ctx: Context, run_id: str | None, after: int, limit: int | None, as_json: bool) -> None:
-    """Stored events in sequence order (JSON: one object per line with --json)."""
+    """Stored events in sequence order, optionally of one run or after a sequence number."""
     with ctx.ledger() as ledger:
         rows = ledger.events(after=after, run_id=run_id, limit=limit)
     if as_json:
