@@ -11,20 +11,574 @@ INTERFACE (shared by the tailer, the study-folder importer and the JSONL export)
 * Raises :class:`LineRejected` with a human reason when the line cannot be used (unknown
   shape, invalid values). The caller turns that into a ``line_rejected`` event.
 
-The adapter is chosen by the line's shape (see ``detect_format``).
+The adapter is chosen by the line's shape (see ``detect_format``). Every mapping is listed
+in docs/formats.md. Nothing but :class:`LineRejected` may escape: lines come from files
+anyone can write, and one hostile line must not stop the ingestion of the others.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
 
-from ..events import NewEvent
+from ..events import (
+    EventKind,
+    NewEvent,
+    evaluation_recorded,
+    make_event,
+    observation_recorded,
+    provenance_captured,
+    run_registered,
+    run_status_changed,
+)
+from ..schema import ObservationLevel, RunStatus, hash_identifier
+from . import own_lines
+
+OWN = "studyledger"
+AGENTS_TRACE = "agents-trace"
+EXPERIMENTS_CHECKPOINT = "experiments-checkpoint"
+OBSERVATION_ROW = "observation-row"
+
+TRACE_KEYS = ("event_type", "run_id", "span_id", "parent_span_id", "timestamp", "timestamp_ms",
+              "duration_ms", "attributes", "event_index")
+"""The nine keys of a design-research-agents trace event; more are tolerated and kept."""
+
+REASON_LIMIT = 300
+"""Longest rejection reason: it is shown on one line; the raw line is kept beside it."""
+
+TEXT_LIMIT = 200
+"""Longest human summary built for a trace event: the full attributes stay in meta_json."""
+
+_INT64 = (-(2**63), 2**63 - 1)
+_TERMINAL = frozenset({RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.SKIPPED})
+_RUN_LEVEL = frozenset({"RunStarted", "RunFinished"})
+# Body fields holding structured JSON: projections store them as JSON text, so they may be
+# objects or lists; every other top-level field is stored as a bare SQLite value.
+_JSON_FIELDS = frozenset({"seed_policy", "run_budget", "extra", "provenance", "meta_json",
+                          "notes_json", "factors", "blocks", "constraint_messages",
+                          "assignment_meta", "metric_value", "package_versions"})
+# What each kind's projection reads without a default (see projections._HANDLERS).
+_REQUIRED_TEXT: dict[str, tuple[str, ...]] = {
+    EventKind.STUDY_REGISTERED: ("study_id",),
+    EventKind.RUN_REGISTERED: ("run_id",),
+    EventKind.RUN_STATUS_CHANGED: ("run_id", "status"),
+    EventKind.PROVENANCE_CAPTURED: ("run_id",),
+    EventKind.CONDITION_REGISTERED: ("study_id", "condition_id"),
+}
+_PROVENANCE_KEYS = ("captured_at", "host", "platform", "python_version", "package_versions",
+                    "git_sha", "extra")
 
 
 class LineRejected(ValueError):
     """A line that parsed but cannot be used; the message is the reason shown to users."""
 
 
+def detect_format(obj: Any) -> str:
+    """Name the format a parsed line is in, from its shape alone.
+
+    Checked in this order, so a line is never claimed by two adapters: the ``studyledger``
+    key marks our own lines; ``span_id`` with ``event_type`` a trace event; ``run_spec`` a
+    checkpoint line; ``record_id`` an observation row.
+
+    Returns:
+        One of :data:`OWN`, :data:`AGENTS_TRACE`, :data:`EXPERIMENTS_CHECKPOINT`,
+        :data:`OBSERVATION_ROW`.
+
+    Raises:
+        LineRejected: the line is not an object, or matches none of the shapes.
+    """
+    if not isinstance(obj, dict):
+        raise LineRejected(f"a line must be a JSON object, not {_type_name(obj)}")
+    if own_lines.FORMAT_KEY in obj:
+        return OWN
+    if "span_id" in obj and "event_type" in obj:
+        return AGENTS_TRACE
+    if "run_spec" in obj:
+        return EXPERIMENTS_CHECKPOINT
+    if "record_id" in obj:
+        return OBSERVATION_ROW
+    keys = ", ".join(sorted(str(key)[:40] for key in obj)[:8]) or "no keys"
+    raise LineRejected(f"unknown line shape (keys: {keys}): not a studyledger line, trace event, "
+                       "checkpoint line or observation row")
+
+
 def events_from_line(obj: Any, *, source: str) -> list[NewEvent]:
     """Turn one parsed line into events (see the module docstring)."""
-    raise LineRejected("no adapter yet")
+    try:
+        return _events(obj, source)
+    except LineRejected as exc:
+        reason = str(exc)
+        if len(reason) <= REASON_LIMIT:
+            raise
+        # A reason quotes values from the line, and the line may be megabytes long.
+        raise LineRejected(reason[: REASON_LIMIT - 3] + "...") from None
+
+
+def _events(obj: Any, source: str) -> list[NewEvent]:
+    shape = detect_format(obj)
+    try:
+        events = _ADAPTERS[shape](obj, source)
+        for event in events:
+            # Our own adapters validate every field they copy, so only text that may hold
+            # surrogates and provenance (copied whole) need the full check; own lines
+            # carry arbitrary bodies and always get it.
+            if shape == OWN or "\\ud" in event.body or event.kind == EventKind.PROVENANCE_CAPTURED:
+                _check_storable(event)
+    except LineRejected:
+        raise
+    except RecursionError:
+        raise LineRejected("invalid values: nested too deeply") from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        # Values the checks above let through but the canonical encoder refuses (an int
+        # too long to print, a key that is not text): a reason, never a crash.
+        raise LineRejected(f"invalid values: {exc}") from None
+    return events
+
+
+# -- studyledger's own lines -----------------------------------------------------------
+
+
+def _own(obj: dict[str, Any], source: str) -> list[NewEvent]:
+    try:
+        return [own_lines.event_from_line(obj, source=source)]
+    except own_lines.OwnLineError as exc:
+        raise LineRejected(str(exc)) from None
+
+
+# -- design-research-agents trace events -----------------------------------------------
+
+
+def trace_level(event_type: str) -> str:
+    """The observation level of a trace event type.
+
+    Run boundaries are ``run``; tool events (``ToolCall*``, ``Tool*Observed``,
+    ``ToolSelectionDecision``) are ``tool-call``; everything else, including event types
+    added upstream later, is ``step``: the safest level for an event we cannot place.
+    """
+    if event_type in _RUN_LEVEL:
+        return ObservationLevel.RUN.value
+    if event_type.startswith("Tool"):
+        return ObservationLevel.TOOL_CALL.value
+    return ObservationLevel.STEP.value
+
+
+def _trace(obj: dict[str, Any], source: str) -> list[NewEvent]:
+    what = "trace event"
+    missing = [key for key in TRACE_KEYS if key not in obj]
+    if missing:
+        raise LineRejected(f"{what} is missing {', '.join(missing)}")
+    event_type = _text(obj, "event_type", what, required=True)
+    run_id = _text(obj, "run_id", what, required=True)
+    span_id = _text(obj, "span_id", what, required=True)
+    parent = _text(obj, "parent_span_id", what)
+    timestamp = _text(obj, "timestamp", what, required=True)
+    timestamp_ms = _integer(obj, "timestamp_ms", what)
+    duration_ms = _number(obj, "duration_ms", what)
+    event_index = _integer(obj, "event_index", what, required=True)
+    attributes = obj["attributes"]
+    if not isinstance(attributes, dict):
+        raise LineRejected(f"{what} 'attributes' must be an object, not {_type_name(attributes)}")
+    assert event_type and run_id and span_id and timestamp  # narrowed by required=True
+
+    meta: dict[str, Any] = {
+        "attributes": attributes,
+        "span_id": span_id,
+        "parent_span_id": parent,
+        "duration_ms": duration_ms,
+        "event_index": event_index,
+        "timestamp_ms": timestamp_ms,
+    }
+    extra = {key: value for key, value in obj.items() if key not in TRACE_KEYS}
+    if extra:
+        meta["extra_keys"] = extra
+    level = trace_level(event_type)
+    tool_name = _optional_text(attributes.get("tool_name"))
+    step_id = _optional_text(attributes.get("step_id"))
+    record_id = hash_identifier(
+        "trace",
+        {"run_id": run_id, "span_id": span_id, "event_type": event_type,
+         "event_index": event_index, "timestamp": timestamp},
+        length=24,
+    )
+    observation = observation_recorded({
+        "timestamp": timestamp,
+        "record_id": record_id,
+        "text": _trace_summary(event_type, attributes, duration_ms),
+        "session_id": run_id,
+        "actor_id": _trace_actor(level, event_type, attributes),
+        "event_type": event_type,
+        "meta_json": meta,
+        "level": level,
+        "run_id": run_id,
+        "step_id": step_id,
+        "tool_name": tool_name,
+    })
+    observed = make_event(EventKind.OBSERVATION_RECORDED, observation, source=source)
+    if event_type == "RunStarted":
+        registered = run_registered(run_id, study_id=None, condition_id=None, replicate=None,
+                                    agent_id=None, problem_id=None, seed=None)
+        running = run_status_changed(run_id, RunStatus.RUNNING, at=timestamp)
+        return [make_event(EventKind.RUN_REGISTERED, registered, source=source),
+                make_event(EventKind.RUN_STATUS_CHANGED, running, source=source), observed]
+    if event_type == "RunFinished":
+        success = attributes.get("success")
+        if not isinstance(success, bool):
+            raise LineRejected(f"RunFinished 'attributes.success' must be true or false, "
+                               f"not {_type_name(success)}")
+        error = _error_text(attributes.get("error"))
+        status = RunStatus.SUCCESS if success else RunStatus.FAILED
+        finished = run_status_changed(run_id, status, at=timestamp,
+                                      reason=f"agent trace: RunFinished success={str(success).lower()}",
+                                      error=error)
+        return [observed, make_event(EventKind.RUN_STATUS_CHANGED, finished, source=source)]
+    return [observed]
+
+
+def _trace_actor(level: str, event_type: str, attributes: dict[str, Any]) -> str:
+    """Who acted: the tool for tool events, the model for model events, else the agent."""
+    candidates: tuple[str, ...]
+    if level == ObservationLevel.TOOL_CALL:
+        candidates = ("tool_name", "agent")
+    elif event_type.startswith("Model"):
+        candidates = ("model", "agent")
+    else:
+        candidates = ("agent",)
+    for key in candidates:
+        value = attributes.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return "agent"
+
+
+def _trace_summary(event_type: str, attributes: dict[str, Any], duration_ms: float | None) -> str:
+    """A one-line human text: what happened, to what, how it ended, how long it took."""
+    parts = [event_type]
+    for key in ("tool_name", "model", "step_id"):
+        value = attributes.get(key)
+        if isinstance(value, str) and value:
+            parts.append(value)
+            break
+    success = attributes.get("success", attributes.get("ok"))
+    if isinstance(success, bool):
+        parts.append("ok" if success else "failed")
+    error = attributes.get("error")
+    if isinstance(error, str) and error:
+        parts.append(f"error: {error}")
+    usage = attributes.get("usage")
+    if isinstance(usage, dict) and isinstance(usage.get("total_tokens"), int):
+        parts.append(f"{usage['total_tokens']} tokens")
+    if duration_ms is not None:
+        parts.append(f"({duration_ms:g} ms)")
+    text = " ".join(parts)
+    return text if len(text) <= TEXT_LIMIT else text[: TEXT_LIMIT - 3] + "..."
+
+
+# -- design-research-experiments checkpoint lines ---------------------------------------
+
+
+def _checkpoint(obj: dict[str, Any], source: str) -> list[NewEvent]:
+    what = "checkpoint line"
+    run_id = _text(obj, "run_id", what, required=True)
+    spec = obj["run_spec"]
+    if not isinstance(spec, dict):
+        raise LineRejected(f"{what} 'run_spec' must be an object, not {_type_name(spec)}")
+    assert run_id is not None
+    spec_run = _text(spec, "run_id", "run_spec")
+    if spec_run is not None and spec_run != run_id:
+        raise LineRejected(f"{what} run_id {run_id!r} differs from run_spec.run_id {spec_run!r}")
+    status = _status(obj, what)
+    study_id = _text(spec, "study_id", "run_spec")
+    registration = run_registration(run_id, spec)
+    started_at = _text(obj, "started_at", what)
+    ended_at = _text(obj, "ended_at", what)
+    reason = _text(obj, "status_reason", what)
+    error = _error_text(obj.get("error_info"))
+
+    def event(kind: EventKind, body: dict[str, Any]) -> NewEvent:
+        return make_event(kind, body, source=source)
+
+    events = [event(EventKind.RUN_REGISTERED, registration)]
+    if started_at is not None and status != RunStatus.PENDING:
+        running = run_status_changed(run_id, RunStatus.RUNNING, at=started_at, study_id=study_id)
+        events.append(event(EventKind.RUN_STATUS_CHANGED, running))
+    for index, row in enumerate(_list(obj, "observations", what)):
+        events.append(event(EventKind.OBSERVATION_RECORDED,
+                            _observation_body(row, f"observations[{index}]")))
+    for index, row in enumerate(_list(obj, "evaluator_outputs", what)):
+        events.append(event(EventKind.EVALUATION_RECORDED,
+                            evaluation_body(row, f"evaluator_outputs[{index}]", run_id=run_id,
+                                            study_id=study_id)))
+    provenance = obj.get("provenance_info")
+    if provenance is not None and not isinstance(provenance, dict):
+        raise LineRejected(f"{what} 'provenance_info' must be an object, not {_type_name(provenance)}")
+    if provenance:
+        events.append(event(EventKind.PROVENANCE_CAPTURED,
+                            provenance_captured(run_id, provenance_shape(provenance), study_id=study_id)))
+    if status in _TERMINAL:
+        final = run_status_changed(run_id, status, at=ended_at, reason=reason, error=error,
+                                   study_id=study_id)
+        events.append(event(EventKind.RUN_STATUS_CHANGED, final))
+    return events
+
+
+def run_registration(run_id: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """The ``run_registered`` body an upstream ``run_spec`` states.
+
+    The registration carries no time (``at`` is null) so that every source holding the same
+    spec (``runs.jsonl``, a run's ``run.json``) states the same fact, which is one event.
+    The agent is ``execution_metadata.agent_id`` (what actually ran) before
+    ``agent_spec_ref`` (what was asked for).
+
+    Raises:
+        LineRejected: a field has the wrong type.
+    """
+    what = "run_spec"
+    metadata = spec.get("execution_metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise LineRejected(f"run_spec 'execution_metadata' must be an object, not {_type_name(metadata)}")
+    metadata = metadata or {}
+    agent_id = _text(metadata, "agent_id", "execution_metadata") or _text(spec, "agent_spec_ref", what)
+    problem_id = _text(spec, "problem_id", what) or _text(metadata, "problem_id", "execution_metadata")
+    return run_registered(
+        run_id,
+        study_id=_text(spec, "study_id", what),
+        condition_id=_text(spec, "condition_id", what),
+        replicate=_integer(spec, "replicate", what),
+        agent_id=agent_id,
+        problem_id=problem_id,
+        seed=_integer(spec, "seed", what),
+    )
+
+
+def provenance_shape(info: dict[str, Any]) -> dict[str, Any]:
+    """Upstream ``provenance_info`` in ``ProvenanceMetadata``'s shape.
+
+    Keys that ``ProvenanceMetadata`` does not have move into its ``extra`` (beside any
+    ``extra`` already there), so the projection's columns show the standard keys and
+    nothing stated is dropped.
+    """
+    shaped = {key: info[key] for key in _PROVENANCE_KEYS if key in info}
+    rest = {key: value for key, value in info.items() if key not in _PROVENANCE_KEYS}
+    if rest:
+        extra = shaped.get("extra")
+        if extra is None:
+            shaped["extra"] = rest
+        elif isinstance(extra, dict):
+            shaped["extra"] = {**rest, **extra}
+        else:
+            shaped["extra"] = {**rest, "extra": extra}
+    return shaped
+
+
+def evaluation_body(
+    row: Any, what: str, *, run_id: str | None, study_id: str | None
+) -> dict[str, Any]:
+    """The ``evaluation_recorded`` body of one evaluator output row.
+
+    ``notes_json`` may be an object or, as in CSV, a JSON string holding one.
+
+    Args:
+        row: The row (evaluator_id, metric_name, metric_value, metric_unit,
+            aggregation_level, notes_json, optionally run_id).
+        what: Where the row is, for reasons (``evaluator_outputs[2]``).
+        run_id: The run it belongs to when the row does not say.
+        study_id: The study of that run.
+
+    Raises:
+        LineRejected: the row is not an object or a field has the wrong type.
+    """
+    if not isinstance(row, dict):
+        raise LineRejected(f"{what} must be an object, not {_type_name(row)}")
+    value = row.get("metric_value")
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, type(None))):
+        raise LineRejected(f"{what} 'metric_value' must be a number, text or null, not {_type_name(value)}")
+    notes = row.get("notes_json")
+    if isinstance(notes, str) and notes.strip():
+        try:
+            notes = json.loads(notes)
+        except ValueError:
+            pass  # free text stays text: it is still what the evaluator wrote
+    return evaluation_recorded(
+        _text(row, "run_id", what) or run_id,
+        evaluator_id=_text(row, "evaluator_id", what),
+        metric_name=_text(row, "metric_name", what),
+        metric_value=value,
+        metric_unit=_text(row, "metric_unit", what),
+        aggregation_level=_text(row, "aggregation_level", what),
+        notes_json=notes,
+        study_id=study_id,
+    )
+
+
+# -- observation rows ------------------------------------------------------------------
+
+
+_OBSERVATION_TEXT = ("timestamp", "record_id", "text", "session_id", "actor_id", "event_type",
+                     "level", "study_id", "run_id", "condition_id", "trial_id", "step_id",
+                     "tool_name", "evaluation_id")
+
+
+def _observation_body(row: Any, what: str) -> dict[str, Any]:
+    """Validate an observation row and build its body, the same wherever the row came from."""
+    if not isinstance(row, dict):
+        raise LineRejected(f"{what} must be an object, not {_type_name(row)}")
+    for key in _OBSERVATION_TEXT:
+        value = row.get(key)
+        if value is not None and not isinstance(value, str):
+            raise LineRejected(f"{what} '{key}' must be text or null, not {_type_name(value)}")
+    meta = row.get("meta_json")
+    if isinstance(meta, str):
+        try:
+            meta = json.loads(meta) if meta.strip() else {}
+        except ValueError as exc:
+            raise LineRejected(f"{what} 'meta_json' is a string but not JSON: {exc}") from None
+    if meta is not None and not isinstance(meta, dict):
+        raise LineRejected(f"{what} 'meta_json' must be an object (or a JSON string of one), "
+                           f"not {_type_name(meta)}")
+    try:
+        return observation_recorded({**row, "meta_json": meta})
+    except ValueError as exc:
+        raise LineRejected(f"{what}: {exc}") from None
+
+
+def _observation(obj: dict[str, Any], source: str) -> list[NewEvent]:
+    body = _observation_body(obj, "observation row")
+    return [make_event(EventKind.OBSERVATION_RECORDED, body, source=source)]
+
+
+_ADAPTERS: dict[str, Callable[[dict[str, Any], str], list[NewEvent]]] = {
+    OWN: _own,
+    AGENTS_TRACE: _trace,
+    EXPERIMENTS_CHECKPOINT: _checkpoint,
+    OBSERVATION_ROW: _observation,
+}
+
+
+# -- field checks ----------------------------------------------------------------------
+
+
+def _type_name(value: Any) -> str:
+    """A value's JSON type, as a user who wrote JSON would call it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _text(obj: dict[str, Any], key: str, what: str, *, required: bool = False) -> str | None:
+    value = obj.get(key)
+    if value is None or (required and value == ""):
+        if required:
+            raise LineRejected(f"{what} '{key}' is required")
+        return None
+    if not isinstance(value, str):
+        raise LineRejected(f"{what} '{key}' must be text, not {_type_name(value)}")
+    return value
+
+
+def _integer(obj: dict[str, Any], key: str, what: str, *, required: bool = False) -> int | None:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise LineRejected(f"{what} '{key}' is required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise LineRejected(f"{what} '{key}' must be an integer, not {_type_name(value)}")
+    if not _INT64[0] <= value <= _INT64[1]:
+        raise LineRejected(f"{what} '{key}' is out of the 64-bit integer range")
+    return value
+
+
+def _number(obj: dict[str, Any], key: str, what: str) -> float | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise LineRejected(f"{what} '{key}' must be a number, not {_type_name(value)}")
+    return value
+
+
+def _list(obj: dict[str, Any], key: str, what: str) -> list[Any]:
+    value = obj.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise LineRejected(f"{what} '{key}' must be a list, not {_type_name(value)}")
+    return value
+
+
+def _status(obj: dict[str, Any], what: str) -> RunStatus:
+    value = _text(obj, "status", what, required=True) or ""
+    try:
+        return RunStatus(value)
+    except ValueError:
+        raise LineRejected(f"{what} status {value!r} is not one of "
+                           f"{', '.join(s.value for s in RunStatus)}") from None
+
+
+def _optional_text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _error_text(value: Any) -> str | None:
+    """An error as text: structured errors (``error_info`` objects) as canonical JSON."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+
+
+def _check_storable(event: NewEvent) -> None:
+    """Refuse an event the store or projections could not hold.
+
+    Own lines carry arbitrary bodies, so their values are checked here rather than trusted:
+    projections store top-level scalars as bare SQLite values, and SQLite refuses objects
+    in those columns, integers beyond 64 bits and text that is not valid Unicode (a lone
+    UTF-16 surrogate). Checked on every event, as one guard for all adapters.
+    """
+    body = json.loads(event.body)
+    for key in _REQUIRED_TEXT.get(event.kind, ()):
+        if not isinstance(body.get(key), str) or not body[key]:
+            raise LineRejected(f"{event.kind} body needs '{key}' as non-empty text")
+    if event.kind == EventKind.RUN_STATUS_CHANGED and body["status"] not in set(RunStatus):
+        raise LineRejected(f"run_status_changed status {body['status']!r} is not a run status")
+    _check_scalars(body, event.kind)
+    provenance = body.get("provenance")
+    if event.kind == EventKind.PROVENANCE_CAPTURED and provenance is not None:
+        if not isinstance(provenance, dict):
+            raise LineRejected(f"provenance must be an object, not {_type_name(provenance)}")
+        _check_scalars(provenance, "provenance")
+    for label, text in (("source", event.source), ("recorded_at", event.recorded_at)):
+        if text is not None and not text.isascii():
+            _check_unicode(text, label)
+
+
+def _check_scalars(body: dict[str, Any], what: str) -> None:
+    for key, value in body.items():
+        if isinstance(value, str):
+            if not value.isascii():
+                _check_unicode(value, f"{what} '{key}'")
+        elif isinstance(value, bool) or value is None or isinstance(value, float):
+            continue
+        elif isinstance(value, int):
+            if not _INT64[0] <= value <= _INT64[1]:
+                raise LineRejected(f"{what} '{key}' is out of the 64-bit integer range")
+        elif key not in _JSON_FIELDS:
+            raise LineRejected(f"{what} '{key}' must be a single value, not {_type_name(value)}")
+
+
+def _check_unicode(text: str, what: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise LineRejected(f"{what} holds a lone UTF-16 surrogate at character {exc.start}, "
+                           "which is not valid Unicode") from None
