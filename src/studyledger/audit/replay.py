@@ -17,6 +17,7 @@ sequence number or every event whose ``recorded_at`` is at or before a timestamp
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 import tempfile
@@ -177,8 +178,18 @@ def _fold(conn: sqlite3.Connection, seq: int | None, at: datetime | None) -> tup
 
 
 def _events_view(conn: sqlite3.Connection, upper: int, timed: bool) -> None:
+    """Give the scratch database an ``events`` view over the folded prefix of the ledger.
+
+    Only a TEMP view may reference the attached ledger, and a view stored in ``main``
+    resolves its names inside ``main`` only; so the projection views (which join
+    ``events``) are moved to TEMP as well, where they see the ``events`` view.
+    """
     filter_sql = " AND sl_recorded_by(recorded_at)" if timed else ""
     conn.execute(f"CREATE TEMP VIEW events AS SELECT * FROM ledger.events WHERE seq <= {int(upper)}{filter_sql}")
+    views = conn.execute("SELECT name, sql FROM main.sqlite_master WHERE type = 'view'").fetchall()
+    for name, sql in views:
+        conn.execute(f"DROP VIEW main.{name}")
+        conn.execute(re.sub(r"^\s*CREATE\s+VIEW", "CREATE TEMP VIEW", sql, count=1, flags=re.IGNORECASE))
 
 
 def state_as_of(store: Store, *, seq: int | None = None, at: datetime | str | None = None,

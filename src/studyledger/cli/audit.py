@@ -1,3 +1,233 @@
-"""Commands of the audit area (registered on the ``studyledger`` group)."""
+"""Commands of the audit area: checkpoint, replay, diff, export, merge, audits.
+
+``verify --checkpoint`` and ``verify --record`` live on the core ``verify`` command and
+call :mod:`studyledger.audit.verification`.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..audit import checkpoint as checkpoints
+from ..audit.diff import diff_runs
+from ..audit.export_canonical import export_canonical
+from ..audit.export_jsonl import export_jsonl
+from ..audit.merge import merge as merge_ledgers
+from ..audit.record import audits as recorded_audits
+from ..audit.record import record_audit
+from ..audit.replay import parse_as_of, replay as replay_store
+from ..audit.snapshot_read import read_snapshot
+from ..store import Store
+from .common import Context, cli, echo_json, json_option, user_errors
+
+pass_context = click.make_pass_decorator(Context)
+FILE = click.Path(dir_okay=False, path_type=Path)
+
+
+@contextmanager
+def _store(ctx: Context) -> Iterator[Store]:
+    """The ledger's store alone, without the Ledger's projection catch-up.
+
+    An audit must look at the stored tables as they are: opening a Ledger would first bring
+    stale projections up to date (or rebuild them), hiding what replay is meant to find.
+    """
+    store = Store(ctx.db, create=False)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@cli.command()
+@click.option("--out", "out", type=FILE, help="Write a checkpoint of the ledger's head to this file.")
+@click.option("--compare", nargs=2, type=FILE, metavar="OLD NEW",
+              help="Check that one checkpoint extends another (RFC 6962 consistency proof).")
+@json_option
+@pass_context
+@user_errors
+def checkpoint(ctx: Context, out: Path | None, compare: tuple[Path, Path] | None, as_json: bool) -> None:
+    """Pin the ledger's history in a small file kept elsewhere, or compare two such files.
+
+    A checkpoint holds the head sequence number, its chain value, the event count and a
+    Merkle root over the event ids. Later, `studyledger verify --checkpoint FILE` proves the
+    ledger still extends it: it catches a cut-off tail and a consistently rewritten
+    history, which the hash chain alone cannot. With --compare, checkpoints of different
+    sizes need the ledger (--db) to compute the proof; the proof is checked against the
+    two files' roots only, so a tampered ledger cannot make it pass.
+    """
+    if (out is None) == (compare is None):
+        raise click.UsageError("give either --out FILE or --compare OLD NEW")
+    if out is not None:
+        with _store(ctx) as store:
+            taken = checkpoints.take(store)
+        checkpoints.write(taken, out)
+        if as_json:
+            echo_json({"path": str(out), **taken.to_dict()})
+        else:
+            click.echo(f"checkpoint {out}: {taken.tree_size} events, head seq {taken.head_seq}, "
+                       f"root {taken.merkle_root[:16]}…")
+        return
+    assert compare is not None
+    first, second = checkpoints.load(compare[0]), checkpoints.load(compare[1])
+    if first.tree_size == second.tree_size or min(first.tree_size, second.tree_size) == 0:
+        result = checkpoints.compare(None, first, second)
+    else:
+        with _store(ctx) as store:
+            result = checkpoints.compare(store, first, second)
+    if as_json:
+        echo_json(result.to_dict())
+    else:
+        verdict = "consistent" if result.consistent else "INCONSISTENT"
+        click.echo(f"{verdict}: {result.reason}", err=not result.consistent)
+    raise SystemExit(0 if result.consistent else 1)
+
+
+@cli.command()
+@click.option("--as-of", "as_of", metavar="SEQ|TIMESTAMP",
+              help="Report the state after this sequence number, or of the events recorded at or "
+                   "before this ISO-8601 time (UTC when no offset is given).")
+@click.option("--record", is_flag=True, help="Record this audit in the ledger (an audit_recorded event).")
+@json_option
+@pass_context
+@user_errors
+def replay(ctx: Context, as_of: str | None, record: bool, as_json: bool) -> None:
+    """Rebuild every derived table from the events and compare it with the stored ones.
+
+    Also re-checks every stored status transition against the state machine. Exits 1 when
+    the rebuilt tables differ from the stored ones. With --as-of it reports the state at
+    that point instead and compares nothing (identical is null).
+    """
+    seq, at = parse_as_of(as_of) if as_of is not None else (None, None)
+    with _store(ctx) as store:
+        report = replay_store(store, seq=seq, at=at)
+    if record:
+        with ctx.ledger() as ledger:
+            record_audit(ledger, "replay", report.identical, {
+                "events": report.events, "as_of": report.as_of, "difference_count": report.difference_count,
+                "transitions": report.transitions, "runs_by_status": report.runs_by_status,
+                "anomaly_count": report.anomaly_count})
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        _print_replay(report.to_dict())
+    raise SystemExit(1 if report.identical is False else 0)
+
+
+def _print_replay(data: dict[str, Any]) -> None:
+    if data["as_of"] is not None:
+        point = data["as_of"]["at"] or f"seq {data['as_of']['seq']}"
+        click.echo(f"state as of {point}: {data['events']} events, head seq {data['head']['seq']}")
+    else:
+        verdict = "identical" if data["identical"] else f"DIFFERENT ({data['difference_count']} differences)"
+        click.echo(f"replayed {data['events']} events: rebuilt tables {verdict}")
+        for table, counts in data["tables"].items():
+            mark = "" if not counts["differences"] else f"  {counts['differences']} differ"
+            click.echo(f"  {table:<17} stored {counts['stored']:>8}  rebuilt {counts['rebuilt']:>8}{mark}")
+    for entry in data["differences"]:
+        click.echo(f"  {entry['table']} {entry['problem']} {entry['key']}: "
+                   f"{entry.get('message') or {'stored': entry['stored'], 'rebuilt': entry['rebuilt']}}")
+    t = data["transitions"]
+    click.echo(f"transitions: {t['checked']} checked, {t['illegal']} illegal (flagged), {t['invalid']} invalid")
+    by_status = ", ".join(f"{k} {v}" for k, v in data["runs_by_status"].items()) or "none"
+    click.echo(f"runs by status: {by_status}")
+    kinds = ", ".join(f"{k} {v}" for k, v in data["anomalies_by_kind"].items()) or "none"
+    click.echo(f"anomalies: {data['anomaly_count']} ({kinds})")
+
+
+@cli.command()
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option("--changed", is_flag=True, help="Only show fields whose values differ.")
+@json_option
+@pass_context
+@user_errors
+def diff(ctx: Context, run_a: str, run_b: str, changed: bool, as_json: bool) -> None:
+    """Two runs side by side: provenance, configuration and outcome ('*' marks a difference)."""
+    with ctx.ledger() as ledger:
+        data = diff_runs(ledger.conn, run_a, run_b)
+    if as_json:
+        echo_json(data)
+        return
+    click.echo(f"{'':<2}{'field':<34} {'A: ' + run_a:<30} {'B: ' + run_b}")
+    for section in ("provenance", "configuration", "outcome"):
+        click.echo(f"{section}")
+        for row in data[section]:
+            if changed and row["same"]:
+                continue
+            mark = " " if row["same"] else "*"
+            click.echo(f"{mark} {row['field']:<34} {_short(row['a']):<30} {_short(row['b'])}")
+    click.echo(f"{data['differences']} field(s) differ")
+
+
+def _short(value: Any) -> str:
+    text = "-" if value is None else str(value)
+    return text if len(text) <= 28 else text[:27] + "…"
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["canonical", "jsonl"]), default="canonical",
+              show_default=True,
+              help="canonical: the design-research-experiments artifact files (schema 0.2.0), one "
+                   "folder per study. jsonl: every event in studyledger's own line format.")
+@json_option
+@pass_context
+@user_errors
+def export(ctx: Context, directory: Path, fmt: str, as_json: bool) -> None:
+    """Write the ledger out for other tools (canonical) or other ledgers (jsonl)."""
+    with ctx.ledger() as ledger:
+        if fmt == "jsonl":
+            result = export_jsonl(ledger.store, directory)
+        else:
+            with read_snapshot(ledger.conn):
+                result = export_canonical(ledger.conn, directory)
+    if as_json:
+        echo_json(result)
+    elif fmt == "jsonl":
+        click.echo(f"wrote {result['events']} events to {result['path']}")
+    else:
+        for study in result["studies"]:
+            click.echo(f"{study['folder']}: {study['runs']} runs, {study['events']} events, "
+                       f"{study['evaluations']} evaluations")
+
+
+@cli.command()
+@click.argument("other", type=FILE)
+@json_option
+@pass_context
+@user_errors
+def merge(ctx: Context, other: Path, as_json: bool) -> None:
+    """Append the events of another ledger that this one lacks, in the other's order.
+
+    Merging again, or in the other direction, never duplicates an event.
+    """
+    with ctx.ledger(create=True) as ledger:
+        report = merge_ledgers(ledger, other)
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        click.echo(f"merged {other}: {report.appended} new events, {report.already_present} already here; "
+                   f"head seq {report.head['seq']}")
+
+
+@cli.command()
+@json_option
+@pass_context
+@user_errors
+def audits(ctx: Context, as_json: bool) -> None:
+    """Audits recorded in the ledger (verify --record, replay --record)."""
+    with _store(ctx) as store:
+        rows = recorded_audits(store.conn)
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo("no recorded audits", err=True)
+    for row in rows:
+        verdict = {True: "ok", False: "FAILED", None: "-"}[row["ok"]]
+        click.echo(f"seq {row['seq']:>8}  {row['at']}  {row['check']:<18} {verdict:<6} at head seq {row['head']['seq']}")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
 
 from .. import query
+from ..audit.verification import extend_verify
 from ..schema import RunStatus
 from ..verify import verify_store
 from .common import Context, cli, echo_json, json_option, user_errors
@@ -125,13 +127,17 @@ def events(ctx: Context, run_id: str | None, after: int, limit: int | None, as_j
 
 
 @cli.command()
+@click.option("--checkpoint", "checkpoint_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also prove the ledger still extends this checkpoint (studyledger checkpoint --out).")
+@click.option("--record", is_flag=True, help="Record this audit in the ledger (an audit_recorded event).")
 @json_option
 @pass_context
 @user_errors
-def verify(ctx: Context, as_json: bool) -> None:
+def verify(ctx: Context, checkpoint_file: Path | None, record: bool, as_json: bool) -> None:
     """Check ids, sequence, hash chain and triggers; exit 1 when anything is wrong."""
     with ctx.ledger() as ledger:
         report = verify_store(ledger.store)
+        extend_verify(ledger, report, checkpoint_file, record)
     if as_json:
         echo_json(report.to_dict())
     elif report.ok:

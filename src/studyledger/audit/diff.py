@@ -1,0 +1,106 @@
+"""Side by side comparison of two runs: provenance, configuration and outcome.
+
+Two runs that should have behaved alike (replicates, or the same condition on two
+machines) and did not usually differ in one of three places: what software they ran on,
+how they were configured, or what happened. Each section lists every field with both
+values and whether they agree, so a reader sees the differences without losing the
+context of what matched.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime
+from typing import Any
+
+from .. import query
+from ..errors import UnknownRunError
+
+CONFIGURATION_FIELDS = ("study_id", "condition_id", "replicate", "seed", "agent_id", "problem_id")
+PROVENANCE_FIELDS = ("python_version", "platform", "host", "git_sha")
+
+
+def _run(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
+    row = query.run(conn, run_id)
+    if row is None:
+        raise UnknownRunError(f"unknown run {run_id!r}")
+    return row
+
+
+def _row(field: str, a: Any, b: Any) -> dict[str, Any]:
+    return {"field": field, "a": a, "b": b, "same": a == b}
+
+
+def duration_seconds(started: str | None, ended: str | None) -> float | None:
+    """Seconds from start to end, or None when either is unknown or unparseable."""
+    if not started or not ended:
+        return None
+    try:
+        return (datetime.fromisoformat(ended) - datetime.fromisoformat(started)).total_seconds()
+    except (TypeError, ValueError):
+        return None
+
+
+def _provenance(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
+    """The latest provenance snapshot of a run, with packages decoded ({} when none)."""
+    snapshots = query.provenance(conn, run_id)
+    if not snapshots:
+        return {}
+    latest = dict(snapshots[-1])
+    latest["packages"] = json.loads(latest["package_versions"] or "{}")
+    return latest
+
+
+def _counts(conn: sqlite3.Connection, run_id: str, column: str) -> dict[str, int]:
+    cursor = conn.execute(
+        f"SELECT {column}, count(*) FROM observations WHERE run_id = ? GROUP BY {column} ORDER BY {column}",
+        (run_id,))
+    return {str(key): int(count) for key, count in cursor}
+
+
+def _metrics(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
+    """The last value of each ``evaluator/metric`` of a run."""
+    return {f"{row['evaluator_id']}/{row['metric_name']}": row["metric_value"]
+            for row in query.evaluations(conn, run_id)}
+
+
+def _keyed(prefix: str, a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
+    return [_row(f"{prefix}{key}", a.get(key), b.get(key)) for key in sorted(set(a) | set(b))]
+
+
+def diff_runs(conn: sqlite3.Connection, run_a: str, run_b: str) -> dict[str, Any]:
+    """Compare two runs field by field.
+
+    Args:
+        conn: A ledger connection (or an as-of snapshot's).
+        run_a: The first run id.
+        run_b: The second run id.
+
+    Returns:
+        ``{"a": run_a, "b": run_b, "provenance": [...], "configuration": [...],
+        "outcome": [...], "differences": n}``; each section is a list of
+        ``{"field", "a", "b", "same"}``. Packages appear as ``package:NAME`` fields, observation
+        counts as ``observations.event_type:TYPE`` and ``observations.level:LEVEL``, metrics as
+        ``metric:EVALUATOR/NAME``.
+
+    Raises:
+        UnknownRunError: either run is not in the ledger.
+    """
+    a, b = _run(conn, run_a), _run(conn, run_b)
+    prov_a, prov_b = _provenance(conn, run_a), _provenance(conn, run_b)
+    provenance = [_row(name, prov_a.get(name), prov_b.get(name)) for name in PROVENANCE_FIELDS]
+    provenance += _keyed("package:", prov_a.get("packages", {}), prov_b.get("packages", {}))
+    configuration = [_row(name, a[name], b[name]) for name in CONFIGURATION_FIELDS]
+    outcome = [_row(name, a[name], b[name]) for name in ("status", "status_reason", "error")]
+    outcome.append(_row("duration_s", duration_seconds(a["started_at"], a["ended_at"]),
+                        duration_seconds(b["started_at"], b["ended_at"])))
+    outcome.append(_row("observations", a["observation_count"], b["observation_count"]))
+    outcome.append(_row("anomalies", a["anomaly_count"], b["anomaly_count"]))
+    outcome += _keyed("observations.event_type:", _counts(conn, run_a, "event_type"),
+                      _counts(conn, run_b, "event_type"))
+    outcome += _keyed("observations.level:", _counts(conn, run_a, "level"), _counts(conn, run_b, "level"))
+    outcome += _keyed("metric:", _metrics(conn, run_a), _metrics(conn, run_b))
+    sections = {"provenance": provenance, "configuration": configuration, "outcome": outcome}
+    differences = sum(not row["same"] for rows in sections.values() for row in rows)
+    return {"a": run_a, "b": run_b, **sections, "differences": differences}

@@ -1,0 +1,281 @@
+"""Canonical export: design-research-experiments' artifact contract, schema 0.2.0.
+
+One folder per study under the export directory, each holding ``study.yaml``,
+``manifest.json``, ``conditions.csv``, ``runs.csv``, ``events.csv``, ``evaluations.csv``,
+``hypotheses.json`` and ``analysis_plan.json``, so that design-research-analysis can read a
+ledger as it reads a study the upstream runner wrote (docs/audit.md lists every choice):
+
+* Runs, observations and evaluations that belong to no study go to a folder named
+  ``_unassigned`` whose files use ``_unassigned`` as their study id.
+* A folder is named after its study id when the id is a safe file name; otherwise unsafe
+  characters become ``_`` and a short hash of the id is appended so two ids never share one.
+* Columns the ledger cannot know (problem_family, agent_kind, pattern_name, model_name,
+  token counts, cost, primary_outcome, trace and manifest paths) are empty.
+* Non-finite metric values are written ``nan``, ``inf`` and ``-inf``, as Python's ``str``
+  and the csv module write them; pandas' ``read_csv`` reads them back as floats. Missing
+  values are empty cells.
+* ``meta_json``, ``notes_json``, ``assignment_meta_json`` and ``constraint_messages`` are
+  strict JSON text (non-finite floats inside them keep the ledger's ``{"$float": "NaN"}`` tag).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import re
+import sqlite3
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .. import query
+from ..schema import RunStatus, from_canonical, utc_now_iso
+from .diff import duration_seconds
+
+ARTIFACT_SCHEMA_VERSION = "0.2.0"
+UNASSIGNED = "_unassigned"
+
+CONDITION_COLUMNS = ("study_id", "condition_id", "admissible", "constraint_messages", "assignment_meta_json")
+RUN_COLUMNS = (
+    "study_id", "condition_id", "run_id", "problem_id", "problem_family", "agent_id", "agent_kind",
+    "pattern_name", "model_name", "seed", "replicate", "status", "start_time", "end_time", "latency_s",
+    "input_tokens", "output_tokens", "cost_usd", "primary_outcome", "trace_path", "manifest_path",
+)
+EVENT_COLUMNS = (
+    "timestamp", "record_id", "text", "session_id", "actor_id", "event_type", "meta_json",
+    "level", "study_id", "run_id", "condition_id", "trial_id", "step_id", "tool_name", "evaluation_id",
+)
+EVALUATION_COLUMNS = (
+    "run_id", "evaluator_id", "metric_name", "metric_value", "metric_unit", "aggregation_level", "notes_json",
+)
+_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def folder_name(study_id: str) -> str:
+    """A file-system-safe folder name for a study id (see the module docstring)."""
+    if _SAFE.fullmatch(study_id) and study_id not in {".", ".."}:
+        return study_id
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", study_id).strip("._") or "study"
+    return f"{cleaned[:80]}-{hashlib.sha256(study_id.encode('utf-8')).hexdigest()[:8]}"
+
+
+def cell(value: Any) -> str:
+    """One CSV cell: empty for null, ``True``/``False``, ``nan``/``inf`` for non-finite floats."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, float):
+        return str(value) if not math.isfinite(value) else repr(value)
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return str(value)
+
+
+def metric_cell(value: Any) -> str:
+    """A metric value as stored by the projection (scalars raw, tagged or structured values as JSON)."""
+    if isinstance(value, str) and value[:1] in "{[":
+        try:
+            decoded = from_canonical(json.loads(value))
+        except ValueError:
+            return value
+        return cell(decoded) if isinstance(decoded, float) else value
+    return cell(value)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary.write_text(text, encoding="utf-8", newline="")
+    os.replace(temporary, path)
+
+
+def _write_csv(path: Path, header: Iterable[str], rows: Iterable[Iterable[Any]]) -> int:
+    """Stream rows into a CSV file (atomically); returns how many were written."""
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    count = 0
+    with temporary.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(list(header))
+        for row in rows:
+            writer.writerow(row)
+            count += 1
+    os.replace(temporary, path)
+    return count
+
+
+def _study_filter(study_id: str | None, column: str) -> tuple[str, tuple[Any, ...]]:
+    return (f"{column} IS NULL", ()) if study_id is None else (f"{column} = ?", (study_id,))
+
+
+def _runs(conn: sqlite3.Connection, study_id: str | None) -> list[dict[str, Any]]:
+    where, params = _study_filter(study_id, "study_id")
+    cursor = conn.execute(f"SELECT * FROM runs WHERE {where} ORDER BY first_seq", params)
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor]
+
+
+def _conditions(conn: sqlite3.Connection, study_id: str | None, label: str,
+                runs: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    registered = [] if study_id is None else query.conditions(conn, study_id)
+    factor_names_seen: set[str] = set()
+    rows: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = []
+    for row in registered:
+        factor_values = json.loads(row["factors"] or "{}")
+        blocks = json.loads(row["blocks"] or "{}")
+        rows.append((row, factor_values, blocks))
+        factor_names_seen.update(factor_values)
+    block_names = sorted({name for _, _, blocks in rows for name in blocks})
+    factor_names = sorted(factor_names_seen)
+    header = [*CONDITION_COLUMNS, *factor_names, *(f"block_{name}" for name in block_names)]
+    out: list[list[str]] = []
+    for row, factor_values, blocks in rows:
+        out.append([label, row["condition_id"], cell(bool(row["admissible"])),
+                    row["constraint_messages"] or "[]", row["assignment_meta"] or "{}",
+                    *(cell(from_canonical(factor_values.get(name))) for name in factor_names),
+                    *(cell(from_canonical(blocks.get(name))) for name in block_names)])
+    known = {row["condition_id"] for row in registered}
+    # Conditions that runs name but no event registered: listed, with what is unknown empty.
+    for condition_id in dict.fromkeys(run["condition_id"] for run in runs if run["condition_id"]):
+        if condition_id not in known:
+            out.append([label, condition_id, "", "", "", *([""] * (len(header) - len(CONDITION_COLUMNS)))])
+    return header, out
+
+
+def _run_rows(runs: list[dict[str, Any]], label: str) -> Iterator[list[str]]:
+    for run in runs:
+        values: dict[str, Any] = dict.fromkeys(RUN_COLUMNS)
+        values.update({name: run[name] for name in ("condition_id", "run_id", "problem_id", "agent_id",
+                                                    "seed", "replicate", "status")})
+        values.update(study_id=label, start_time=run["started_at"], end_time=run["ended_at"],
+                      latency_s=duration_seconds(run["started_at"], run["ended_at"]))
+        yield [cell(values[name]) for name in RUN_COLUMNS]
+
+
+def _study_rows(conn: sqlite3.Connection, source: str, columns: tuple[str, ...], study_of_row: str,
+                study_id: str | None) -> Iterator[tuple[Any, ...]]:
+    """Rows of ``source`` (aliased ``x``, its run joined as ``r``) that belong to one study."""
+    where, params = _study_filter(study_id, study_of_row)
+    yield from conn.execute(
+        f"SELECT {', '.join('x.' + c for c in columns)} FROM {source} x "
+        f"LEFT JOIN runs r ON r.run_id = x.run_id WHERE {where} ORDER BY x.seq", params)
+
+
+def _event_rows(conn: sqlite3.Connection, study_id: str | None) -> Iterator[list[str]]:
+    # An observation's own study wins; one without a study joins its run's.
+    for row in _study_rows(conn, "observation_rows", EVENT_COLUMNS, "coalesce(x.study_id, r.study_id)", study_id):
+        yield [cell(value) for value in row]
+
+
+def _evaluation_rows(conn: sqlite3.Connection, study_id: str | None) -> Iterator[list[str]]:
+    for row in _study_rows(conn, "evaluations", EVALUATION_COLUMNS, "r.study_id", study_id):
+        values = [cell(value) for value in row]
+        values[3] = metric_cell(row[3])
+        yield values
+
+
+def _provenance(conn: sqlite3.Connection, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The latest provenance snapshot of each run that has one."""
+    found: dict[str, Any] = {}
+    for run in runs:
+        snapshots = query.provenance(conn, run["run_id"])
+        if snapshots:
+            latest = dict(snapshots[-1])
+            for name in ("package_versions", "extra"):
+                latest[name] = json.loads(latest[name] or "{}")
+            found[run["run_id"]] = latest
+    return found
+
+
+def _study_yaml(study: dict[str, Any] | None, label: str, factor_levels: dict[str, list[Any]]) -> str:
+    document: dict[str, Any] = {
+        "schema_version": ARTIFACT_SCHEMA_VERSION,
+        "study_id": label,
+        "title": (study or {}).get("title") or "",
+        "description": (study or {}).get("description") or "",
+    }
+    if factor_levels:
+        document["factors"] = [{"name": name, "levels": levels} for name, levels in factor_levels.items()]
+    for name in ("run_budget", "seed_policy"):
+        if study and study.get(name):
+            document[name] = json.loads(study[name])
+    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+
+
+def _factor_levels(conn: sqlite3.Connection, study_id: str | None) -> dict[str, list[Any]]:
+    levels: dict[str, list[Any]] = {}
+    if study_id is None:
+        return levels
+    for row in query.conditions(conn, study_id):
+        for name, value in json.loads(row["factors"] or "{}").items():
+            bucket = levels.setdefault(name, [])
+            if value not in bucket:
+                bucket.append(value)
+    return levels
+
+
+def export_study(conn: sqlite3.Connection, study_id: str | None, root: Path, *,
+                 generated_at: str, ledger_head: dict[str, Any]) -> dict[str, Any]:
+    """Write one study's folder; ``study_id`` None writes the ``_unassigned`` folder."""
+    label = UNASSIGNED if study_id is None else study_id
+    folder = root / (UNASSIGNED if study_id is None else folder_name(study_id))
+    folder.mkdir(parents=True, exist_ok=True)
+    study = None if study_id is None else query.study(conn, study_id)
+    runs = _runs(conn, study_id)
+    _write_atomic(folder / "study.yaml", _study_yaml(study, label, _factor_levels(conn, study_id)))
+    header, condition_rows = _conditions(conn, study_id, label, runs)
+    _write_csv(folder / "conditions.csv", header, condition_rows)
+    _write_csv(folder / "runs.csv", RUN_COLUMNS, _run_rows(runs, label))
+    events = _write_csv(folder / "events.csv", EVENT_COLUMNS, _event_rows(conn, study_id))
+    evaluations = _write_csv(folder / "evaluations.csv", EVALUATION_COLUMNS, _evaluation_rows(conn, study_id))
+    status_counts = {status.value: 0 for status in RunStatus}
+    for run in runs:
+        status_counts[run["status"]] = status_counts.get(run["status"], 0) + 1
+    manifest = {
+        "schema_version": ARTIFACT_SCHEMA_VERSION,
+        "study_id": label,
+        "generated_at": generated_at,
+        "status_counts": status_counts,
+        "model_ids": [],
+        "run_count": len(runs),
+        "provenance": {"generator": "studyledger", "ledger_head": ledger_head,
+                       "runs": _provenance(conn, runs)},
+    }
+    _write_atomic(folder / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    for name in ("hypotheses.json", "analysis_plan.json"):
+        _write_atomic(folder / name, "[]\n")
+    return {"study_id": label, "folder": str(folder), "runs": len(runs), "events": events,
+            "evaluations": evaluations}
+
+
+def _has_unassigned(conn: sqlite3.Connection) -> bool:
+    return bool(conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM runs WHERE study_id IS NULL) "
+        "OR EXISTS (SELECT 1 FROM observations o LEFT JOIN runs r ON r.run_id = o.run_id "
+        "           WHERE coalesce(o.study_id, r.study_id) IS NULL) "
+        "OR EXISTS (SELECT 1 FROM evaluations e LEFT JOIN runs r ON r.run_id = e.run_id "
+        "           WHERE r.study_id IS NULL)").fetchone()[0])
+
+
+def export_canonical(conn: sqlite3.Connection, root: Path) -> dict[str, Any]:
+    """Write every study (and ``_unassigned`` when needed) under ``root``.
+
+    Reads through one connection; call it inside a read transaction for one consistent
+    snapshot (the CLI does).
+
+    Returns:
+        ``{"dir", "schema_version", "studies": [{"study_id", "folder", "runs", "events",
+        "evaluations"}]}``.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    generated_at, head = utc_now_iso(), query.head(conn)
+    study_ids: list[str | None] = [row["study_id"] for row in query.studies(conn)]
+    if _has_unassigned(conn):
+        study_ids.append(None)
+    written = [export_study(conn, study_id, root, generated_at=generated_at, ledger_head=head)
+               for study_id in study_ids]
+    return {"dir": str(root), "schema_version": ARTIFACT_SCHEMA_VERSION, "studies": written}

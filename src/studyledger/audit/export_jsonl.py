@@ -1,0 +1,40 @@
+"""JSONL export: every event, in order, in studyledger's own line format.
+
+Each line carries the kind, body, id, ``recorded_at`` and source (docs/own-lines.md), so
+importing the file into an empty ledger, by ``ledger.append`` or by the drop-folder
+ingester, reproduces every event id, the order and the head chain.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..ingest.own_lines import line_for_stored
+from ..store import Store
+from .snapshot_read import read_snapshot
+
+EXPORT_FILE = "events.jsonl"
+
+
+def export_jsonl(store: Store, directory: Path) -> dict[str, Any]:
+    """Write ``directory/events.jsonl`` (created atomically: readers never see half a file).
+
+    Returns:
+        ``{"path", "events", "head": {"seq", "chain"}}``.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / EXPORT_FILE
+    temporary = directory / f".{EXPORT_FILE}.tmp-{os.getpid()}"
+    count = 0
+    try:
+        with read_snapshot(store.conn), temporary.open("w", encoding="utf-8", newline="\n") as out:
+            seq, chain = store.head()
+            for event in store.iter_events(until=seq):
+                out.write(line_for_stored(event))
+                count += 1
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return {"path": str(target), "events": count, "head": {"seq": seq, "chain": chain}}

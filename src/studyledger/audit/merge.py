@@ -1,0 +1,109 @@
+"""Merge: bring the events of another ledger (another machine, another node) into this one.
+
+Events are identified by content, so "the events this ledger lacks" is exact: every event of
+the other ledger whose id is not stored here is appended, in the other ledger's order. They
+get new sequence numbers and chain values here (the chain is this ledger's history), and keep
+their ``recorded_at`` and source. Because appending a stored id is a no-op, merging twice or
+in the other direction never duplicates anything, and after A<-B and B<-A both ledgers hold
+the same set of events (in different orders).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import LedgerError, LedgerMissingError, NotALedgerError
+from ..events import NewEvent
+from ..ingest.own_lines import FORMAT_KEY, FORMAT_VERSION, OwnLineError, event_from_line
+from ..ledger import Ledger
+from ..store import Store
+
+BATCH = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class MergeReport:
+    """What a merge did."""
+
+    other: str
+    read: int
+    appended: int
+    already_present: int
+    head: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping."""
+        return asdict(self)
+
+
+def _check_is_ledger(path: Path) -> None:
+    """Refuse anything but an existing studyledger file, without writing to it.
+
+    Opening through :class:`Store` would turn an empty SQLite file into a ledger; a merge
+    must never change the ledger it reads.
+    """
+    if not path.exists():
+        raise LedgerMissingError(f"{path}: no such ledger to merge")
+    if path.is_dir():
+        raise NotALedgerError(f"{path}: is a directory, not a ledger file")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            found = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ledger_meta'").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise NotALedgerError(f"{path}: not a studyledger ledger ({exc})") from None
+    if found is None:
+        raise NotALedgerError(f"{path}: not a studyledger ledger (no ledger_meta table)")
+
+
+def _events_of(other: Store) -> Iterator[NewEvent]:
+    """The other ledger's events as events to append, each id checked against its body.
+
+    The check goes through the own-line reader, the one place that rebuilds an event from
+    its parts, so an edited row in the other ledger is refused rather than copied.
+    """
+    for stored in other.iter_events():
+        line = {FORMAT_KEY: FORMAT_VERSION, "kind": stored.kind, "body": json.loads(stored.body),
+                "event_id": stored.event_id, "recorded_at": stored.recorded_at, "source": stored.source}
+        try:
+            yield event_from_line(line, source=stored.source)
+        except OwnLineError as exc:
+            raise LedgerError(f"{other.path}: event at seq {stored.seq}: {exc}; "
+                              f"check it with `studyledger --db {other.path} verify`") from None
+
+
+def merge(ledger: Ledger, other_path: Path) -> MergeReport:
+    """Append the events of ``other_path`` that ``ledger`` lacks, in the other's order.
+
+    Each batch of 5,000 is one transaction, so other writers are not locked out for the
+    whole merge; an interrupted merge is finished by running it again.
+
+    Raises:
+        LedgerMissingError: ``other_path`` does not exist.
+        NotALedgerError: ``other_path`` is not a studyledger ledger.
+        LedgerError: an event of the other ledger does not match its id.
+        EventConflictError: an id is stored here with a different body.
+    """
+    _check_is_ledger(other_path)
+    other = Store(other_path, create=False)
+    read = appended = 0
+    try:
+        batch: list[NewEvent] = []
+        for event in _events_of(other):
+            batch.append(event)
+            read += 1
+            if len(batch) >= BATCH:
+                appended += len(ledger.append(batch).appended)
+                batch = []
+        appended += len(ledger.append(batch).appended)
+    finally:
+        other.close()
+    return MergeReport(str(other_path), read, appended, read - appended, ledger.head())

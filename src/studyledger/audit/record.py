@@ -1,0 +1,47 @@
+"""Recorded audits: an ``audit_recorded`` event saying when the ledger was checked and what was found.
+
+An audit that leaves no trace has to be taken on trust; recorded in the ledger it becomes
+part of the chain, so a later auditor sees who checked what, when, at which head, and with
+what result, and a later edit of that record is itself detectable.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from ..events import EventKind, make_event
+from ..ledger import Ledger
+from ..schema import to_jsonable
+from ..store import utc_now_precise
+
+
+def record_audit(ledger: Ledger, check: str, ok: bool | None, summary: dict[str, Any]) -> dict[str, Any]:
+    """Append an ``audit_recorded`` event and return its body.
+
+    Args:
+        ledger: The audited ledger.
+        check: What was checked: ``verify``, ``verify+checkpoint`` or ``replay``.
+        ok: The verdict (None when the audit only reported state, as replay ``--as-of``).
+        summary: A small JSON-ready summary of what was found (counts, first problem).
+
+    The body's ``head`` is the head before this event: the state the audit looked at.
+    """
+    head = ledger.head()
+    body = {
+        "check": check,
+        "ok": ok,
+        "summary": to_jsonable(summary),
+        "head": {"seq": head["seq"], "chain": head["chain"]},
+        "at": utc_now_precise(),
+    }
+    ledger.append([make_event(EventKind.AUDIT_RECORDED, body, source=ledger.source)])
+    return body
+
+
+def audits(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Every recorded audit in sequence order: its body plus ``seq`` and ``recorded_at``."""
+    rows = conn.execute("SELECT seq, recorded_at, body FROM events WHERE kind = ? ORDER BY seq",
+                        (EventKind.AUDIT_RECORDED.value,))
+    return [{"seq": seq, "recorded_at": recorded_at, **json.loads(body)} for seq, recorded_at, body in rows]
