@@ -18,6 +18,7 @@ of :data:`CHUNK` bytes, so memory stays flat for any file size (bounded by the l
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import sqlite3
@@ -293,26 +294,28 @@ class Tailer:
             LedgerBusyError: another writer held the ledger past every retry.
         """
         name = os.path.abspath(path)
-        stats = FileStats(path=name)
         try:
-            info = os.stat(name)
+            file = open_regular(name)
         except FileNotFoundError:
-            stats.missing = True
-            return stats
-        if not stat.S_ISREG(info.st_mode):
-            # Opening a FIFO would block forever; a directory is not a line source.
-            raise IsADirectoryError(21, "not a regular file", name) if stat.S_ISDIR(info.st_mode) \
-                else OSError(22, "not a regular file", name)
-        try:
-            file = open(name, "rb")  # noqa: SIM115  (closed below; the fd is needed for pread)
-        except FileNotFoundError:
-            stats.missing = True
-            return stats
+            return FileStats(path=name, missing=True)
         with file:
-            try:
-                self._ingest_open(file, name, stats)
-            except _Raced:
-                stats.raced = True
+            return self.ingest_file(file, name)
+
+    def ingest_file(self, file: IO[bytes], path: str) -> FileStats:
+        """Read an open file from its committed offset to its last complete line.
+
+        The file is identified by its descriptor's device and inode, so a handle kept
+        open across a rename or a deletion still reads the right file to its end.
+
+        Args:
+            file: The file, opened for binary reading.
+            path: The name to record for it (in sources and rejections).
+        """
+        stats = FileStats(path=path)
+        try:
+            self._ingest_open(file, path, stats)
+        except _Raced:
+            stats.raced = True
         return stats
 
     # -- one file -------------------------------------------------------------------
@@ -503,6 +506,19 @@ def _verify(
     if _hash(os.pread(fd, offset - check_start, check_start)) != check:
         return "replaced"
     return None
+
+
+def open_regular(path: str) -> IO[bytes]:
+    """Open a regular file for binary reading.
+
+    Raises:
+        FileNotFoundError: it is gone.
+        OSError: it is not a regular file (opening a FIFO would block forever) or
+            cannot be read.
+    """
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(errno.EINVAL, "not a regular file", path)
+    return open(path, "rb")  # noqa: SIM115  (the caller owns and closes it)
 
 
 def expand_paths(paths: Iterable[str | os.PathLike[str]], *, recursive: bool = True) -> list[Path]:

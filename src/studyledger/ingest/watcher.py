@@ -16,10 +16,12 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -29,13 +31,16 @@ from watchdog.observers.polling import PollingObserver
 from ..errors import LedgerBusyError
 from ..ledger import Ledger
 from .lines import DEFAULT_LINE_LIMIT
-from .tailer import IngestStats, Tailer, is_jsonl_name, iter_jsonl_files
+from .tailer import FileStats, IngestStats, Tailer, is_jsonl_name, iter_jsonl_files, open_regular
 
 DEFAULT_RECONCILE = 2.0
 """Seconds between full scans that catch whatever the observer missed."""
 
 MAX_ERRORS = 100
 """Distinct unreadable-file messages kept (a folder of 10k unreadable files must not grow memory)."""
+
+MAX_HANDLES = 128
+"""Files kept open, so the last lines of a file deleted or moved out of the folder are read."""
 
 _Signature = tuple[int, int, int, int]
 
@@ -48,22 +53,20 @@ class _Hints(FileSystemEventHandler):
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         kind = event.event_type
-        if kind in ("opened", "closed_no_write", "deleted"):
+        if kind in ("opened", "closed_no_write"):
             return
         if event.is_directory:
             if kind in ("created", "moved"):
                 # A folder moved in brings files that raise no events of their own.
                 self.watcher.request_scan()
             return
-        path = _text(event.src_path)
+        # A deleted or moved-away path is hinted too: the watcher may still hold the file
+        # open and reads its last lines through that handle before letting go.
+        paths = [_text(event.src_path)]
         if kind == "moved":
-            # Follow a rotated file to its new name, even outside the folder or under a
-            # name that is not JSONL, so its last lines are read before it is forgotten.
-            dest = _text(event.dest_path)
-            if is_jsonl_name(os.path.basename(path)) or is_jsonl_name(os.path.basename(dest)):
-                self.watcher.hint([dest])
-        elif is_jsonl_name(os.path.basename(path)):
-            self.watcher.hint([path])
+            paths.append(_text(event.dest_path))
+        if any(is_jsonl_name(os.path.basename(path)) for path in paths):
+            self.watcher.hint(paths)
 
 
 def _text(path: str | bytes) -> str:
@@ -106,6 +109,7 @@ class Watcher:
         self._dirty: set[str] = set()
         self._scan_requested = True
         self._seen: dict[str, _Signature] = {}
+        self._handles: OrderedDict[str, IO[bytes]] = OrderedDict()
         self._files: set[str] = set()
         self._totals = IngestStats()
         self._thread: threading.Thread | None = None
@@ -211,6 +215,7 @@ class Watcher:
             if observer is not None:
                 observer.stop()
                 observer.join(5)
+            self._close_handles()
             if ledger is not None:
                 ledger.close()
 
@@ -232,30 +237,76 @@ class Watcher:
 
     def _read(self, tailer: Tailer, path: str, signature: _Signature | None = None) -> None:
         """Read one file, keeping the watcher alive through unreadable files and busy locks."""
-        if signature is None:
-            try:
-                info = os.stat(path)
-            except FileNotFoundError:
-                return
-            signature = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
         try:
-            result = tailer.ingest_path(path)
+            self._finish_replaced(tailer, path)
+            handle = self._handle(path)
+            if handle is None:
+                return
+            if signature is None:
+                info = os.fstat(handle.fileno())
+                signature = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+            result = tailer.ingest_file(handle, os.path.abspath(path))
         except LedgerBusyError:
             self.hint([path])
             return
         except OSError as exc:
+            self._drop_handle(path)
             with self._lock:
                 message = f"{exc.filename or path}: {exc.strerror or exc}"
                 if message not in self._totals.errors and len(self._totals.errors) < MAX_ERRORS:
                     self._totals.errors.append(message)
-            self._seen[path] = signature
-            return
-        if result.missing:
+            if signature is not None:
+                self._seen[path] = signature
             return
         if result.raced:
             self.hint([path])
             return
         self._seen[path] = signature
+        self._count(result)
+
+    def _count(self, result: FileStats) -> None:
         with self._lock:
             self._files.add(result.path)
             self._totals.add(result)
+
+    def _handle(self, path: str) -> IO[bytes] | None:
+        """The open handle of a path (kept open, up to :data:`MAX_HANDLES`), or None if gone."""
+        handle = self._handles.get(path)
+        if handle is not None:
+            self._handles.move_to_end(path)
+            return handle
+        try:
+            handle = open_regular(path)
+        except FileNotFoundError:
+            return None
+        self._handles[path] = handle
+        while len(self._handles) > MAX_HANDLES:
+            _, oldest = self._handles.popitem(last=False)
+            oldest.close()
+        return handle
+
+    def _finish_replaced(self, tailer: Tailer, path: str) -> None:
+        """Read a held file to its end when its name now leads elsewhere (rotated, deleted)."""
+        handle = self._handles.get(path)
+        if handle is None:
+            return
+        held = os.fstat(handle.fileno())
+        try:
+            now = os.stat(path)
+        except FileNotFoundError:
+            now = None
+        if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+            return
+        result = tailer.ingest_file(handle, os.path.abspath(path))
+        if not result.raced:
+            self._count(result)
+        self._drop_handle(path)
+
+    def _drop_handle(self, path: str) -> None:
+        handle = self._handles.pop(path, None)
+        if handle is not None:
+            handle.close()
+
+    def _close_handles(self) -> None:
+        for path in list(self._handles):
+            self._drop_handle(path)

@@ -1,0 +1,143 @@
+"""The watcher with real watchdog observers on real folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from studyledger.events import EventKind
+from studyledger.ingest.watcher import Watcher
+
+from .ingest_helpers import count_events, own_line, wait_for, write
+
+OBS = EventKind.OBSERVATION_RECORDED.value
+
+
+def lines(start: int, stop: int) -> str:
+    return "".join(own_line(i) for i in range(start, stop))
+
+
+def test_appended_lines_land_in_the_ledger(ledger_path: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    with Watcher(ledger_path, folder) as watcher:
+        write(folder / "a.jsonl", lines(0, 3))
+        wait_for(lambda: count_events(ledger_path, OBS) == 3, what="first lines")
+        write(folder / "a.jsonl", lines(3, 5))
+        (folder / "deep" / "er").mkdir(parents=True)
+        write(folder / "deep" / "er" / "b.jsonl", lines(5, 7))
+        wait_for(lambda: count_events(ledger_path, OBS) == 7, what="appended lines")
+    assert watcher.error is None
+    stats = watcher.stats
+    assert (stats.files, stats.lines_read, stats.events_appended) == (2, 7, 7)
+
+
+def test_files_present_at_start_are_read(ledger_path: Path, tmp_path: Path) -> None:
+    write(tmp_path / "old.jsonl", lines(0, 4))
+    with Watcher(ledger_path, tmp_path):
+        wait_for(lambda: count_events(ledger_path, OBS) == 4, what="existing lines")
+
+
+def test_partial_line_is_completed_live(ledger_path: Path, tmp_path: Path) -> None:
+    text = own_line(0)
+    with Watcher(ledger_path, tmp_path) as watcher:
+        write(tmp_path / "a.jsonl", text[:30])
+        wait_for(lambda: watcher.stats.files == 1, what="first read")
+        assert count_events(ledger_path) == 0
+        write(tmp_path / "a.jsonl", text[30:])
+        wait_for(lambda: count_events(ledger_path, OBS) == 1, what="completed line")
+    assert watcher.stats.lines_rejected == 0
+
+
+def test_reconcile_scan_catches_what_events_miss(ledger_path: Path, tmp_path: Path) -> None:
+    # A polling observer that never polls delivers no events at all: only the reconcile
+    # scan can find these lines.
+    with Watcher(ledger_path, tmp_path, poll=3600, reconcile=0.2):
+        write(tmp_path / "a.jsonl", lines(0, 5))
+        wait_for(lambda: count_events(ledger_path, OBS) == 5, what="reconciled lines")
+
+
+def test_polling_observer(ledger_path: Path, tmp_path: Path) -> None:
+    with Watcher(ledger_path, tmp_path, poll=0.1, reconcile=3600):
+        write(tmp_path / "a.jsonl", lines(0, 2))
+        wait_for(lambda: count_events(ledger_path, OBS) == 2, what="polled lines")
+
+
+def test_rotation_while_watching_loses_nothing(ledger_path: Path, tmp_path: Path) -> None:
+    path = tmp_path / "app.jsonl"
+    with Watcher(ledger_path, tmp_path) as watcher:
+        write(path, lines(0, 3))
+        wait_for(lambda: count_events(ledger_path, OBS) == 3, what="before rotation")
+        write(path, lines(3, 6))
+        path.rename(tmp_path / "app.jsonl.1")
+        write(path, lines(6, 8))
+        wait_for(lambda: count_events(ledger_path, OBS) == 8, what="after rotation")
+    assert watcher.stats.duplicates == 0
+
+
+def test_rotation_out_of_the_folder_is_read_to_its_end(ledger_path: Path, tmp_path: Path) -> None:
+    folder, archive = tmp_path / "drop", tmp_path / "archive"
+    folder.mkdir()
+    archive.mkdir()
+    with Watcher(ledger_path, folder, reconcile=3600):
+        write(folder / "a.jsonl", lines(0, 2))
+        wait_for(lambda: count_events(ledger_path, OBS) == 2, what="before move")
+        with open(folder / "a.jsonl", "ab") as handle:
+            handle.write(lines(2, 4).encode())
+            handle.flush()
+            (folder / "a.jsonl").rename(archive / "a.old")
+        wait_for(lambda: count_events(ledger_path, OBS) == 4, what="tail of the moved file")
+
+
+def test_deleted_file_is_read_to_its_end_through_the_held_handle(ledger_path: Path, tmp_path: Path) -> None:
+    with Watcher(ledger_path, tmp_path, reconcile=3600):
+        write(tmp_path / "a.jsonl", lines(0, 2))
+        wait_for(lambda: count_events(ledger_path, OBS) == 2, what="before deletion")
+        with open(tmp_path / "a.jsonl", "ab") as handle:
+            handle.write(lines(2, 5).encode())
+            handle.flush()
+            (tmp_path / "a.jsonl").unlink()
+        wait_for(lambda: count_events(ledger_path, OBS) == 5, what="lines written just before deletion")
+
+
+def test_deleted_files_do_not_stop_the_watcher(ledger_path: Path, tmp_path: Path) -> None:
+    with Watcher(ledger_path, tmp_path, reconcile=0.1) as watcher:
+        for index in range(20):
+            write(tmp_path / f"f{index}.jsonl", own_line(index))
+            (tmp_path / f"f{index}.jsonl").unlink()
+        write(tmp_path / "last.jsonl", own_line(99))
+        wait_for(lambda: count_events(ledger_path, OBS) >= 1, what="the surviving file")
+        assert watcher.running
+    assert watcher.error is None
+
+
+def test_burst_of_appends(ledger_path: Path, tmp_path: Path) -> None:
+    with Watcher(ledger_path, tmp_path):
+        for index in range(0, 3_000, 100):
+            write(tmp_path / f"f{index % 7}.jsonl", lines(index, index + 100))
+        wait_for(lambda: count_events(ledger_path, OBS) == 3_000, what="the burst")
+
+
+def test_stop_commits_and_restart_resumes(ledger_path: Path, tmp_path: Path) -> None:
+    write(tmp_path / "a.jsonl", lines(0, 10))
+    first = Watcher(ledger_path, tmp_path).start()
+    wait_for(lambda: count_events(ledger_path, OBS) == 10, what="first watcher")
+    first.stop()
+    write(tmp_path / "a.jsonl", lines(10, 12))
+    with Watcher(ledger_path, tmp_path) as second:
+        wait_for(lambda: count_events(ledger_path, OBS) == 12, what="second watcher")
+    assert (second.stats.lines_read, second.stats.duplicates) == (2, 0)
+
+
+def test_missing_folder_is_refused(ledger_path: Path, tmp_path: Path) -> None:
+    with pytest.raises(NotADirectoryError):
+        Watcher(ledger_path, tmp_path / "nope").start()
+
+
+def test_a_broken_ledger_is_reported_not_swallowed(tmp_path: Path) -> None:
+    not_ledger = tmp_path / "x.db"
+    not_ledger.write_bytes(b"this is not sqlite" * 100)
+    watcher = Watcher(not_ledger, tmp_path).start()
+    wait_for(lambda: not watcher.running, what="watcher thread to end")
+    assert watcher.error is not None and "ledger" in str(watcher.error)
