@@ -1,0 +1,456 @@
+"""A design-research-experiments study output folder -> the events it states, and its JSONL files.
+
+A study folder holds two kinds of files. Whole-file facts (``study.yaml``, ``conditions.csv``,
+``evaluations.csv``, each ``artifacts/runs/<run_id>/run.json``) are read here, at once, into
+events. Growing JSONL files (``artifacts/checkpoints/runs.jsonl``, per-run
+``observations.jsonl``, ``traces/*.jsonl``) are only listed: the tailer reads those with
+committed offsets, so a re-scan never re-reads what it already holds.
+
+Trace files that no run references are kept (listed for ingestion like the others) and
+also returned in :attr:`StudyFolderScan.orphan_traces`, so the caller can report them: an
+orphan is information (a run that crashed before its checkpoint, a stray file), not an error.
+See docs/formats.md for every mapping.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import LedgerError
+from ..events import (
+    EventKind,
+    NewEvent,
+    condition_registered,
+    make_event,
+    run_status_changed,
+    study_registered,
+)
+from ..schema import RunBudget, RunStatus, SeedPolicy
+from .adapters import (
+    LineRejected,
+    evaluation_body,
+    events_from_line,
+    run_registration,
+)
+
+STUDY_FILE = "study.yaml"
+CONDITIONS_FILE = "conditions.csv"
+EVALUATIONS_FILE = "evaluations.csv"
+CHECKPOINTS = Path("artifacts") / "checkpoints" / "runs.jsonl"
+RUNS_DIR = Path("artifacts") / "runs"
+TRACES_DIR = "traces"
+TRACE_NAME = re.compile(r"^run_\d{8}T\d{6}Z_(?P<request_id>.+)\.jsonl$")
+"""design-research-agents names a trace ``run_<UTC time>_<request id>.jsonl``."""
+
+_STUDY_FIELDS = frozenset({"study_id", "title", "description", "seed_policy", "run_budget", "budget"})
+
+
+class StudyFolderError(LedgerError):
+    """A study folder whose study.yaml or a CSV file cannot be read; names the file (and line)."""
+
+
+@dataclass(slots=True)
+class StudyFolderScan:
+    """What a study folder states, and what the tailer must still read.
+
+    Attributes:
+        study_id: The study, from study.yaml.
+        events: Study, condition, run and evaluation events from the whole-file sources,
+            in an order the projections can fold (registrations before statuses).
+        jsonl_files: The JSONL files to ingest: runs.jsonl, per-run observations.jsonl,
+            referenced traces and orphan traces.
+        orphan_traces: Trace files that no run references (also in ``jsonl_files``).
+        problems: One line per thing found wrong but not fatal (a broken run.json, a
+            referenced trace that is missing), each naming its file.
+    """
+
+    study_id: str
+    events: list[NewEvent] = field(default_factory=list)
+    jsonl_files: list[Path] = field(default_factory=list)
+    orphan_traces: list[Path] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def is_study_folder(path: Path) -> bool:
+    """Whether a folder is a study output folder (it has a study.yaml)."""
+    return (path / STUDY_FILE).is_file()
+
+
+def scan_study_folder(path: Path) -> StudyFolderScan:
+    """Read a study folder's whole-file facts and list its JSONL files.
+
+    Args:
+        path: The study output folder (the one holding study.yaml).
+
+    Raises:
+        StudyFolderError: study.yaml is missing or malformed, or conditions.csv /
+            evaluations.csv is malformed; the message names the file and line.
+    """
+    root = path
+    study_id, study_event = _study(root / STUDY_FILE)
+    scan = StudyFolderScan(study_id=study_id, events=[study_event])
+    scan.events.extend(_conditions(root / CONDITIONS_FILE, study_id))
+    checkpoints = _read_checkpoints(root / CHECKPOINTS, scan)
+    run_ids = set(checkpoints.run_ids)
+    references = list(checkpoints.trace_refs)
+    for run_json in sorted((root / RUNS_DIR).glob("*/run.json")):
+        found = _run_json(run_json, study_id, scan)
+        if found is not None:
+            run_ids.add(found[0])
+            references.extend(found[1])
+    scan.events.extend(_evaluations(root / EVALUATIONS_FILE, study_id, checkpoints.evaluations))
+    if (root / CHECKPOINTS).is_file():
+        scan.jsonl_files.append(root / CHECKPOINTS)
+    scan.jsonl_files.extend(sorted((root / RUNS_DIR).glob("*/observations.jsonl")))
+    _traces(root, run_ids, references, scan)
+    listed = {file.resolve() for file in scan.jsonl_files}
+    for other in sorted(root.rglob("*.jsonl")):
+        if other.resolve() not in listed:
+            scan.problems.append(f"{other}: not a file a study folder is known to hold; not imported")
+    return scan
+
+
+# -- study.yaml ------------------------------------------------------------------------
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without aliases: ``*name`` lets a few bytes expand into an exponential tree."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]  # untyped in stubs
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not accepted", mark)
+        return super().compose_node(parent, index)
+
+
+def _study(path: Path) -> tuple[str, NewEvent]:
+    if not path.is_file():
+        raise StudyFolderError(f"{path.parent}: not a study output folder (no {STUDY_FILE})")
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_NoAliasLoader)  # noqa: S506 - safe subclass
+    except UnicodeDecodeError as exc:
+        raise StudyFolderError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise StudyFolderError(f"{path}{where}: invalid YAML: {problem}") from None
+    except RecursionError:
+        raise StudyFolderError(f"{path}: invalid YAML: nested too deeply") from None
+    if not isinstance(data, dict):
+        raise StudyFolderError(f"{path}: must be a mapping of keys to values, not {type(data).__name__}")
+    study_id = data.get("study_id")
+    if not isinstance(study_id, str) or not study_id:
+        raise StudyFolderError(f"{path}: 'study_id' must be non-empty text")
+    texts = {}
+    for key in ("title", "description"):
+        value = data.get(key)
+        if value is not None and not isinstance(value, str):
+            raise StudyFolderError(f"{path}: '{key}' must be text, not {type(value).__name__}")
+        texts[key] = (value or "").strip()
+    budget = data.get("run_budget", data.get("budget"))
+    extra = {key: value for key, value in data.items() if key not in _STUDY_FIELDS}
+    try:
+        body = study_registered(
+            study_id,
+            title=texts["title"],
+            description=texts["description"],
+            seed_policy=_build(SeedPolicy, data.get("seed_policy"), "seed_policy"),
+            run_budget=_build(RunBudget, budget, "run_budget"),
+            extra=extra,
+        )
+        event = make_event(EventKind.STUDY_REGISTERED, body, source=f"file:{path}:1:0")
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise StudyFolderError(f"{path}: {exc}") from None
+    return study_id, event
+
+
+def _build(cls: type[Any], value: Any, key: str) -> Any:
+    """A SeedPolicy or RunBudget from its study.yaml mapping, with a reason when it is wrong."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError(f"'{key}' must be a mapping, not {type(value).__name__}")
+    try:
+        return cls(**value)
+    except TypeError as exc:
+        raise ValueError(f"'{key}': {exc}") from None
+
+
+# -- CSV files -------------------------------------------------------------------------
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, int, dict[str, str]]]:
+    """Rows of a CSV file with the line and byte offset where each starts.
+
+    Raises:
+        StudyFolderError: the file is not UTF-8, not CSV, or a row's field count differs
+            from the header's; the message names the file and line.
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise StudyFolderError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    lines = text.splitlines(keepends=True)
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line.encode("utf-8")))
+    reader = csv.reader(lines, strict=True)
+    try:
+        header = next(reader, None)
+        if header is None:
+            return
+        row_start = reader.line_num
+        for values in reader:
+            if len(values) != len(header):
+                raise StudyFolderError(f"{path}:{row_start + 1}: {len(values)} fields, the header has {len(header)}")
+            yield row_start + 1, starts[row_start], dict(zip(header, values, strict=True))
+            row_start = reader.line_num
+    except csv.Error as exc:
+        raise StudyFolderError(f"{path}:{reader.line_num}: invalid CSV: {exc}") from None
+
+
+def _conditions(path: Path, study_id: str) -> list[NewEvent]:
+    if not path.is_file():
+        return []
+    events = []
+    for line, offset, row in _csv_rows(path):
+        where = f"{path}:{line}"
+        condition_id = row.get("condition_id", "")
+        if not condition_id:
+            raise StudyFolderError(f"{where}: 'condition_id' is empty")
+        factors = {}
+        blocks = {}
+        for name, value in row.items():
+            if name.startswith("block_"):
+                blocks[name[len("block_"):]] = _cell(value)
+            elif name not in {"study_id", "condition_id", "admissible", "constraint_messages",
+                              "assignment_meta_json"}:
+                factors[name] = _cell(value)
+        meta = _json_cell(row.get("assignment_meta_json", ""), f"{where}: 'assignment_meta_json'", {})
+        if not isinstance(meta, dict):
+            raise StudyFolderError(f"{where}: 'assignment_meta_json' must be a JSON object")
+        body = condition_registered(
+            row.get("study_id") or study_id,
+            condition_id,
+            factors=factors,
+            blocks=blocks,
+            admissible=_admissible(row.get("admissible", ""), where),
+            constraint_messages=_messages(row.get("constraint_messages", ""), where),
+            assignment_meta=meta,
+        )
+        events.append(make_event(EventKind.CONDITION_REGISTERED, body, source=f"file:{path}:{line}:{offset}"))
+    return events
+
+
+def _admissible(value: str, where: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"true", "1", "yes"}:
+        return True
+    if lowered in {"false", "0", "no"}:
+        return False
+    raise StudyFolderError(f"{where}: 'admissible' must be true or false, not {value!r}")
+
+
+def _messages(value: str, where: str) -> list[str]:
+    """Constraint messages: a JSON list, or plain text holding one message."""
+    if not value.strip():
+        return []
+    if value.lstrip().startswith("["):
+        parsed = _json_cell(value, f"{where}: 'constraint_messages'", [])
+        if isinstance(parsed, list):
+            return [item if isinstance(item, str) else json.dumps(item) for item in parsed]
+    return [value]
+
+
+def _cell(value: str) -> Any:
+    """A factor level: a number, boolean or null when the cell is JSON for one, else the text."""
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return value
+    return parsed if isinstance(parsed, (int, float, bool)) or parsed is None else value
+
+
+def _json_cell(value: str, what: str, empty: Any) -> Any:
+    if not value.strip():
+        return empty
+    try:
+        return json.loads(value)
+    except (ValueError, RecursionError) as exc:
+        raise StudyFolderError(f"{what} is not JSON: {exc}") from None
+
+
+def _metric(value: str) -> int | float | str | None:
+    """A metric value from CSV text, typed as the JSON it was written from."""
+    if value == "":
+        return None
+    for convert in (int, float):
+        try:
+            return convert(value)
+        except ValueError:
+            continue
+    return value
+
+
+def _evaluations(path: Path, study_id: str, stated: set[tuple[Any, ...]]) -> list[NewEvent]:
+    """Evaluation rows not already stated by runs.jsonl.
+
+    runs.jsonl holds the same rows with their exact JSON values (a CSV cell cannot tell a
+    NaN from the text "nan", or 1 from 1.0), so a row it states is taken from there and
+    skipped here; rows only the CSV holds are imported.
+    """
+    if not path.is_file():
+        return []
+    events = []
+    for line, offset, row in _csv_rows(path):
+        key = (row.get("run_id") or None, row.get("evaluator_id") or None, row.get("metric_name") or None)
+        if key in stated:
+            continue
+        cleaned: dict[str, Any] = {name: (value or None) for name, value in row.items()}
+        cleaned["metric_value"] = _metric(row.get("metric_value", ""))
+        try:
+            body = evaluation_body(cleaned, f"{path}:{line}", run_id=None, study_id=study_id)
+        except LineRejected as exc:
+            raise StudyFolderError(str(exc)) from None
+        events.append(make_event(EventKind.EVALUATION_RECORDED, body, source=f"file:{path}:{line}:{offset}"))
+    return events
+
+
+# -- runs.jsonl and run.json -----------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Checkpoints:
+    run_ids: set[str] = field(default_factory=set)
+    trace_refs: list[tuple[str, str]] = field(default_factory=list)
+    evaluations: set[tuple[Any, ...]] = field(default_factory=set)
+
+
+def _read_checkpoints(path: Path, scan: StudyFolderScan) -> _Checkpoints:
+    """Run ids, trace references and evaluation keys from runs.jsonl, streamed.
+
+    Only what the scan needs is kept, so memory does not grow with the file. Lines that
+    cannot be read are skipped here: the tailer reads the same file and records each of
+    them as a rejected line with its reason.
+    """
+    found = _Checkpoints()
+    if not path.is_file():
+        return found
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = json.loads(raw)
+            except (ValueError, RecursionError):
+                continue
+            if not isinstance(line, dict) or not isinstance(line.get("run_id"), str):
+                continue
+            found.run_ids.add(line["run_id"])
+            found.trace_refs.extend((f"{path}:{number}", ref) for ref in _trace_refs(line))
+            for row in line.get("evaluator_outputs") or []:
+                if isinstance(row, dict):
+                    found.evaluations.add((row.get("run_id") or line["run_id"], row.get("evaluator_id"),
+                                           row.get("metric_name")))
+    return found
+
+
+def _trace_refs(data: dict[str, Any]) -> list[str]:
+    """Trace paths a run's record names: ``trace_refs`` and provenance's ``trace_path``."""
+    refs = data.get("trace_refs")
+    found = [ref for ref in refs if isinstance(ref, str)] if isinstance(refs, list) else []
+    for holder in (data, data.get("provenance_info")):
+        if isinstance(holder, dict) and isinstance(holder.get("trace_path"), str):
+            found.append(holder["trace_path"])
+    return found
+
+
+def _run_json(path: Path, study_id: str, scan: StudyFolderScan) -> tuple[str, list[tuple[str, str]]] | None:
+    """Events of one run.json; returns its run id and trace references, or None if unusable.
+
+    A finished run's run.json has the checkpoint line's shape and goes through the same
+    adapter, so it states the very events runs.jsonl states. A pending run is registered;
+    a running one also moves to running at its ``started_at``.
+    """
+    try:
+        data = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as exc:
+        scan.problems.append(f"{path}: not JSON ({exc}); run not imported")
+        return None
+    if not isinstance(data, dict):
+        scan.problems.append(f"{path}: must be a JSON object; run not imported")
+        return None
+    run_id = data.get("run_id") or path.parent.name
+    if not isinstance(run_id, str):
+        scan.problems.append(f"{path}: 'run_id' must be text; run not imported")
+        return None
+    if run_id != path.parent.name:
+        scan.problems.append(f"{path}: run_id {run_id!r} differs from its folder name")
+    source = f"file:{path}:1:0"
+    try:
+        events = _run_json_events(data, run_id, study_id, source)
+    except LineRejected as exc:
+        scan.problems.append(f"{path}: {exc}; run not imported")
+        return None
+    scan.events.extend(events)
+    return run_id, [(str(path), ref) for ref in _trace_refs(data)]
+
+
+def _run_json_events(data: dict[str, Any], run_id: str, study_id: str, source: str) -> list[NewEvent]:
+    spec = data.get("run_spec")
+    status = data.get("status", RunStatus.PENDING.value)
+    if isinstance(spec, dict) and status in {"success", "failed", "skipped"}:
+        return events_from_line({**data, "run_id": run_id}, source=source)
+    if status not in {"pending", "running"}:
+        raise LineRejected(f"status {status!r} is not a run status (or a finished run without run_spec)")
+    spec = spec if isinstance(spec, dict) else data
+    registration = run_registration(run_id, spec)
+    registration["study_id"] = registration["study_id"] or study_id
+    events = [make_event(EventKind.RUN_REGISTERED, registration, source=source)]
+    started_at = data.get("started_at")
+    if status == "running":
+        if not isinstance(started_at, str):
+            raise LineRejected("a running run needs 'started_at' as text")
+        body = run_status_changed(run_id, RunStatus.RUNNING, at=started_at, study_id=registration["study_id"])
+        events.append(make_event(EventKind.RUN_STATUS_CHANGED, body, source=source))
+    return events
+
+
+# -- traces ----------------------------------------------------------------------------
+
+
+def _traces(root: Path, run_ids: set[str], references: list[tuple[str, str]], scan: StudyFolderScan) -> None:
+    """List referenced and orphan traces; report references that lead nowhere.
+
+    A trace counts as referenced when a run names its path, or when its file name carries
+    a known run id (``run_<time>_<run_id>.jsonl``): a running run's trace is being written
+    before any checkpoint names it.
+    """
+    base = root.resolve()
+    referenced: dict[Path, Path] = {}
+    for where, ref in references:
+        target = (root / ref).resolve()
+        if not target.is_relative_to(base):
+            scan.problems.append(f"{where}: trace {ref!r} is outside the study folder; not imported")
+        elif not target.is_file():
+            scan.problems.append(f"{where}: trace {ref!r} does not exist")
+        else:
+            referenced.setdefault(target, root / ref)
+    for trace in sorted((root / TRACES_DIR).rglob("*.jsonl")):
+        resolved = trace.resolve()
+        if resolved in referenced:
+            continue
+        match = TRACE_NAME.match(trace.name)
+        if match and match["request_id"] in run_ids:
+            referenced[resolved] = trace
+        else:
+            scan.orphan_traces.append(trace)
+    scan.jsonl_files.extend(sorted(referenced.values()))
+    scan.jsonl_files.extend(scan.orphan_traces)
