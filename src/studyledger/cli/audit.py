@@ -26,7 +26,8 @@ from ..store import Store
 from .common import Context, cli, echo_json, json_option, user_errors
 
 pass_context = click.make_pass_decorator(Context)
-FILE = click.Path(dir_okay=False, path_type=Path)
+# Plain paths: a directory or a missing file gets our own one-line error, not a usage screen.
+FILE = click.Path(path_type=Path)
 
 
 @contextmanager

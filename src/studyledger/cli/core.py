@@ -127,7 +127,7 @@ def events(ctx: Context, run_id: str | None, after: int, limit: int | None, as_j
 
 
 @cli.command()
-@click.option("--checkpoint", "checkpoint_file", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--checkpoint", "checkpoint_file", type=click.Path(path_type=Path),
               help="Also prove the ledger still extends this checkpoint (studyledger checkpoint --out).")
 @click.option("--record", is_flag=True, help="Record this audit in the ledger (an audit_recorded event).")
 @json_option

@@ -1,0 +1,175 @@
+"""Exports: the canonical artifact files downstream tools read, and a JSONL file that re-imports exactly."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from studyledger import Ledger, Observation, RunBudget, RunStatus
+from studyledger import events as ev
+from studyledger.audit.export_canonical import folder_name
+from studyledger.audit.export_jsonl import export_jsonl
+from studyledger.events import EventKind, make_event
+from studyledger.ingest.own_lines import event_from_line
+from studyledger.ingest.tailer import ingest_paths
+
+from .audit_helpers import fill, invoke
+
+REQUIRED = {
+    "conditions.csv": ["study_id", "condition_id", "admissible", "constraint_messages", "assignment_meta_json"],
+    "runs.csv": ["study_id", "condition_id", "run_id", "problem_id", "problem_family", "agent_id", "agent_kind",
+                 "pattern_name", "model_name", "seed", "replicate", "status", "start_time", "end_time",
+                 "latency_s", "input_tokens", "output_tokens", "cost_usd", "primary_outcome", "trace_path",
+                 "manifest_path"],
+    "events.csv": ["timestamp", "record_id", "text", "session_id", "actor_id", "event_type", "meta_json"],
+    "evaluations.csv": ["run_id", "evaluator_id", "metric_name", "metric_value", "metric_unit",
+                        "aggregation_level", "notes_json"],
+}
+
+
+def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        return list(reader.fieldnames or []), list(reader)
+
+
+@pytest.fixture
+def study_db(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """Two studies, conditions with factors, evaluations (one NaN), a run with no study."""
+    db = tmp_path / "ledger.db"
+    with Ledger.open(db) as ledger:
+        ledger.register_study("s1", title="Prompting", description="two prompts",
+                              run_budget=RunBudget(replicates=2))
+        ledger.register_study("study/two", title="Odd id")
+        ledger.append([make_event(EventKind.CONDITION_REGISTERED, ev.condition_registered(
+            "s1", cid, factors={"prompt": prompt, "temperature": temp}, blocks={"day": 1},
+            admissible=cid != "c3", constraint_messages=[] if cid != "c3" else ["too hot"],
+            assignment_meta={"order": i}), source="api")
+            for i, (cid, prompt, temp) in enumerate([("c1", "short", 0.2), ("c2", "long", 0.2), ("c3", "long", 9.0)])])
+        a = ledger.register_run("s1", "c1", replicate=1, agent_id="agent-x")
+        b = ledger.register_run("s1", "c2", replicate=1)
+        ledger.transition(a, RunStatus.RUNNING, at="2026-01-01T00:00:00+00:00")
+        ledger.observe(Observation(timestamp="2026-01-01T00:00:01+00:00", record_id="o1",
+                                   text='comma, "quote"\nnewline', session_id=a, actor_id="agent",
+                                   event_type="model_call", meta_json={"tokens": 3}, run_id=a, study_id="s1"))
+        ledger.observe(Observation(timestamp="2026-01-01T00:00:02+00:00", record_id="o2", text="no study",
+                                   session_id=a, actor_id="agent", event_type="tool_call", run_id=a))
+        ledger.transition(a, RunStatus.SUCCESS, at="2026-01-01T00:00:05.5+00:00")
+        ledger.transition(b, RunStatus.SKIPPED, reason="inadmissible")
+        ledger.append([make_event(EventKind.EVALUATION_RECORDED, ev.evaluation_recorded(
+            run_id, evaluator_id="judge", metric_name=name, metric_value=value, metric_unit="score",
+            notes_json={"why": "because"}), source="api")
+            for run_id, name, value in [(a, "quality", 0.75), (a, "ratio", math.nan), (b, "quality", math.inf)]])
+        # A run the ingester learnt about from a file that named no study.
+        ledger.append([make_event(EventKind.RUN_STATUS_CHANGED, ev.run_status_changed("run-loose", "running", at=None),
+                                  source="file:x.jsonl:1:0")])
+    return db, {"a": a, "b": b}
+
+
+def test_canonical_export_writes_the_contract(tmp_path: Path, study_db: tuple[Path, dict[str, str]]) -> None:
+    db, runs = study_db
+    out = tmp_path / "export"
+    code, stdout, err = invoke("--db", str(db), "export", str(out), "--format", "canonical", "--json")
+    assert code == 0, err
+    result = json.loads(stdout)
+    folders = {study["study_id"]: Path(study["folder"]) for study in result["studies"]}
+    assert set(folders) == {"s1", "study/two", "_unassigned"}
+    assert folders["study/two"].name == folder_name("study/two") and "/" not in folders["study/two"].name
+    for study_id, folder in folders.items():
+        for name, columns in REQUIRED.items():
+            header, _ = read_csv(folder / name)
+            assert header[:len(columns)] == columns, (folder, name)
+        study = yaml.safe_load((folder / "study.yaml").read_text())
+        manifest = json.loads((folder / "manifest.json").read_text())
+        assert study["schema_version"] == manifest["schema_version"] == "0.2.0"
+        assert study["study_id"] == manifest["study_id"] == study_id
+        assert {"title", "description"} <= set(study)
+        assert {"generated_at", "status_counts", "model_ids", "run_count", "provenance"} <= set(manifest)
+        assert json.loads((folder / "hypotheses.json").read_text()) == []
+        assert json.loads((folder / "analysis_plan.json").read_text()) == []
+
+    s1 = folders["s1"]
+    header, conditions = read_csv(s1 / "conditions.csv")
+    assert header[5:] == ["prompt", "temperature", "block_day"]
+    assert [(c["condition_id"], c["admissible"], c["prompt"], c["temperature"]) for c in conditions] == [
+        ("c1", "True", "short", "0.2"), ("c2", "True", "long", "0.2"), ("c3", "False", "long", "9.0")]
+    assert json.loads(conditions[2]["constraint_messages"]) == ["too hot"]
+    assert json.loads(conditions[1]["assignment_meta_json"]) == {"order": 1}
+
+    _, run_rows = read_csv(s1 / "runs.csv")
+    by_id = {row["run_id"]: row for row in run_rows}
+    assert set(by_id) == {runs["a"], runs["b"]}
+    assert by_id[runs["a"]]["status"] == "success" and by_id[runs["a"]]["latency_s"] == "5.5"
+    assert by_id[runs["a"]]["agent_id"] == "agent-x" and by_id[runs["a"]]["model_name"] == ""
+    assert by_id[runs["b"]]["start_time"] == "" and by_id[runs["b"]]["status"] == "skipped"
+    manifest = json.loads((s1 / "manifest.json").read_text())
+    assert manifest["run_count"] == 2 and manifest["status_counts"]["success"] == 1
+    assert manifest["status_counts"]["failed"] == 0
+
+    _, events = read_csv(s1 / "events.csv")
+    assert [e["record_id"] for e in events] == ["o1", "o2"]  # o2 joins through its run
+    assert events[0]["text"] == 'comma, "quote"\nnewline'
+    assert json.loads(events[0]["meta_json"]) == {"tokens": 3}
+
+    _, evaluations = read_csv(s1 / "evaluations.csv")
+    assert [(e["metric_name"], e["metric_value"]) for e in evaluations] == [
+        ("quality", "0.75"), ("ratio", "nan"), ("quality", "inf")]
+    assert float(evaluations[1]["metric_value"]) != float(evaluations[1]["metric_value"])  # reads back as NaN
+    assert json.loads(evaluations[0]["notes_json"]) == {"why": "because"}
+
+    _, loose = read_csv(folders["_unassigned"] / "runs.csv")
+    assert [(r["run_id"], r["study_id"], r["status"]) for r in loose] == [("run-loose", "_unassigned", "running")]
+    _, empty = read_csv(folders["study/two"] / "runs.csv")
+    assert empty == []
+
+
+def test_canonical_export_again_overwrites_cleanly(tmp_path: Path, study_db: tuple[Path, dict[str, str]]) -> None:
+    db, _ = study_db
+    out = tmp_path / "export"
+    assert invoke("--db", str(db), "export", str(out))[0] == 0
+    first = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != "manifest.json"}
+    assert invoke("--db", str(db), "export", str(out))[0] == 0
+    second = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != "manifest.json"}
+    assert first == second and not [p for p in out.rglob(".*")]
+
+
+def test_folder_names_are_safe_and_distinct() -> None:
+    assert folder_name("study-1.v2") == "study-1.v2"
+    odd = [folder_name(s) for s in ("a/b", "a_b", "a:b", "..", "", "_unassigned")]
+    assert len(set(odd)) == len(odd)
+    assert all("/" not in name and name not in {".", "..", "", "_unassigned"} for name in odd)
+
+
+def stored(db: Path) -> list[tuple[Any, ...]]:
+    with Ledger.open(db) as ledger:
+        return [(e.seq, e.event_id, e.kind, e.body, e.recorded_at, e.source, e.chain) for e in ledger.events()]
+
+
+def test_jsonl_round_trip_through_append(tmp_path: Path) -> None:
+    db = tmp_path / "a.db"
+    fill(db)
+    code, stdout, _ = invoke("--db", str(db), "export", str(tmp_path / "out"), "--format", "jsonl", "--json")
+    result = json.loads(stdout)
+    assert code == 0 and result["events"] == 13
+    lines = Path(result["path"]).read_text().splitlines()
+    with Ledger.open(tmp_path / "b.db") as copy:
+        copy.append([event_from_line(json.loads(line), source="import") for line in lines])
+        assert copy.head() == result["head"]
+    assert stored(tmp_path / "b.db") == stored(db)
+
+
+def test_jsonl_round_trip_through_the_ingester(tmp_path: Path, study_db: tuple[Path, dict[str, str]]) -> None:
+    db, _ = study_db
+    with Ledger.open(db) as original:
+        result = export_jsonl(original.store, tmp_path / "out")
+    with Ledger.open(tmp_path / "b.db") as copy:
+        stats = ingest_paths(copy, [result["path"]])
+        assert not stats.errors
+        assert copy.head() == result["head"]
+    assert stored(tmp_path / "b.db") == stored(db)
