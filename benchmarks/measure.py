@@ -1,0 +1,217 @@
+"""One measurement per process: ``python benchmarks/measure.py NAME '{"arg": ...}'``.
+
+Each measurement runs in its own process so that its peak RSS (``ru_maxrss``) is its own and
+no cache warmed by an earlier measurement flatters a later one. It prints one JSON object:
+``seconds`` (the timed part only), ``count`` (items processed), ``rss_mb`` and extras.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+Result = dict[str, Any]
+
+
+def _rss_mb() -> float:
+    # Linux reports ru_maxrss in KiB.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def raw_insert(path: str, db: str) -> Result:
+    """The raw baseline: stdlib sqlite3 ``executemany`` of one row per line (id = sha256 of
+    the canonical line, UNIQUE index), batches of 5,000, WAL, one transaction per batch.
+
+    It does the minimum any JSONL -> SQLite loader must do for the same rows: parse each
+    line, serialise it canonically, hash it for an idempotent id, insert.
+    """
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("CREATE TABLE events (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, body TEXT NOT NULL)")
+    started = time.perf_counter()
+    count, batch = 0, []
+    with open(path, "rb") as handle:
+        for raw in handle:
+            body = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+            batch.append((hashlib.sha256(body.encode()).hexdigest()[:36], body))
+            if len(batch) == 5000:
+                conn.execute("BEGIN")
+                conn.executemany("INSERT INTO events (id, body) VALUES (?, ?)", batch)
+                conn.execute("COMMIT")
+                count += len(batch)
+                batch = []
+    if batch:
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO events (id, body) VALUES (?, ?)", batch)
+        conn.execute("COMMIT")
+        count += len(batch)
+    seconds = time.perf_counter() - started
+    conn.close()
+    return {"seconds": seconds, "count": count, "rss_mb": _rss_mb()}
+
+
+def ingest(path: str, db: str, profile: str | None = None) -> Result:
+    """studyledger end to end: ``ingest_paths`` of the file into a new ledger (the work of
+    ``studyledger ingest FILE``: parse, adapt, canonicalise, hash, append with the chain,
+    fold projections, commit offsets)."""
+    from studyledger import Ledger
+    from studyledger.ingest.tailer import ingest_paths
+
+    profiler = _profiler(profile)
+    started = time.perf_counter()
+    with Ledger.open(db) as ledger:
+        stats = ingest_paths(ledger, [path])
+    seconds = time.perf_counter() - started
+    _save_profile(profiler, profile)
+    return {"seconds": seconds, "count": stats.lines_read, "events": stats.events_appended,
+            "rejected": stats.lines_rejected, "rss_mb": _rss_mb()}
+
+
+def raw_scan(db: str) -> Result:
+    """Baseline for replay and verify: read every events row in sequence order."""
+    conn = sqlite3.connect(db)
+    started = time.perf_counter()
+    count = 0
+    for _row in conn.execute("SELECT * FROM events ORDER BY seq"):
+        count += 1
+    return {"seconds": time.perf_counter() - started, "count": count, "rss_mb": _rss_mb()}
+
+
+def replay(db: str, profile: str | None = None) -> Result:
+    """Full projection rebuild: drop every derived table and fold all events again."""
+    from studyledger import Ledger
+
+    with Ledger.open(db, create=False) as ledger:
+        count = ledger.store.event_count()
+        profiler = _profiler(profile)
+        started = time.perf_counter()
+        ledger.rebuild_projections()
+        seconds = time.perf_counter() - started
+        _save_profile(profiler, profile)
+    return {"seconds": seconds, "count": count, "rss_mb": _rss_mb()}
+
+
+def verify(db: str, profile: str | None = None) -> Result:
+    """``verify_store``: ids, sequence, canonical bodies and the hash chain of every event."""
+    from studyledger import Ledger
+    from studyledger.verify import verify_store
+
+    with Ledger.open(db, create=False) as ledger:
+        profiler = _profiler(profile)
+        started = time.perf_counter()
+        report = verify_store(ledger.store)
+        seconds = time.perf_counter() - started
+        _save_profile(profiler, profile)
+    return {"seconds": seconds, "count": report.events, "ok": report.ok, "rss_mb": _rss_mb()}
+
+
+def live(folder: str, db: str, lines: int, rate: float) -> Result:
+    """Append ``lines`` observation rows to a file watched by ``studyledger watch`` (a real
+    subprocess, native observer) at ``rate`` lines/s; poll the ledger every 2 ms and take
+    each line's latency from its write to the first poll that sees its event."""
+    watched = Path(folder)
+    watched.mkdir(parents=True, exist_ok=True)
+    target = watched / "live.jsonl"
+    target.touch()
+    watcher = subprocess.Popen([sys.executable, "-m", "studyledger", "--db", db, "watch", str(watched)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # Wait until the watcher has created the ledger and registered the empty file.
+        deadline = time.monotonic() + 30
+        while not Path(db).exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.5)
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        written: list[float] = []
+        seen: dict[int, float] = {}
+        last_seq = 0
+        fd = os.open(target, os.O_WRONLY | os.O_APPEND)
+        interval = 1.0 / rate
+        start = time.perf_counter()
+        while len(seen) < lines and time.perf_counter() - start < lines * interval + 30:
+            now = time.perf_counter()
+            while len(written) < lines and now >= start + len(written) * interval:
+                number = len(written) + 1
+                row = {"timestamp": "2026-03-02T10:00:00+00:00", "record_id": f"lat-{number}",
+                       "text": f"latency probe {number}", "session_id": "latency", "actor_id": "bench",
+                       "event_type": "probe", "meta_json": {}, "level": "step", "run_id": None}
+                os.write(fd, (json.dumps(row) + "\n").encode())
+                written.append(time.perf_counter())
+                now = time.perf_counter()
+            for seq, source in conn.execute("SELECT seq, source FROM events WHERE seq > ?", (last_seq,)):
+                last_seq = seq
+                # source = file:PATH:LINE:OFFSET; the line number names the probe.
+                number = int(source.rsplit(":", 2)[1])
+                seen.setdefault(number, time.perf_counter())
+            time.sleep(0.002)
+        os.close(fd)
+    finally:
+        watcher.terminate()
+        watcher.wait(30)
+    latencies = sorted((seen[n] - written[n - 1]) * 1000 for n in seen if n <= len(written))
+    return {
+        "count": len(latencies),
+        "missing": lines - len(latencies),
+        "p50_ms": latencies[len(latencies) // 2] if latencies else None,
+        "p95_ms": latencies[int(len(latencies) * 0.95) - 1] if latencies else None,
+        "max_ms": latencies[-1] if latencies else None,
+        "rss_mb": _rss_mb(),
+    }
+
+
+def dashboard(db: str, run_id: str) -> Result:
+    """Time the real dashboard (``App.run_test``) to its first screen of a large ledger and
+    to open its biggest run."""
+    import asyncio
+
+    from studyledger.tui.app import StudyLedgerApp  # type: ignore[import-not-found]
+
+    async def measure() -> Result:
+        started = time.perf_counter()
+        app = StudyLedgerApp(Path(db))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            first = time.perf_counter() - started
+            opened = time.perf_counter()
+            await app.open_run(run_id)
+            await pilot.pause()
+            return {"first_paint_s": first, "open_run_s": time.perf_counter() - opened}
+
+    result = asyncio.run(measure())
+    return {**result, "rss_mb": _rss_mb()}
+
+
+def _profiler(path: str | None) -> Any:
+    if not path:
+        return None
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.005)
+    profiler.start()
+    return profiler
+
+
+def _save_profile(profiler: Any, path: str | None) -> None:
+    if profiler is None or path is None:
+        return
+    profiler.stop()
+    Path(path).write_text(profiler.output_text(unicode=False, color=False, show_all=False))
+
+
+MEASUREMENTS: dict[str, Callable[..., Result]] = {
+    "raw_insert": raw_insert, "ingest": ingest, "raw_scan": raw_scan, "replay": replay,
+    "verify": verify, "live": live, "dashboard": dashboard,
+}
+
+if __name__ == "__main__":
+    print(json.dumps(MEASUREMENTS[sys.argv[1]](**json.loads(sys.argv[2]))))
