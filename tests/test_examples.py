@@ -70,7 +70,7 @@ def test_checkpoint_ids_and_seeds_join_with_upstream() -> None:
 @pytest.fixture(scope="module")
 def ingested(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     db = tmp_path_factory.mktemp("examples") / "ledger.db"
-    result = CliRunner().invoke(cli, ["--db", str(db), "ingest", str(EXAMPLES), "--json"])
+    result = CliRunner().invoke(cli, ["--db", str(db), "ingest", str(STUDY), str(EXAMPLES / "drop"), "--json"])
     assert result.exit_code == 0, result.output
     return db, json.loads(result.output)
 
@@ -123,7 +123,7 @@ def test_duplicated_checkpoint_line_and_reingestion_append_nothing(ingested: tup
             "SELECT count(*) FROM events WHERE source LIKE ?", ("%runs.jsonl:1:%",)
         ).fetchone()[0]
     assert from_first > 0 and from_repeat == 0  # the repeated line stated nothing new
-    result = CliRunner().invoke(cli, ["--db", str(db), "ingest", str(EXAMPLES), "--json"])
+    result = CliRunner().invoke(cli, ["--db", str(db), "ingest", str(STUDY), str(EXAMPLES / "drop"), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["events_appended"] == 0
     with Ledger.open(db, create=False) as ledger:
