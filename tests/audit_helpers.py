@@ -76,3 +76,14 @@ def edit_body(body: str, key: str, value: object) -> str:
     data = json.loads(body)
     data[key] = value
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def tamper(path: Path, *statements: str, restore: bool = False) -> None:
+    """Run SQL on the file with the triggers dropped (and put back when ``restore``)."""
+    conn = raw(path)
+    drop_triggers(conn)
+    for statement in statements:
+        conn.execute(statement)
+    if restore:
+        restore_triggers(conn)
+    conn.close()

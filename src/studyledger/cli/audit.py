@@ -171,7 +171,7 @@ def _short(value: Any) -> str:
 
 
 @cli.command()
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("directory", type=FILE)
 @click.option("--format", "fmt", type=click.Choice(["canonical", "jsonl"]), default="canonical",
               show_default=True,
               help="canonical: the design-research-experiments artifact files (schema 0.2.0), one "
@@ -181,6 +181,8 @@ def _short(value: Any) -> str:
 @user_errors
 def export(ctx: Context, directory: Path, fmt: str, as_json: bool) -> None:
     """Write the ledger out for other tools (canonical) or other ledgers (jsonl)."""
+    if directory.exists() and not directory.is_dir():
+        raise click.ClickException(f"{directory}: exists and is not a folder; export writes a folder")
     with ctx.ledger() as ledger:
         if fmt == "jsonl":
             result = export_jsonl(ledger.store, directory)
