@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -137,3 +138,22 @@ def test_watch_ingests_then_exits_cleanly_on_signal(ledger_path: Path, tmp_path:
     assert b"Traceback" not in err
     summary = json.loads(out)
     assert (summary["files"], summary["lines_read"], summary["events_appended"]) == (2, 3, 3)
+
+
+def test_study_folder_goes_through_the_study_scan(ledger_path: Path, tmp_path: Path) -> None:
+    study = Path(__file__).parent / "data" / "study"
+    outer = tmp_path / "results"
+    shutil.copytree(study, outer / "bracket")
+    write(outer / "loose.jsonl", own_line(0))
+    code, out, _ = run(ledger_path, "ingest", str(outer), "--json")
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["studies"] == ["bracket-study"]
+    assert [Path(trace).name for trace in summary["orphan_traces"]] == ["run_20260302T090000Z_stray-request-7.jsonl"]
+    assert summary["lines_read"] == summary["lines_accepted"] + summary["lines_rejected"]
+    code, out, _ = run(ledger_path, "stats", "--json")
+    stats = json.loads(out)
+    assert stats["studies"] == 1 and stats["runs"] >= 2 and stats["observations"] >= 1
+    code, out, _ = run(ledger_path, "ingest", str(outer), "--json")
+    again = json.loads(out)
+    assert (again["lines_read"], again["events_appended"]) == (0, 0)

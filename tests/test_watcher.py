@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,14 @@ def test_a_broken_ledger_is_reported_not_swallowed(tmp_path: Path) -> None:
     watcher = Watcher(not_ledger, tmp_path).start()
     wait_for(lambda: not watcher.running, what="watcher thread to end")
     assert watcher.error is not None and "ledger" in str(watcher.error)
+
+
+def test_study_folder_facts_are_read_live(ledger_path: Path, tmp_path: Path) -> None:
+    study = tmp_path / "bracket"
+    shutil.copytree(Path(__file__).parent / "data" / "study", study)
+    with Watcher(ledger_path, study, reconcile=0.2) as watcher:
+        wait_for(lambda: count_events(ledger_path, EventKind.STUDY_REGISTERED.value) == 1, what="study.yaml")
+        wait_for(lambda: count_events(ledger_path, EventKind.CONDITION_REGISTERED.value) >= 1, what="conditions")
+        (study / "study.yaml").write_text("study_id: [unclosed\n")
+        wait_for(lambda: any("study.yaml" in error for error in watcher.stats.errors), what="the broken yaml reported")
+        assert watcher.running

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
+import os
 import signal
 import sys
 import threading
@@ -10,15 +10,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import click
 
 from .. import query
 from ..ingest.lines import DEFAULT_LINE_LIMIT
+from ..ingest.study_folder import STUDY_FILE, StudyFolderScan, scan_study_folder
 from ..ingest.tailer import IngestStats, Tailer, expand_paths
 from ..ingest.watcher import DEFAULT_RECONCILE, Watcher
-from ..ledger import Ledger
 from .common import Context, cli, echo_json, json_option, user_errors
 
 pass_context = click.make_pass_decorator(Context)
@@ -43,14 +42,30 @@ def printable(text: str) -> str:
     return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
-def _study_folder_scanner() -> Callable[..., Any] | None:
-    """``study_folder.scan_study_folder`` when that importer is installed, else None."""
-    try:
-        module = importlib.import_module("studyledger.ingest.study_folder")
-    except ImportError:
-        return None
-    scanner = getattr(module, "scan_study_folder", None)
-    return scanner if callable(scanner) else None
+def _plan(paths: tuple[Path, ...]) -> tuple[list[Path], list[StudyFolderScan]]:
+    """The files to tail and the study folders found, each once.
+
+    A study output folder (one holding study.yaml, at any depth) is read through
+    :func:`scan_study_folder`, which lists the JSONL files it holds; other folders give
+    every JSONL file under them.
+
+    Raises:
+        FileNotFoundError: a path does not exist (checked before anything is read).
+        StudyFolderError: a study folder's study.yaml or CSV files cannot be read.
+    """
+    files: dict[str, Path] = {}
+    scans: list[StudyFolderScan] = []
+    for given in paths:
+        studies = sorted(marker.parent for marker in given.rglob(STUDY_FILE)) if given.is_dir() else []
+        for plain in expand_paths([given]):
+            if not any(plain.is_relative_to(study) for study in studies):
+                files.setdefault(os.path.abspath(plain), plain)
+        for study in studies:
+            scan = scan_study_folder(study)
+            scans.append(scan)
+            for file in scan.jsonl_files:
+                files.setdefault(os.path.abspath(file), file)
+    return list(files.values()), scans
 
 
 @cli.command()
@@ -62,16 +77,17 @@ def _study_folder_scanner() -> Callable[..., Any] | None:
 def ingest(ctx: Context, paths: tuple[Path, ...], line_limit: int, as_json: bool) -> None:
     """Import JSONL files and folders (recursively), each line exactly once.
 
-    Re-running it reads only what was appended since. A line that cannot be used is kept
-    as a rejected line (see `studyledger rejects`); nothing read is dropped.
+    A study output folder (holding study.yaml) brings its study, conditions, runs and
+    evaluations too. Re-running it reads only what was appended since. A line that cannot
+    be used is kept as a rejected line (see `studyledger rejects`); nothing read is dropped.
     """
-    files = expand_paths(paths)
+    files, scans = _plan(paths)
     totals = IngestStats()
     with ctx.ledger(create=True) as ledger:
-        scanner = _study_folder_scanner()
-        for folder in (p for p in paths if p.is_dir() and (p / "study.yaml").is_file()):
-            if scanner is not None:
-                _ingest_study_facts(ledger, scanner, folder, totals)
+        for scan in scans:
+            result = ledger.append(scan.events)
+            totals.events_appended += len(result.appended)
+            totals.duplicates += result.duplicates
         with _progress(files) as advance:
             tailer = Tailer(ledger, line_limit=line_limit, on_progress=advance)
             for file in files:
@@ -80,30 +96,29 @@ def ingest(ctx: Context, paths: tuple[Path, ...], line_limit: int, as_json: bool
                 except OSError as exc:
                     totals.errors.append(f"{exc.filename or file}: {exc.strerror or exc}")
                 advance(None)
+    problems = [problem for scan in scans for problem in scan.problems]
+    orphans = [str(trace) for scan in scans for trace in scan.orphan_traces]
     if as_json:
-        echo_json(totals.to_dict())
+        summary = totals.to_dict()
+        if scans:
+            summary.update(studies=[scan.study_id for scan in scans], orphan_traces=orphans, problems=problems)
+        echo_json(summary)
     else:
         click.echo(
             f"{totals.files} file(s): {totals.lines_read} line(s) read, {totals.lines_accepted} accepted, "
             f"{totals.lines_rejected} rejected; {totals.events_appended} event(s) appended, "
             f"{totals.duplicates} already stored"
         )
+        if orphans:
+            click.echo(f"{len(orphans)} trace file(s) no run references, kept as orphans")
+        for problem in problems:
+            click.echo(f"Warning: {printable(problem)}", err=True)
         if totals.lines_rejected:
             click.echo("rejected lines are listed by `studyledger rejects`", err=True)
     for message in totals.errors:
         click.echo(f"Error: {printable(message)}", err=True)
     if totals.errors:
         sys.exit(1)
-
-
-def _ingest_study_facts(ledger: Ledger, scanner: Callable[..., Any], folder: Path, totals: IngestStats) -> None:
-    """Append what a study output folder states outside its JSONL files (study.yaml, CSVs)."""
-    scan = scanner(folder)
-    found = list(getattr(scan, "events", ()))
-    if found:
-        result = ledger.append(found)
-        totals.events_appended += len(result.appended)
-        totals.duplicates += result.duplicates
 
 
 @contextmanager

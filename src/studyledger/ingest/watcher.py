@@ -31,6 +31,7 @@ from watchdog.observers.polling import PollingObserver
 from ..errors import LedgerBusyError
 from ..ledger import Ledger
 from .lines import DEFAULT_LINE_LIMIT
+from .study_folder import StudyFolderError, is_study_folder, scan_study_folder
 from .tailer import FileStats, IngestStats, Tailer, is_jsonl_name, iter_jsonl_files, open_regular
 
 DEFAULT_RECONCILE = 2.0
@@ -221,6 +222,8 @@ class Watcher:
 
     def _scan(self, tailer: Tailer) -> None:
         """Read every file whose signature changed since it was last read."""
+        if is_study_folder(self.folder):
+            self._scan_study(tailer.ledger)
         present: set[str] = set()
         for file in iter_jsonl_files(self.folder):
             path = str(file)
@@ -234,6 +237,28 @@ class Watcher:
                 self._read(tailer, path, signature)
         for gone in set(self._seen) - present:
             del self._seen[gone]
+
+    def _scan_study(self, ledger: Ledger) -> None:
+        """Append what a study folder's whole files state (study.yaml, CSVs, run.json).
+
+        They are re-read at every scan because runner processes rewrite them while a study
+        runs; events are content-addressed, so unchanged facts append nothing.
+        """
+        try:
+            scan = scan_study_folder(self.folder)
+        except (StudyFolderError, OSError) as exc:
+            # Often a file caught mid-rewrite: the next scan reads it again.
+            self._note_error(str(exc))
+            return
+        result = ledger.append(scan.events)
+        with self._lock:
+            self._totals.events_appended += len(result.appended)
+            self._totals.duplicates += result.duplicates
+
+    def _note_error(self, message: str) -> None:
+        with self._lock:
+            if message not in self._totals.errors and len(self._totals.errors) < MAX_ERRORS:
+                self._totals.errors.append(message)
 
     def _read(self, tailer: Tailer, path: str, signature: _Signature | None = None) -> None:
         """Read one file, keeping the watcher alive through unreadable files and busy locks."""
@@ -251,10 +276,7 @@ class Watcher:
             return
         except OSError as exc:
             self._drop_handle(path)
-            with self._lock:
-                message = f"{exc.filename or path}: {exc.strerror or exc}"
-                if message not in self._totals.errors and len(self._totals.errors) < MAX_ERRORS:
-                    self._totals.errors.append(message)
+            self._note_error(f"{exc.filename or path}: {exc.strerror or exc}")
             if signature is not None:
                 self._seen[path] = signature
             return
