@@ -207,3 +207,45 @@ def test_arbitrary_study_files_only_ever_raise_study_folder_error(
         scan_study_folder(tmp_path)
     except StudyFolderError as exc:
         assert str(tmp_path) in str(exc)
+
+
+def _stray_line(run_id: str = "stray-request-7") -> str:
+    line = json.loads((FIXTURE / "artifacts" / "checkpoints" / "runs.jsonl").read_text().splitlines()[1])
+    line["run_id"] = line["run_spec"]["run_id"] = run_id
+    return json.dumps(line) + "\n"
+
+
+def test_rescans_follow_a_growing_runs_jsonl(study: Path) -> None:
+    runs = study / "artifacts" / "checkpoints" / "runs.jsonl"
+    stray = study / "traces" / "run_20260302T090000Z_stray-request-7.jsonl"
+    assert scan_study_folder(study).orphan_traces == [stray]
+    text = _stray_line()
+    with runs.open("a") as handle:
+        handle.write(text[:40])  # half a line: the runner is still writing it
+    assert scan_study_folder(study).orphan_traces == [stray]
+    with runs.open("a") as handle:
+        handle.write(text[40:])
+    # The run now exists in runs.jsonl, so its trace is no longer an orphan.
+    assert scan_study_folder(study).orphan_traces == []
+
+
+@pytest.mark.parametrize("replace", ["rename", "truncate"])
+def test_rescans_notice_a_replaced_runs_jsonl(study: Path, replace: str) -> None:
+    runs = study / "artifacts" / "checkpoints" / "runs.jsonl"
+    stray = study / "traces" / "run_20260302T090000Z_stray-request-7.jsonl"
+    runs.write_text(runs.read_text() + _stray_line())
+    assert scan_study_folder(study).orphan_traces == []
+    # Rewritten longer, without the stray run or run-222222222222: the old summary must
+    # not be continued, so both their traces are orphans again.
+    replacement = "".join(_stray_line(f"other-{n}") for n in range(8))
+    assert len(replacement) > runs.stat().st_size  # so only the bytes check can tell
+    if replace == "rename":
+        (runs.parent / "new").write_text(replacement)
+        (runs.parent / "new").replace(runs)
+    else:
+        with runs.open("r+") as handle:
+            handle.truncate(0)
+            handle.write(replacement)
+    assert scan_study_folder(study).orphan_traces == [
+        stray, study / "traces" / "run_20260302T101600Z_run-222222222222.jsonl"]
+

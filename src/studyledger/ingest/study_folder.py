@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import yaml
 
@@ -98,7 +100,7 @@ def scan_study_folder(path: Path) -> StudyFolderScan:
     study_id, study_event = _study(root / STUDY_FILE)
     scan = StudyFolderScan(study_id=study_id, events=[study_event])
     scan.events.extend(_conditions(root / CONDITIONS_FILE, study_id))
-    checkpoints = _read_checkpoints(root / CHECKPOINTS, scan)
+    checkpoints = _read_checkpoints(root / CHECKPOINTS)
     run_ids = set(checkpoints.run_ids)
     references = list(checkpoints.trace_refs)
     for run_json in sorted((root / RUNS_DIR).glob("*/run.json")):
@@ -330,36 +332,80 @@ def _evaluations(path: Path, study_id: str, stated: set[tuple[Any, ...]]) -> lis
 
 @dataclass(slots=True)
 class _Checkpoints:
+    """What the scan needs from runs.jsonl, and how far into which file it was read."""
+
     run_ids: set[str] = field(default_factory=set)
     trace_refs: list[tuple[str, str]] = field(default_factory=list)
     evaluations: set[tuple[Any, ...]] = field(default_factory=set)
+    identity: tuple[int, int] = (0, 0)
+    offset: int = 0
+    lines: int = 0
+    before_offset: bytes = b""
+
+    def copy(self) -> _Checkpoints:
+        return _Checkpoints(set(self.run_ids), list(self.trace_refs), set(self.evaluations))
 
 
-def _read_checkpoints(path: Path, scan: StudyFolderScan) -> _Checkpoints:
+_CHECK_BYTES = 64
+# A watcher re-scans its study folder every few seconds while runs.jsonl grows; reading the
+# file from the start each time would make every scan as slow as the file is long. Each
+# file's summary is kept and continued from where it stopped, if the file is still the one
+# it read (same device and inode, not shorter, same bytes just before the stop).
+_checkpoint_cache: dict[str, _Checkpoints] = {}
+_cache_lock = threading.Lock()
+
+
+def _read_checkpoints(path: Path) -> _Checkpoints:
     """Run ids, trace references and evaluation keys from runs.jsonl, streamed.
 
-    Only what the scan needs is kept, so memory does not grow with the file. Lines that
-    cannot be read are skipped here: the tailer reads the same file and records each of
-    them as a rejected line with its reason.
+    Only what the scan needs is kept, so memory does not grow with the lines' size. Lines
+    that cannot be read are skipped here: the tailer reads the same file and records each
+    of them as a rejected line with its reason. A last line without its newline is left for
+    the next scan, as the tailer leaves it.
     """
-    found = _Checkpoints()
-    if not path.is_file():
-        return found
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                line = json.loads(raw)
-            except (ValueError, RecursionError):
-                continue
-            if not isinstance(line, dict) or not isinstance(line.get("run_id"), str):
-                continue
-            found.run_ids.add(line["run_id"])
-            found.trace_refs.extend((f"{path}:{number}", ref) for ref in _trace_refs(line))
-            for row in line.get("evaluator_outputs") or []:
-                if isinstance(row, dict):
-                    found.evaluations.add((row.get("run_id") or line["run_id"], row.get("evaluator_id"),
-                                           row.get("metric_name")))
-    return found
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        return _Checkpoints()
+    key = os.path.abspath(path)
+    with handle, _cache_lock:
+        info = os.fstat(handle.fileno())
+        identity = (info.st_dev, info.st_ino)
+        found = _checkpoint_cache.get(key)
+        if found is None or not _still_same(handle, found, identity, info.st_size):
+            found = _Checkpoints(identity=identity)
+        handle.seek(found.offset)
+        for raw in handle:
+            if not raw.endswith(b"\n"):
+                break
+            found.lines += 1
+            found.offset += len(raw)
+            found.before_offset = (found.before_offset + raw)[-_CHECK_BYTES:]
+            _collect(found, raw, f"{path}:{found.lines}")
+        _checkpoint_cache[key] = found
+        return found.copy()
+
+
+def _still_same(handle: BinaryIO, found: _Checkpoints, identity: tuple[int, int], size: int) -> bool:
+    if found.identity != identity or size < found.offset:
+        return False
+    handle.seek(found.offset - len(found.before_offset))
+    return handle.read(len(found.before_offset)) == found.before_offset
+
+
+def _collect(found: _Checkpoints, raw: bytes, where: str) -> None:
+    try:
+        line = json.loads(raw)
+    except (ValueError, RecursionError):
+        return
+    if not isinstance(line, dict) or not isinstance(line.get("run_id"), str):
+        return
+    found.run_ids.add(line["run_id"])
+    found.trace_refs.extend((where, ref) for ref in _trace_refs(line))
+    for row in line.get("evaluator_outputs") or []:
+        if isinstance(row, dict):
+            found.evaluations.add((row.get("run_id") or line["run_id"], row.get("evaluator_id"),
+                                   row.get("metric_name")))
 
 
 def _trace_refs(data: dict[str, Any]) -> list[str]:
