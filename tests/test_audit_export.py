@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from studyledger import Ledger, Observation, RunBudget, RunStatus
+from studyledger import Ledger, Observation, RunBudget, RunStatus, query
 from studyledger import events as ev
-from studyledger.audit.export_canonical import folder_name
+from studyledger.audit.files import folder_name
 from studyledger.audit.export_jsonl import export_jsonl
 from studyledger.events import EventKind, make_event
 from studyledger.ingest.own_lines import event_from_line
@@ -173,3 +173,38 @@ def test_jsonl_round_trip_through_the_ingester(tmp_path: Path, study_db: tuple[P
         assert not stats.errors
         assert copy.head() == result["head"]
     assert stored(tmp_path / "b.db") == stored(db)
+
+
+def test_canonical_export_reads_back_through_the_ingester(tmp_path: Path,
+                                                          study_db: tuple[Path, dict[str, str]]) -> None:
+    """A study exported and ingested into an empty ledger states the same study, runs and results."""
+    db, runs = study_db
+    out = tmp_path / "export"
+    assert invoke("--db", str(db), "export", str(out))[0] == 0
+    copy = tmp_path / "copy.db"
+    code, stdout, err = invoke("--db", str(copy), "ingest", str(out / "s1"), "--json")
+    assert code == 0, err
+
+    def state(path: Path) -> dict[str, Any]:
+        with Ledger.open(path) as ledger:
+            conn = ledger.conn
+            study = ledger.study("s1")
+            return {
+                "study": {k: study[k] for k in ("title", "description", "seed_policy", "run_budget")},
+                "runs": [{k: run[k] for k in ("run_id", "study_id", "condition_id", "replicate", "agent_id",
+                                              "problem_id", "seed", "status", "started_at", "ended_at",
+                                              "observation_count")}
+                         for run in sorted(ledger.runs(study_id="s1"), key=lambda r: r["run_id"])],
+                "conditions": [{k: c[k] for k in ("condition_id", "factors", "blocks", "admissible",
+                                                  "constraint_messages", "assignment_meta")}
+                               for c in query.conditions(conn, "s1")],
+                "evaluations": sorted(
+                    (e["run_id"], e["evaluator_id"], e["metric_name"], str(e["metric_value"]), e["metric_unit"],
+                     e["notes_json"]) for e in query.evaluations(conn) if e["run_id"] in runs.values()),
+                "observations": [e.event_id for e in ledger.events()
+                                 if e.kind == EventKind.OBSERVATION_RECORDED and e.run_id == runs["a"]],
+            }
+
+    original, read_back = state(db), state(copy)
+    assert read_back == original
+    assert len(read_back["observations"]) == 2 and len(read_back["evaluations"]) == 3

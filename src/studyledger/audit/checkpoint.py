@@ -16,7 +16,6 @@ history no longer matches both cannot produce a proof that passes.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from ..errors import LedgerError
 from ..store import Store, utc_now_precise
 from ..verify import Problem
 from . import merkle
+from .files import write_atomic
 from .snapshot_read import event_ids, read_snapshot
 
 CHECKPOINT_FORMAT = "studyledger-checkpoint"
@@ -75,9 +75,7 @@ def take(store: Store) -> Checkpoint:
 
 def write(checkpoint: Checkpoint, path: Path) -> None:
     """Write a checkpoint file atomically (a crash never leaves half a file)."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(json.dumps(checkpoint.to_dict(), indent=2) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    write_atomic(path, json.dumps(checkpoint.to_dict(), indent=2) + "\n")
 
 
 def load(path: Path) -> Checkpoint:

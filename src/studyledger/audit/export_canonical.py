@@ -9,6 +9,8 @@ ledger as it reads a study the upstream runner wrote (docs/audit.md lists every 
   ``_unassigned`` whose files use ``_unassigned`` as their study id.
 * A folder is named after its study id when the id is a safe file name; otherwise unsafe
   characters become ``_`` and a short hash of the id is appended so two ids never share one.
+* Each run also gets ``artifacts/runs/<run_id>/run.json`` and ``observations.jsonl``, as
+  upstream's folders do, so the export reads back through the ingester (see run_artifacts).
 * Columns the ledger cannot know (problem_family, agent_kind, pattern_name, model_name,
   token counts, cost, primary_outcome, trace and manifest paths) are empty.
 * Non-finite metric values are written ``nan``, ``inf`` and ``-inf``, as Python's ``str``
@@ -21,11 +23,8 @@ ledger as it reads a study the upstream runner wrote (docs/audit.md lists every 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
-import os
-import re
 import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -36,6 +35,8 @@ import yaml
 from .. import query
 from ..schema import RunStatus, from_canonical, utc_now_iso
 from .diff import duration_seconds
+from .files import atomic_writer, folder_name, write_atomic
+from .run_artifacts import write_run_artifacts
 
 ARTIFACT_SCHEMA_VERSION = "0.2.0"
 UNASSIGNED = "_unassigned"
@@ -53,17 +54,6 @@ EVENT_COLUMNS = (
 EVALUATION_COLUMNS = (
     "run_id", "evaluator_id", "metric_name", "metric_value", "metric_unit", "aggregation_level", "notes_json",
 )
-_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
-
-def folder_name(study_id: str) -> str:
-    """A file-system-safe folder name for a study id (see the module docstring)."""
-    if _SAFE.fullmatch(study_id) and study_id not in {".", ".."}:
-        return study_id
-    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", study_id).strip("._") or "study"
-    return f"{cleaned[:80]}-{hashlib.sha256(study_id.encode('utf-8')).hexdigest()[:8]}"
-
-
 def cell(value: Any) -> str:
     """One CSV cell: empty for null, ``True``/``False``, ``nan``/``inf`` for non-finite floats."""
     if value is None:
@@ -88,23 +78,15 @@ def metric_cell(value: Any) -> str:
     return cell(value)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(text, encoding="utf-8", newline="")
-    os.replace(temporary, path)
-
-
 def _write_csv(path: Path, header: Iterable[str], rows: Iterable[Iterable[Any]]) -> int:
     """Stream rows into a CSV file (atomically); returns how many were written."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     count = 0
-    with temporary.open("w", encoding="utf-8", newline="") as out:
+    with atomic_writer(path) as out:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(list(header))
         for row in rows:
             writer.writerow(row)
             count += 1
-    os.replace(temporary, path)
     return count
 
 
@@ -119,8 +101,12 @@ def _runs(conn: sqlite3.Connection, study_id: str | None) -> list[dict[str, Any]
     return [dict(zip(names, row, strict=True)) for row in cursor]
 
 
-def _conditions(conn: sqlite3.Connection, study_id: str | None, label: str,
-                runs: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+def _conditions(conn: sqlite3.Connection, study_id: str | None, label: str) -> tuple[list[str], list[list[str]]]:
+    """The study's registered conditions.
+
+    A condition that runs name but no event registered is left out rather than given an
+    admissibility the ledger never saw (the ingester, like upstream, needs one).
+    """
     registered = [] if study_id is None else query.conditions(conn, study_id)
     factor_names_seen: set[str] = set()
     rows: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = []
@@ -138,11 +124,6 @@ def _conditions(conn: sqlite3.Connection, study_id: str | None, label: str,
                     row["constraint_messages"] or "[]", row["assignment_meta"] or "{}",
                     *(cell(from_canonical(factor_values.get(name))) for name in factor_names),
                     *(cell(from_canonical(blocks.get(name))) for name in block_names)])
-    known = {row["condition_id"] for row in registered}
-    # Conditions that runs name but no event registered: listed, with what is unknown empty.
-    for condition_id in dict.fromkeys(run["condition_id"] for run in runs if run["condition_id"]):
-        if condition_id not in known:
-            out.append([label, condition_id, "", "", "", *([""] * (len(header) - len(CONDITION_COLUMNS)))])
     return header, out
 
 
@@ -226,12 +207,15 @@ def export_study(conn: sqlite3.Connection, study_id: str | None, root: Path, *,
     folder.mkdir(parents=True, exist_ok=True)
     study = None if study_id is None else query.study(conn, study_id)
     runs = _runs(conn, study_id)
-    _write_atomic(folder / "study.yaml", _study_yaml(study, label, _factor_levels(conn, study_id)))
-    header, condition_rows = _conditions(conn, study_id, label, runs)
+    write_atomic(folder / "study.yaml", _study_yaml(study, label, _factor_levels(conn, study_id)))
+    header, condition_rows = _conditions(conn, study_id, label)
     _write_csv(folder / "conditions.csv", header, condition_rows)
     _write_csv(folder / "runs.csv", RUN_COLUMNS, _run_rows(runs, label))
     events = _write_csv(folder / "events.csv", EVENT_COLUMNS, _event_rows(conn, study_id))
     evaluations = _write_csv(folder / "evaluations.csv", EVALUATION_COLUMNS, _evaluation_rows(conn, study_id))
+    provenance = _provenance(conn, runs)
+    for run in runs:
+        write_run_artifacts(conn, folder, run, provenance.get(run["run_id"]))
     status_counts = {status.value: 0 for status in RunStatus}
     for run in runs:
         status_counts[run["status"]] = status_counts.get(run["status"], 0) + 1
@@ -243,11 +227,11 @@ def export_study(conn: sqlite3.Connection, study_id: str | None, root: Path, *,
         "model_ids": [],
         "run_count": len(runs),
         "provenance": {"generator": "studyledger", "ledger_head": ledger_head,
-                       "runs": _provenance(conn, runs)},
+                       "runs": provenance},
     }
-    _write_atomic(folder / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    write_atomic(folder / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n")
     for name in ("hypotheses.json", "analysis_plan.json"):
-        _write_atomic(folder / name, "[]\n")
+        write_atomic(folder / name, "[]\n")
     return {"study_id": label, "folder": str(folder), "runs": len(runs), "events": events,
             "evaluations": evaluations}
 

@@ -7,12 +7,12 @@ ingester, reproduces every event id, the order and the head chain.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from ..ingest.own_lines import line_for_stored
 from ..store import Store
+from .files import atomic_writer
 from .snapshot_read import read_snapshot
 
 EXPORT_FILE = "events.jsonl"
@@ -26,15 +26,10 @@ def export_jsonl(store: Store, directory: Path) -> dict[str, Any]:
     """
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / EXPORT_FILE
-    temporary = directory / f".{EXPORT_FILE}.tmp-{os.getpid()}"
     count = 0
-    try:
-        with read_snapshot(store.conn), temporary.open("w", encoding="utf-8", newline="\n") as out:
-            seq, chain = store.head()
-            for event in store.iter_events(until=seq):
-                out.write(line_for_stored(event))
-                count += 1
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with read_snapshot(store.conn), atomic_writer(target) as out:
+        seq, chain = store.head()
+        for event in store.iter_events(until=seq):
+            out.write(line_for_stored(event))
+            count += 1
     return {"path": str(target), "events": count, "head": {"seq": seq, "chain": chain}}

@@ -1,0 +1,48 @@
+"""Writing export and checkpoint files so that no reader ever sees half of one."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TextIO
+
+_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+@contextmanager
+def atomic_writer(path: Path) -> Iterator[TextIO]:
+    """A text handle on a temporary file that replaces ``path`` only when the block succeeds.
+
+    A crash or an error mid-write leaves the previous file (or none) and no temporary one.
+    """
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with temporary.open("w", encoding="utf-8", newline="") as out:
+            yield out
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically."""
+    with atomic_writer(path) as out:
+        out.write(text)
+
+
+def folder_name(identifier: str) -> str:
+    """A file-system-safe folder name for a study or run id.
+
+    A safe id (letters, digits, ``.``, ``_``, ``-``, starting with a letter or digit) is its
+    own name. Otherwise unsafe characters become ``_`` and 8 hex digits of the id's sha256
+    are appended, so two ids never share a folder and no id lands on a reserved name such as
+    ``_unassigned``.
+    """
+    if _SAFE.fullmatch(identifier):
+        return identifier
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", identifier).strip("._") or "id"
+    return f"{cleaned[:80]}-{hashlib.sha256(identifier.encode('utf-8')).hexdigest()[:8]}"
