@@ -123,10 +123,14 @@ def test_watch_missing_folder_fails_cleanly(ledger_path: Path, tmp_path: Path) -
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_watch_ingests_then_exits_cleanly_on_signal(ledger_path: Path, tmp_path: Path, sig: signal.Signals) -> None:
+@pytest.mark.parametrize(("sig", "options"), [
+    (signal.SIGTERM, ()), (signal.SIGINT, ()), (signal.SIGTERM, ("--poll", "0.1")),
+])
+def test_watch_ingests_then_exits_cleanly_on_signal(
+    ledger_path: Path, tmp_path: Path, sig: signal.Signals, options: tuple[str, ...]
+) -> None:
     write(tmp_path / "early.jsonl", own_line(0))
-    process = start_watch(ledger_path, tmp_path, "--json")
+    process = start_watch(ledger_path, tmp_path, "--json", *options)
     try:
         wait_for(lambda: count_events(ledger_path, OBS) == 1, timeout=30, what="existing file")
         write(tmp_path / "late.jsonl", own_line(1) + own_line(2))

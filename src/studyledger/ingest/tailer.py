@@ -154,11 +154,17 @@ class _Line:
 
 @dataclass(slots=True)
 class _State:
-    """The stored position of one file, as this pass last committed or read it."""
+    """The stored position of one file, as this pass last committed or read it.
 
-    row_id: int
+    ``row_id`` is None for a file never committed: its row is inserted by its first
+    commit, in the same transaction, so a file costs no transaction of its own.
+    """
+
+    row_id: int | None
     offset: int
     line: int
+    device: int
+    inode: int
 
 
 class _Raced(Exception):
@@ -348,16 +354,9 @@ class Tailer:
             (info.st_dev, info.st_ino),
         ).fetchone()
         if row is None:
-            with self.ledger.store.transaction():
-                self.conn.execute(
-                    f"INSERT INTO {STATE_TABLE} (path, device, inode, fingerprint, fingerprint_len, "
-                    f"offset, line, check_hash, updated_at) VALUES (?, ?, ?, ?, 0, 0, 0, ?, ?) "
-                    f"ON CONFLICT (device, inode) DO NOTHING",
-                    (name, info.st_dev, info.st_ino, _EMPTY_HASH, _EMPTY_HASH, utc_now_precise()),
-                )
-            return self._resume(fd, info, name, stats)
+            return _State(None, 0, 0, info.st_dev, info.st_ino)
         row_id, stored_path, offset, line, fingerprint, fingerprint_len, check = row
-        state = _State(row_id, offset, line)
+        state = _State(row_id, offset, line, info.st_dev, info.st_ino)
         stats.offset = offset
         problem = _verify(fd, info.st_size, offset, fingerprint, fingerprint_len, check)
         if problem is not None:
@@ -429,11 +428,12 @@ class Tailer:
             _hash(os.pread(fd, end - check_start, check_start)),
         )
         try:
-            appended, duplicates = self._store(state, batch, position, each=False)
+            appended, duplicates, row_id = self._store(state, batch, position, each=False)
         except (sqlite3.OperationalError, LedgerBusyError, _Raced):
             raise
         except Exception:  # noqa: BLE001  (one unstorable line must not block the file)
-            appended, duplicates = self._store(state, batch, position, each=True)
+            appended, duplicates, row_id = self._store(state, batch, position, each=True)
+        state.row_id = row_id
         accepted = sum(1 for item in batch if item.accepted)
         stats.lines_read += len(batch)
         stats.lines_accepted += accepted
@@ -447,16 +447,19 @@ class Tailer:
 
     def _store(
         self, state: _State, batch: list[_Line], position: tuple[str, int, int, str, int, str], *, each: bool
-    ) -> tuple[int, int]:
+    ) -> tuple[int, int, int]:
         """One transaction: the batch's events, then the new offset.
 
         With ``each``, every line gets a savepoint, and a line whose events the store
         refuses (an integer too large for SQLite, a conflicting id) is rolled back alone
         and kept as a rejection instead.
+
+        Returns:
+            Events appended, duplicates, and the file's state row id.
         """
         appended = duplicates = 0
         with self.ledger.store.transaction():
-            self._check_position(state)
+            row_id = self._claim_row(state)
             if each:
                 for item in batch:
                     self.conn.execute("SAVEPOINT tail_line")
@@ -485,9 +488,24 @@ class Tailer:
                 f"fingerprint_len = ?, check_hash = ?, lines_accepted = lines_accepted + ?, "
                 f"lines_rejected = lines_rejected + ?, updated_at = ? WHERE id = ?",
                 (name, end, line, fingerprint, fingerprint_len, check, accepted,
-                 len(batch) - accepted, utc_now_precise(), state.row_id),
+                 len(batch) - accepted, utc_now_precise(), row_id),
             )
-        return appended, duplicates
+        return appended, duplicates, row_id
+
+    def _claim_row(self, state: _State) -> int:
+        """The file's state row, checked unmoved or newly inserted; inside the transaction."""
+        if state.row_id is not None:
+            self._check_position(state)
+            return state.row_id
+        cursor = self.conn.execute(
+            f"INSERT INTO {STATE_TABLE} (path, device, inode, fingerprint, fingerprint_len, "
+            f"offset, line, check_hash, updated_at) VALUES ('', ?, ?, ?, 0, 0, 0, ?, '') "
+            f"ON CONFLICT (device, inode) DO NOTHING",
+            (state.device, state.inode, _EMPTY_HASH, _EMPTY_HASH),
+        )
+        if cursor.rowcount != 1 or cursor.lastrowid is None:
+            raise _Raced  # another process committed this file first
+        return cursor.lastrowid
 
 
 def _hash(data: bytes) -> str:
