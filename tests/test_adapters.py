@@ -424,3 +424,18 @@ def test_nan_is_not_null_in_an_observation_body() -> None:
     null = observation_recorded(dict(OBSERVATION, meta_json={"v": None}))
     assert make_event(EventKind.OBSERVATION_RECORDED, nan, source="x").event_id != \
         make_event(EventKind.OBSERVATION_RECORDED, null, source="x").event_id
+
+
+def test_an_exported_ledger_imports_into_an_empty_one_with_the_same_chain(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    ingest_lines(ledger, DATA / "runs-hard.jsonl")
+    ingest_lines(ledger, shared("agents-trace.jsonl"))
+    export = tmp_path / "export.jsonl"
+    export.write_text("".join(own_lines.line_for_stored(event) for event in ledger.events()))
+    with Ledger.open(tmp_path / "copy.db") as copy:
+        _, _, reasons = ingest_lines(copy, export)
+        assert reasons == []
+        assert [e.event_id for e in copy.events()] == [e.event_id for e in ledger.events()]
+        assert copy.head() == ledger.head()
+        assert copy.runs() == ledger.runs()

@@ -18,6 +18,7 @@ anyone can write, and one hostile line must not stop the ingestion of the others
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from typing import Any
@@ -32,7 +33,7 @@ from ..events import (
     run_registered,
     run_status_changed,
 )
-from ..schema import ObservationLevel, RunStatus, hash_identifier
+from ..schema import ObservationLevel, RunStatus
 from . import own_lines
 
 OWN = "studyledger"
@@ -195,25 +196,23 @@ def _trace(obj: dict[str, Any], source: str) -> list[NewEvent]:
     level = trace_level(event_type)
     tool_name = _optional_text(attributes.get("tool_name"))
     step_id = _optional_text(attributes.get("step_id"))
-    record_id = hash_identifier(
-        "trace",
-        {"run_id": run_id, "span_id": span_id, "event_type": event_type,
-         "event_index": event_index, "timestamp": timestamp},
-        length=24,
-    )
-    observation = observation_recorded({
+    identity = {"run_id": run_id, "span_id": span_id, "event_type": event_type,
+                "event_index": event_index, "timestamp": timestamp}
+    # hash_identifier("trace", identity, length=24), written out: the values are checked
+    # text and integers, which the C encoder serialises exactly as stable_json_dumps does.
+    record_id = "trace-" + hashlib.sha256(_compact(identity).encode("utf-8")).hexdigest()[:24]
+    observation = _with_meta({
         "timestamp": timestamp,
         "record_id": record_id,
         "text": _trace_summary(event_type, attributes, duration_ms),
         "session_id": run_id,
         "actor_id": _trace_actor(level, event_type, attributes),
         "event_type": event_type,
-        "meta_json": meta,
         "level": level,
         "run_id": run_id,
         "step_id": step_id,
         "tool_name": tool_name,
-    })
+    }, meta)
     observed = make_event(EventKind.OBSERVATION_RECORDED, observation, source=source)
     if event_type == "RunStarted":
         registered = run_registered(run_id, study_id=None, condition_id=None, replicate=None,
@@ -437,9 +436,21 @@ def _observation_body(row: Any, what: str) -> dict[str, Any]:
         raise LineRejected(f"{what} 'meta_json' must be an object (or a JSON string of one), "
                            f"not {_type_name(meta)}")
     try:
-        return observation_recorded({**row, "meta_json": meta})
+        return _with_meta(row, meta)
     except ValueError as exc:
         raise LineRejected(f"{what}: {exc}") from None
+
+
+def _with_meta(row: dict[str, Any], meta: dict[str, Any] | None) -> dict[str, Any]:
+    """``observation_recorded(row)`` with ``meta_json`` set afterwards, as the same body.
+
+    The builder copies its input through ``to_jsonable``, which walks every nested value in
+    Python; meta is most of a trace line, and it is already plain parsed JSON. Its
+    canonical text is the same either way: ``canonical_body`` tags non-finite floats itself.
+    """
+    body = observation_recorded({**row, "meta_json": None})
+    body["meta_json"] = meta if meta is not None else {}
+    return body
 
 
 def _observation(obj: dict[str, Any], source: str) -> list[NewEvent]:
@@ -535,6 +546,10 @@ def _error_text(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def _check_storable(event: NewEvent) -> None:
