@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from ..events import (
@@ -173,7 +174,7 @@ def _trace(obj: dict[str, Any], source: str) -> list[NewEvent]:
     run_id = _text(obj, "run_id", what, required=True)
     span_id = _text(obj, "span_id", what, required=True)
     parent = _text(obj, "parent_span_id", what)
-    timestamp = _text(obj, "timestamp", what, required=True)
+    timestamp = _time(obj, "timestamp", what, required=True)
     timestamp_ms = _integer(obj, "timestamp_ms", what)
     duration_ms = _number(obj, "duration_ms", what)
     event_index = _integer(obj, "event_index", what, required=True)
@@ -289,8 +290,8 @@ def _checkpoint(obj: dict[str, Any], source: str) -> list[NewEvent]:
     status = _status(obj, what)
     study_id = _text(spec, "study_id", "run_spec")
     registration = run_registration(run_id, spec)
-    started_at = _text(obj, "started_at", what)
-    ended_at = _text(obj, "ended_at", what)
+    started_at = _time(obj, "started_at", what)
+    ended_at = _time(obj, "ended_at", what)
     reason = _text(obj, "status_reason", what)
     error = _error_text(obj.get("error_info"))
 
@@ -426,6 +427,7 @@ def _observation_body(row: Any, what: str) -> dict[str, Any]:
         value = row.get(key)
         if value is not None and not isinstance(value, str):
             raise LineRejected(f"{what} '{key}' must be text or null, not {_type_name(value)}")
+    _time(row, "timestamp", what)
     meta = row.get("meta_json")
     if isinstance(meta, str):
         try:
@@ -494,6 +496,17 @@ def _text(obj: dict[str, Any], key: str, what: str, *, required: bool = False) -
         return None
     if not isinstance(value, str):
         raise LineRejected(f"{what} '{key}' must be text, not {_type_name(value)}")
+    return value
+
+
+def _time(obj: dict[str, Any], key: str, what: str, *, required: bool = False) -> str | None:
+    """An ISO-8601 time, kept as written: ledgers order and filter by these strings."""
+    value = _text(obj, key, what, required=required)
+    if value is not None:
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            raise LineRejected(f"{what} '{key}' {value[:40]!r} is not an ISO-8601 time") from None
     return value
 
 
