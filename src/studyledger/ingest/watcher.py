@@ -98,7 +98,7 @@ class Watcher:
         line_limit: int = DEFAULT_LINE_LIMIT,
     ) -> None:
         self.db_path = Path(db_path)
-        self.folder = Path(folder)
+        self.folder = Path(os.path.abspath(folder))
         self.poll = poll
         self.reconcile = reconcile
         self.line_limit = line_limit
