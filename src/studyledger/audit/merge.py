@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import LedgerError, LedgerMissingError, NotALedgerError
+from ..errors import EventConflictError, LedgerError, LedgerMissingError, NotALedgerError
 from ..events import NewEvent
 from ..ingest.own_lines import FORMAT_KEY, FORMAT_VERSION, OwnLineError, event_from_line
 from ..ledger import Ledger
-from ..store import Store
+from ..store import Store, StoredEvent
 
 BATCH = 5_000
 
@@ -64,20 +63,37 @@ def _check_is_ledger(path: Path) -> None:
         raise NotALedgerError(f"{path}: not a studyledger ledger (no ledger_meta table)")
 
 
-def _events_of(other: Store) -> Iterator[NewEvent]:
-    """The other ledger's events as events to append, each id checked against its body.
+def _checked(other: Store, stored: StoredEvent) -> NewEvent:
+    """An event of the other ledger, ready to append, after checking its id against its body.
 
     The check goes through the own-line reader, the one place that rebuilds an event from
     its parts, so an edited row in the other ledger is refused rather than copied.
     """
-    for stored in other.iter_events():
-        line = {FORMAT_KEY: FORMAT_VERSION, "kind": stored.kind, "body": json.loads(stored.body),
-                "event_id": stored.event_id, "recorded_at": stored.recorded_at, "source": stored.source}
-        try:
-            yield event_from_line(line, source=stored.source)
-        except OwnLineError as exc:
-            raise LedgerError(f"{other.path}: event at seq {stored.seq}: {exc}; "
-                              f"check it with `studyledger --db {other.path} verify`") from None
+    line = {FORMAT_KEY: FORMAT_VERSION, "kind": stored.kind, "body": json.loads(stored.body),
+            "event_id": stored.event_id, "recorded_at": stored.recorded_at, "source": stored.source}
+    try:
+        return event_from_line(line, source=stored.source)
+    except OwnLineError as exc:
+        raise LedgerError(f"{other.path}: event at seq {stored.seq}: {exc}; "
+                          f"check it with `studyledger --db {other.path} verify`") from None
+
+
+def _missing(ledger: Ledger, other: Store, batch: list[StoredEvent]) -> list[NewEvent]:
+    """The events of a batch this ledger lacks.
+
+    Stored ids are looked up first, so merging again costs an index lookup per event instead
+    of re-encoding every body; a stored id whose body differs is a conflict, never skipped.
+    """
+    present = ledger.store.existing_bodies([stored.event_id for stored in batch])
+    missing = []
+    for stored in batch:
+        here = present.get(stored.event_id)
+        if here is None:
+            missing.append(_checked(other, stored))
+        elif here != (stored.kind, stored.body):
+            raise EventConflictError(f"{other.path}: event {stored.event_id} (seq {stored.seq}) is stored "
+                                     f"here with a different body; one of the ledgers was edited")
+    return missing
 
 
 def merge(ledger: Ledger, other_path: Path) -> MergeReport:
@@ -96,14 +112,14 @@ def merge(ledger: Ledger, other_path: Path) -> MergeReport:
     other = Store(other_path, create=False)
     read = appended = 0
     try:
-        batch: list[NewEvent] = []
-        for event in _events_of(other):
-            batch.append(event)
-            read += 1
+        batch: list[StoredEvent] = []
+        for stored in other.iter_events(batch=BATCH):
+            batch.append(stored)
             if len(batch) >= BATCH:
-                appended += len(ledger.append(batch).appended)
-                batch = []
-        appended += len(ledger.append(batch).appended)
+                appended += len(ledger.append(_missing(ledger, other, batch)).appended)
+                read, batch = read + len(batch), []
+        appended += len(ledger.append(_missing(ledger, other, batch)).appended)
+        read += len(batch)
     finally:
         other.close()
     return MergeReport(str(other_path), read, appended, read - appended, ledger.head())
