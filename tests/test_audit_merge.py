@@ -116,3 +116,14 @@ def test_merge_refuses_an_edited_other_ledger(tmp_path: Path) -> None:
     code, _, err = invoke("--db", str(tmp_path / "a.db"), "merge", str(tmp_path / "b.db"))
     assert code != 0 and "does not match" in err and "seq 4" in err
     assert ids(tmp_path / "a.db") == before
+
+
+def test_merge_refuses_a_shared_event_with_another_body(tmp_path: Path) -> None:
+    machine(tmp_path / "a.db", "a", [])
+    machine(tmp_path / "b.db", "b", [])
+    conn = raw(tmp_path / "b.db")
+    drop_triggers(conn)
+    conn.execute("UPDATE events SET body = replace(body, '\"s1\"', '\"s2\"') WHERE seq = 1")
+    conn.close()
+    code, _, err = invoke("--db", str(tmp_path / "a.db"), "merge", str(tmp_path / "b.db"))
+    assert code != 0 and "(seq 1) is stored here with a different body" in err
