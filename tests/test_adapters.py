@@ -206,10 +206,10 @@ def test_runs_appended_twice_give_one_run_and_flag_the_second_attempt(ledger: Le
     assert (run["seed"], run["status"], run["observation_count"]) == (11, "success", 2)
     assert len(ledger.runs(study_id="hard-study")) == 3
     # Line 4 repeats line 1 exactly (no new events); line 5 is a second attempt with new
-    # times: its transitions are kept and are illegal after a terminal status.
+    # times: its start after the end is flagged, its success then confirms the outcome.
     transitions = ledger.transitions("run-hard-ok")
     assert [(t["to_status"], t["legal"]) for t in transitions] == [
-        ("running", 1), ("success", 1), ("running", 0), ("success", 0)]
+        ("running", 1), ("success", 1), ("running", 0), ("success", 1)]
     assert {a["kind"] for a in ledger.anomalies("run-hard-ok")} == {"illegal_transition"}
     before = ledger.head()
     appended, _, _ = ingest_lines(ledger, DATA / "runs-hard.jsonl")

@@ -148,19 +148,47 @@ def test_facts_from_files_are_recorded_even_when_illegal(study_ledger: Ledger) -
     assert [t["legal"] for t in study_ledger.transitions(run_id)] == [0, 0]
 
 
-def test_shown_status_does_not_depend_on_ingestion_order(ledger_path: Path, tmp_path: Path) -> None:
-    facts = [
-        *status_event("run-a", "running", "2026-01-01T00:00:00+00:00"),
-        *status_event("run-a", "success", "2026-01-01T00:00:05+00:00", reason="runner"),
-        *status_event("run-a", "failed", "2026-01-01T00:00:04+00:00", reason="trace"),
-    ]
-    shown = set()
-    for order in itertools.permutations(facts):
-        with Ledger.open(tmp_path / f"{len(shown)}-{id(order)}.db") as ledger:
-            ledger.append(list(order))
+def interleavings(a: list, b: list) -> list[list]:
+    """Every merge of two sequences that keeps each one's own order."""
+    if not a or not b:
+        return [a + b]
+    return [[a[0], *rest] for rest in interleavings(a[1:], b)] + [[b[0], *rest] for rest in interleavings(a, b[1:])]
+
+
+@pytest.mark.parametrize("trace_outcome,expected", [
+    ("failed", ("failed", "trace", "2026-01-01T00:00:04+00:00", ["conflicting_outcome"])),
+    ("success", ("success", "runner", "2026-01-01T00:00:05+00:00", [])),
+])
+def test_shown_status_does_not_depend_on_ingestion_order(tmp_path: Path, trace_outcome: str, expected: tuple) -> None:
+    """A runner and a trace describe one run; ingesting them in any interleaving gives one row."""
+    runner = [*status_event("run-a", "running", "2026-01-01T00:00:00+00:00", reason="runner"),
+              *status_event("run-a", "success", "2026-01-01T00:00:05+00:00", reason="runner")]
+    trace = [*status_event("run-a", "running", "2026-01-01T00:00:00.500+00:00"),
+             *status_event("run-a", trace_outcome, "2026-01-01T00:00:04+00:00", reason="trace")]
+    seen = set()
+    orders = interleavings(runner, trace)
+    assert len(orders) == 6
+    for number, order in enumerate(orders):
+        with Ledger.open(tmp_path / f"{number}.db") as ledger:
+            for event in order:
+                ledger.append([event])
             run = ledger.run("run-a")
-            shown.add((run["status"], run["status_reason"], run["ended_at"]))
-    assert shown == {("failed", "trace", "2026-01-01T00:00:04+00:00")}
+            kinds = sorted({a["kind"] for a in ledger.anomalies()})
+            seen.add((run["status"], run["status_reason"], run["ended_at"], run["started_at"], tuple(kinds)))
+    status, reason, ended, kinds = expected
+    assert seen == {(status, reason, ended, "2026-01-01T00:00:00+00:00", tuple(kinds))}
+
+
+def test_a_status_after_the_end_is_flagged_but_a_late_earlier_one_is_not(study_ledger: Ledger) -> None:
+    run_id = study_ledger.register_run("s1", "c1")
+    study_ledger.append(status_event(run_id, "running", "2026-01-01T00:00:00+00:00"))
+    study_ledger.append(status_event(run_id, "success", "2026-01-01T00:00:05+00:00"))
+    study_ledger.append(status_event(run_id, "running", "2026-01-01T00:00:01+00:00"))  # late, earlier: fine
+    study_ledger.append(status_event(run_id, "pending", "2026-01-01T00:00:00+00:00"))
+    assert study_ledger.anomalies(run_id) == []
+    study_ledger.append(status_event(run_id, "running", "2026-01-02T00:00:00+00:00"))  # a re-run after the end
+    assert [a["kind"] for a in study_ledger.anomalies(run_id)] == ["illegal_transition"]
+    assert study_ledger.run(run_id)["status"] == "success"
 
 
 def test_conflicting_registrations_are_flagged(ledger: Ledger) -> None:

@@ -109,9 +109,6 @@ def test_importing_the_same_folder_again_appends_nothing(ledger: Ledger) -> None
     assert first > 0 and again == 0 and ledger.head() == head
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "projections flag a source confirming the status another source already reported "
-    "(running -> running, success -> success) as an illegal transition; see the report to the lead"))
 def test_two_sources_confirming_one_outcome_are_not_an_anomaly(ledger: Ledger) -> None:
     import_folder(ledger, FIXTURE)
     assert ledger.anomalies() == []

@@ -14,16 +14,16 @@ is an anomaly; the conservative pick is "failed" (see docs/events.md).
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from .events import EventKind, canonical_body
 from .schema import RunStatus
 from .store import StoredEvent
 
-PROJECTION_VERSION = "2"
+PROJECTION_VERSION = "3"
 
 LEGAL_TRANSITIONS: dict[str, frozenset[str]] = {
     RunStatus.PENDING: frozenset({RunStatus.RUNNING, RunStatus.SKIPPED, RunStatus.FAILED}),
@@ -347,35 +347,87 @@ def _on_run(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> None:
         row[name] = new
 
 
+def _instant(text: str | None) -> datetime | None:
+    """Parse an ISO-8601 time for comparison; None when absent or unparseable."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _pick(old: str | None, new: str | None, *, latest: bool) -> str | None:
+    """The later (or earlier) of two ISO times; an unparseable one loses to a parseable one."""
+    if old is None or new is None:
+        return old or new
+    a, b = _instant(old), _instant(new)
+    if a is None or b is None:
+        return old if b is None else new
+    return (new if b > a else old) if latest else (new if b < a else old)
+
+
+def classify_report(current: str, reported: str, at: str | None, reached_at: str | None) -> str | None:
+    """Why a reported status is an anomaly for a run showing ``current``, or None if it is not.
+
+    ``reached_at`` is when the run reached ``current``. Besides legal transitions, two kinds
+    of report are ordinary when several sources describe one run: a report of the status the
+    run already shows (a trace and the runner both say "running"), and a report of an
+    earlier status that happened before the run reached its current one (a trace's
+    RunStarted ingested after the runner's result). A status reported as happening *after*
+    a terminal one (a study re-run without resume) is not ordinary.
+    """
+    if reported == current or is_legal(current, reported):
+        return None
+    if current in TERMINAL and reported in TERMINAL:
+        return "conflicting_outcome"
+    if _PRECEDENCE[RunStatus(reported)] < _PRECEDENCE[RunStatus(current)]:
+        reported_at, reached = _instant(at), _instant(reached_at)
+        if reported_at is not None and reached is not None and reported_at <= reached:
+            return None
+    return "illegal_transition"
+
+
 def _on_status(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> None:
     run_id = body["run_id"]
     row = fold.run(run_id, event)
     if body.get("study_id") and row["study_id"] is None:
         row["study_id"] = body["study_id"]
     current, reported = row["status"], body["status"]
-    legal = is_legal(current, reported)
-    if not legal:
-        if current in TERMINAL and reported in TERMINAL and current != reported:
-            kind = "conflicting_outcome"
-            message = f"sources disagree: {current} and {reported}; showing {shown_status(current, reported)}"
-        else:
-            kind = "illegal_transition"
-            message = f"{current} -> {reported} is not a legal transition"
-        fold.anomaly(event, run_id, kind, message)
-    shown = shown_status(current, reported)
     at = body.get("at") or event.recorded_at
+    shown = shown_status(current, reported)
+    reached_at = row["ended_at"] if current in TERMINAL else row["started_at"]
+    anomaly = classify_report(current, reported, at, reached_at)
+    if anomaly == "conflicting_outcome":
+        fold.anomaly(event, run_id, anomaly, f"sources disagree: {current} and {reported}; showing {shown}")
+    elif anomaly is not None:
+        fold.anomaly(event, run_id, anomaly, f"{current} -> {reported} is not a legal transition")
+    # Times and reasons are chosen so that the order sources were ingested in does not
+    # matter: the earliest start; for a confirmed outcome the latest end with its reason
+    # (a confirmation without a reason does not erase one).
     if reported == RunStatus.RUNNING:
-        row["started_at"] = row["started_at"] or at
-    if reported in TERMINAL and (shown == reported or row["ended_at"] is None):
-        row["ended_at"] = at
-    if shown != current or shown == reported:
+        row["started_at"] = _pick(row["started_at"], at, latest=False)
+    if reported == current and reported in TERMINAL:
+        if _pick(row["ended_at"], at, latest=True) != row["ended_at"]:
+            row["ended_at"] = at
+            row["status_reason"] = body.get("reason") or row["status_reason"]
+            row["error"] = body.get("error") or row["error"]
+        else:
+            row["status_reason"] = row["status_reason"] or body.get("reason")
+            row["error"] = row["error"] or body.get("error")
+    elif shown == reported and reported != current:
+        if reported in TERMINAL:
+            row["ended_at"] = at
         row["status_reason"] = body.get("reason")
         row["error"] = body.get("error")
+    elif reported in TERMINAL and row["ended_at"] is None:
+        row["ended_at"] = at
     row["status"] = shown
     fold.conn.execute(
         "INSERT INTO transitions VALUES (?,?,?,?,?,?,?,?,?)",
         (event.seq, run_id, current, reported, shown, body.get("reason"), body.get("error"),
-         body.get("at"), int(legal)),
+         body.get("at"), int(anomaly is None)),
     )
 
 
