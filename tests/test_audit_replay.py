@@ -99,7 +99,7 @@ def test_replay_is_identical_and_as_of_equals_what_was_seen(ops: list[tuple[Any,
         assert report.differences == [] and report.transitions["invalid"] == 0
         assert report.runs_by_status == query.status_breakdown(ledger.conn)
         assert report.anomaly_count == len(query.anomalies(ledger.conn))
-        assert report.transitions["illegal"] == sum(
+        assert report.transitions["flagged"] == sum(
             1 for row in ledger.conn.execute("SELECT legal FROM transitions") if not row[0])
         for seq, state in seen:
             with state_as_of(ledger.store, seq=seq) as snapshot:
@@ -156,8 +156,28 @@ def test_a_forged_legal_flag_is_an_invalid_transition(filled: tuple[Path, list[s
     conn.close()
     code, out, _ = invoke("--db", str(db), "replay", "--json")
     data = json.loads(out)
-    assert code == 1 and data["transitions"]["invalid"] == 1
+    assert code == 1 and data["transitions"]["invalid"] == 2 and data["transitions"]["flagged"] == 1
     assert {d["problem"] for d in data["differences"]} == {"changed", "invalid_transition"}
+    messages = sorted(d["message"] for d in data["differences"] if d["problem"] == "invalid_transition")
+    assert messages == ["flagged as an anomaly but the anomalies table has none",
+                        "pending -> running is legal but flagged as an anomaly"]
+
+
+def test_a_removed_anomaly_leaves_its_transition_unexplained(tmp_path: Path) -> None:
+    db = tmp_path / "l.db"
+    with Ledger.open(db) as ledger:
+        ledger.register_study("s1")
+        run_id = ledger.register_run("s1", "c1")
+        for second, status in enumerate(("running", "success", "failed")):  # two outcomes: flagged
+            ledger.append([make_event(EventKind.RUN_STATUS_CHANGED, ev.run_status_changed(
+                run_id, status, at=f"2026-01-01T00:00:0{second}+00:00"), source="file:f:1:0")])
+    conn = raw(db)
+    conn.execute("DELETE FROM anomalies")
+    conn.execute("UPDATE transitions SET legal = 1")
+    conn.close()
+    code, out, _ = invoke("--db", str(db), "replay", "--json")
+    invalid = [d["message"] for d in json.loads(out)["differences"] if d["problem"] == "invalid_transition"]
+    assert code == 1 and invalid == ["outcomes success and failed disagree but are not flagged"]
 
 
 def test_a_dropped_projection_table_is_reported(filled: tuple[Path, list[str]]) -> None:

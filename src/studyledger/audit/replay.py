@@ -396,22 +396,57 @@ def _key(row: tuple[Any, ...], names: list[str], key: list[str]) -> tuple[Any, .
     return tuple(row[names.index(name)] for name in key)
 
 
-def _transition_check(conn: sqlite3.Connection, schema: str) -> tuple[dict[str, int], list[dict[str, Any]]]:
-    """Re-validate a transitions table against the state machine, run by run.
+_STATUS_ANOMALIES = ("illegal_transition", "conflicting_outcome")
 
-    Each transition must start from the status the previous one left shown (``pending``
-    first), carry ``legal`` exactly when the state machine allows it, and show the status
-    the precedence rule picks. Streams in (run, seq) order, keeping one run's state.
+
+def _transition_problem(from_status: str, to_status: str, shown_before: str, shown_status: str,
+                        legal: int) -> str | None:
+    """What is wrong with one stored transition row, judged by the state machine alone.
+
+    Only rules that hold whatever the ingestion order are checked: the row starts from the
+    status the run showed, shows what the precedence rule picks, never flags a legal
+    transition, and always flags two different outcomes. Whether an out-of-order report is
+    ordinary depends on times and is left to the fold (compared row by row elsewhere).
+    """
+    try:
+        expected_shown = projections.shown_status(from_status, to_status)
+        allowed = projections.is_legal(from_status, to_status)
+    except (ValueError, KeyError):
+        return f"unknown status in {from_status!r} -> {to_status!r}"
+    terminal = projections.TERMINAL
+    if from_status != shown_before:
+        return f"starts from {from_status} but the run showed {shown_before}"
+    if shown_status != expected_shown:
+        return f"shows {shown_status} after {from_status} -> {to_status}, expected {expected_shown}"
+    if allowed and not legal:
+        return f"{from_status} -> {to_status} is legal but flagged as an anomaly"
+    if from_status in terminal and to_status in terminal and from_status != to_status and legal:
+        return f"outcomes {from_status} and {to_status} disagree but are not flagged"
+    return None
+
+
+def _transition_check(conn: sqlite3.Connection, schema: str) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    """Re-validate a transitions table against the state machine and the anomalies table.
+
+    Streams in (run, seq) order keeping one run's state; then checks that a transition is
+    flagged (``legal = 0``) exactly when the anomalies table holds a status anomaly for it.
 
     Returns:
-        Counts (``checked``, ``illegal`` transitions the ledger flagged as anomalies,
-        ``invalid`` rows that contradict the state machine) and a bounded list of the
-        invalid rows as differences.
+        Counts (``checked``; ``flagged``, the reports the ledger recorded as anomalies,
+        which are facts and not errors; ``invalid``, rows that contradict the rules) and a
+        bounded list of the invalid rows as differences.
     """
-    counts = {"checked": 0, "illegal": 0, "invalid": 0}
+    counts = {"checked": 0, "flagged": 0, "invalid": 0}
     found: list[dict[str, Any]] = []
     if not _columns(conn, schema, "transitions"):
         return counts, found
+
+    def invalid(seq: int, run_id: str, message: str) -> None:
+        counts["invalid"] += 1
+        if len(found) < MAX_DIFFERENCES:
+            found.append({"table": "transitions", "problem": "invalid_transition", "key": {"seq": seq},
+                          "run_id": run_id, "message": message})
+
     run, shown = None, RunStatus.PENDING.value
     cursor = conn.execute(f"SELECT seq, run_id, from_status, to_status, shown_status, legal "
                           f"FROM {schema}.transitions ORDER BY run_id, seq")
@@ -419,25 +454,20 @@ def _transition_check(conn: sqlite3.Connection, schema: str) -> tuple[dict[str, 
         if run_id != run:
             run, shown = run_id, RunStatus.PENDING.value
         counts["checked"] += 1
-        try:
-            expected_legal = projections.is_legal(from_status, to_status)
-            expected_shown = projections.shown_status(from_status, to_status)
-            problem = None
-            if from_status != shown:
-                problem = f"starts from {from_status} but the run showed {shown}"
-            elif bool(legal) != expected_legal:
-                problem = f"{from_status} -> {to_status} is marked legal={legal}, the state machine says {expected_legal}"
-            elif shown_status != expected_shown:
-                problem = f"shows {shown_status} after {from_status} -> {to_status}, expected {expected_shown}"
-            counts["illegal"] += not expected_legal
-        except (ValueError, KeyError):
-            problem = f"unknown status in {from_status!r} -> {to_status!r}"
+        counts["flagged"] += not legal
+        problem = _transition_problem(from_status, to_status, shown, shown_status, legal)
         if problem is not None:
-            counts["invalid"] += 1
-            if len(found) < MAX_DIFFERENCES:
-                found.append({"table": "transitions", "problem": "invalid_transition",
-                              "key": {"seq": seq}, "run_id": run_id, "message": problem})
+            invalid(seq, run_id, problem)
         shown = shown_status
+    if _columns(conn, schema, "anomalies"):
+        kinds = ", ".join(f"'{kind}'" for kind in _STATUS_ANOMALIES)
+        mismatched = conn.execute(
+            f"SELECT t.seq, t.run_id, t.legal FROM {schema}.transitions t WHERE (t.legal = 0) != EXISTS "
+            f"(SELECT 1 FROM {schema}.anomalies a WHERE a.seq = t.seq AND a.run_id = t.run_id "
+            f"AND a.kind IN ({kinds})) ORDER BY t.seq")
+        for seq, run_id, legal in mismatched:
+            invalid(seq, run_id, "flagged as an anomaly but the anomalies table has none" if not legal
+                    else "the anomalies table flags it but the transition is marked ordinary")
     return counts, found
 
 

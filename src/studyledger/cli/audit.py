@@ -133,7 +133,7 @@ def _print_replay(data: dict[str, Any]) -> None:
         click.echo(f"  {entry['table']} {entry['problem']} {entry['key']}: "
                    f"{entry.get('message') or {'stored': entry['stored'], 'rebuilt': entry['rebuilt']}}")
     t = data["transitions"]
-    click.echo(f"transitions: {t['checked']} checked, {t['illegal']} illegal (flagged), {t['invalid']} invalid")
+    click.echo(f"transitions: {t['checked']} checked, {t['flagged']} flagged as anomalies, {t['invalid']} invalid")
     by_status = ", ".join(f"{k} {v}" for k, v in data["runs_by_status"].items()) or "none"
     click.echo(f"runs by status: {by_status}")
     kinds = ", ".join(f"{k} {v}" for k, v in data["anomalies_by_kind"].items()) or "none"
