@@ -102,7 +102,7 @@ def test_replay_is_identical_and_as_of_equals_what_was_seen(ops: list[tuple[Any,
         assert report.transitions["flagged"] == sum(
             1 for row in ledger.conn.execute("SELECT legal FROM transitions") if not row[0])
         for seq, state in seen:
-            with state_as_of(ledger.store, seq=seq) as snapshot:
+            with state_as_of(ledger, seq=seq) as snapshot:
                 assert snapshot.seq == seq
                 assert observed_state(snapshot.conn) == state
 

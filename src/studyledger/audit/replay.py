@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import Any
 
 from .. import projections, query
+from ..ledger import Ledger
 from ..schema import RunStatus, ValidationError
 from ..store import EVENT_COLUMNS, Store, StoredEvent
 
@@ -119,6 +120,10 @@ class Snapshot:
         self.close()
 
 
+def _store_of(ledger: Ledger | Store) -> Store:
+    return ledger.store if isinstance(ledger, Ledger) else ledger
+
+
 def _scratch(store: Store, in_memory: bool) -> tuple[sqlite3.Connection, Path | None]:
     """A scratch connection with the ledger attached as ``ledger``.
 
@@ -192,12 +197,12 @@ def _events_view(conn: sqlite3.Connection, upper: int, timed: bool) -> None:
         conn.execute(re.sub(r"^\s*CREATE\s+VIEW", "CREATE TEMP VIEW", sql, count=1, flags=re.IGNORECASE))
 
 
-def state_as_of(store: Store, *, seq: int | None = None, at: datetime | str | None = None,
+def state_as_of(ledger: Ledger | Store, *, seq: int | None = None, at: datetime | str | None = None,
                 in_memory: bool = True) -> Snapshot:
     """The projections as they were after event ``seq``, or at time ``at``.
 
     Args:
-        store: The ledger's store (``ledger.store``).
+        ledger: The ledger (or its store).
         seq: Fold events up to and including this sequence number.
         at: Fold the events whose ``recorded_at`` is at or before this moment (an aware
             datetime or ISO-8601 text; without an offset it is UTC). ``recorded_at`` is when
@@ -213,7 +218,7 @@ def state_as_of(store: Store, *, seq: int | None = None, at: datetime | str | No
     limit = parse_timestamp(at) if isinstance(at, str) else at
     if limit is not None and limit.tzinfo is None:
         limit = limit.replace(tzinfo=UTC)
-    conn, directory = _scratch(store, in_memory)
+    conn, directory = _scratch(_store_of(ledger), in_memory)
     try:
         conn.execute("BEGIN")
         upper, counted = _fold(conn, seq, limit)
@@ -255,12 +260,13 @@ class ReplayReport:
         return asdict(self)
 
 
-def replay(store: Store, *, seq: int | None = None, at: datetime | str | None = None,
+def replay(ledger: Ledger | Store, *, seq: int | None = None, at: datetime | str | None = None,
            in_memory: bool = False) -> ReplayReport:
     """Rebuild every projection from the events and compare it with the stored tables.
 
     With ``seq`` or ``at`` it reports the state at that point instead (no comparison).
     """
+    store = _store_of(ledger)
     if seq is not None or at is not None:
         with state_as_of(store, seq=seq, at=at, in_memory=in_memory) as snapshot:
             transitions, _ = _transition_check(snapshot.conn, "main")
