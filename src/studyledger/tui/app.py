@@ -1,0 +1,183 @@
+"""The studyledger dashboard: studies -> runs -> one run -> one observation, live.
+
+The app owns three things the screens share: the read side of the ledger
+(:class:`~studyledger.tui.data.Source`), an optional in-process :class:`Watcher` for
+``--watch``, and one background thread that polls SQLite's ``data_version`` (a counter
+that moves only when another connection commits) and tells the visible screen to refresh.
+An idle dashboard therefore runs one pragma per poll and nothing else.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import ClassVar
+
+from textual.app import App
+from textual.await_complete import AwaitComplete
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.worker import get_current_worker
+
+from ..errors import LedgerError
+from ..ingest.watcher import Watcher
+from .commands import LedgerCommands
+from .data import Source, now_utc
+from .screens.audit import AuditScreen
+from .screens.base import LiveScreen
+from .screens.ingestion import IngestionScreen
+from .screens.no_ledger import NoLedgerScreen
+from .screens.observation import ObservationScreen
+from .screens.run import RunScreen
+from .screens.runs import RunsScreen
+from .screens.studies import StudiesScreen
+
+DEFAULT_STALE_AFTER = 300.0
+POLL_SECONDS = 0.25
+# How often derived, time-based state (stale flags, "3m ago") is redrawn without new data.
+TICK_SECONDS = 5.0
+
+
+class StudyLedgerApp(App[None]):
+    """The dashboard over one ledger file.
+
+    Args:
+        db_path: The ledger (with ``watch`` it is created when missing).
+        watch: A folder to ingest in this process, off the UI thread, while the app runs.
+        stale_after: Seconds without an event after which a running run is shown as stale.
+        clock: Returns "now" (tests and screenshots pass a fixed clock).
+        poll: Seconds between change checks.
+    """
+
+    CSS_PATH = "app.tcss"
+    TITLE = "studyledger"
+    COMMANDS = App.COMMANDS | {LedgerCommands}
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Keys"),
+        Binding("i", "ingestion", "Ingestion"),
+        Binding("a", "audit", "Audit"),
+        Binding("t", "toggle_theme", "Theme", show=False),
+    ]
+
+    def __init__(
+        self,
+        db_path: str | Path,
+        *,
+        watch: str | Path | None = None,
+        stale_after: float = DEFAULT_STALE_AFTER,
+        clock: Callable[[], datetime] = now_utc,
+        poll: float = POLL_SECONDS,
+    ) -> None:
+        super().__init__()
+        self.db_path = Path(db_path)
+        self.watch_folder = Path(watch) if watch is not None else None
+        self.stale_after = stale_after
+        self.clock = clock
+        self.poll = poll
+        self.source: Source | None = None
+        self.watcher: Watcher | None = None
+        self._stop = threading.Event()
+
+    # -- start and stop ---------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        if self.watch_folder is not None:
+            self.watcher = Watcher(self.db_path, self.watch_folder).start()
+        self._open()
+        self.set_interval(TICK_SECONDS, self._tick)
+
+    def _open(self) -> None:
+        """Open the ledger in a worker (catching up old projections can take a moment)."""
+
+        def work() -> None:
+            try:
+                source: Source | str = Source(self.db_path)
+            except LedgerError as exc:
+                source = str(exc)
+            self.call_from_thread(self._opened, source)
+
+        self.run_worker(work, thread=True, group="open", exclusive=True)
+
+    def _opened(self, source: Source | str) -> None:
+        if isinstance(source, str):
+            if not isinstance(self.screen, NoLedgerScreen):
+                self.push_screen(NoLedgerScreen(str(self.db_path), source))
+            self.set_timer(1.0, self._open)
+            return
+        self.source = source
+        if isinstance(self.screen, NoLedgerScreen):
+            self.pop_screen()
+        self.push_screen(StudiesScreen())
+        self.run_worker(self._watch_changes, thread=True, group="poll")
+
+    def _watch_changes(self) -> None:
+        """Poll ``data_version`` until the app exits; tell the UI when it moves."""
+        assert self.source is not None
+        worker = get_current_worker()
+        last = self.source.data_version()
+        while not self._stop.wait(self.poll) and not worker.is_cancelled:
+            version = self.source.data_version()
+            if version != last:
+                last = version
+                self.call_from_thread(self._changed)
+
+    def _changed(self) -> None:
+        if isinstance(self.screen, LiveScreen):
+            self.screen.refresh_data()
+
+    def _tick(self) -> None:
+        if isinstance(self.screen, (StudiesScreen, RunsScreen)):
+            self.screen.refresh_data()
+
+    def on_unmount(self) -> None:
+        self._stop.set()
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.source is not None:
+            self.source.close()
+
+    # -- navigation -------------------------------------------------------------------------
+
+    def open_study(self, study_id: str | None) -> None:
+        """Show the runs of a study (None: every run)."""
+        if self.source is not None:
+            self.push_screen(RunsScreen(study_id))
+
+    def open_run(self, run_id: str) -> AwaitComplete | None:
+        """Show one run; awaiting the result waits until its screen is mounted."""
+        if self.source is None:
+            return None
+        return AwaitComplete(self._push(RunScreen(run_id)))
+
+    async def _push(self, screen: Screen[None]) -> None:
+        await self.push_screen(screen)
+
+    def open_observation(self, seq: int) -> None:
+        """Show one observation in full."""
+        self.push_screen(ObservationScreen(seq))
+
+    def action_go_back(self) -> None:
+        """Go back one screen (never past the studies screen)."""
+        if len(self.screen_stack) > 2:
+            self.pop_screen()
+
+    def action_ingestion(self) -> None:
+        if self.source is not None and not isinstance(self.screen, IngestionScreen):
+            self.push_screen(IngestionScreen())
+
+    def action_audit(self) -> None:
+        if self.source is not None and not isinstance(self.screen, AuditScreen):
+            self.push_screen(AuditScreen())
+
+    def action_help(self) -> None:
+        """Show or hide the panel listing every key of the current screen."""
+        if self.screen.query("HelpPanel"):
+            self.action_hide_help_panel()
+        else:
+            self.action_show_help_panel()
+
+    def action_toggle_theme(self) -> None:
+        self.theme = "textual-light" if self.current_theme.dark else "textual-dark"

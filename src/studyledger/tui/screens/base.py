@@ -1,0 +1,62 @@
+"""What every data screen shares: a source, a clock, and a hook for live updates."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from textual.screen import Screen
+from textual.worker import get_current_worker
+
+from ..data import Source
+
+if TYPE_CHECKING:
+    from ..app import StudyLedgerApp
+
+
+class LiveScreen(Screen[None]):
+    """A screen whose data the app refreshes when the ledger changes.
+
+    Subclasses load in :meth:`refresh_data`, always in a worker thread, and apply results
+    on the UI thread, so a slow query never freezes input.
+    """
+
+    @property
+    def ledger_app(self) -> StudyLedgerApp:
+        """The app, typed."""
+        from ..app import StudyLedgerApp
+
+        assert isinstance(self.app, StudyLedgerApp)
+        return self.app
+
+    @property
+    def source(self) -> Source:
+        """The ledger's read side."""
+        source = self.ledger_app.source
+        assert source is not None
+        return source
+
+    def now(self) -> datetime:
+        """The dashboard's clock."""
+        return self.ledger_app.clock()
+
+    def refresh_data(self) -> None:
+        """Reload what the screen shows (called on mount, resume and ledger changes)."""
+
+    def on_screen_resume(self) -> None:
+        self.refresh_data()
+
+    def load(self, fetch: Callable[[], Any], apply: Callable[[Any], None], *, group: str = "load") -> None:
+        """Run ``fetch`` in a worker thread, then ``apply`` its result on the UI thread.
+
+        A newer load of the same group replaces an older one still running.
+        """
+
+        def work() -> None:
+            result = fetch()
+            # A replaced thread worker still runs to the end; its result is simply dropped.
+            if not get_current_worker().is_cancelled:
+                self.app.call_from_thread(apply, result)
+
+        self.run_worker(work, thread=True, group=group, exclusive=True)

@@ -1,0 +1,110 @@
+"""One observation in full: every field, and its meta_json pretty-printed."""
+
+from __future__ import annotations
+
+import json
+from typing import ClassVar
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.highlight import highlight
+from textual.widgets import Footer, Header, Static
+
+from ..data import Row
+from ..literal import clean, literal
+from .base import LiveScreen
+
+FIELDS = ("seq", "timestamp", "record_id", "study_id", "run_id", "condition_id", "trial_id", "step_id",
+          "level", "event_type", "tool_name", "evaluation_id", "session_id", "actor_id", "text")
+
+
+def pretty_meta(meta_json: str | None) -> str:
+    """meta_json indented for reading; text that is not JSON is returned as it is."""
+    if not meta_json:
+        return ""
+    try:
+        return json.dumps(json.loads(meta_json), indent=2, ensure_ascii=False, sort_keys=False)
+    except ValueError:
+        return meta_json
+
+
+class ObservationScreen(LiveScreen):
+    """Every field of one observation; ``y`` copies it as JSON."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,backspace", "app.go_back", "Back"),
+        Binding("y", "copy", "Copy JSON"),
+        Binding("j,down", "scroll(1)", "Down", show=False),
+        Binding("k,up", "scroll(-1)", "Up", show=False),
+        Binding("g", "edge(False)", "Top", show=False),
+        Binding("G", "edge(True)", "Bottom", show=False),
+    ]
+
+    def __init__(self, seq: int) -> None:
+        super().__init__()
+        self.seq = seq
+        self.row: Row | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with VerticalScroll(id="observation"):
+            yield Static(id="fields")
+            yield Static(id="meta")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "studyledger"
+        self.sub_title = f"observation {self.seq}"
+        self.query_one("#observation").focus()
+
+    def refresh_data(self) -> None:
+        if self.row is None:  # An observation never changes once recorded.
+            source, seq = self.source, self.seq
+            self.load(lambda: source.observation(seq), self._show)
+
+    def _show(self, row: Row | None) -> None:
+        self.row = row
+        fields = self.query_one("#fields", Static)
+        if row is None:
+            fields.update(f"No observation {self.seq}.")
+            return
+        table = Table.grid(padding=(0, 2))
+        table.add_column(style="bold", no_wrap=True)
+        table.add_column(overflow="fold")
+        for name in FIELDS:
+            table.add_row(name, literal(row.get(name), multiline=True))
+        fields.update(Group(table, Text("\nmeta_json", "bold")))
+        meta = clean(pretty_meta(row.get("meta_json")), multiline=True)
+        # Textual's highlighter tokenises the text (markup in it stays text) and takes its
+        # colours from the current theme, so it reads on dark and light alike.
+        self.query_one("#meta", Static).update(highlight(meta, language="json") if meta else Text("(none)", "dim"))
+
+    def as_json(self) -> str:
+        """The observation as the JSON ``y`` copies (meta_json decoded when it is JSON)."""
+        row = dict(self.row or {})
+        try:
+            row["meta_json"] = json.loads(row["meta_json"]) if row.get("meta_json") else None
+        except ValueError:
+            pass
+        return json.dumps(row, indent=2, ensure_ascii=False)
+
+    def action_copy(self) -> None:
+        """Copy through the terminal (OSC 52), which also works over SSH."""
+        if self.row is None:
+            return
+        self.app.copy_to_clipboard(self.as_json())
+        self.notify("Observation copied as JSON.")
+
+    def action_scroll(self, lines: int) -> None:
+        self.query_one("#observation", VerticalScroll).scroll_relative(y=lines, animate=False)
+
+    def action_edge(self, bottom: bool) -> None:
+        view = self.query_one("#observation", VerticalScroll)
+        if bottom:
+            view.scroll_end(animate=False)
+        else:
+            view.scroll_home(animate=False)

@@ -1,0 +1,215 @@
+"""One run: its status timeline, provenance and anomalies over its observations."""
+
+from __future__ import annotations
+
+import json
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.widgets import Footer, Header, Static
+
+from ..data import ObservationFilter, Row, SpanDepths, duration_seconds, is_stale
+from ..format import duration, full_time, status_text
+from ..literal import clean, literal, shorten
+from ..observation_list import ObservationList
+from ..widgets import SearchBar
+from .base import LiveScreen
+from .filter import FilterScreen
+
+
+class RunScreen(LiveScreen):
+    """A run and its observations; enter opens one observation."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,backspace", "app.go_back", "Back"),
+        Binding("f", "filter", "Filter"),
+        Binding("slash", "search", "Search"),
+        Binding("n", "next_match(False)", "Next", show=False),
+        Binding("N", "next_match(True)", "Prev", show=False),
+        Binding("F", "follow", "Follow"),
+        Binding("d", "details", "Details"),
+    ]
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.search = ""
+        self.run_row: Row | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with VerticalScroll(id="run-details"):
+            yield Static(id="run-summary")
+        yield Static(id="list-status", classes="summary")
+        yield ObservationList(self.source, self.run_id, id="observations")
+        yield SearchBar("search text, event type, tool name (n / N: next / previous)")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "studyledger"
+        self.sub_title = f"run {self.run_id}"
+        observations = self.query_one(ObservationList)
+        observations.focus()
+        source, run_id = self.source, self.run_id
+        self.load(lambda: source.span_tree(run_id), self._spans, group="spans")
+        self.refresh_data()
+
+    def _spans(self, depths: SpanDepths) -> None:
+        if depths.parents:
+            self.query_one(ObservationList).set_depths(depths)
+
+    def refresh_data(self) -> None:
+        source, run_id = self.source, self.run_id
+        self.load(lambda: source.run_detail(run_id), self._show_run, group="run")
+        observations = self.query_one(ObservationList)
+        observations.grow()
+
+    def _show_run(self, run: Row | None) -> None:
+        self.run_row = run
+        summary = self.query_one("#run-summary", Static)
+        if run is None:
+            summary.update(Text(f"No run {clean(self.run_id)} in this ledger.", "bold"))
+            return
+        now = self.now()
+        stale = is_stale(run, now, self.ledger_app.stale_after)
+        text = Text(no_wrap=False, end="")
+        text.append_text(literal(run["run_id"], "bold"))
+        text.append("  ")
+        text.append_text(status_text(run["status"], stale=stale))
+        text.append(f"  {duration(duration_seconds(run, now, self.ledger_app.stale_after))}", "dim")
+        text.append("\nstudy ")
+        text.append_text(literal(run.get("study_id")))
+        text.append("  condition ")
+        text.append_text(literal(run.get("condition_id")))
+        text.append(f"  rep {run.get('replicate')}  seed {run.get('seed')}")
+        if run.get("agent_id") or run.get("problem_id"):
+            text.append("  agent ")
+            text.append_text(literal(run.get("agent_id")))
+            text.append("  problem ")
+            text.append_text(literal(run.get("problem_id")))
+        for step in run["transitions"]:
+            text.append(f"\n {full_time(step.get('at'))[:19]}  ")
+            text.append_text(literal(step.get("from_status") or "·", "dim"))
+            text.append(" → ")
+            text.append_text(status_text(step.get("shown_status") or step.get("to_status")))
+            if not step.get("legal"):
+                text.append(f" (source said {clean(step.get('to_status'))}: illegal)", "#d13438")
+            if step.get("reason"):
+                text.append("  ")
+                text.append_text(literal(step["reason"], "italic"))
+            if step.get("error"):
+                text.append("  error: ", "#d13438")
+                text.append_text(literal(shorten(step["error"], 200), "#d13438"))
+        if stale:
+            text.append(f"\n no event for over {duration(self.ledger_app.stale_after)}: "
+                        "probably crashed (stale is derived, not recorded)", "#b146c2")
+        for anomaly in run["anomalies"]:
+            text.append("\n ⚠ ", "#c27c0e")
+            text.append_text(literal(anomaly.get("message"), "#c27c0e"))
+        if run["provenance"]:
+            text.append("\nprovenance ")
+            text.append_text(literal(_provenance_line(run["provenance"][-1]), "dim"))
+        summary.update(text)
+
+    def on_observation_list_changed(self, event: ObservationList.Changed) -> None:
+        observations = self.query_one(ObservationList)
+        state = observations.status()
+        text = Text(no_wrap=True, end="")
+        text.append(f"{min(state['cursor'] + 1, state['total']):,}/{state['total']:,} observations")
+        where = observations.where
+        if where.level or where.event_type:
+            text.append(f"  filter: {clean(where.level or 'any level')}, {clean(where.event_type or 'any type')}",
+                        "italic")
+        if self.search:
+            text.append(f"  search: {clean(self.search)}", "italic")
+        if state["following"]:
+            text.append("  ● following", "bold #2e9e44")
+        elif state["new"]:
+            text.append(f"  +{state['new']:,} new (G to follow)", "bold #3a7bd5")
+        self.query_one("#list-status", Static).update(text)
+
+    def on_observation_list_opened(self, event: ObservationList.Opened) -> None:
+        self.ledger_app.open_observation(event.seq)
+
+    def action_follow(self) -> None:
+        """Toggle following the end of the run, like ``tail -f``."""
+        observations = self.query_one(ObservationList)
+        if observations.following:
+            observations.following = False
+        else:
+            observations.action_last()
+
+    def action_details(self) -> None:
+        """Hide or show the run's header (more room for observations on small terminals)."""
+        details = self.query_one("#run-details")
+        details.display = not details.display
+
+    def action_filter(self) -> None:
+        observations = self.query_one(ObservationList)
+        source, run_id = self.source, self.run_id
+
+        def ask(types: list[str]) -> None:
+            self.app.push_screen(FilterScreen(observations.where, types), self._filtered)
+
+        self.load(lambda: source.event_types(run_id), ask, group="types")
+
+    def _filtered(self, where: ObservationFilter | None) -> None:
+        if where is not None and where != self.query_one(ObservationList).where:
+            observations = self.query_one(ObservationList)
+            observations.following = False
+            observations.cursor = 0
+            observations.scroll_to(y=0, animate=False)
+            observations.reload(where)
+
+    def action_search(self) -> None:
+        self.query_one(SearchBar).open(self.search)
+
+    def on_search_bar_done(self, event: SearchBar.Done) -> None:
+        self.query_one(ObservationList).focus()
+        if event.text is not None and event.text.strip():
+            self.search = event.text.strip()
+            self.action_next_match(False)
+
+    def action_next_match(self, backwards: bool) -> None:
+        """Move to the next (or previous) observation containing the search text."""
+        if not self.search:
+            self.notify("Nothing to search for: press / first.", severity="warning")
+            return
+        observations = self.query_one(ObservationList)
+        current = observations.loaded_row(observations.cursor)
+        here = int(current["seq"]) if current else 0
+        if not backwards and current is None:
+            here = 0
+        source, run_id, where, text = self.source, self.run_id, observations.where, self.search
+
+        def fetch() -> int | None:
+            seq = source.find(run_id, where, text, from_seq=here, backwards=backwards)
+            return None if seq is None else source.index_of(run_id, where, seq)
+
+        def go(index: int | None) -> None:
+            if index is None:
+                self.notify(f"No {'earlier' if backwards else 'later'} match for {clean(text)!r}.",
+                            severity="warning")
+            else:
+                observations.move_to(index)
+            self.on_observation_list_changed(ObservationList.Changed())
+
+        self.load(fetch, go, group="search")
+
+
+def _provenance_line(row: Row) -> str:
+    parts = [f"{k} {row[k]}" for k in ("host", "platform", "python_version", "git_sha") if row.get(k)]
+    packages = row.get("package_versions")
+    if packages:
+        try:
+            names = json.loads(packages)
+            parts.append("packages " + ", ".join(f"{k} {v}" for k, v in sorted(names.items())))
+        except (ValueError, AttributeError):
+            parts.append(f"packages {packages}")
+    extra = row.get("extra")
+    if extra and extra != "{}":
+        parts.append(extra)
+    return "  ".join(parts) or "(empty snapshot)"

@@ -1,0 +1,173 @@
+"""The runs of one study: filter by status with one key, sort by any column, search."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.widgets import DataTable, Footer, Header, Static
+
+from ..data import Row, duration_seconds, is_stale
+from ..format import STALE, breakdown, duration, short_time, status_text
+from ..literal import literal
+from ..widgets import LiveTable, SearchBar
+from .base import LiveScreen
+
+# Single-key status filters, in lifecycle order ("stale" is derived, not a status).
+STATUS_KEYS = {"0": None, "1": "pending", "2": "running", "3": "success", "4": "failed",
+               "5": "skipped", "6": STALE}
+COLUMNS: list[tuple[str, str, Callable[[Row], Any]]] = [
+    ("run", "run id", lambda r: r["run_id"]),
+    ("condition", "condition", lambda r: r.get("condition_id") or ""),
+    ("rep", "rep", lambda r: r.get("replicate") or 0),
+    ("seed", "seed", lambda r: r.get("seed") or 0),
+    ("status", "status", lambda r: (r.get("status") or "", r["_stale"])),
+    ("started", "started", lambda r: r.get("started_at") or ""),
+    ("duration", "duration", lambda r: r["_duration"] if r["_duration"] is not None else -1.0),
+    ("obs", "obs", lambda r: r.get("observation_count") or 0),
+]
+
+
+class RunsScreen(LiveScreen):
+    """The runs of a study (or of every study when ``study_id`` is None)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,backspace", "app.go_back", "Back"),
+        Binding("enter", "open", "Open", show=False),
+        Binding("1", "status('1')", "Status", key_display="0-6"),
+        *[Binding(key, f"status('{key}')", f"Only {name or 'all'}", show=False) for key, name in STATUS_KEYS.items()
+          if key != "1"],
+        Binding("o", "sort", "Sort"),
+        Binding("O", "reverse", "Reverse", show=False),
+        Binding("slash", "search", "Search"),
+    ]
+
+    def __init__(self, study_id: str | None) -> None:
+        super().__init__()
+        self.study_id = study_id
+        self.status: str | None = None
+        self.search = ""
+        self.sort_column = -1  # -1: registration order
+        self.descending = False
+        self.rows: list[Row] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="summary", classes="summary")
+        yield Static(id="empty", classes="empty")
+        table = LiveTable(id="runs")
+        for key, label, _ in COLUMNS:
+            table.add_column(label, key=key)
+        yield table
+        yield SearchBar("search run id, condition, agent, problem, status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "studyledger"
+        self.sub_title = f"runs of {self.study_id}" if self.study_id else "all runs"
+        self.query_one(LiveTable).focus()
+        self.refresh_data()
+
+    def refresh_data(self) -> None:
+        source, study_id = self.source, self.study_id
+        self.load(lambda: source.runs(study_id), self._apply)
+
+    def _apply(self, rows: list[Row]) -> None:
+        now, after = self.now(), self.ledger_app.stale_after
+        for row in rows:
+            row["_stale"] = is_stale(row, now, after)
+            row["_duration"] = duration_seconds(row, now, after)
+        self.rows = rows
+        self._show()
+
+    def shown_runs(self) -> list[Row]:
+        """The runs that pass the status filter and the search, in the chosen order."""
+        rows = self.rows
+        if self.status == STALE:
+            rows = [r for r in rows if r["_stale"]]
+        elif self.status is not None:
+            rows = [r for r in rows if r.get("status") == self.status]
+        if self.search:
+            needle = self.search.lower()
+            rows = [r for r in rows if any(needle in str(r.get(k) or "").lower() for k in
+                                           ("run_id", "condition_id", "agent_id", "problem_id", "status"))]
+        if self.sort_column >= 0:
+            rows = sorted(rows, key=COLUMNS[self.sort_column][2], reverse=self.descending)
+        return rows
+
+    def _show(self) -> None:
+        rows = self.shown_runs()
+        by_status: dict[str, int] = {}
+        for row in self.rows:
+            by_status[row["status"]] = by_status.get(row["status"], 0) + 1
+        summary = Text(no_wrap=True)
+        summary.append_text(breakdown(by_status, sum(r["_stale"] for r in self.rows)))
+        shown = [f"status {self.status}"] if self.status else []
+        shown += [f"search {self.search!r}"] if self.search else []
+        shown += [f"sorted by {COLUMNS[self.sort_column][1]}{' desc' if self.descending else ''}"] \
+            if self.sort_column >= 0 else []
+        if shown:
+            summary.append("   " + ", ".join(shown), "italic")
+        self.query_one("#summary", Static).update(summary)
+        empty = self.query_one("#empty", Static)
+        empty.display = not rows
+        if not rows:
+            empty.update("No runs match; 0 shows every status, / changes the search." if self.rows
+                         else "No runs in this study yet. They appear here as they are registered.")
+        self.query_one(LiveTable).sync([(r["run_id"], self._cells(r)) for r in rows])
+
+    @staticmethod
+    def _cells(row: Row) -> list[Text | str]:
+        return [
+            literal(row["run_id"], "bold"),
+            literal(row.get("condition_id")),
+            Text(str(row.get("replicate") if row.get("replicate") is not None else ""), justify="right"),
+            Text(str(row.get("seed") if row.get("seed") is not None else ""), justify="right"),
+            status_text(row.get("status"), stale=row["_stale"]),
+            short_time(row.get("started_at")),
+            Text(duration(row["_duration"]), justify="right"),
+            Text(str(row.get("observation_count") or 0), justify="right"),
+        ]
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.row_key.value is not None:
+            self.ledger_app.open_run(str(event.row_key.value))
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        if event.column_index == self.sort_column:
+            self.descending = not self.descending
+        else:
+            self.sort_column, self.descending = event.column_index, False
+        self._show()
+
+    def action_open(self) -> None:
+        key = self.query_one(LiveTable).current_key()
+        if key is not None:
+            self.ledger_app.open_run(key)
+
+    def action_status(self, key: str) -> None:
+        """Show only runs of one status (``0``: all)."""
+        self.status = STATUS_KEYS[key]
+        self._show()
+
+    def action_sort(self) -> None:
+        """Sort by the next column (after the last one, back to registration order)."""
+        self.sort_column = self.sort_column + 1 if self.sort_column + 1 < len(COLUMNS) else -1
+        self.descending = False
+        self._show()
+
+    def action_reverse(self) -> None:
+        self.descending = not self.descending
+        self._show()
+
+    def action_search(self) -> None:
+        self.query_one(SearchBar).open(self.search)
+
+    def on_search_bar_done(self, event: SearchBar.Done) -> None:
+        if event.text is not None:
+            self.search = event.text.strip()
+            self._show()
+        self.query_one(LiveTable).focus()

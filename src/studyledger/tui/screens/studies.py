@@ -1,0 +1,100 @@
+"""The first screen: every study, its runs by status, and when it last moved."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.widgets import DataTable, Footer, Header, Static
+
+from ..data import Row, is_stale
+from ..format import ago, breakdown
+from ..literal import literal
+from ..widgets import LiveTable
+from .base import LiveScreen
+
+
+class StudiesScreen(LiveScreen):
+    """All studies in the ledger; enter opens one."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "open", "Open", show=True),
+        Binding("r", "all_runs", "All runs"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="empty", classes="empty")
+        table = LiveTable(id="studies")
+        table.add_column("study", key="study")
+        table.add_column("title", key="title", width=30)
+        table.add_column("runs", key="runs")
+        table.add_column("status", key="status")
+        table.add_column("last activity", key="last")
+        yield table
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "studyledger"
+        self.sub_title = "studies"
+        self.refresh_data()
+
+    def refresh_data(self) -> None:
+        source = self.source
+
+        def fetch() -> tuple[list[Row], dict[str, int]]:
+            studies = source.studies()
+            now = self.now()
+            after = self.ledger_app.stale_after
+            stale: dict[str, int] = {}
+            for run in source.runs(None):
+                if is_stale(run, now, after):
+                    stale[run["study_id"]] = stale.get(run["study_id"], 0) + 1
+            return studies, stale
+
+        self.load(fetch, self._show)
+
+    def _show(self, result: tuple[list[Row], dict[str, int]]) -> None:
+        studies, stale = result
+        table = self.query_one(LiveTable)
+        empty = self.query_one("#empty", Static)
+        if not studies:
+            db = self.source.path
+            empty.update(Text.assemble(
+                ("No studies in this ledger yet.\n\n", "bold"),
+                "Ingest trace files or a study folder:\n",
+                (f"  studyledger --db {db} ingest FOLDER\n", "bold"),
+                "or keep ingesting while you watch:\n",
+                (f"  studyledger --db {db} tui --watch FOLDER\n", "bold"),
+                "or record runs from Python with studyledger.Ledger.\n",
+                "This screen updates by itself when they arrive.",
+            ))
+        empty.display = not studies
+        table.display = bool(studies)
+        now = self.now()
+        table.sync([
+            (s["study_id"], [
+                literal(s["study_id"], "bold"),
+                literal(s["title"]),
+                Text(str(s["run_count"]), justify="right"),
+                breakdown(s["runs_by_status"], stale.get(s["study_id"], 0)),
+                Text(ago(s.get("last_activity"), now)),
+            ])
+            for s in studies
+        ])
+        if studies and self.focused is None:
+            table.focus()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.row_key.value is not None:
+            self.ledger_app.open_study(str(event.row_key.value))
+
+    def action_open(self) -> None:
+        key = self.query_one(LiveTable).current_key()
+        if key is not None:
+            self.ledger_app.open_study(key)
+
+    def action_all_runs(self) -> None:
+        self.ledger_app.open_study(None)

@@ -1,0 +1,100 @@
+"""Small widgets the screens share: a search bar and live-updating tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from rich.text import Text
+from textual.binding import Binding, BindingType
+from textual.message import Message
+from textual.widgets import DataTable, Input
+
+Cells = Sequence[Text | str]
+
+
+class SearchBar(Input):
+    """The ``/`` prompt: enter searches, escape gives up; either way focus goes back."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", show=False)]
+    DEFAULT_CSS = """
+    SearchBar { dock: bottom; display: none; border: none; height: 1; padding: 0 1; }
+    SearchBar.-active { display: block; }
+    """
+
+    class Done(Message):
+        """The user finished with the bar; ``text`` is None when they cancelled."""
+
+        def __init__(self, text: str | None) -> None:
+            super().__init__()
+            self.text = text
+
+    def __init__(self, placeholder: str = "search") -> None:
+        super().__init__(placeholder=placeholder, id="search")
+
+    def open(self, value: str = "") -> None:
+        """Show the bar with ``value`` and take focus."""
+        self.value = value
+        self.add_class("-active")
+        self.focus()
+
+    def action_cancel(self) -> None:
+        self.remove_class("-active")
+        self.post_message(self.Done(None))
+
+    async def action_submit(self) -> None:
+        self.remove_class("-active")
+        self.post_message(self.Done(self.value))
+
+
+class LiveTable(DataTable[Text | str]):
+    """A DataTable refreshed in place, so a live update never moves the cursor.
+
+    Unchanged rows are left alone, changed cells are updated, rows added at the end are
+    appended; only when rows are removed or reordered is the table rebuilt, and then the
+    cursor goes back to the same row key.
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("j", "cursor_down", "Down", show=False),
+        Binding("k", "cursor_up", "Up", show=False),
+        Binding("g", "scroll_top", "Top", show=False),
+        Binding("G", "scroll_bottom", "Bottom", show=False),
+    ]
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id, cursor_type="row", zebra_stripes=True)
+        self._cells: dict[str, list[str]] = {}
+
+    def current_key(self) -> str | None:
+        """The key of the row under the cursor."""
+        if not self.row_count:
+            return None
+        return str(self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value)
+
+    def sync(self, rows: Sequence[tuple[str, Cells]]) -> None:
+        """Show exactly ``rows`` (key, cells) in this order, disturbing as little as possible."""
+        keys = [key for key, _ in rows]
+        old = list(self._cells)
+        columns = list(self.columns)
+        if keys[: len(old)] == old:
+            for key, cells in rows[: len(old)]:
+                plain = [c.plain if isinstance(c, Text) else c for c in cells]
+                previous = self._cells[key]
+                for column, value, before, cell in zip(columns, plain, previous, cells, strict=False):
+                    if value != before:
+                        self.update_cell(key, column, cell)
+                self._cells[key] = plain
+            for key, cells in rows[len(old):]:
+                self.add_row(*cells, key=key)
+                self._cells[key] = [c.plain if isinstance(c, Text) else c for c in cells]
+            return
+        current, scroll = self.current_key(), self.scroll_y
+        self.clear()
+        self._cells = {}
+        for key, cells in rows:
+            self.add_row(*cells, key=key)
+            self._cells[key] = [c.plain if isinstance(c, Text) else c for c in cells]
+        if current in self._cells:
+            self.move_cursor(row=keys.index(current), animate=False, scroll=False)
+            self.scroll_to(y=scroll, animate=False)
