@@ -111,12 +111,19 @@ def make_event(
 
 
 def event_from_body(
-    kind: str, text: str, body: dict[str, Any], *, source: str, recorded_at: str | None = None
+    kind: str,
+    text: str,
+    body: dict[str, Any],
+    *,
+    source: str,
+    recorded_at: str | None = None,
+    event_id: str | None = None,
 ) -> NewEvent:
     """Build a :class:`NewEvent` from a body's canonical text and its decoded mapping.
 
     The indexed columns are read from the body (``study_id``, ``run_id``, and ``at`` or an
-    observation's ``timestamp``), so they can never disagree with it.
+    observation's ``timestamp``), so they can never disagree with it. ``event_id`` may be
+    passed when the caller has just computed it from ``kind`` and ``text``.
     """
     study_id = body.get("study_id")
     run_id = body.get("run_id")
@@ -124,7 +131,7 @@ def event_from_body(
     return NewEvent(
         kind=kind,
         body=text,
-        event_id=event_id_for(kind, text),
+        event_id=event_id or event_id_for(kind, text),
         study_id=study_id if isinstance(study_id, str) else None,
         run_id=run_id if isinstance(run_id, str) else None,
         occurred_at=occurred_at if isinstance(occurred_at, str) else None,

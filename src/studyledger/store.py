@@ -7,7 +7,7 @@ Guarantees, each tested in ``tests/test_store.py``:
 2. Sequence numbers are contiguous from 1 and give a total order.
 3. Appending an event whose id is stored is a no-op; the same id with a different body
    raises :class:`~studyledger.errors.EventConflictError`.
-4. Every row carries ``chain = sha256(previous chain + "\\n" + canonical row)``, so an
+4. Every row carries ``chain = sha256(previous chain, then the row's values)``, so an
    edited, removed, inserted or reordered row breaks the chain from that row on.
 5. Writers serialise through ``BEGIN IMMEDIATE`` with a busy timeout and bounded retries;
    readers (WAL) are never blocked, and no "database is locked" reaches a user.
@@ -117,17 +117,24 @@ def utc_now_precise() -> str:
     return datetime.now(UTC).isoformat()
 
 
-_ROW_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
-
-
 def chain_hash(previous: str, row: Sequence[Any]) -> str:
     """Chain value of one row given the previous row's chain.
 
     ``row`` is ``(seq, event_id, kind, study_id, run_id, occurred_at, recorded_at, source,
     body)``: everything stored except the chain itself, so a change to any column shows.
+    The hashed text is the previous chain, then one line per value: its length in UTF-8
+    bytes, a colon and the value (``-`` for null). Length prefixes make it unambiguous,
+    and unlike a JSON array it does not re-escape the body, which cost a quarter of an
+    append.
     """
-    text = _ROW_ENCODE(list(row))
-    return hashlib.sha256(f"{previous}\n{text}".encode()).hexdigest()
+    parts = [previous]
+    for value in row:
+        if value is None:
+            parts.append("-")
+        else:
+            text = str(value)
+            parts.append(f"{len(text.encode()) if not text.isascii() else len(text)}:{text}")
+    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
 
 
 def _is_busy(error: sqlite3.OperationalError) -> bool:

@@ -125,8 +125,11 @@ def _events(obj: Any, source: str) -> list[NewEvent]:
             # Our own adapters validate every field they copy, so only text that may hold
             # surrogates and provenance (copied whole) need the full check; own lines
             # carry arbitrary bodies and always get it.
-            if shape == OWN or "\\ud" in event.body or event.kind == EventKind.PROVENANCE_CAPTURED:
-                _check_storable(event)
+            if shape == OWN:
+                # The body was parsed with the line: check it as it is, not parsed again.
+                _check_storable(event, obj["body"])
+            elif "\\ud" in event.body or event.kind == EventKind.PROVENANCE_CAPTURED:
+                _check_storable(event, json.loads(event.body))
     except LineRejected:
         raise
     except RecursionError:
@@ -565,15 +568,15 @@ def _compact(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
-def _check_storable(event: NewEvent) -> None:
+def _check_storable(event: NewEvent, body: dict[str, Any]) -> None:
     """Refuse an event the store or projections could not hold.
 
     Own lines carry arbitrary bodies, so their values are checked here rather than trusted:
     projections store top-level scalars as bare SQLite values, and SQLite refuses objects
     in those columns, integers beyond 64 bits and text that is not valid Unicode (a lone
-    UTF-16 surrogate). Checked on every event, as one guard for all adapters.
+    UTF-16 surrogate). ``body`` is the event's body decoded (non-finite floats may be
+    floats or their tags: both are storable).
     """
-    body = json.loads(event.body)
     for key in _REQUIRED_TEXT.get(event.kind, ()):
         if not isinstance(body.get(key), str) or not body[key]:
             raise LineRejected(f"{event.kind} body needs '{key}' as non-empty text")

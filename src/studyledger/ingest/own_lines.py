@@ -82,4 +82,5 @@ def event_from_line(obj: dict[str, Any], *, source: str) -> NewEvent:
         body,
         source=own_source if isinstance(own_source, str) else source,
         recorded_at=recorded_at if isinstance(recorded_at, str) else None,
+        event_id=event_id,
     )
