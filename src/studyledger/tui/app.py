@@ -24,7 +24,7 @@ from textual.worker import get_current_worker
 from ..errors import LedgerError
 from ..ingest.watcher import Watcher
 from .commands import LedgerCommands
-from .data import Source, now_utc
+from .data import Source, SourceClosed, now_utc
 from .screens.audit import AuditScreen
 from .screens.base import LiveScreen
 from .screens.ingestion import IngestionScreen
@@ -117,12 +117,15 @@ class StudyLedgerApp(App[None]):
         """Poll ``data_version`` until the app exits; tell the UI when it moves."""
         assert self.source is not None
         worker = get_current_worker()
-        last = self.source.data_version()
-        while not self._stop.wait(self.poll) and not worker.is_cancelled:
-            version = self.source.data_version()
-            if version != last:
-                last = version
-                self.call_from_thread(self._changed)
+        try:
+            last = self.source.data_version()
+            while not self._stop.wait(self.poll) and not worker.is_cancelled:
+                version = self.source.data_version()
+                if version != last:
+                    last = version
+                    self.call_from_thread(self._changed)
+        except (SourceClosed, RuntimeError):  # Shutting down.
+            return
 
     def _changed(self) -> None:
         if isinstance(self.screen, LiveScreen):

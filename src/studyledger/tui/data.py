@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .. import query
+from ..errors import LedgerError
 from ..ledger import Ledger
 from ..store import BUSY_TIMEOUT_MS, Store
 from ..verify import VerifyReport, verify_store
@@ -161,6 +162,10 @@ class ObservationFilter:
         return sql, params
 
 
+class SourceClosed(LedgerError):
+    """A read was asked of a source the app has closed (it is exiting)."""
+
+
 class Source:
     """Read access to one ledger file for the dashboard's worker threads.
 
@@ -179,7 +184,7 @@ class Source:
         self._pool: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
         self._made = 0
         self._lock = threading.Lock()
-        self._all: list[sqlite3.Connection] = []
+        self._closed = False
         self._version_conn = self._connect()
         self._version_lock = threading.Lock()
 
@@ -188,13 +193,18 @@ class Source:
                                timeout=BUSY_TIMEOUT_MS / 1000)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA query_only = ON")
-        self._all.append(conn)
         return conn
 
     @contextmanager
     def connection(self) -> Iterator[sqlite3.Connection]:
-        """Lend a read connection for one call (blocks while all are lent)."""
+        """Lend a read connection for one call (blocks while all are lent).
+
+        Raises:
+            SourceClosed: the dashboard is shutting down.
+        """
         with self._lock:
+            if self._closed:
+                raise SourceClosed(str(self.path))
             if self._pool.empty() and self._made < POOL_SIZE:
                 self._made += 1
                 self._pool.put(self._connect())
@@ -202,7 +212,12 @@ class Source:
         try:
             yield conn
         finally:
-            self._pool.put(conn)
+            with self._lock:
+                # A connection lent when the app closed is closed on return, not under its user.
+                if self._closed:
+                    conn.close()
+                else:
+                    self._pool.put(conn)
 
     def read(self, call: Callable[[sqlite3.Connection], T]) -> T:
         """Run one read function on a lent connection."""
@@ -210,15 +225,25 @@ class Source:
             return call(conn)
 
     def close(self) -> None:
-        """Close every connection (the app calls this when it exits)."""
-        for conn in self._all:
-            conn.close()
+        """Close every idle connection now and each lent one when it comes back.
+
+        Closing a SQLite connection while another thread runs a query on it crashes the
+        process, so nothing in use is closed here.
+        """
+        with self._lock:
+            self._closed = True
+            while not self._pool.empty():
+                self._pool.get().close()
+        with self._version_lock:
+            self._version_conn.close()
 
     # -- change detection -------------------------------------------------------------
 
     def data_version(self) -> int:
         """Changes whenever another connection commits: one cheap pragma per poll."""
         with self._version_lock:
+            if self._closed:
+                raise SourceClosed(str(self.path))
             return query.data_version(self._version_conn)
 
     # -- screens ----------------------------------------------------------------------

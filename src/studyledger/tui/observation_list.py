@@ -30,6 +30,7 @@ from textual.strip import Strip
 from .data import ObservationFilter, Row, Source, SpanDepths, span_ids
 from .format import short_time
 from .literal import literal
+from .workers import in_thread
 
 PAGE = 100
 MAX_PAGES = 40
@@ -104,12 +105,8 @@ class ObservationList(ScrollView, can_focus=True):
     def _count(self, then: Callable[[int, int], None]) -> None:
         """Count the filtered rows in a worker, then call ``then(generation, total)``."""
         generation = self._generation
-
-        def count() -> None:
-            found = self.source.count(self.run_id, self.where)
-            self.app.call_from_thread(then, generation, found)
-
-        self.run_worker(count, thread=True, group="count")
+        in_thread(self, lambda: self.source.count(self.run_id, self.where),
+                  lambda found: then(generation, found), group="count")
 
     def _counted(self, generation: int, total: int) -> None:
         if generation == self._generation:
@@ -172,16 +169,16 @@ class ObservationList(ScrollView, can_focus=True):
         before = self._pages.get(number - 1)
         after_seq = int(before[-1]["seq"]) if before and len(before) == PAGE else None
 
-        def load() -> None:
+        def load() -> list[Row]:
             rows = self.source.page(self.run_id, self.where, number * PAGE, PAGE, after_seq=after_seq)
             with self._depth_lock:
                 for row in rows:
                     span, parent = span_ids(row.get("meta_json"))
                     row["_depth"] = self.depths.depth(span, parent)
                     row.pop("meta_json", None)  # Keep the cache small: the detail view re-reads it.
-            self.app.call_from_thread(self._loaded, generation, number, rows)
+            return rows
 
-        self.run_worker(load, thread=True, group="pages")
+        in_thread(self, load, lambda rows: self._loaded(generation, number, rows), group="pages", exclusive=False)
 
     def _loaded(self, generation: int, number: int, rows: list[Row]) -> None:
         if generation != self._generation:

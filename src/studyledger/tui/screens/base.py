@@ -7,9 +7,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from textual.screen import Screen
-from textual.worker import get_current_worker
 
 from ..data import Source
+from ..workers import in_thread
 
 if TYPE_CHECKING:
     from ..app import StudyLedgerApp
@@ -48,15 +48,5 @@ class LiveScreen(Screen[None]):
         self.refresh_data()
 
     def load(self, fetch: Callable[[], Any], apply: Callable[[Any], None], *, group: str = "load") -> None:
-        """Run ``fetch`` in a worker thread, then ``apply`` its result on the UI thread.
-
-        A newer load of the same group replaces an older one still running.
-        """
-
-        def work() -> None:
-            result = fetch()
-            # A replaced thread worker still runs to the end; its result is simply dropped.
-            if not get_current_worker().is_cancelled:
-                self.app.call_from_thread(apply, result)
-
-        self.run_worker(work, thread=True, group=group, exclusive=True)
+        """Read in a worker thread, apply on the UI thread (see :func:`in_thread`)."""
+        in_thread(self, fetch, apply, group=group)

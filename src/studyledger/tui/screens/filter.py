@@ -30,10 +30,10 @@ class FilterScreen(ModalScreen[ObservationFilter | None]):
         with Vertical(id="filter-dialog"):
             yield Label("Show observations of")
             yield Select([(lvl, lvl) for lvl in levels], prompt="any level", id="level",
-                         value=self.current.level if self.current.level in levels else Select.BLANK)
+                         value=self.current.level if self.current.level in levels else Select.NULL)
             types = self.event_types
             yield Select([(clean(t), t) for t in types], prompt="any event type", id="event-type",
-                         value=self.current.event_type if self.current.event_type in types else Select.BLANK)
+                         value=self.current.event_type if self.current.event_type in types else Select.NULL)
             with Horizontal(id="filter-buttons"):
                 yield Button("Apply", variant="primary", id="apply")
                 yield Button("Clear", id="clear")

@@ -1,0 +1,388 @@
+"""The dashboard driven through Textual's pilot on real ledger files."""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from rich.text import Text
+from textual.widgets import DataTable, HelpPanel, Select, Static
+
+from studyledger import Ledger
+from studyledger.tui.app import StudyLedgerApp
+from studyledger.tui.observation_list import ObservationList
+from studyledger.tui.screens.audit import AuditScreen
+from studyledger.tui.screens.filter import FilterScreen
+from studyledger.tui.screens.ingestion import IngestionScreen
+from studyledger.tui.screens.no_ledger import NoLedgerScreen
+from studyledger.tui.screens.observation import ObservationScreen
+from studyledger.tui.screens.run import RunScreen
+from studyledger.tui.screens.runs import RunsScreen
+from studyledger.tui.screens.studies import StudiesScreen
+
+from .tui_helpers import CLOCK, build, sync, until
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return build(tmp_path / "ledger.db")
+
+
+def make_app(db: Path, **options: object) -> StudyLedgerApp:
+    options.setdefault("clock", CLOCK)
+    options.setdefault("stale_after", 60.0)
+    return StudyLedgerApp(db, **options)  # type: ignore[arg-type]
+
+
+def column(table: DataTable[object], key: str) -> list[str]:
+    """The plain text of one column, top to bottom."""
+    values = []
+    for row in table.ordered_rows:
+        cell = table.get_cell(row.key, key)
+        values.append(cell.plain if isinstance(cell, Text) else str(cell))
+    return values
+
+
+def static_text(widget: Static) -> str:
+    """What a Static shows, as plain text."""
+    content = widget.content
+    if isinstance(content, (str, Text)) or hasattr(content, "plain"):
+        return str(getattr(content, "plain", content))
+    console = Console(width=200, file=io.StringIO(), color_system=None)
+    with console.capture() as capture:
+        console.print(content)
+    return capture.get()
+
+
+def list_lines(app: StudyLedgerApp) -> list[str]:
+    observations = app.screen.query_one(ObservationList)
+    return [observations.render_line(y).text for y in range(min(observations.total, observations.size.height))]
+
+
+async def open_runs(app: StudyLedgerApp, pilot: object, study: str = "bracket") -> DataTable[object]:
+    await until(pilot, lambda: isinstance(app.screen, StudiesScreen) and app.screen.query_one(DataTable).row_count)
+    app.open_study(study)
+    await until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.query_one(DataTable).row_count)
+    return app.screen.query_one(DataTable)
+
+
+@sync
+async def test_studies_show_run_counts_and_status_breakdown(db: Path) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, StudiesScreen)
+                    and app.screen.query_one(DataTable).row_count == 2)
+        table = app.screen.query_one(DataTable)
+        assert column(table, "study") == ["bracket", "smoke"]
+        assert column(table, "runs") == ["5", "1"]
+        breakdown = column(table, "status")[0]
+        assert "1 pending" in breakdown and "1 running" in breakdown and "1 failed" in breakdown
+        assert "(1 stale)" in breakdown  # run-live has been silent for 30 minutes
+        assert column(table, "last") == ["1h29m ago", "1h29m ago"]  # source times, 09:00:30 and 09:00:45
+
+
+@sync
+async def test_enter_opens_and_escape_or_backspace_goes_back(db: Path) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, StudiesScreen)
+                    and app.screen.query_one(DataTable).row_count == 2)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.query_one(DataTable).row_count)
+        assert app.screen.study_id == "bracket"
+        await pilot.press("j", "enter")  # second run: run-fail
+        await until(pilot, lambda: isinstance(app.screen, RunScreen))
+        assert app.screen.run_id == "run-fail"
+        await until(pilot, lambda: app.screen.query_one(ObservationList).loaded_row(0) is not None)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ObservationScreen) and app.screen.row is not None)
+        await pilot.press("escape")
+        assert isinstance(app.screen, RunScreen)
+        await pilot.press("backspace")
+        assert isinstance(app.screen, RunsScreen)
+        await pilot.press("escape")
+        assert isinstance(app.screen, StudiesScreen)
+        await pilot.press("escape")  # never past the first screen
+        assert isinstance(app.screen, StudiesScreen)
+
+
+@sync
+async def test_runs_filter_by_status_with_single_keys_sort_and_search(db: Path) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(120, 30)) as pilot:
+        table = await open_runs(app, pilot)
+        assert column(table, "run") == ["run-ok", "run-fail", "run-live", "run-skip", "run-wait"]
+        await pilot.press("4")
+        assert column(table, "run") == ["run-fail"]
+        await pilot.press("2")
+        assert column(table, "run") == ["run-live"]
+        await pilot.press("6")  # stale (derived)
+        assert column(table, "run") == ["run-live"]
+        await pilot.press("0")
+        assert len(column(table, "run")) == 5
+        await pilot.press("o")  # sort by run id
+        assert column(table, "run") == sorted(["run-ok", "run-fail", "run-live", "run-skip", "run-wait"])
+        await pilot.press("O")
+        assert column(table, "run") == sorted(["run-ok", "run-fail", "run-live", "run-skip", "run-wait"],
+                                              reverse=True)
+        await pilot.press("slash", *"scaffold", "enter")
+        assert column(table, "run") == ["run-wait", "run-skip", "run-live"]
+        assert app.screen.focused is table
+        await pilot.press("slash", "escape")  # cancelling keeps the search
+        assert len(column(table, "run")) == 3
+
+
+@sync
+async def test_sorting_by_clicking_a_column_header(db: Path) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(120, 30)) as pilot:
+        table = await open_runs(app, pilot)
+        seeds = table.columns["seed"]
+        assert seeds is not None
+        await pilot.press("o", "O")  # run id descending, then a header click sorts by seed
+        app.screen.post_message(DataTable.HeaderSelected(table, "seed", 3, seeds.label))  # type: ignore[arg-type]
+        await until(pilot, lambda: column(table, "seed") == ["101", "102", "103", "104", "105"])
+
+
+@sync
+async def test_stale_runs_are_flagged_only_after_the_configured_silence(db: Path) -> None:
+    app = make_app(db, stale_after=60.0)
+    async with app.run_test(size=(120, 30)) as pilot:
+        table = await open_runs(app, pilot)
+        statuses = dict(zip(column(table, "run"), column(table, "status"), strict=True))
+        assert statuses["run-live"] == "running stale"
+        assert statuses["run-ok"] == "success"
+    patient = make_app(db, stale_after=3600.0)
+    async with patient.run_test(size=(120, 30)) as pilot:
+        table = await open_runs(patient, pilot)
+        statuses = dict(zip(column(table, "run"), column(table, "status"), strict=True))
+        assert statuses["run-live"] == "running"
+
+
+@sync
+async def test_run_screen_shows_timeline_provenance_and_call_structure(db: Path) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.source is not None)
+        await app.open_run("run-ok")
+        observations = app.screen.query_one(ObservationList)
+        await until(pilot, lambda: observations.total == 7 and observations.loaded_row(6) is not None)
+        summary = static_text(app.screen.query_one("#run-summary", Static))
+        assert "pending → running" in summary and "running → success" in summary and "completed" in summary
+        assert "host lab-7" in summary and "numpy 2.1.0" in summary
+        await pilot.pause(0.2)
+        lines = list_lines(app)
+        indent = {name: next(line for line in lines if f" {name}" in line).index(name)
+                  for name in ("RunStarted", "AgentRunStarted", "ModelCallStarted", "ToolCallFinished")}
+        assert indent["RunStarted"] < indent["AgentRunStarted"] < indent["ModelCallStarted"]
+        assert indent["ModelCallStarted"] == indent["ToolCallFinished"]
+
+
+@sync
+async def test_run_screen_shows_errors_of_a_failed_run(db: Path) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.source is not None)
+        await app.open_run("run-fail")
+        await until(pilot, lambda: "error" in static_text(app.screen.query_one("#run-summary", Static)))
+        summary = static_text(app.screen.query_one("#run-summary", Static))
+        assert "RuntimeError: beam solver diverged" in summary and "tool error" in summary
+
+
+@sync
+async def test_level_and_event_type_filters(db: Path) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.source is not None)
+        await app.open_run("run-ok")
+        observations = app.screen.query_one(ObservationList)
+        await until(pilot, lambda: observations.total == 7)
+        await pilot.press("f")
+        await until(pilot, lambda: isinstance(app.screen, FilterScreen))
+        app.screen.query_one("#level", Select).value = "tool-call"
+        await pilot.click("#apply")
+        await until(pilot, lambda: observations.total == 2 and observations.loaded_row(1) is not None)
+        assert [observations.loaded_row(i)["event_type"] for i in range(2)] == ["ToolCallStarted", "ToolCallFinished"]
+        await pilot.press("f")
+        await until(pilot, lambda: isinstance(app.screen, FilterScreen))
+        app.screen.query_one("#level", Select).value = Select.NULL
+        app.screen.query_one("#event-type", Select).value = "ModelCallFinished"
+        await pilot.click("#apply")
+        await until(pilot, lambda: observations.total == 1)
+        await pilot.press("f")
+        await until(pilot, lambda: isinstance(app.screen, FilterScreen))
+        await pilot.click("#clear")
+        await until(pilot, lambda: observations.total == 7)
+
+
+@sync
+async def test_search_then_n_and_N(db: Path) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.source is not None)
+        await app.open_run("run-ok")
+        observations = app.screen.query_one(ObservationList)
+        await until(pilot, lambda: observations.loaded_row(6) is not None)
+        await pilot.press("slash", *"BEAM", "enter")  # case-insensitive, matches the tool name
+        await until(pilot, lambda: observations.cursor == 4)
+        await pilot.press("n")
+        await until(pilot, lambda: observations.cursor == 5)
+        await pilot.press("n")  # no later match: the cursor stays
+        await pilot.pause(0.3)
+        assert observations.cursor == 5
+        await pilot.press("N")
+        await until(pilot, lambda: observations.cursor == 4)
+        assert app.screen.focused is observations
+
+
+@sync
+async def test_observation_detail_and_copy(db: Path) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.source is not None)
+        await app.open_run("run-ok")
+        observations = app.screen.query_one(ObservationList)
+        await until(pilot, lambda: observations.loaded_row(3) is not None)
+        await pilot.press("j", "j", "j", "enter")
+        await until(pilot, lambda: isinstance(app.screen, ObservationScreen) and app.screen.row is not None)
+        fields = static_text(app.screen.query_one("#fields", Static))
+        assert "run-ok-3" in fields and "ModelCallFinished" in fields
+        meta = static_text(app.screen.query_one("#meta", Static))
+        assert '"total_tokens": 120' in meta and '"span_id": "s-model"' in meta
+        await pilot.press("y")
+        assert '"record_id": "run-ok-3"' in app.clipboard
+        assert '"total_tokens": 120' in app.clipboard
+
+
+@sync
+async def test_empty_ledger_says_how_to_ingest(tmp_path: Path) -> None:
+    Ledger.open(tmp_path / "empty.db").close()
+    app = make_app(tmp_path / "empty.db")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, StudiesScreen)
+                    and "ingest" in static_text(app.screen.query_one("#empty", Static)))
+        assert "--watch" in static_text(app.screen.query_one("#empty", Static))
+
+
+@sync
+async def test_missing_ledger_says_how_to_create_one_and_opens_it_when_it_appears(tmp_path: Path) -> None:
+    path = tmp_path / "later.db"
+    app = make_app(path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, NoLedgerScreen))
+        text = static_text(app.screen.query_one("#no-ledger", Static))
+        assert f"studyledger --db {path} init" in text
+        build(path)
+        await until(pilot, lambda: isinstance(app.screen, StudiesScreen)
+                    and app.screen.query_one(DataTable).row_count == 2)
+
+
+@sync
+async def test_not_a_ledger_is_explained_not_crashed(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_text("hello")
+    app = make_app(path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, NoLedgerScreen))
+        assert "not a studyledger ledger" in static_text(app.screen.query_one("#no-ledger", Static))
+
+
+@sync
+async def test_command_palette_jumps_to_a_run_by_id(db: Path) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, StudiesScreen))
+        await pilot.press("ctrl+p")
+        await pilot.press(*"run-skip")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, RunScreen))
+        assert app.screen.run_id == "run-skip"
+
+
+@sync
+async def test_help_lists_keys_and_theme_toggles(db: Path) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, StudiesScreen))
+        await pilot.press("question_mark")
+        assert app.screen.query(HelpPanel)
+        await pilot.press("question_mark")
+        assert not app.screen.query(HelpPanel)
+        dark = app.current_theme.dark
+        await pilot.press("t")
+        assert app.current_theme.dark is not dark
+
+
+@sync
+async def test_audit_screen_shows_verify_and_anomalies(db: Path) -> None:
+    with Ledger.open(db) as ledger:  # a fact from a file that breaks the state machine
+        from .tui_helpers import status
+        ledger.append([status("run-ok", "bracket", "running", 50)])
+    app = make_app(db)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, StudiesScreen))
+        await pilot.press("a")
+        await until(pilot, lambda: isinstance(app.screen, AuditScreen)
+                    and "intact" in static_text(app.screen.query_one("#verify", Static))
+                    and app.screen.query_one(DataTable).row_count == 1)
+        assert "success -> running" in column(app.screen.query_one(DataTable), "message")[0]
+
+
+@sync
+async def test_audit_screen_reports_tampering(db: Path) -> None:
+    conn = sqlite3.connect(db)
+    conn.execute("DROP TRIGGER IF EXISTS events_no_update")
+    for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+        conn.execute(f"DROP TRIGGER {name}")
+    conn.execute("UPDATE events SET body = replace(body, 'lab-7', 'lab-8') WHERE kind = 'provenance_captured'")
+    conn.commit()
+    conn.close()
+    app = make_app(db)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await until(pilot, lambda: app.source is not None)
+        await pilot.press("a")
+        await until(pilot, lambda: isinstance(app.screen, AuditScreen)
+                    and "tampered" in static_text(app.screen.query_one("#verify", Static)))
+
+
+@sync
+async def test_usable_at_80x24(db: Path) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.source is not None)
+        await app.open_run("run-ok")
+        observations = app.screen.query_one(ObservationList)
+        await until(pilot, lambda: observations.loaded_row(6) is not None)
+        assert observations.size.height >= 5  # the header leaves room for the list
+        await pilot.press("d")
+        assert observations.size.height >= 15
+        screen_text = app.export_screenshot()
+        assert "Filter" in screen_text and "Search" in screen_text  # footer keys
+
+
+@sync
+async def test_ingestion_screen_with_watch_ingests_in_process(tmp_path: Path) -> None:
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    path = tmp_path / "watched.db"
+    app = make_app(path, watch=folder)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await until(pilot, lambda: app.source is not None)
+        (folder / "trace.jsonl").write_text(
+            '{"timestamp": "2026-03-02T09:00:00+00:00", "record_id": "r1", "event_type": "note", '
+            '"text": "hello", "run_id": null}\n'
+            '{"broken": \n')
+        await pilot.press("i")
+        await until(pilot, lambda: isinstance(app.screen, IngestionScreen)
+                    and app.screen.query_one("#files", DataTable).row_count == 1
+                    and app.screen.query_one("#rejected", DataTable).row_count == 1)
+        files = app.screen.query_one("#files", DataTable)
+        assert column(files, "file")[0].endswith("trace.jsonl")
+        assert column(files, "rejected") == ["1"]
+        assert "invalid JSON" in column(app.screen.query_one("#rejected", DataTable), "reason")[0]
+        assert "watching" in static_text(app.screen.query_one("#watcher", Static))
+    assert app.watcher is not None and not app.watcher.running
