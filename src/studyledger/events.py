@@ -11,6 +11,7 @@ store, not in it, so it never changes an id. See ``docs/events.md`` for every bo
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -68,13 +69,18 @@ def canonical_body(body: Any) -> str:
         return stable_json_dumps(body)
 
 
+@functools.lru_cache(maxsize=64)
+def _kind_json(kind: str) -> str:
+    return json.dumps(kind, ensure_ascii=True)
+
+
 def event_id_for(kind: str, body_json: str) -> str:
     """Compute the event id of a kind and its canonical body text.
 
     Equal to ``hash_identifier("evt", {"body": body, "kind": kind}, length=32)``; written
     out so the body is not serialised a second time on the hot path.
     """
-    payload = '{"body":' + body_json + ',"kind":' + json.dumps(kind, ensure_ascii=True) + "}"
+    payload = '{"body":' + body_json + ',"kind":' + _kind_json(kind) + "}"
     return "evt-" + hashlib.sha256(payload.encode("utf-8")).hexdigest()[:EVENT_ID_LENGTH]
 
 
