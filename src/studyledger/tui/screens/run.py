@@ -152,11 +152,12 @@ class RunScreen(LiveScreen):
         source, run_id = self.source, self.run_id
 
         def ask(types: list[str]) -> None:
-            self.app.push_screen(FilterScreen(observations.where, types), self._filtered)
+            self.app.push_screen(FilterScreen(observations.where, types), self.apply_filter)
 
         self.load(lambda: source.event_types(run_id), ask, group="types")
 
-    def _filtered(self, where: ObservationFilter | None) -> None:
+    def apply_filter(self, where: ObservationFilter | None) -> None:
+        """Show only observations passing ``where`` (None: keep the current filter), from the top."""
         if where is not None and where != self.query_one(ObservationList).where:
             observations = self.query_one(ObservationList)
             observations.following = False
