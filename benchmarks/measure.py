@@ -142,7 +142,7 @@ def live(folder: str, db: str, lines: int, rate: float) -> Result:
             now = time.perf_counter()
             while len(written) < lines and now >= start + len(written) * interval:
                 number = len(written) + 1
-                row = {"timestamp": "2026-03-02T10:00:00+00:00", "record_id": f"lat-{number}",
+                row: dict[str, Any] = {"timestamp": "2026-03-02T10:00:00+00:00", "record_id": f"lat-{number}",
                        "text": f"latency probe {number}", "session_id": "latency", "actor_id": "bench",
                        "event_type": "probe", "meta_json": {}, "level": "step", "run_id": None}
                 os.write(fd, (json.dumps(row) + "\n").encode())
@@ -170,22 +170,48 @@ def live(folder: str, db: str, lines: int, rate: float) -> Result:
 
 
 def dashboard(db: str, run_id: str) -> Result:
-    """Time the real dashboard (``App.run_test``) to its first screen of a large ledger and
-    to open its biggest run."""
+    """Time the real dashboard (``App.run_test``, 120x40) on a large ledger: from start to the
+    studies table showing its rows, and from ``open_run`` to the run's observation list
+    counted and its first page drawn."""
     import asyncio
 
-    from studyledger.tui.app import StudyLedgerApp  # type: ignore[import-not-found]
+    from textual.widgets import DataTable
+
+    from studyledger.tui.app import StudyLedgerApp
+    from studyledger.tui.observation_list import ObservationList
+    from studyledger.tui.screens.studies import StudiesScreen
+
+    async def until(pilot: Any, condition: Callable[[], bool], timeout: float = 120.0) -> None:
+        deadline = time.perf_counter() + timeout
+        while not condition():
+            if time.perf_counter() > deadline:
+                raise TimeoutError("the dashboard did not get there")
+            await pilot.pause(0.005)
+
+    def studies_shown(app: StudyLedgerApp) -> bool:
+        if not isinstance(app.screen, StudiesScreen):
+            return False
+        tables = app.screen.query(DataTable)
+        return bool(tables) and tables.first().row_count > 0
+
+    def run_shown(app: StudyLedgerApp) -> bool:
+        lists = app.screen.query(ObservationList)
+        return bool(lists) and lists.first().counted and lists.first().total > 0
 
     async def measure() -> Result:
         started = time.perf_counter()
         app = StudyLedgerApp(Path(db))
         async with app.run_test(size=(120, 40)) as pilot:
-            await pilot.pause()
+            await until(pilot, lambda: studies_shown(app))
             first = time.perf_counter() - started
             opened = time.perf_counter()
-            await app.open_run(run_id)
-            await pilot.pause()
-            return {"first_paint_s": first, "open_run_s": time.perf_counter() - opened}
+            waiting = app.open_run(run_id)
+            if waiting is not None:
+                await waiting
+            await until(pilot, lambda: run_shown(app))
+            shown = time.perf_counter() - opened
+            total = app.screen.query_one(ObservationList).total
+            return {"first_paint_s": first, "open_run_s": shown, "run_observations": total}
 
     result = asyncio.run(measure())
     return {**result, "rss_mb": _rss_mb()}

@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -31,6 +32,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from studyledger import events as ev
+from studyledger.events import EventKind
+from studyledger.ingest.own_lines import line_for
 from studyledger.simulate import Outcome, agent_session, stamp, trace_line_text
 
 HERE = Path(__file__).resolve().parent
@@ -48,26 +52,58 @@ class Row:
     met: bool | None = None
 
 
-def make_trace_file(path: Path, lines: int) -> None:
-    """``lines`` agent-trace lines (the commonest and heaviest input), runs of 10-40 lines,
-    made by the simulator's trace builder; cached across runs of the harness."""
+GIANT_RUN = "run-bench-giant-001"
+BENCH_STUDY = "bench-study"
+
+
+def make_trace_file(path: Path, lines: int, *, giant: int = 0) -> None:
+    """``lines`` agent-trace lines (the commonest and heaviest input), cached across runs.
+
+    Runs of 10-40 lines come first; the last ``giant`` lines are one long-running agent
+    (run ``run-bench-giant-001`` of study ``bench-study``, registered by two studyledger
+    lines: one RunStarted, then model and tool calls, never finished) so the dashboard can
+    be timed on a run that size. 200 sessions are built by
+    the simulator's trace builder and reused under fresh run ids (a text replace), which
+    keeps generation to seconds while every line still states a distinct fact.
+    """
     if path.exists():
         return
     rng = random.Random(lines)
-    written = 0
+    placeholder = "run-bench-template"
+    templates = []
+    for number in range(200):
+        outcome = Outcome.TOOL_FAILURE if number % 9 == 0 else Outcome.SUCCESS
+        start = BASE_MS + number * 5000
+        templates.append([trace_line_text(stamp(line, start + offset))
+                          for offset, line in agent_session(placeholder, outcome=outcome, rng=rng)])
     tmp = path.with_suffix(".tmp")
+    written, number = 0, 0
     with tmp.open("w", encoding="ascii") as out:
-        number = 0
-        while written < lines:
+        if giant:
+            # The study the long run belongs to, so the dashboard's first screen lists it.
+            out.write(line_for(EventKind.STUDY_REGISTERED, ev.study_registered(
+                BENCH_STUDY, title="Benchmark study", at="2026-03-02T09:00:00+00:00")))
+            written += 1
+        while written < lines - giant:
+            chunk = templates[number % len(templates)][: lines - giant - written]
+            out.write("".join(chunk).replace(placeholder, f"run-bench{number:09d}"))
+            written += len(chunk)
             number += 1
-            run_id = f"run-bench{number:07d}"
-            outcome = Outcome.TOOL_FAILURE if number % 9 == 0 else Outcome.SUCCESS
-            start = BASE_MS + number * 5000
-            for offset, line in agent_session(run_id, outcome=outcome, rng=rng):
-                if written == lines:
-                    break
-                out.write(trace_line_text(stamp(line, start + offset)))
-                written += 1
+        inner = [[text for text in template if '"RunStarted"' not in text and '"RunFinished"' not in text]
+                 for template in templates]
+        out.write(line_for(EventKind.RUN_REGISTERED, ev.run_registered(
+            GIANT_RUN, study_id=BENCH_STUDY, condition_id="long", replicate=1, agent_id="tool-agent",
+            problem_id="bracket", seed=None)))
+        out.write(templates[0][0].replace(placeholder, GIANT_RUN))
+        written += 2
+        span = re.compile(r'(span_id": ")[0-9a-f]{8}')
+        while written < lines:
+            chunk = inner[number % len(inner)][: lines - written]
+            # Fresh span ids per session, so a reused session states new facts.
+            fresh = f"\\g<1>{number:08x}"
+            out.write(span.sub(fresh, "".join(chunk).replace(placeholder, GIANT_RUN)))
+            written += len(chunk)
+            number += 1
     tmp.rename(path)
 
 
@@ -126,7 +162,7 @@ def main() -> None:
 
     small, large = (20_000, 100_000) if options.quick else (200_000, 1_000_000)
     live_lines = 300 if options.quick else 1000
-    work = options.work
+    work: Path = options.work
     work.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     rows: list[Row] = []
@@ -139,11 +175,12 @@ def main() -> None:
         return folder
 
     ingest_rate: dict[int, float] = {}
-    big_db = ""
+    big_db = small_db = ""
     for size in (small, large):
-        data = work / f"trace-{size}.jsonl"
+        data = work / (f"trace-{size}-giant.jsonl" if size == large else f"trace-{size}.jsonl")
         print(f"generating {size:,} trace lines ..." if not data.exists() else f"data {data}", flush=True)
-        make_trace_file(data, size)
+        # The large file ends with one long run (90% of it) for the dashboard measurement.
+        make_trace_file(data, size, giant=size * 9 // 10 if size == large else 0)
         raw = measure("raw_insert", path=str(data), db=str(scratch(f"raw-{size}") / "raw.db"))
         db = scratch(f"ingest-{size}") / "ledger.db"
         ours = measure("ingest", path=str(data), db=str(db))
@@ -155,23 +192,31 @@ def main() -> None:
                         f"{fmt(rate(ours))} lines/s ({fmt(ours['events'] / ours['seconds'])} events/s, "
                         f"{ours['events']:,} events) vs raw executemany {fmt(rate(raw))} rows/s",
                         ">= 0.5x raw", ratio >= 0.5))
-        if ratio < 0.5:
+        if ratio < 0.5 and size == small:  # profiled at the small size: the shape is the same
             misses.append(("ingest", {"path": str(data), "db": str(db) + ".profiled"}))
         rows.append(Row(f"peak RSS ingesting {size:,} lines", f"{ours['rss_mb']:.0f} MB",
                         f"raw baseline process {raw['rss_mb']:.0f} MB",
                         "< 200 MB" if size == large else "", ours["rss_mb"] < 200 if size == large else None))
+        small_db = small_db or str(db)
         big_db = str(db)
         print(f"  {rows[-2].name}: {rows[-2].figure} ({rows[-2].context})", flush=True)
 
-    scan = measure("raw_scan", db=big_db)
+    own = own_format_row(small)
+    if own is not None:
+        rows.append(own)
+        print(f"  {own.name}: {own.figure}", flush=True)
+
+    # Replay and verify are linear scans: their rate does not depend on size, so they run on
+    # the small ledger to keep the harness within its time budget.
+    scan = measure("raw_scan", db=small_db)
     for name in ("replay", "verify"):
-        result = measure(name, db=big_db)
+        result = measure(name, db=small_db)
         ours_rate = rate(result)
         rows.append(Row(f"{name} {result['count']:,} events", f"{fmt(ours_rate)} events/s",
                         f"{ours_rate / rate(scan):.2f}x a raw ordered scan of the events table "
                         f"({fmt(rate(scan))} rows/s)", ">= 100,000 events/s", ours_rate >= 100_000))
         if ours_rate < 100_000:
-            misses.append((name, {"db": big_db}))
+            misses.append((name, {"db": small_db}))
         print(f"  {rows[-1].name}: {rows[-1].figure}", flush=True)
 
     live_dir = scratch("live")
@@ -191,15 +236,15 @@ def main() -> None:
 
     data = work / f"trace-{small}.jsonl"
     for name, label in (("mlflow", "MLflow log_batch (SQLite)"), ("eventsourcing", "eventsourcing SQLite recorder")):
-        result = peer(options.peers_python, name, data, scratch(f"peer-{name}"), small)
-        if result is None:
+        found = peer(options.peers_python, name, data, scratch(f"peer-{name}"), small)
+        if found is None:
             rows.append(Row(f"vs {label}, {small:,} records", "not installed",
                             f"no {options.peers_python}", ">= 5x" if name == "mlflow" else ""))
             continue
-        ratio = ingest_rate[small] / rate(result)
-        rows.append(Row(f"vs {label}, {small:,} records", f"{ratio:.1f}x faster",
-                        f"studyledger {fmt(ingest_rate[small])} lines/s vs {fmt(rate(result))} records/s, "
-                        f"peer RSS {result['rss_mb']:.0f} MB",
+        ratio = ingest_rate[small] / rate(found)
+        rows.append(Row(f"vs {label}, {small:,} records", f"{ratio:.1f}x the peer",
+                        f"studyledger {fmt(ingest_rate[small])} lines/s vs {fmt(rate(found))} records/s, "
+                        f"peer RSS {found['rss_mb']:.0f} MB",
                         ">= 5x" if name == "mlflow" else "", ratio >= 5 if name == "mlflow" else None))
         print(f"  {rows[-1].name}: {rows[-1].figure}", flush=True)
 
@@ -219,6 +264,24 @@ def main() -> None:
         encoding="utf-8",
     )
     print(f"\nwritten to {options.output} ({elapsed:.0f} s)")
+
+
+def own_format_row(lines: int) -> Row | None:
+    """studyledger's own observation lines, measured by the ingest engineer's bench_ingest.py
+    (its own raw loader baseline, same definition as ours)."""
+    script = HERE / "bench_ingest.py"
+    if not script.exists():
+        return None
+    done = subprocess.run([sys.executable, str(script), "--lines", str(lines)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"bench_ingest.py failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout)
+    ratio = float(result["ratio_to_raw_loader"])
+    return Row(f"ingest {lines:,} own-format observation lines", f"{ratio:.2f}x raw",
+               f"{fmt(result['ingest_events_per_s'])} events/s vs raw loader {fmt(result['raw_loader_per_s'])} "
+               f"rows/s (prebuilt rows: {fmt(result['raw_rows_per_s'])} rows/s); benchmarks/bench_ingest.py",
+               ">= 0.5x raw", ratio >= 0.5)
 
 
 def dashboard_rows(db: str) -> list[Row]:
