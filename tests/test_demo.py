@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from studyledger import Ledger
 
 from .conftest import REPO
 
@@ -49,3 +52,35 @@ def test_demo_with_a_missing_examples_folder_is_a_one_line_error(tmp_path: Path)
     # A configured but missing examples folder is a user error: one line, no traceback.
     assert result.returncode != 0
     assert str(missing) in result.stderr and "Traceback" not in result.stderr
+
+
+def test_dashboard_on_the_demo_shows_the_live_study_arrive_and_leaving_stops_everything(tmp_path: Path) -> None:
+    from textual.widgets import DataTable
+
+    from studyledger.demo import Demo
+    from studyledger.tui.app import StudyLedgerApp
+
+    async def scenario() -> Demo:
+        with Demo(tmp_path, seconds=2, runs=6, seed=1, examples=REPO / "ledger_examples") as demo:
+            app = StudyLedgerApp(demo.db)
+            async with app.run_test(size=(120, 40)) as pilot:
+                # The examples are in before the dashboard opens; the live study is not
+                # yet: the dashboard must pick it up by itself, without input.
+                seen: set[str] = set()
+                for _ in range(1000):
+                    tables = app.screen.query(DataTable)
+                    seen = {str(key.value) for key in tables.first().rows} if tables else set()
+                    if "live-bracket-study" in seen:
+                        break
+                    await pilot.pause(0.01)
+                assert {"bracket-study", "smoke-tests", "live-bracket-study"} <= seen
+                assert demo.running
+        return demo
+
+    demo = asyncio.run(scenario())
+    assert not demo.running
+    # Quitting early stopped the simulator mid-study, and every line it wrote is committed.
+    assert 0 < demo.simulator.stats.lines < len(demo.simulator.writes)
+    assert demo.watched.lines_read == demo.simulator.stats.lines
+    with Ledger.open(demo.db, create=False) as ledger:
+        assert ledger.runs(study_id="live-bracket-study")

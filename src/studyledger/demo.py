@@ -132,6 +132,12 @@ class Demo:
         self._stop.wait(seconds)
 
     @property
+    def running(self) -> bool:
+        """Whether anything the demo started (simulator, watcher) is still running."""
+        simulating = self._thread is not None and self._thread.is_alive()
+        return simulating or self._watcher.running
+
+    @property
     def watcher_error(self) -> BaseException | None:
         """Why the watcher stopped, if it failed."""
         return self._watcher.error
