@@ -79,8 +79,8 @@ async def test_studies_show_run_counts_and_status_breakdown(db: Path) -> None:
         assert column(table, "study") == ["bracket", "smoke"]
         assert column(table, "runs") == ["5", "1"]
         breakdown = column(table, "status")[0]
-        assert "1 pending" in breakdown and "1 running" in breakdown and "1 failed" in breakdown
-        assert "(1 stale)" in breakdown  # run-live has been silent for 30 minutes
+        assert "1 pend" in breakdown and "1 run" in breakdown and "1 fail" in breakdown
+        assert "1 stale" in breakdown  # run-live has been silent for 30 minutes
         assert column(table, "last") == ["1h29m ago", "1h29m ago"]  # source times, 09:00:30 and 09:00:45
 
 

@@ -77,7 +77,8 @@ def duration_seconds(run: Row, now: datetime, stale_after: float | None = None) 
     end = parse_time(run.get("ended_at"))
     if end is None and run.get("status") == "running":
         stale = stale_after is not None and is_stale(run, now, stale_after)
-        end = last_event_time(run) if stale else now
+        # A stale run lasted until its last sign of life, on the same (source) clock as its start.
+        end = (parse_time(run.get("last_activity")) or last_event_time(run)) if stale else now
     return None if end is None else max(0.0, (end - start).total_seconds())
 
 

@@ -33,17 +33,25 @@ def status_text(status: str | None, *, stale: bool = False) -> Text:
     return text
 
 
-def breakdown(by_status: dict[str, int], stale: int = 0) -> Text:
-    """Coloured counts per status, in lifecycle order (``3 running 2 success``)."""
+SHORT_NAMES = {"pending": "pend", "running": "run", "success": "ok", "failed": "fail", "skipped": "skip"}
+
+
+def breakdown(by_status: dict[str, int], stale: int = 0, *, short: bool = False) -> Text:
+    """Coloured counts per status, in lifecycle order (``3 running 2 success``).
+
+    Args:
+        short: Abbreviate the names (``3 run 2 ok``) to fit a table column.
+    """
     text = Text(no_wrap=True, end="")
     known = [s for s in STATUS_ORDER if by_status.get(s)]
     others = sorted(s for s in by_status if s not in STATUS_ORDER and by_status[s])
     for status in known + others:
         if text:
             text.append(" ")
-        text.append(f"{by_status[status]} {status}", STATUS_COLOURS.get(status, ""))
+        name = SHORT_NAMES.get(status, status) if short else status
+        text.append(f"{by_status[status]} {name}", STATUS_COLOURS.get(status, ""))
     if stale:
-        text.append(f" ({stale} stale)", STATUS_COLOURS[STALE])
+        text.append(f" {stale} stale" if short else f" ({stale} stale)", STATUS_COLOURS[STALE])
     return text if text else Text("no runs", "dim")
 
 

@@ -52,8 +52,8 @@ class ObservationList(ScrollView, can_focus=True):
         Binding("pageup", "page(-1)", "Page up", show=False),
         Binding("pagedown,space", "page(1)", "Page down", show=False),
         Binding("home,g", "first", "Top", show=False),
-        Binding("end,G", "last", "Bottom+follow"),
-        Binding("enter", "open", "Open"),
+        Binding("end,G", "last", "Bottom+follow", show=False),
+        Binding("enter", "open", "Open", show=False),
     ]
     COMPONENT_CLASSES: ClassVar[set[str]] = {"observation-list--cursor", "observation-list--dim"}
     DEFAULT_CSS = """
@@ -206,13 +206,16 @@ class ObservationList(ScrollView, can_focus=True):
             return Strip.blank(width, self.rich_style)
         row = self._row(index)
         base = self.rich_style
-        if index == self.cursor:
+        on_cursor = index == self.cursor
+        if on_cursor:
             base = base + self.get_component_rich_style("observation-list--cursor")
         if row is None:
             text = Text("  …", Style(color=self.get_component_rich_style("observation-list--dim").color))
         else:
             text = self._format(row)
-        segments = [Segment(s.text, base + s.style if s.style else base)
+        # On the cursor bar only the cursor's colours count, so every column stays readable.
+        segments = [Segment(s.text, base + Style(bold=s.style.bold) if on_cursor else base + s.style)
+                    if s.style else Segment(s.text, base)
                     for s in text.render(self.app.console) if s.text != "\n"]
         strip = Strip(segments).crop(scroll_x, scroll_x + width).extend_cell_length(width, base)
         return strip.simplify()

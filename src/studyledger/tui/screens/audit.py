@@ -32,7 +32,7 @@ class AuditScreen(LiveScreen):
         for key in ("seq", "run", "kind", "message"):
             table.add_column(key, key=key)
         yield table
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.title = "studyledger"

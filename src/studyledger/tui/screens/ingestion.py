@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 from rich.text import Text
@@ -37,7 +38,7 @@ class IngestionScreen(LiveScreen):
         for key in ("seq", "file", "line", "reason", "raw"):
             rejected.add_column(key, key=key)
         yield rejected
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.title = "studyledger"
@@ -53,7 +54,7 @@ class IngestionScreen(LiveScreen):
         self.query_one("#watcher", Static).update(self._watcher_line(len(files), len(rejected)))
         self.query_one("#files", LiveTable).sync([
             (str(f["path"]) + f":{f['device']}:{f['inode']}", [
-                literal(f["path"]),
+                literal(_near(f["path"])),
                 Text(f"{f['offset']:,}", justify="right"),
                 Text(f"{f['line']:,}", justify="right"),
                 Text(f"{f['lines_accepted']:,}", justify="right"),
@@ -66,7 +67,7 @@ class IngestionScreen(LiveScreen):
         self.query_one("#rejected", LiveTable).sync([
             (str(r["seq"]), [
                 Text(str(r["seq"]), justify="right"),
-                literal(r.get("file")),
+                literal(_near(r.get("file"))),
                 Text(str(r.get("line") or ""), justify="right"),
                 literal(shorten(r.get("reason"), 80), "#d13438"),
                 literal(shorten(r.get("raw"), 120), "dim"),
@@ -92,4 +93,13 @@ class IngestionScreen(LiveScreen):
                 text.append("  error: ", "#d13438")
                 text.append_text(literal(shorten(watcher.error, 100), "#d13438"))
         text.append(f"   {files} file(s) known, {rejected} rejected line(s) shown", "dim")
+        return text
+
+
+def _near(path: object) -> str:
+    """A path relative to the working directory when it lies below it (shorter columns)."""
+    text = "" if path is None else str(path)
+    try:
+        return str(Path(text).relative_to(Path.cwd()))
+    except ValueError:
         return text

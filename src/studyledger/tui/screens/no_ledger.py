@@ -37,7 +37,7 @@ class NoLedgerScreen(Screen[None]):
             ("  studyledger demo\n\n", "bold"),
             "This screen checks every second and opens the ledger as soon as it exists.",
         ), classes="empty", id="no-ledger")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.title = "studyledger"

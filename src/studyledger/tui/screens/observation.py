@@ -54,7 +54,7 @@ class ObservationScreen(LiveScreen):
         with VerticalScroll(id="observation"):
             yield Static(id="fields")
             yield Static(id="meta")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.title = "studyledger"

@@ -46,7 +46,7 @@ class RunScreen(LiveScreen):
         yield Static(id="list-status", classes="summary")
         yield ObservationList(self.source, self.run_id, id="observations")
         yield SearchBar("search text, event type, tool name (n / N: next / previous)")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.title = "studyledger"
@@ -202,15 +202,18 @@ class RunScreen(LiveScreen):
 
 
 def _provenance_line(row: Row) -> str:
+    """A snapshot on one line: host, platform, Python, git, packages, then any extra fields."""
     parts = [f"{k} {row[k]}" for k in ("host", "platform", "python_version", "git_sha") if row.get(k)]
-    packages = row.get("package_versions")
-    if packages:
+    for column in ("package_versions", "extra"):
         try:
-            names = json.loads(packages)
-            parts.append("packages " + ", ".join(f"{k} {v}" for k, v in sorted(names.items())))
-        except (ValueError, AttributeError):
-            parts.append(f"packages {packages}")
-    extra = row.get("extra")
-    if extra and extra != "{}":
-        parts.append(extra)
+            values = json.loads(row.get(column) or "{}")
+        except ValueError:
+            values = row[column]
+        if isinstance(values, dict):
+            pairs = ", " if column == "package_versions" else "  "
+            if values:
+                listed = pairs.join(f"{k} {v}" for k, v in sorted(values.items()))
+                parts.append(f"packages {listed}" if column == "package_versions" else listed)
+        elif values:
+            parts.append(str(values))
     return "  ".join(parts) or "(empty snapshot)"

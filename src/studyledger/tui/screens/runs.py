@@ -63,7 +63,7 @@ class RunsScreen(LiveScreen):
             table.add_column(label, key=key)
         yield table
         yield SearchBar("search run id, condition, agent, problem, status")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.title = "studyledger"

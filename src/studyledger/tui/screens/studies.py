@@ -31,10 +31,10 @@ class StudiesScreen(LiveScreen):
         table.add_column("study", key="study")
         table.add_column("title", key="title", width=30)
         table.add_column("runs", key="runs")
-        table.add_column("status", key="status")
+        table.add_column("runs by status", key="status")
         table.add_column("last activity", key="last")
         yield table
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.title = "studyledger"
@@ -79,7 +79,7 @@ class StudiesScreen(LiveScreen):
                 literal(s["study_id"], "bold"),
                 literal(s["title"]),
                 Text(str(s["run_count"]), justify="right"),
-                breakdown(s["runs_by_status"], stale.get(s["study_id"], 0)),
+                breakdown(s["runs_by_status"], stale.get(s["study_id"], 0), short=True),
                 Text(ago(s.get("last_activity"), now)),
             ])
             for s in studies
