@@ -386,3 +386,32 @@ async def test_ingestion_screen_with_watch_ingests_in_process(tmp_path: Path) ->
         assert "invalid JSON" in column(app.screen.query_one("#rejected", DataTable), "reason")[0]
         assert "watching" in static_text(app.screen.query_one("#watcher", Static))
     assert app.watcher is not None and not app.watcher.running
+
+
+@sync
+async def test_the_mouse_selects_and_opens(db: Path) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = await open_runs(app, pilot)
+        await pilot.click(DataTable, offset=(3, 3))  # header row, then run-ok, run-fail, run-live
+        await until(pilot, lambda: table.cursor_row == 2)
+        await pilot.click(DataTable, offset=(3, 3))  # a click on the cursor row opens it
+        await until(pilot, lambda: isinstance(app.screen, RunScreen))
+        assert app.screen.run_id == "run-live"
+        observations = app.screen.query_one(ObservationList)
+        await until(pilot, lambda: observations.loaded_row(3) is not None)
+        await pilot.click(ObservationList, offset=(10, 2))
+        assert observations.cursor == 2
+        await pilot.click(ObservationList, offset=(10, 2), times=2)
+        await until(pilot, lambda: isinstance(app.screen, ObservationScreen))
+
+
+def test_tui_command_refuses_a_missing_watch_folder(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from studyledger.cli import cli
+
+    result = CliRunner().invoke(cli, ["--db", str(tmp_path / "x.db"), "tui", "--watch", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
+    assert not (tmp_path / "x.db").exists()

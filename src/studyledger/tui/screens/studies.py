@@ -29,7 +29,7 @@ class StudiesScreen(LiveScreen):
         yield Static(id="empty", classes="empty")
         table = LiveTable(id="studies")
         table.add_column("study", key="study")
-        table.add_column("title", key="title", width=30)
+        table.add_column("title", key="title", width=26)
         table.add_column("runs", key="runs")
         table.add_column("runs by status", key="status")
         table.add_column("last activity", key="last")
