@@ -37,6 +37,7 @@ class RunScreen(LiveScreen):
         super().__init__()
         self.run_id = run_id
         self.search = ""
+        self.searching = False  # A search over a huge run takes a moment: say so meanwhile.
         self.run_row: Row | None = None
 
     def compose(self) -> ComposeResult:
@@ -125,6 +126,8 @@ class RunScreen(LiveScreen):
                         "italic")
         if self.search:
             text.append(f"  search: {clean(self.search)}", "italic")
+        if self.searching:
+            text.append("  searching…", "italic")
         if state["following"]:
             text.append("  ● following", "bold #2e9e44")
         elif state["new"]:
@@ -191,6 +194,7 @@ class RunScreen(LiveScreen):
             return None if seq is None else source.index_of(run_id, where, seq)
 
         def go(index: int | None) -> None:
+            self.searching = False
             if index is None:
                 self.notify(f"No {'earlier' if backwards else 'later'} match for {clean(text)!r}.",
                             severity="warning")
@@ -198,6 +202,8 @@ class RunScreen(LiveScreen):
                 observations.move_to(index)
             self.on_observation_list_changed(ObservationList.Changed())
 
+        self.searching = True
+        self.on_observation_list_changed(ObservationList.Changed())
         self.load(fetch, go, group="search")
 
 
