@@ -20,11 +20,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from studyledger import Ledger, Observation, RunStatus
+from studyledger import Ledger, Observation, RunBudget, RunStatus
+from textual.widgets import DataTable, Static
+
 from studyledger.tui.app import StudyLedgerApp
 from studyledger.tui.data import parse_time
 from studyledger.tui.observation_list import ObservationList
@@ -36,21 +38,23 @@ CRASHED_RUN = "run-14447d5846f9"  # documented in ledger_examples/README.md
 TOOL_RUN = "run-52be32d9b27d"
 
 
-def build_ledger(db: Path) -> None:
+def build_ledger(db: Path, examples: Path) -> None:
     """Ingest the examples the way a user would, or write a small study through the API."""
-    if EXAMPLES.is_dir():
+    if examples.is_dir():
         subprocess.run([sys.executable, "-m", "studyledger", "--db", str(db), "ingest",
-                        str(EXAMPLES / "bracket-study"), str(EXAMPLES / "drop")],
+                        str(examples / "bracket-study"), str(examples / "drop")],
                        check=True, stdout=subprocess.DEVNULL)
         return
     with Ledger.open(db) as ledger:
-        ledger.register_study("demo", title="Demo study", description="written by make_screenshots.py")
+        ledger.register_study("demo", title="Demo study", description="written by make_screenshots.py",
+                              run_budget=RunBudget(replicates=2))
         for replicate in (1, 2):
             run_id = ledger.register_run("demo", "baseline", replicate=replicate, agent_id="agent", problem_id="p")
             ledger.transition(run_id, RunStatus.RUNNING)
             ledger.observe(*[Observation(timestamp=datetime.now().astimezone().isoformat(),
-                                         record_id=f"{run_id}-{n}", text=f"step {n}", event_type="step",
-                                         run_id=run_id) for n in range(20)])
+                                         record_id=f"{run_id}-{n}", text=f"step {n}", session_id=run_id,
+                                         actor_id="agent", event_type="step", run_id=run_id)
+                              for n in range(20)])
             ledger.transition(run_id, RunStatus.SUCCESS)
 
 
@@ -77,7 +81,7 @@ async def settle(app: StudyLedgerApp, pilot: object, ready: Callable[[], object]
     await pilot.pause(0.3)  # type: ignore[attr-defined]
 
 
-async def shoot(db: Path, out: Path) -> list[Path]:
+async def shoot(db: Path, out: Path, examples_used: bool) -> list[Path]:
     """Drive the app through every screen, saving one SVG each."""
     app = StudyLedgerApp(db, clock=pinned_clock(db), stale_after=300.0)
     saved: list[Path] = []
@@ -85,23 +89,32 @@ async def shoot(db: Path, out: Path) -> list[Path]:
     def save(name: str) -> None:
         saved.append(Path(app.save_screenshot(f"{name}.svg", path=str(out))))
 
-    async def step(name: str, action: Callable[[], Awaitable[None] | None], ready: Callable[[], object]) -> None:
-        result = action()
-        if result is not None:
-            await result
+    async def step(name: str, action: Callable[[], object], ready: Callable[[], object]) -> None:
+        action()
+        await pilot.pause(0.1)
         await settle(app, pilot, ready)
         save(name)
+
+    def rows(selector: str = "DataTable") -> int:
+        return app.screen.query_one(selector, DataTable).row_count
+
+    def verified() -> bool:
+        shown = str(app.screen.query_one("#verify", Static).content)
+        return "intact" in shown or "tampered" in shown
 
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot, lambda: app.source is not None and app.screen.query("DataTable"))
         save("01-studies")
-        first = app.source.ids()[0][0]["study_id"] if app.source else None  # type: ignore[union-attr]
-        await step("02-runs", lambda: app.open_study(first), lambda: app.screen.query_one("DataTable").row_count)
-        runs = {r["run_id"] for r in app.source.ids()[1]}  # type: ignore[union-attr]
+        assert app.source is not None
+        first = app.source.ids()[0][0]["study_id"]
+        await step("02-runs", lambda: app.open_study(first), rows)
+        runs = {r["run_id"] for r in app.source.ids()[1]}
         for name, run_id in (("03-run-crashed", CRASHED_RUN), ("04-run-tool-calls", TOOL_RUN)):
             if run_id not in runs:
                 run_id = sorted(runs)[0]
-            await app.open_run(run_id)
+            opened = app.open_run(run_id)
+            assert opened is not None
+            await opened
             observations = app.screen.query_one(ObservationList)
             await settle(app, pilot, lambda: observations.loaded_row(max(0, observations.total - 1)) is not None)
             if name == "04-run-tool-calls":
@@ -111,27 +124,25 @@ async def shoot(db: Path, out: Path) -> list[Path]:
         await pilot.press("enter")
         await settle(app, pilot, lambda: getattr(app.screen, "row", None))
         save("05-observation")
-        await step("06-ingestion", app.action_ingestion,
-                   lambda: app.screen.query_one("#rejected").row_count)  # type: ignore[attr-defined]
-        await step("07-audit", app.action_audit, lambda: "intact" in str(app.screen.query_one("#verify").content)
-                   or "tampered" in str(app.screen.query_one("#verify").content))  # type: ignore[attr-defined]
+        await step("06-ingestion", app.action_ingestion, lambda: rows("#rejected") or not examples_used)
+        await step("07-audit", app.action_audit, verified)
         await pilot.press("escape", "escape", "escape", "escape")
         await pilot.press("t")
-        await step("08-runs-light-theme", lambda: app.open_study(first),
-                   lambda: app.screen.query_one("DataTable").row_count)
+        await step("08-runs-light-theme", lambda: app.open_study(first), rows)
     return saved
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "screenshots")
+    parser.add_argument("--examples", type=Path, default=EXAMPLES, help="example inputs to ingest")
     parser.add_argument("--png", action="store_true", help="also write PNG copies (needs rsvg-convert)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
         db = Path(scratch) / "examples.db"
-        build_ledger(db)
-        saved = asyncio.run(shoot(db, args.out))
+        build_ledger(db, args.examples)
+        saved = asyncio.run(shoot(db, args.out, args.examples.is_dir()))
     converter = shutil.which("rsvg-convert")
     for svg in saved:
         print(svg.relative_to(REPO) if svg.is_relative_to(REPO) else svg)
