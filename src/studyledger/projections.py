@@ -245,37 +245,33 @@ class _Fold:
         self.observations: list[tuple[Any, ...]] = []
         self.anomalies: list[tuple[Any, ...]] = []
 
-    def run(self, run_id: str, event: StoredEvent) -> dict[str, Any]:
-        row = self.runs.get(run_id)
+    def _load(self, cache: dict[str, dict[str, Any]], table: str, key: str, value: str,
+              **new: Any) -> dict[str, Any]:
+        """A row of ``table`` from the batch's cache, the table, or ``new`` defaults."""
+        row = cache.get(value)
         if row is None:
-            found = self.conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+            found = self.conn.execute(f"SELECT * FROM {table} WHERE {key} = ?", (value,))
             names = [d[0] for d in found.description]
             values = found.fetchone()
             if values is not None:
                 row = dict(zip(names, values, strict=True))
             else:
                 row = {name: None for name in names}
-                row.update(run_id=run_id, status=RunStatus.PENDING.value, observation_count=0,
-                           anomaly_count=0, first_seq=event.seq)
-            self.runs[run_id] = row
+                row.update({key: value}, **new)
+            cache[value] = row
+        return row
+
+    def run(self, run_id: str, event: StoredEvent) -> dict[str, Any]:
+        row = self._load(self.runs, "runs", "run_id", run_id, status=RunStatus.PENDING.value,
+                         observation_count=0, anomaly_count=0, first_seq=event.seq)
         row["last_seq"] = event.seq
         row["last_activity"] = _later(row["last_activity"], event.occurred_at)
         row["last_recorded"] = _later(row["last_recorded"], event.recorded_at)
         return row
 
     def study(self, study_id: str, event: StoredEvent) -> dict[str, Any]:
-        row = self.studies.get(study_id)
-        if row is None:
-            found = self.conn.execute("SELECT * FROM studies WHERE study_id = ?", (study_id,))
-            names = [d[0] for d in found.description]
-            values = found.fetchone()
-            if values is not None:
-                row = dict(zip(names, values, strict=True))
-            else:
-                row = {name: None for name in names}
-                row.update(study_id=study_id, title="", description="", registered=0,
-                           first_seq=event.seq)
-            self.studies[study_id] = row
+        row = self._load(self.studies, "studies", "study_id", study_id, title="", description="",
+                         registered=0, first_seq=event.seq)
         row["last_seq"] = event.seq
         row["last_activity"] = _later(row["last_activity"], event.occurred_at or event.recorded_at)
         return row
