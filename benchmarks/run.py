@@ -252,7 +252,8 @@ def main() -> None:
         profile_misses(misses)
 
     elapsed = time.perf_counter() - began
-    command = "python benchmarks/run.py" + (" --quick" if options.quick else "")
+    command = "python benchmarks/run.py" + (" --quick" if options.quick else "") + (
+        " --profile" if options.profile else "")
     table = render(rows)
     print("\n" + table)
     options.output.write_text(
@@ -260,7 +261,8 @@ def main() -> None:
         f"Machine: {machine()}.\n\n{table}\n\nEach figure is measured in its own process; "
         "ratios compare with a baseline measured in the same run on the same data. "
         "Raw baseline: stdlib sqlite3 `executemany` of one row per line (canonical JSON, "
-        "sha256 id, UNIQUE index, batches of 5,000, WAL). See benchmarks/measure.py.\n",
+        "sha256 id, UNIQUE index, batches of 5,000, WAL). See benchmarks/measure.py; "
+        "where the time goes for each missed target: benchmarks/README.md and benchmarks/profiles/.\n",
         encoding="utf-8",
     )
     print(f"\nwritten to {options.output} ({elapsed:.0f} s)")
