@@ -205,7 +205,7 @@ def _trace(obj: dict[str, Any], source: str) -> list[NewEvent]:
     # hash_identifier("trace", identity, length=24), written out: the values are checked
     # text and integers, which the C encoder serialises exactly as stable_json_dumps does.
     record_id = "trace-" + hashlib.sha256(_compact(identity).encode("utf-8")).hexdigest()[:24]
-    observation = _with_meta({
+    observation = observation_recorded({
         "timestamp": timestamp,
         "record_id": record_id,
         "text": _trace_summary(event_type, attributes, duration_ms),
@@ -216,7 +216,8 @@ def _trace(obj: dict[str, Any], source: str) -> list[NewEvent]:
         "run_id": run_id,
         "step_id": step_id,
         "tool_name": tool_name,
-    }, meta)
+        "meta_json": meta,
+    })
     observed = make_event(EventKind.OBSERVATION_RECORDED, observation, source=source)
     if event_type == "RunStarted":
         registered = run_registered(run_id, study_id=None, condition_id=None, replicate=None,
@@ -441,21 +442,9 @@ def _observation_body(row: Any, what: str) -> dict[str, Any]:
         raise LineRejected(f"{what} 'meta_json' must be an object (or a JSON string of one), "
                            f"not {_type_name(meta)}")
     try:
-        return _with_meta(row, meta)
+        return observation_recorded({**row, "meta_json": meta})
     except ValueError as exc:
         raise LineRejected(f"{what}: {exc}") from None
-
-
-def _with_meta(row: dict[str, Any], meta: dict[str, Any] | None) -> dict[str, Any]:
-    """``observation_recorded(row)`` with ``meta_json`` set afterwards, as the same body.
-
-    The builder copies its input through ``to_jsonable``, which walks every nested value in
-    Python; meta is most of a trace line, and it is already plain parsed JSON. Its
-    canonical text is the same either way: ``canonical_body`` tags non-finite floats itself.
-    """
-    body = observation_recorded({**row, "meta_json": None})
-    body["meta_json"] = meta if meta is not None else {}
-    return body
 
 
 def _observation(obj: dict[str, Any], source: str) -> list[NewEvent]:
