@@ -201,19 +201,19 @@ async def test_level_and_event_type_filters(db: Path) -> None:
         observations = app.screen.query_one(ObservationList)
         await until(pilot, lambda: observations.total == 7)
         await pilot.press("f")
-        await until(pilot, lambda: isinstance(app.screen, FilterScreen))
+        await until(pilot, lambda: isinstance(app.screen, FilterScreen) and app.screen.query("#apply"))
         app.screen.query_one("#level", Select).value = "tool-call"
         await pilot.click("#apply")
         await until(pilot, lambda: observations.total == 2 and observations.loaded_row(1) is not None)
         assert [observations.loaded_row(i)["event_type"] for i in range(2)] == ["ToolCallStarted", "ToolCallFinished"]
         await pilot.press("f")
-        await until(pilot, lambda: isinstance(app.screen, FilterScreen))
+        await until(pilot, lambda: isinstance(app.screen, FilterScreen) and app.screen.query("#apply"))
         app.screen.query_one("#level", Select).value = Select.NULL
         app.screen.query_one("#event-type", Select).value = "ModelCallFinished"
         await pilot.click("#apply")
         await until(pilot, lambda: observations.total == 1)
         await pilot.press("f")
-        await until(pilot, lambda: isinstance(app.screen, FilterScreen))
+        await until(pilot, lambda: isinstance(app.screen, FilterScreen) and app.screen.query("#apply"))
         await pilot.click("#clear")
         await until(pilot, lambda: observations.total == 7)
 
@@ -272,9 +272,8 @@ async def test_missing_ledger_says_how_to_create_one_and_opens_it_when_it_appear
     path = tmp_path / "later.db"
     app = make_app(path)
     async with app.run_test(size=(100, 30)) as pilot:
-        await until(pilot, lambda: isinstance(app.screen, NoLedgerScreen))
-        text = static_text(app.screen.query_one("#no-ledger", Static))
-        assert f"studyledger --db {path} init" in text
+        await until(pilot, lambda: isinstance(app.screen, NoLedgerScreen)
+                    and f"studyledger --db {path} init" in static_text(app.screen.query_one("#no-ledger", Static)))
         build(path)
         await until(pilot, lambda: isinstance(app.screen, StudiesScreen)
                     and app.screen.query_one(DataTable).row_count == 2)
@@ -286,8 +285,8 @@ async def test_not_a_ledger_is_explained_not_crashed(tmp_path: Path) -> None:
     path.write_text("hello")
     app = make_app(path)
     async with app.run_test(size=(100, 30)) as pilot:
-        await until(pilot, lambda: isinstance(app.screen, NoLedgerScreen))
-        assert "not a studyledger ledger" in static_text(app.screen.query_one("#no-ledger", Static))
+        await until(pilot, lambda: isinstance(app.screen, NoLedgerScreen)
+                    and "not a studyledger ledger" in static_text(app.screen.query_one("#no-ledger", Static)))
 
 
 @sync

@@ -32,7 +32,9 @@ def source(tmp_path: Path) -> Source:
 @pytest.mark.parametrize("size", [1, 7, 100])
 def test_pages_by_offset_and_by_key_give_the_same_rows(source: Source, where: ObservationFilter, size: int) -> None:
     whole = source.page("run-ok", where, 0, 10_000)
-    assert len(whole) == source.count("run-ok", where)
+    assert (len(whole), whole[-1]["seq"]) == source.tail("run-ok", where, 0)
+    assert source.tail("run-ok", where, whole[-3]["seq"]) == (2, whole[-1]["seq"])
+    assert source.tail("run-ok", where, whole[-1]["seq"]) == (0, whole[-1]["seq"])
     by_offset, by_key, last = [], [], 0
     for index in range(0, len(whole), size):
         by_offset += source.page("run-ok", where, index, size)

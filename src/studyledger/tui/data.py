@@ -296,17 +296,21 @@ class Source:
 
     # -- observations, paged ----------------------------------------------------------
 
-    def count(self, run_id: str, where: ObservationFilter, *, after_seq: int = 0) -> int:
-        """How many of a run's observations pass the filter (after a sequence number)."""
-        sql, params = where.clauses()
-        return self.read(lambda c: int(c.execute(
-            f"SELECT count(*) FROM observations WHERE run_id = ? AND seq > ?{sql}",
-            [run_id, after_seq, *params]).fetchone()[0]))
+    def tail(self, run_id: str, where: ObservationFilter, after_seq: int) -> tuple[int, int]:
+        """``(count, last seq)`` of the filtered rows after ``after_seq``.
 
-    def max_seq(self, run_id: str) -> int:
-        """The sequence number of the run's latest observation (0 when none)."""
-        return self.read(lambda c: int(c.execute(
-            "SELECT coalesce(max(seq), 0) FROM observations WHERE run_id = ?", (run_id,)).fetchone()[0]))
+        A live list asks only about rows newer than the last it counted, so a change in a
+        million-row run costs an index range scan of the new rows, not a count of all.
+        """
+        sql, params = where.clauses()
+
+        def load(conn: sqlite3.Connection) -> tuple[int, int]:
+            count, last = conn.execute(
+                f"SELECT count(*), coalesce(max(seq), ?) FROM observations WHERE run_id = ? AND seq > ?{sql}",
+                [after_seq, run_id, after_seq, *params]).fetchone()
+            return int(count), int(last)
+
+        return self.read(load)
 
     def page(self, run_id: str, where: ObservationFilter, index: int, size: int,
              *, after_seq: int | None = None) -> list[Row]:

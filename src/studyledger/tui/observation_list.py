@@ -84,6 +84,8 @@ class ObservationList(ScrollView, can_focus=True):
         self.where = ObservationFilter()
         self.total = 0
         self.counted = False  # Until the first count, growth is not "new rows".
+        self._last_seq = 0  # The newest row counted: growth is counted after it.
+        self._recounting = False
         self.depths = SpanDepths()
         self._depth_lock = threading.Lock()  # Page workers run concurrently.
         self._pages: OrderedDict[int, list[Row]] = OrderedDict()
@@ -100,16 +102,23 @@ class ObservationList(ScrollView, can_focus=True):
         self._pages.clear()
         self._loading.clear()
         self.new_rows = 0
+        self._recounting = True
         self._count(self._counted)
 
-    def _count(self, then: Callable[[int, int], None]) -> None:
-        """Count the filtered rows in a worker, then call ``then(generation, total)``."""
+    def _count(self, then: Callable[[int, tuple[int, int]], None], after_seq: int = 0) -> None:
+        """Count filtered rows after ``after_seq`` in a worker, then ``then(generation, (count, last seq))``.
+
+        Counts share one exclusive group: a newer count replaces an older one still running,
+        so growth is never added twice.
+        """
         generation = self._generation
-        in_thread(self, lambda: self.source.count(self.run_id, self.where),
+        in_thread(self, lambda: self.source.tail(self.run_id, self.where, after_seq),
                   lambda found: then(generation, found), group="count")
 
-    def _counted(self, generation: int, total: int) -> None:
+    def _counted(self, generation: int, found: tuple[int, int]) -> None:
         if generation == self._generation:
+            self._recounting = False
+            total, self._last_seq = found
             self._set_total(total, min(self.cursor, max(0, total - 1)))
 
     def _set_total(self, total: int, cursor: int) -> None:
@@ -132,22 +141,25 @@ class ObservationList(ScrollView, can_focus=True):
 
     def grow(self) -> None:
         """Rows may have been added: count again and keep the view still (or follow)."""
+        if self._recounting:
+            return  # A full count is on its way; a growth count would replace it.
         if not self.counted:
             self.reload()
             return
-        self._count(self._grown)
+        self._count(self._grown, self._last_seq)
 
-    def _grown(self, generation: int, total: int) -> None:
-        if generation != self._generation or total == self.total:
+    def _grown(self, generation: int, found: tuple[int, int]) -> None:
+        added, last_seq = found
+        if generation != self._generation or not added:
             return
-        added = total - self.total
+        self._last_seq = last_seq
         # The last page may have been partial: drop it so its new rows get read.
         self._pages.pop((self.total - 1) // PAGE if self.total else 0, None)
-        self.total = total
-        self.virtual_size = Size(self.size.width, total)
+        self.total += added
+        self.virtual_size = Size(self.size.width, self.total)
         if self.following:
             self._to_last()
-        elif added > 0:
+        else:
             self.new_rows += added
         self.refresh()
         self.post_message(self.Changed())
