@@ -45,7 +45,7 @@ def test_utf16_looking_bytes_are_not_guessed_into_text() -> None:
 
 
 def test_invalid_json_names_the_column() -> None:
-    with pytest.raises(BadLine, match=r"invalid JSON: .* at column 7"):
+    with pytest.raises(BadLine, match=r"invalid JSON: .* \(column 7\)"):
         parse_line(b'{"a": }')
 
 

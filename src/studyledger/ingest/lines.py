@@ -73,7 +73,7 @@ def parse_line(data: bytes) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise BadLine(f"invalid JSON: {exc.msg} at column {exc.colno}") from None
+        raise BadLine(f"invalid JSON: {exc.msg} (column {exc.colno})") from None
     except RecursionError:
         raise BadLine("invalid JSON: nested too deeply to parse") from None
     except ValueError as exc:
