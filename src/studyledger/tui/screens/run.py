@@ -98,6 +98,9 @@ class RunScreen(LiveScreen):
             text.append_text(status_text(step.get("shown_status") or step.get("to_status")))
             if not step.get("legal"):
                 text.append(f" (source said {clean(step.get('to_status'))}: illegal)", "#d13438")
+            elif step.get("shown_status") and step.get("to_status") != step["shown_status"]:
+                # Another source confirming an earlier status: recorded, changes nothing.
+                text.append(f" (a source reported {clean(step.get('to_status'))} from earlier)", "dim")
             if step.get("reason"):
                 text.append("  ")
                 text.append_text(literal(step["reason"], "italic"))
