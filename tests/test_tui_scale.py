@@ -24,8 +24,10 @@ BIG = int(os.environ.get("STUDYLEDGER_TUI_BIG", "200000"))
 
 
 @pytest.fixture(scope="session")
-def big_db(request: pytest.FixtureRequest) -> Path:
-    folder = Path(request.config.cache.mkdir("studyledger-tui-big"))  # type: ignore[union-attr]
+def big_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Cached across runs when pytest's cache is on (building it is the slow part).
+    cache = getattr(request.config, "cache", None)
+    folder = Path(cache.mkdir("studyledger-tui-big")) if cache is not None else tmp_path_factory.mktemp("big")
     path = folder / f"big-{BIG}.db"
     if path.exists():
         with sqlite3.connect(path) as conn:
