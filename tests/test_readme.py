@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import re
+import shlex
 from pathlib import Path
+
+import pytest
 
 from .conftest import REPO
 
@@ -36,3 +40,40 @@ def test_first_lines_are_the_two_commands_and_ci_runs_the_second() -> None:
     assert demo.endswith("studyledger demo") and "pip install" in demo
     assert tests.endswith("pytest -q") and "'.[test]'" in tests
     assert tests in Path(REPO / ".ci" / "run").read_text()
+
+
+def code_blocks(language: str) -> list[str]:
+    text = (REPO / "README.md").read_text()
+    return re.findall(rf"```{language}\n(.*?)```", text, re.S)
+
+
+def test_python_examples_run_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    blocks = code_blocks("python")
+    assert len(blocks) >= 2
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})  # noqa: S102 - our own README
+    from studyledger import Ledger, ingest_paths
+
+    with Ledger.open(tmp_path / "studyledger.db") as ledger:
+        assert [run["status"] for run in ledger.runs()] == ["success"]
+        stats = ingest_paths(ledger, [tmp_path / "drop"])
+        # Both examples record the same observation: one fact, so one event.
+        assert (stats.lines_rejected, stats.events_appended, stats.duplicates) == (0, 4, 1)
+        assert len(ledger.runs()) == 2
+
+
+def test_shell_examples_name_real_commands_and_options() -> None:
+    from studyledger.cli import cli
+
+    lines = [line.split("#")[0].strip() for block in code_blocks("sh") for line in block.splitlines()]
+    commands = [shlex.split(line) for line in lines if line.startswith("studyledger ")]
+    assert len(commands) >= 10
+    for words in commands:
+        words = words[1:]
+        if words[0] == "--db":
+            words = words[2:]
+        name, options = words[0], [w.split("=")[0] for w in words[1:] if w.startswith("--")]
+        assert name in cli.commands, name
+        params = {opt for p in cli.commands[name].params for opt in getattr(p, "opts", [])}
+        assert set(options) <= params, (name, set(options) - params)
