@@ -88,3 +88,15 @@ def test_a_truncated_tail_needs_an_outside_checkpoint(filled: Ledger) -> None:
     report = verify_store(filled.store)
     assert report.ok
     assert report.head_seq == 8 and report.head_chain != head_before["chain"]
+
+
+@pytest.mark.parametrize("case", ["row deleted", "rows reordered", "body edited"])
+def test_parallel_verify_finds_what_one_scan_finds(filled: Ledger, case: str) -> None:
+    statements, _ = CASES[case]
+    tamper(filled, *statements, *_restore_triggers())
+    alone = verify_store(filled.store, workers=1)
+    for workers in (2, 3):
+        together = verify_store(filled.store, workers=workers)
+        assert together.problems == alone.problems
+        assert (together.events, together.head_seq, together.head_chain) == (
+            alone.events, alone.head_seq, alone.head_chain)

@@ -11,14 +11,23 @@ What a chain alone can and cannot see (docs/audit.md says the same):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import os
+import sqlite3
+import subprocess
+import sys
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from .events import event_id_for
-from .store import EVENT_COLUMNS, GENESIS_CHAIN, STORE_SCHEMA_VERSION, Store, StoredEvent, chain_hash
+from .store import EVENT_COLUMNS, GENESIS_CHAIN, STORE_SCHEMA_VERSION, Store, chain_hash
 
 _MAX_PROBLEMS = 1_000
+_BATCH = 5_000
+PARALLEL_FROM = 100_000
+"""Ledgers with at least this many events are verified by several processes by default."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,53 +92,136 @@ _CHECK_SQL = f"""SELECT {", ".join(EVENT_COLUMNS)},
         CASE WHEN json_type(body, '$.at') IS NOT NULL THEN {_text_field("$.at")}
         ELSE {_text_field("$.timestamp")} END
     END
-FROM events WHERE seq > ? ORDER BY seq LIMIT ?"""
+FROM events WHERE seq > ?1 AND (?2 < 0 OR seq <= ?2) ORDER BY seq LIMIT ?3"""
 
 
-def _rows_with_body_fields(store: Store, batch: int = 5_000) -> Iterator[tuple[Any, ...]]:
-    last = 0
+@dataclass(slots=True)
+class _RangeResult:
+    """What checking the rows with ``after < seq <= until`` found."""
+
+    problems: list[Problem]
+    events: int
+    last_seq: int
+    last_chain: str
+
+
+def _check_range(conn: sqlite3.Connection, after: int, until: int | None) -> _RangeResult:
+    """Check a range of rows exactly as one sequential scan of the ledger would.
+
+    Each row is checked against the stored row before it, so ranges are independent: the
+    row just before the range (whatever its seq, if rows were deleted) starts the chain.
+    """
+    before = conn.execute(
+        "SELECT seq, chain FROM events WHERE seq <= ? ORDER BY seq DESC LIMIT 1", (after,)
+    ).fetchone()
+    previous_seq, previous_chain = (int(before[0]), str(before[1])) if before else (0, GENESIS_CHAIN)
+    result = _RangeResult([], 0, previous_seq, previous_chain)
+    problems = result.problems
+    last = after
     while True:
-        rows = store.conn.execute(_CHECK_SQL, (last, batch)).fetchall()
+        rows = conn.execute(_CHECK_SQL, (last, until if until is not None else -1, _BATCH)).fetchall()
         if not rows:
-            return
-        yield from rows
+            break
+        for row in rows:
+            seq, event_id, kind, study_id, run_id, occurred_at = row[:6]
+            body, chain, body_is_object = row[8], row[9], row[10]
+            result.events += 1
+            if seq != previous_seq + 1:
+                problems.append(Problem(seq, "sequence", f"gap in sequence: {previous_seq} is followed by {seq}"))
+            if not body_is_object:
+                problems.append(Problem(seq, "body", "body is not a JSON object"))
+            elif row[11:] != (study_id, run_id, occurred_at):
+                problems.append(Problem(seq, "columns", "study_id, run_id or occurred_at disagree with the body"))
+            if event_id_for(kind, body) != event_id:
+                problems.append(Problem(seq, "event_id",
+                                        "event id does not match its kind and body (body or id edited)"))
+            if chain_hash(previous_chain, row[:9]) != chain:
+                problems.append(Problem(
+                    seq, "chain",
+                    "chain broken: the row or the one before it was changed, removed, inserted or reordered"))
+            previous_seq, previous_chain = seq, chain
+            if len(problems) > _MAX_PROBLEMS:
+                del problems[_MAX_PROBLEMS + 1:]
         last = rows[-1][0]
+    result.last_seq, result.last_chain = previous_seq, previous_chain
+    return result
 
 
-def verify_store(store: Store) -> VerifyReport:
-    """Check every event of a ledger and report every problem found (up to 1,000)."""
+def _check_ranges_in_processes(path: Path, ranges: list[tuple[int, int]]) -> list[_RangeResult]:
+    """Check each range in a fresh interpreter of its own and collect the results.
+
+    Plain subprocesses rather than multiprocessing: spawn re-imports the caller's main
+    module (a user's script without a ``__main__`` guard would start again), and a fork of
+    the dashboard, which calls this from a thread, could inherit held locks.
+    """
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", "from studyledger.verify import _range_worker; _range_worker()",
+             str(path), str(after), str(until)],
+            stdout=subprocess.PIPE,
+        )
+        for after, until in ranges
+    ]
+    results = []
+    for child in children:
+        output, _ = child.communicate()
+        if child.returncode != 0:
+            raise RuntimeError(f"a verify worker failed with exit status {child.returncode}")
+        data = json.loads(output)
+        problems = [Problem(**item) for item in data.pop("problems")]
+        results.append(_RangeResult(problems=problems, **data))
+    return results
+
+
+def _range_worker() -> None:
+    """Entry point of a worker process: check one range, print the result as JSON."""
+    path, after, until = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)
+    try:
+        result = _check_range(conn, after, until)
+    finally:
+        conn.close()
+    json.dump({**asdict(result), "problems": [asdict(p) for p in result.problems]}, sys.stdout)
+
+
+def _ranges(conn: sqlite3.Connection, parts: int) -> list[tuple[int, int]]:
+    """Split the stored rows into ``parts`` seq ranges of about equal row counts."""
+    low, high = conn.execute("SELECT coalesce(min(seq), 0), coalesce(max(seq), 0) FROM events").fetchone()
+    bounds = [low - 1 + (high - low + 1) * i // parts for i in range(parts)] + [high]
+    return [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+
+
+def verify_store(store: Store, *, workers: int | None = None) -> VerifyReport:
+    """Check every event of a ledger and report every problem found (up to 1,000).
+
+    Args:
+        store: The ledger.
+        workers: Processes to check with. Every row is checked against the stored row
+            before it, so ranges of the ledger are checked independently and the result
+            is the same as one scan's. By default a large ledger uses every core and a
+            small one (under :data:`PARALLEL_FROM` events) is checked in this process.
+    """
     report = VerifyReport()
-
-    def flag(seq: int, check: str, message: str) -> None:
-        if len(report.problems) < _MAX_PROBLEMS:
-            report.problems.append(Problem(seq, check, message))
-        else:
-            report.truncated = True
-
     version = store.meta().get("schema_version")
     if version != str(STORE_SCHEMA_VERSION):
-        flag(0, "schema", f"ledger schema version is {version!r}, expected {STORE_SCHEMA_VERSION}")
+        report.problems.append(Problem(0, "schema", f"ledger schema version is {version!r}, "
+                                                    f"expected {STORE_SCHEMA_VERSION}"))
     for name in store.missing_triggers():
-        flag(0, "triggers", f"immutability trigger {name} is missing: rows can be changed")
-
-    previous_seq, previous_chain = 0, GENESIS_CHAIN
-    for row in _rows_with_body_fields(store):
-        event, body_is_object, expected = StoredEvent(*row[:10]), row[10], row[11:]
-        report.events += 1
-        if event.seq != previous_seq + 1:
-            flag(event.seq, "sequence",
-                 f"gap in sequence: {previous_seq} is followed by {event.seq}")
-        if not body_is_object:
-            flag(event.seq, "body", "body is not a JSON object")
-        elif tuple(expected) != (event.study_id, event.run_id, event.occurred_at):
-            flag(event.seq, "columns", "study_id, run_id or occurred_at disagree with the body")
-        if event_id_for(event.kind, event.body) != event.event_id:
-            flag(event.seq, "event_id", "event id does not match its kind and body (body or id edited)")
-        values = (event.seq, event.event_id, event.kind, event.study_id, event.run_id,
-                  event.occurred_at, event.recorded_at, event.source, event.body)
-        if chain_hash(previous_chain, values) != event.chain:
-            flag(event.seq, "chain",
-                 "chain broken: the row or the one before it was changed, removed, inserted or reordered")
-        previous_seq, previous_chain = event.seq, event.chain
-    report.head_seq, report.head_chain = previous_seq, previous_chain
+        report.problems.append(Problem(0, "triggers",
+                                       f"immutability trigger {name} is missing: rows can be changed"))
+    if workers is None:
+        size = store.head()[0]
+        workers = min(os.cpu_count() or 1, 4) if size >= PARALLEL_FROM else 1
+    ranges = _ranges(store.conn, workers) if workers > 1 else []
+    if len(ranges) > 1:
+        results = _check_ranges_in_processes(store.path, ranges)
+    else:
+        results = [_check_range(store.conn, 0, None)]
+    for result in results:
+        report.events += result.events
+        report.problems.extend(result.problems)
+    report.head_seq, report.head_chain = results[-1].last_seq, results[-1].last_chain
+    if len(report.problems) > _MAX_PROBLEMS:
+        report.truncated = True
+        del report.problems[_MAX_PROBLEMS:]
     return report
