@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from studyledger.ingest.adapters import (
     events_from_line,
     trace_level,
 )
+
+from studyledger.projections import PROJECTION_TABLES
 
 FORMATS = Path(__file__).parents[2] / "shared" / "formats"
 DATA = Path(__file__).parent / "data" / "formats"
@@ -348,7 +351,7 @@ OBSERVATION = {"timestamp": "2026-03-02T10:16:00+00:00", "record_id": "evt-1", "
     ({"studyledger": 1, "kind": "run_status_changed", "body": {"run_id": "r", "status": "done"}},
      "status 'done' is not a run status"),
     ({"studyledger": 1, "kind": "run_registered", "body": {"run_id": "r", "seed": {"$float": "NaN"}}},
-     "'seed' must be a single value, not an object"),
+     "'seed' must be a 64-bit integer or null, not an object"),
     ({"studyledger": 1, "kind": "run_registered", "body": {"run_id": "r"}, "event_id": "evt-0"}, "does not match"),
     ({"studyledger": 1, "kind": "run_registered", "body": {"run_id": "r"}, "source": "\udc80"}, "source holds a lone"),
 ])
@@ -420,6 +423,18 @@ def test_arbitrary_json_only_ever_raises_line_rejected_and_accepted_events_store
         assert str(exc)
         return
     shared_ledger.append(events)
+    # Whatever was accepted folds cleanly and folds the same again: no anomaly says a body
+    # could not be applied, and a rebuild reproduces the tables.
+    assert [a for a in shared_ledger.anomalies() if a["kind"] in ("unreadable_event", "invalid_field")] == []
+
+
+def test_the_fuzzed_ledger_rebuilds_to_the_same_tables(shared_ledger: Ledger) -> None:
+    """Runs after the hypothesis test above (same module-scoped ledger)."""
+    tables = {name: shared_ledger.conn.execute(f"SELECT * FROM {name} ORDER BY 1, 2").fetchall()
+              for name in PROJECTION_TABLES}
+    shared_ledger.rebuild_projections()
+    assert {name: shared_ledger.conn.execute(f"SELECT * FROM {name} ORDER BY 1, 2").fetchall()
+            for name in PROJECTION_TABLES} == tables
 
 
 def test_nan_is_not_null_in_an_observation_body() -> None:
@@ -442,3 +457,22 @@ def test_an_exported_ledger_imports_into_an_empty_one_with_the_same_chain(
         assert [e.event_id for e in copy.events()] == [e.event_id for e in ledger.events()]
         assert copy.head() == ledger.head()
         assert copy.runs() == ledger.runs()
+
+
+@pytest.mark.parametrize("body,reason", [
+    ({"run_id": "r1", "status": "running", "at": 1767225600}, "'at' must be text or null, not a number"),
+    ({"run_id": "r1", "status": "running", "at": "yesterday"}, "'at' 'yesterday' is not an ISO-8601 time"),
+    ({"run_id": "r1", "status": "running", "study_id": 7}, "'study_id' must be text or null"),
+])
+def test_own_status_lines_with_values_projections_cannot_use_are_rejected(body: dict, reason: str) -> None:
+    line = {"studyledger": 1, "kind": "run_status_changed", "body": body}
+    with pytest.raises(LineRejected, match=re.escape(reason)):
+        events_from_line(line, source="file:x:1:0")
+
+
+@pytest.mark.parametrize("field,value", [("seed_policy", {"bogus": 1}), ("run_budget", [1, 2]),
+                                         ("run_budget", {"replicates": 0})])
+def test_a_study_line_needs_a_usable_policy_and_budget(field: str, value: object) -> None:
+    line = {"studyledger": 1, "kind": "study_registered", "body": {"study_id": "S", field: value}}
+    with pytest.raises(LineRejected, match=field):
+        events_from_line(line, source="file:x:1:0")

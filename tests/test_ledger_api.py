@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 import sqlite3
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from studyledger import (
     UnknownStudyError,
     ValidationError,
     hash_identifier,
+    NewEvent,
     make_event,
 )
 from studyledger import events as ev
@@ -264,3 +266,48 @@ def test_outdated_projections_are_rebuilt_on_open(study_ledger: Ledger) -> None:
     with Ledger.open(path) as reopened:
         assert snapshot(reopened.conn) == before
         assert reopened.run(run_id)["status"] == "running"
+
+
+def raw_event(kind: str, body_text: str, run_id: str | None = "run-q") -> NewEvent:
+    """An event as a raw writer could store it: any body text, id computed honestly."""
+    from studyledger.events import event_id_for
+
+    return NewEvent(kind, body_text, event_id_for(kind, body_text), None, run_id, None, "raw")
+
+
+def test_bodies_the_fold_cannot_use_become_anomalies(ledger: Ledger) -> None:
+    ledger.append(status_event("run-q", "running", "2026-01-01T00:00:00+00:00"))
+    ledger.append([
+        raw_event(EventKind.RUN_STATUS_CHANGED, "not json"),
+        raw_event(EventKind.RUN_STATUS_CHANGED, "[1, 2]"),
+        raw_event(EventKind.RUN_STATUS_CHANGED, "{}"),
+        raw_event(EventKind.RUN_STATUS_CHANGED, '{"run_id":"run-q","status":"exploded"}'),
+        raw_event(EventKind.RUN_STATUS_CHANGED, '{"at":1767225600,"run_id":"run-q","status":"running"}'),
+        raw_event(EventKind.RUN_REGISTERED, '{"replicate":"x","run_id":"run-q","seed":true}'),
+    ])
+    kinds = [a["kind"] for a in ledger.anomalies()]
+    assert kinds.count("unreadable_event") == 4
+    assert kinds.count("invalid_field") == 3  # at, replicate, seed
+    run = ledger.run("run-q")
+    assert (run["status"], run["started_at"], run["replicate"], run["seed"]) == (
+        "running", "2026-01-01T00:00:00+00:00", None, None)
+    incremental = snapshot(ledger.conn)
+    ledger.rebuild_projections()
+    assert snapshot(ledger.conn) == incremental
+
+
+def test_a_number_where_a_time_belongs_folds_the_same_in_any_batching(tmp_path: Path) -> None:
+    events = [*status_event("run-q", "running", "2026-01-01T00:00:00+00:00"),
+              raw_event(EventKind.RUN_STATUS_CHANGED, '{"at":1767225600,"run_id":"run-q","status":"running"}'),
+              *status_event("run-q", "success", "2026-01-01T00:00:05+00:00")]
+    # Fixed recording times, so the two ledgers can be compared row for row.
+    events = [replace(e, recorded_at="2026-01-02T00:00:00+00:00") for e in events]
+    tables = []
+    for number, batches in enumerate([[events], [[e] for e in events]]):
+        with Ledger.open(tmp_path / f"{number}.db") as ledger:
+            for batch in batches:
+                ledger.append(batch)
+            tables.append(snapshot(ledger.conn))
+            ledger.rebuild_projections()
+            assert snapshot(ledger.conn) == tables[-1]
+    assert tables[0] == tables[1]

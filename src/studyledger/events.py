@@ -33,6 +33,32 @@ from .schema import (
 
 EVENT_ID_LENGTH = 32
 
+TEXT_FIELDS = frozenset({
+    "study_id", "run_id", "condition_id", "agent_id", "problem_id", "at", "timestamp", "status",
+    "reason", "error", "title", "description", "level", "event_type", "tool_name", "step_id",
+    "record_id", "evaluator_id", "metric_name", "metric_unit", "aggregation_level", "file",
+})
+"""Top-level body fields that are text or null in every kind (projections keep them in TEXT columns)."""
+
+INT_FIELDS = frozenset({"replicate", "seed", "line", "offset"})
+"""Top-level body fields that are 64-bit integers or null in every kind."""
+
+TIME_FIELDS = frozenset({"at", "timestamp"})
+"""Top-level body fields that are ISO-8601 times: ledgers order and compare by them."""
+
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def misfit_fields(body: dict[str, Any]) -> list[str]:
+    """Top-level fields whose value has the wrong type for its name (see TEXT/INT_FIELDS)."""
+    return [
+        key for key, value in body.items()
+        if value is not None and (
+            (key in TEXT_FIELDS and not isinstance(value, str))
+            or (key in INT_FIELDS and (isinstance(value, bool) or not isinstance(value, int)
+                                       or not INT64[0] <= value <= INT64[1])))
+    ]
+
 
 class EventKind(StrEnum):
     """What an event states. Values are stored in the ``kind`` column."""

@@ -207,7 +207,7 @@ class Ledger:
                 raise UnknownStudyError(f"study {study_id!r} is not registered; register_study first")
             if query.run(self.conn, run_id) is not None:
                 return run_id
-            budget = RunBudget(**_load(study["run_budget"]))
+            budget, policy = _study_rules(study)
             if not 1 <= replicate <= budget.replicates:
                 raise ValidationError(
                     f"replicate {replicate} is outside study {study_id!r}'s budget of "
@@ -218,7 +218,6 @@ class Ledger:
                     f"study {study_id!r} already has {study['run_count']} run(s); "
                     f"its budget allows max_runs={budget.max_runs}"
                 )
-            policy = SeedPolicy(**_load(study["seed_policy"]))
             seed = policy.derive_seed(study_id, condition_id, replicate, salt=f"{agent_id}:{problem_id}")
             body = ev.run_registered(
                 run_id, study_id=study_id, condition_id=condition_id, replicate=replicate,
@@ -373,5 +372,17 @@ class Ledger:
         return query.head(self.conn)
 
 
-def _load(text: str | None) -> dict[str, Any]:
-    return dict(json.loads(text)) if text else {}
+def _study_rules(study: Row) -> tuple[RunBudget, SeedPolicy]:
+    """A study's run budget and seed policy as stored (possibly written by another program).
+
+    Raises:
+        ValidationError: what is stored cannot be a RunBudget or SeedPolicy.
+    """
+    try:
+        budget = json.loads(study["run_budget"]) if study["run_budget"] else {}
+        policy = json.loads(study["seed_policy"]) if study["seed_policy"] else {}
+        return RunBudget(**budget), SeedPolicy(**policy)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(
+            f"study {study['study_id']!r} has a run budget or seed policy that cannot be used: {exc}"
+        ) from None

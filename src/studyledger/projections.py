@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from .events import EventKind, canonical_body
+from .events import EventKind, canonical_body, misfit_fields
 from .schema import RunStatus
 from .store import StoredEvent
 
@@ -284,7 +284,20 @@ class _Fold:
     def apply(self, event: StoredEvent) -> None:
         handler = _HANDLERS.get(event.kind)
         if handler is not None:
-            handler(self, event, event.data)
+            # A stored body is only as good as whatever wrote it (a raw INSERT, an old
+            # version, a forged line): a body the fold cannot use becomes an anomaly, so
+            # every history folds, and verify and replay can report on it.
+            try:
+                body = event.data
+                if not isinstance(body, dict):
+                    raise ValueError("the body is not a JSON object")
+                handler(self, event, _clean(self, event, body))
+            except (ValueError, KeyError, TypeError) as exc:
+                problem = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+                message = f"{event.kind} event could not be applied: {problem}"
+                if isinstance(exc, KeyError):
+                    message = f"{event.kind} event could not be applied: its body has no {problem!r}"
+                self.anomaly(event, event.run_id, "unreadable_event", message)
         if event.study_id:
             self.study(event.study_id, event)
 
@@ -302,6 +315,22 @@ class _Fold:
         _upsert(self.conn, "studies", "study_id", self.studies.values())
         _upsert(self.conn, "runs", "run_id", self.runs.values())
         self.conn.execute("UPDATE projection_state SET last_seq = ? WHERE name = 'all'", (last_seq,))
+
+
+def _clean(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> dict[str, Any]:
+    """The body with top-level fields of the wrong type read as null, each flagged.
+
+    Projections keep these fields in typed columns and compare them (times, ids); a number
+    where a time belongs would otherwise be stored as text by SQLite's column affinity in one
+    batch and compared as a number in the next, and rebuilds would disagree.
+    """
+    wrong = misfit_fields(body)
+    if not wrong:
+        return body
+    for key in wrong:
+        fold.anomaly(event, event.run_id, "invalid_field",
+                     f"{event.kind} field {key!r} has the wrong type ({type(body[key]).__name__}); read as null")
+    return {**body, **dict.fromkeys(wrong)}
 
 
 def _upsert(conn: sqlite3.Connection, table: str, key: str, rows: Iterable[dict[str, Any]]) -> None:
@@ -343,9 +372,9 @@ def _on_run(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> None:
         row[name] = new
 
 
-def _instant(text: str | None) -> datetime | None:
+def _instant(text: Any) -> datetime | None:
     """Parse an ISO-8601 time for comparison; None when absent or unparseable."""
-    if not text:
+    if not text or not isinstance(text, str):
         return None
     try:
         moment = datetime.fromisoformat(text)

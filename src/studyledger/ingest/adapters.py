@@ -25,16 +25,20 @@ from datetime import datetime
 from typing import Any
 
 from ..events import (
+    INT64,
+    TEXT_FIELDS,
+    TIME_FIELDS,
     EventKind,
     NewEvent,
     evaluation_recorded,
     make_event,
+    misfit_fields,
     observation_recorded,
     provenance_captured,
     run_registered,
     run_status_changed,
 )
-from ..schema import ObservationLevel, RunStatus
+from ..schema import ObservationLevel, RunBudget, RunStatus, SeedPolicy
 from . import own_lines
 
 OWN = "studyledger"
@@ -52,7 +56,6 @@ REASON_LIMIT = 300
 TEXT_LIMIT = 200
 """Longest human summary built for a trace event: the full attributes stay in meta_json."""
 
-_INT64 = (-(2**63), 2**63 - 1)
 _TERMINAL = frozenset({RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.SKIPPED})
 _RUN_LEVEL = frozenset({"RunStarted", "RunFinished"})
 # Body fields holding structured JSON: projections store them as JSON text, so they may be
@@ -510,7 +513,7 @@ def _integer(obj: dict[str, Any], key: str, what: str, *, required: bool = False
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise LineRejected(f"{what} '{key}' must be an integer, not {_type_name(value)}")
-    if not _INT64[0] <= value <= _INT64[1]:
+    if not INT64[0] <= value <= INT64[1]:
         raise LineRejected(f"{what} '{key}' is out of the 64-bit integer range")
     return value
 
@@ -571,6 +574,13 @@ def _check_storable(event: NewEvent, body: dict[str, Any]) -> None:
             raise LineRejected(f"{event.kind} body needs '{key}' as non-empty text")
     if event.kind == EventKind.RUN_STATUS_CHANGED and body["status"] not in set(RunStatus):
         raise LineRejected(f"run_status_changed status {body['status']!r} is not a run status")
+    for key in misfit_fields(body):
+        wanted = "text" if key in TEXT_FIELDS else "a 64-bit integer"
+        raise LineRejected(f"{event.kind} '{key}' must be {wanted} or null, not {_type_name(body[key])}")
+    for key in TIME_FIELDS & body.keys():
+        _time(body, key, event.kind)
+    if event.kind == EventKind.STUDY_REGISTERED:
+        _check_study_rules(body)
     _check_scalars(body, event.kind)
     provenance = body.get("provenance")
     if event.kind == EventKind.PROVENANCE_CAPTURED and provenance is not None:
@@ -582,6 +592,21 @@ def _check_storable(event: NewEvent, body: dict[str, Any]) -> None:
             _check_unicode(text, label)
 
 
+def _check_study_rules(body: dict[str, Any]) -> None:
+    """A study's seed policy and run budget must be what SeedPolicy and RunBudget accept:
+    ``register_run`` builds them from what the ledger stores."""
+    for key, kind in (("seed_policy", SeedPolicy), ("run_budget", RunBudget)):
+        value = body.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise LineRejected(f"study_registered '{key}' must be an object, not {_type_name(value)}")
+        try:
+            kind(**value)
+        except (TypeError, ValueError) as exc:
+            raise LineRejected(f"study_registered '{key}' is not a valid {kind.__name__}: {exc}") from None
+
+
 def _check_scalars(body: dict[str, Any], what: str) -> None:
     for key, value in body.items():
         if isinstance(value, str):
@@ -590,7 +615,7 @@ def _check_scalars(body: dict[str, Any], what: str) -> None:
         elif isinstance(value, bool) or value is None or isinstance(value, float):
             continue
         elif isinstance(value, int):
-            if not _INT64[0] <= value <= _INT64[1]:
+            if not INT64[0] <= value <= INT64[1]:
                 raise LineRejected(f"{what} '{key}' is out of the 64-bit integer range")
         elif key not in _JSON_FIELDS:
             raise LineRejected(f"{what} '{key}' must be a single value, not {_type_name(value)}")
