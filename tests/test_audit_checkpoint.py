@@ -100,7 +100,7 @@ def test_a_truncated_ledger_cannot_prove_the_newer_checkpoint(tmp_path: Path) ->
     ('{"format": "studyledger-checkpoint", "version": 7}', "version 7 is not supported"),
     ('{"format": "studyledger-checkpoint", "version": 1, "tree_size": 1}', "lacks 'head_seq'"),
     ('{"format": "studyledger-checkpoint", "version": 1, "tree_size": -1, "head_seq": 1, "head_chain": "x",'
-     ' "merkle_root": "y", "created_at": "t"}', "not a non-negative integer"),
+     ' "merkle_root": "y", "created_at": "t"}', "not a non-negative 64-bit integer"),
     ('{"format": "studyledger-checkpoint", "version": 1, "tree_size": 1, "head_seq": 1, "head_chain": "x",'
      ' "merkle_root": "y", "created_at": "t"}', "not 64 lowercase hex digits"),
 ])

@@ -116,3 +116,34 @@ def test_real_console_script_prints_no_traceback(tmp_path: Path) -> None:
                             capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr.strip() == f"Error: {garbage}: not a studyledger ledger (file is not a database)"
+
+
+@pytest.mark.parametrize("command", [["stats"], ["verify"], ["runs"], ["replay"], ["audits"], ["checkpoint", "--out", "c.json"]])
+def test_read_only_commands_leave_an_empty_file_alone(tmp_path: Path, command: list[str]) -> None:
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    code, _, err = invoke("--db", str(empty), *[str(tmp_path / a) if a.endswith(".json") else a for a in command])
+    assert code == 1 and "empty file, not a ledger yet" in err
+    assert empty.stat().st_size == 0
+
+
+@pytest.mark.parametrize("args,message", [
+    (["events", "--after", str(2**70)], "is not in the range"),
+    (["replay", "--as-of", "²"], "give a sequence number"),
+    (["replay", "--as-of", str(2**70)], "no ledger has that many events"),
+])
+def test_out_of_range_numbers_are_one_line_errors(populated: tuple[Path, str], args: list[str], message: str) -> None:
+    code, _, err = invoke("--db", str(populated[0]), *args)
+    assert code in (1, 2) and message in err and "Traceback" not in err
+
+
+def test_a_raw_insert_of_garbage_is_reported_not_a_crash(populated: tuple[Path, str]) -> None:
+    db, _ = populated
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("INSERT INTO events (event_id, kind, study_id, run_id, occurred_at, recorded_at, source, body, chain) "
+                 "VALUES ('evt-x', 'run_status_changed', NULL, NULL, NULL, 't', 'raw', 'not json', ?)", ("0" * 64,))
+    conn.close()
+    code, _, err = invoke("--db", str(db), "verify")
+    assert code == 1 and "seq 7: body: body is not a JSON object" in err
+    code, out, _ = invoke("--db", str(db), "stats", "--json")
+    assert code == 0 and json.loads(out)["anomalies"] == 1

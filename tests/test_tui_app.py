@@ -334,7 +334,6 @@ async def test_audit_screen_shows_verify_and_anomalies(db: Path) -> None:
 @sync
 async def test_audit_screen_reports_tampering(db: Path) -> None:
     conn = sqlite3.connect(db)
-    conn.execute("DROP TRIGGER IF EXISTS events_no_update")
     for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
         conn.execute(f"DROP TRIGGER {name}")
     conn.execute("UPDATE events SET body = replace(body, 'lab-7', 'lab-8') WHERE kind = 'provenance_captured'")

@@ -153,6 +153,7 @@ class Store:
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
         self.path = Path(path)
+        self.create = create
         if not create and not self.path.exists():
             raise LedgerMissingError(
                 f"{self.path}: no ledger here; create one with `studyledger init` "
@@ -199,6 +200,11 @@ class Store:
                 raise NotALedgerError(
                     f"{self.path}: not a studyledger ledger (it has tables "
                     f"{', '.join(sorted(user_tables)[:5])} but no ledger_meta)"
+                )
+            if not self.create:
+                # A command that only reads must not turn an empty file into a ledger.
+                raise NotALedgerError(
+                    f"{self.path}: empty file, not a ledger yet; create one with `studyledger init`"
                 )
             self._create()
             return

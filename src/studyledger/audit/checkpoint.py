@@ -74,7 +74,13 @@ def take(store: Store) -> Checkpoint:
 
 
 def write(checkpoint: Checkpoint, path: Path) -> None:
-    """Write a checkpoint file atomically (a crash never leaves half a file)."""
+    """Write a checkpoint file atomically (a crash never leaves half a file).
+
+    Raises:
+        CheckpointError: ``path`` is a folder.
+    """
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder; give a file name for the checkpoint")
     write_atomic(path, json.dumps(checkpoint.to_dict(), indent=2) + "\n")
 
 
@@ -110,8 +116,8 @@ def load(path: Path) -> Checkpoint:
 
 
 def _int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{value!r} is not a non-negative integer")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**63 - 1:
+        raise ValueError(f"{value!r} is not a non-negative 64-bit integer")
     return value
 
 

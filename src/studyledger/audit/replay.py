@@ -59,8 +59,12 @@ def parse_as_of(text: str) -> tuple[int | None, datetime | None]:
     Raises:
         ValidationError: neither a non-negative integer nor an ISO-8601 timestamp.
     """
-    if text.strip().isdigit():
-        return int(text), None
+    digits = text.strip()
+    # isdigit() alone accepts '²' and other digits int() refuses.
+    if digits.isascii() and digits.isdigit():
+        if int(digits) > 2**63 - 1:
+            raise ValidationError(f"--as-of {text!r}: no ledger has that many events")
+        return int(digits), None
     try:
         return None, parse_timestamp(text.strip())
     except ValidationError:

@@ -15,6 +15,8 @@ from .common import Context, cli, echo_json, json_option, user_errors
 
 pass_context = click.make_pass_decorator(Context)
 STATUSES = click.Choice([status.value for status in RunStatus])
+# SQLite integers are 64-bit: a larger bound would overflow in the query, not be refused.
+SEQ = click.IntRange(0, 2**63 - 1)
 
 
 @cli.command()
@@ -110,8 +112,8 @@ def show(ctx: Context, run_id: str, as_json: bool) -> None:
 
 @cli.command()
 @click.option("--run", "run_id", help="Only events of this run.")
-@click.option("--after", type=int, default=0, show_default=True, help="Only events after this sequence number.")
-@click.option("--limit", type=int, help="At most this many events.")
+@click.option("--after", type=SEQ, default=0, show_default=True, help="Only events after this sequence number.")
+@click.option("--limit", type=SEQ, help="At most this many events.")
 @json_option
 @pass_context
 @user_errors

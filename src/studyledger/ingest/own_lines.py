@@ -21,11 +21,6 @@ class OwnLineError(ValueError):
     """A line marked as ours that is not a valid event; the message says why."""
 
 
-def is_own_line(obj: Any) -> bool:
-    """Whether a parsed line claims to be in studyledger's own format."""
-    return isinstance(obj, dict) and FORMAT_KEY in obj
-
-
 def line_for(kind: str, body: dict[str, Any]) -> str:
     """A minimal line (no recording metadata) for a writer: what DropWriter appends."""
     return _dump({FORMAT_KEY: FORMAT_VERSION, "kind": kind, "body": json.loads(canonical_body(body))})
@@ -62,7 +57,7 @@ def event_from_line(obj: dict[str, Any], *, source: str) -> NewEvent:
             that does not match the kind and body.
     """
     version = obj.get(FORMAT_KEY)
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version != FORMAT_VERSION:  # True == 1 in Python
         raise OwnLineError(f"studyledger line format {version!r} is not supported (expected {FORMAT_VERSION})")
     kind = obj.get("kind")
     if kind not in _KINDS:

@@ -28,7 +28,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from ..errors import LedgerBusyError
+from ..errors import EventConflictError, LedgerBusyError
 from ..ledger import Ledger
 from .lines import DEFAULT_LINE_LIMIT
 from .study_folder import StudyFolderError, is_study_folder, scan_study_folder
@@ -250,7 +250,13 @@ class Watcher:
             # Often a file caught mid-rewrite: the next scan reads it again.
             self._note_error(str(exc))
             return
-        result = ledger.append(scan.events)
+        try:
+            result = ledger.append(scan.events)
+        except (LedgerBusyError, EventConflictError) as exc:
+            # Busy: the next scan appends them. A conflict means the ledger was edited:
+            # say so, and keep tailing the rest of the folder.
+            self._note_error(f"{self.folder}: study folder facts not appended: {exc}")
+            return
         with self._lock:
             self._totals.events_appended += len(result.appended)
             self._totals.duplicates += result.duplicates
