@@ -30,6 +30,7 @@ from ..events import (
     TIME_FIELDS,
     EventKind,
     NewEvent,
+    canonical_body,
     evaluation_recorded,
     make_event,
     misfit_fields,
@@ -207,7 +208,7 @@ def _trace(obj: dict[str, Any], source: str) -> list[NewEvent]:
                 "event_index": event_index, "timestamp": timestamp}
     # hash_identifier("trace", identity, length=24), written out: the values are checked
     # text and integers, which the C encoder serialises exactly as stable_json_dumps does.
-    record_id = "trace-" + hashlib.sha256(_compact(identity).encode("utf-8")).hexdigest()[:24]
+    record_id = "trace-" + hashlib.sha256(canonical_body(identity).encode("utf-8")).hexdigest()[:24]
     observation = observation_recorded({
         "timestamp": timestamp,
         "record_id": record_id,
@@ -554,10 +555,6 @@ def _error_text(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
-
-
-def _compact(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def _check_storable(event: NewEvent, body: dict[str, Any]) -> None:

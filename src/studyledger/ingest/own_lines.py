@@ -42,7 +42,7 @@ def line_for_stored(event: StoredEvent) -> str:
 
 
 def _dump(obj: dict[str, Any]) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False) + "\n"
+    return canonical_body(obj) + "\n"
 
 
 def event_from_line(obj: dict[str, Any], *, source: str) -> NewEvent:
