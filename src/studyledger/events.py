@@ -47,17 +47,22 @@ TIME_FIELDS = frozenset({"at", "timestamp"})
 """Top-level body fields that are ISO-8601 times: ledgers order and compare by them."""
 
 INT64 = (-(2**63), 2**63 - 1)
+_TYPED_FIELDS = TEXT_FIELDS | INT_FIELDS
 
 
 def misfit_fields(body: dict[str, Any]) -> list[str]:
-    """Top-level fields whose value has the wrong type for its name (see TEXT/INT_FIELDS)."""
-    return [
-        key for key, value in body.items()
-        if value is not None and (
-            (key in TEXT_FIELDS and not isinstance(value, str))
-            or (key in INT_FIELDS and (isinstance(value, bool) or not isinstance(value, int)
-                                       or not INT64[0] <= value <= INT64[1])))
-    ]
+    """Top-level fields whose value has the wrong type for its name (see TEXT/INT_FIELDS), sorted."""
+    wrong = []
+    for key in _TYPED_FIELDS.intersection(body):
+        value = body[key]
+        if value is None:
+            continue
+        if key in TEXT_FIELDS:
+            if not isinstance(value, str):
+                wrong.append(key)
+        elif isinstance(value, bool) or not isinstance(value, int) or not INT64[0] <= value <= INT64[1]:
+            wrong.append(key)
+    return sorted(wrong)
 
 
 class EventKind(StrEnum):
