@@ -100,3 +100,22 @@ def test_parallel_verify_finds_what_one_scan_finds(filled: Ledger, case: str) ->
         assert together.problems == alone.problems
         assert (together.events, together.head_seq, together.head_chain) == (
             alone.events, alone.head_seq, alone.head_chain)
+
+
+def test_a_body_too_deep_for_sqlites_json_functions_is_checked_in_python(filled: Ledger) -> None:
+    """A raw writer can store what the API refuses; verify reports it instead of crashing."""
+    from studyledger.events import event_id_for
+
+    deep = '{"run_id":"run-deep","x":' + '{"d":' * 2500 + "1" + "}" * 2500 + "}"
+    conn = sqlite3.connect(filled.path, isolation_level=None)
+    previous = conn.execute("SELECT chain FROM events ORDER BY seq DESC LIMIT 1").fetchone()[0]
+    values = (11, event_id_for("observation_recorded", deep), "observation_recorded", None, "run-deep",
+              None, "2026-01-01T00:00:00+00:00", "raw", deep)
+    from studyledger.store import chain_hash
+
+    conn.execute("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?)", (*values, chain_hash(previous, values)))
+    conn.close()
+    report = verify_store(filled.store)
+    assert [(p.seq, p.check) for p in report.problems] == [(11, "body")]
+    assert "nested too deeply" in report.problems[0].message
+    assert report.events == 11

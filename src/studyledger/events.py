@@ -86,6 +86,13 @@ _CANONICAL_ENCODE = json.JSONEncoder(
 ).encode
 
 
+MAX_DEPTH = 500
+"""Deepest nesting a body may have. SQLite's JSON functions refuse documents nested deeper
+than 2,000 levels (verify and the observation view read bodies with them), and whether
+Python's encoder manages a given depth depends on its version: one fixed limit keeps what is
+accepted the same everywhere."""
+
+
 def canonical_body(body: Any) -> str:
     """Return the canonical JSON text of a body.
 
@@ -93,11 +100,39 @@ def canonical_body(body: Any) -> str:
     value it refuses (non-finite floats, sets, paths, enums as keys) goes through the
     seed-compatible :func:`stable_json_dumps`, which produces the same text for every
     value both accept.
+
+    Raises:
+        ValidationError: the body is nested deeper than :data:`MAX_DEPTH`.
     """
     try:
-        return _CANONICAL_ENCODE(body)
-    except (TypeError, ValueError):
-        return stable_json_dumps(body)
+        try:
+            text = _CANONICAL_ENCODE(body)
+        except (TypeError, ValueError):
+            text = stable_json_dumps(body)
+    except RecursionError:
+        raise ValidationError(f"nested too deeply (more than {MAX_DEPTH} levels)") from None
+    # Counting brackets is cheap and never below the depth, so only a body with many of
+    # them is walked.
+    if text.count("{") + text.count("[") > MAX_DEPTH and depth(body) > MAX_DEPTH:
+        raise ValidationError(f"nested too deeply (more than {MAX_DEPTH} levels)")
+    return text
+
+
+def depth(value: Any) -> int:
+    """Nesting depth of containers in a value, without recursion (so any depth is measured)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 @functools.lru_cache(maxsize=64)

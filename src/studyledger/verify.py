@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from .events import event_id_for
+from .events import depth, event_id_for
 from .store import EVENT_COLUMNS, GENESIS_CHAIN, STORE_SCHEMA_VERSION, Store, chain_hash
 
+SQLITE_JSON_DEPTH = 2_000
+"""SQLite's JSON functions refuse documents nested deeper than this."""
 _MAX_PROBLEMS = 1_000
 _BATCH = 5_000
 PARALLEL_FROM = 100_000
@@ -93,6 +95,8 @@ _CHECK_SQL = f"""SELECT {", ".join(EVENT_COLUMNS)},
         ELSE {_text_field("$.timestamp")} END
     END
 FROM events WHERE seq > ?1 AND (?2 < 0 OR seq <= ?2) ORDER BY seq LIMIT ?3"""
+_PLAIN_SQL = f"""SELECT {", ".join(EVENT_COLUMNS)}
+FROM events WHERE seq > ?1 AND (?2 < 0 OR seq <= ?2) ORDER BY seq LIMIT ?3"""
 
 
 @dataclass(slots=True)
@@ -103,6 +107,37 @@ class _RangeResult:
     events: int
     last_seq: int
     last_chain: str
+
+
+def _batch(conn: sqlite3.Connection, after: int, until: int | None) -> list[tuple[Any, ...]]:
+    """The next rows with their body fields; read in Python when SQLite cannot.
+
+    SQLite's JSON functions raise on some bodies (nested deeper than they allow) instead of
+    answering; such a batch is read again and its bodies decoded here, by the same rule.
+    """
+    params = (after, until if until is not None else -1, _BATCH)
+    try:
+        return conn.execute(_CHECK_SQL, params).fetchall()
+    except sqlite3.OperationalError:
+        rows = conn.execute(_PLAIN_SQL, params).fetchall()
+        return [(*row, *_body_fields(row[8])) for row in rows]
+
+
+def _body_fields(text: str) -> tuple[bool, str | None, str | None, str | None]:
+    """``(is an object, study_id, run_id, time)`` of a body, as _CHECK_SQL reads them."""
+    try:
+        body = json.loads(text)
+    except (ValueError, RecursionError):
+        return False, None, None, None
+    # Deeper than SQLite can read it is unreadable, whatever this Python's parser manages.
+    if not isinstance(body, dict) or depth(body) > SQLITE_JSON_DEPTH:
+        return False, None, None, None
+
+    def text_of(key: str) -> str | None:
+        value = body.get(key)
+        return value if isinstance(value, str) else None
+
+    return True, text_of("study_id"), text_of("run_id"), text_of("at") if "at" in body else text_of("timestamp")
 
 
 def _check_range(conn: sqlite3.Connection, after: int, until: int | None) -> _RangeResult:
@@ -119,7 +154,7 @@ def _check_range(conn: sqlite3.Connection, after: int, until: int | None) -> _Ra
     problems = result.problems
     last = after
     while True:
-        rows = conn.execute(_CHECK_SQL, (last, until if until is not None else -1, _BATCH)).fetchall()
+        rows = _batch(conn, last, until)
         if not rows:
             break
         for row in rows:
@@ -129,7 +164,8 @@ def _check_range(conn: sqlite3.Connection, after: int, until: int | None) -> _Ra
             if seq != previous_seq + 1:
                 problems.append(Problem(seq, "sequence", f"gap in sequence: {previous_seq} is followed by {seq}"))
             if not body_is_object:
-                problems.append(Problem(seq, "body", "body is not a JSON object"))
+                problems.append(Problem(seq, "body", "body is not a JSON object that can be read "
+                                                    "(invalid, or nested too deeply)"))
             elif row[11:] != (study_id, run_id, occurred_at):
                 problems.append(Problem(seq, "columns", "study_id, run_id or occurred_at disagree with the body"))
             if event_id_for(kind, body) != event_id:
