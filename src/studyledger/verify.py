@@ -94,9 +94,9 @@ _CHECK_SQL = f"""SELECT {", ".join(EVENT_COLUMNS)},
         CASE WHEN json_type(body, '$.at') IS NOT NULL THEN {_text_field("$.at")}
         ELSE {_text_field("$.timestamp")} END
     END
-FROM events WHERE seq > ?1 AND (?2 < 0 OR seq <= ?2) ORDER BY seq LIMIT ?3"""
+FROM events WHERE seq > ? AND (? < 0 OR seq <= ?) ORDER BY seq LIMIT ?"""
 _PLAIN_SQL = f"""SELECT {", ".join(EVENT_COLUMNS)}
-FROM events WHERE seq > ?1 AND (?2 < 0 OR seq <= ?2) ORDER BY seq LIMIT ?3"""
+FROM events WHERE seq > ? AND (? < 0 OR seq <= ?) ORDER BY seq LIMIT ?"""
 
 
 @dataclass(slots=True)
@@ -115,7 +115,8 @@ def _batch(conn: sqlite3.Connection, after: int, until: int | None) -> list[tupl
     SQLite's JSON functions raise on some bodies (nested deeper than they allow) instead of
     answering; such a batch is read again and its bodies decoded here, by the same rule.
     """
-    params = (after, until if until is not None else -1, _BATCH)
+    bound = until if until is not None else -1
+    params = (after, bound, bound, _BATCH)
     try:
         return conn.execute(_CHECK_SQL, params).fetchall()
     except sqlite3.OperationalError:
