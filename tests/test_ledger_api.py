@@ -284,9 +284,12 @@ def test_bodies_the_fold_cannot_use_become_anomalies(ledger: Ledger) -> None:
         raw_event(EventKind.RUN_STATUS_CHANGED, '{"run_id":"run-q","status":"exploded"}'),
         raw_event(EventKind.RUN_STATUS_CHANGED, '{"at":1767225600,"run_id":"run-q","status":"running"}'),
         raw_event(EventKind.RUN_REGISTERED, '{"replicate":"x","run_id":"run-q","seed":true}'),
+        raw_event(EventKind.PROVENANCE_CAPTURED, '{"provenance":"a string","run_id":"run-q"}'),
+        raw_event(EventKind.PROVENANCE_CAPTURED, '{"provenance":{"host":{"a":1}},"run_id":"run-q"}'),
+        raw_event(EventKind.LINE_REJECTED, '{"file":"f","line":1,"offset":0,"raw":{"an":"object"}}'),
     ])
     kinds = [a["kind"] for a in ledger.anomalies()]
-    assert kinds.count("unreadable_event") == 4
+    assert kinds.count("unreadable_event") == 7
     assert kinds.count("invalid_field") == 3  # at, replicate, seed
     run = ledger.run("run-q")
     assert (run["status"], run["started_at"], run["replicate"], run["seed"]) == (

@@ -292,7 +292,10 @@ class _Fold:
                 if not isinstance(body, dict):
                     raise ValueError("the body is not a JSON object")
                 handler(self, event, _clean(self, event, body))
-            except (ValueError, KeyError, TypeError) as exc:
+            except (ValueError, KeyError, TypeError, AttributeError, sqlite3.InterfaceError,
+                    sqlite3.ProgrammingError) as exc:
+                # Binding errors mean a value SQLite cannot store (an object where text
+                # belongs); a failed statement leaves no row, so the fold stays consistent.
                 problem = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
                 message = f"{event.kind} event could not be applied: {problem}"
                 if isinstance(exc, KeyError):
