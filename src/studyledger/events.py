@@ -47,6 +47,15 @@ TIME_FIELDS = frozenset({"at", "timestamp"})
 """Top-level body fields that are ISO-8601 times: ledgers order and compare by them."""
 
 INT64 = (-(2**63), 2**63 - 1)
+
+REQUIRED_TEXT: dict[str, tuple[str, ...]] = {
+    "study_registered": ("study_id",),
+    "run_registered": ("run_id",),
+    "run_status_changed": ("run_id", "status"),
+    "provenance_captured": ("run_id",),
+    "condition_registered": ("study_id", "condition_id"),
+}
+"""Fields a kind's body must have as non-empty text: the ids its projection rows are keyed by."""
 _TYPED_FIELDS = TEXT_FIELDS | INT_FIELDS
 
 

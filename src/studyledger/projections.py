@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from .events import EventKind, canonical_body, misfit_fields
+from .events import REQUIRED_TEXT, EventKind, canonical_body, misfit_fields
 from .schema import RunStatus
 from .store import StoredEvent
 
@@ -291,7 +291,11 @@ class _Fold:
                 body = event.data
                 if not isinstance(body, dict):
                     raise ValueError("the body is not a JSON object")
-                handler(self, event, _clean(self, event, body))
+                body = _clean(self, event, body)
+                for key in REQUIRED_TEXT.get(event.kind, ()):
+                    if not body.get(key):
+                        raise ValueError(f"its body has no {key!r}")
+                handler(self, event, body)
             except (ValueError, KeyError, TypeError, AttributeError, sqlite3.InterfaceError,
                     sqlite3.ProgrammingError) as exc:
                 # Binding errors mean a value SQLite cannot store (an object where text

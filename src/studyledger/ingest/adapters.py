@@ -26,6 +26,7 @@ from typing import Any
 
 from ..events import (
     INT64,
+    REQUIRED_TEXT,
     TEXT_FIELDS,
     TIME_FIELDS,
     EventKind,
@@ -65,13 +66,6 @@ _JSON_FIELDS = frozenset({"seed_policy", "run_budget", "extra", "provenance", "m
                           "notes_json", "factors", "blocks", "constraint_messages",
                           "assignment_meta", "metric_value", "package_versions"})
 # What each kind's projection reads without a default (see projections._HANDLERS).
-_REQUIRED_TEXT: dict[str, tuple[str, ...]] = {
-    EventKind.STUDY_REGISTERED: ("study_id",),
-    EventKind.RUN_REGISTERED: ("run_id",),
-    EventKind.RUN_STATUS_CHANGED: ("run_id", "status"),
-    EventKind.PROVENANCE_CAPTURED: ("run_id",),
-    EventKind.CONDITION_REGISTERED: ("study_id", "condition_id"),
-}
 _PROVENANCE_KEYS = ("captured_at", "host", "platform", "python_version", "package_versions",
                     "git_sha", "extra")
 
@@ -566,7 +560,7 @@ def _check_storable(event: NewEvent, body: dict[str, Any]) -> None:
     UTF-16 surrogate). ``body`` is the event's body decoded (non-finite floats may be
     floats or their tags: both are storable).
     """
-    for key in _REQUIRED_TEXT.get(event.kind, ()):
+    for key in REQUIRED_TEXT.get(event.kind, ()):
         if not isinstance(body.get(key), str) or not body[key]:
             raise LineRejected(f"{event.kind} body needs '{key}' as non-empty text")
     if event.kind == EventKind.RUN_STATUS_CHANGED and body["status"] not in set(RunStatus):
