@@ -26,7 +26,9 @@ from studyledger import (
 )
 from studyledger import events as ev
 from studyledger.events import EventKind
+from studyledger.audit.replay import replay
 from studyledger.projections import PROJECTION_TABLES
+from studyledger.verify import verify_store
 
 LEGAL = {
     ("pending", "running"), ("pending", "skipped"), ("pending", "failed"),
@@ -250,6 +252,8 @@ def test_rebuilt_projections_equal_incremental_ones(tmp_path: Path, batches: lis
         incremental = snapshot(ledger.conn)
         ledger.rebuild_projections()
         assert snapshot(ledger.conn) == incremental
+        assert verify_store(ledger.store).ok
+        assert replay(ledger.store).identical
 
 
 def test_outdated_projections_are_rebuilt_on_open(study_ledger: Ledger) -> None:
@@ -339,3 +343,5 @@ def test_any_stored_history_folds_and_rebuilds_the_same(tmp_path: Path, batches:
         incremental = snapshot(ledger.conn)
         ledger.rebuild_projections()
         assert snapshot(ledger.conn) == incremental
+        assert verify_store(ledger.store).ok
+        assert replay(ledger.store).identical
