@@ -206,18 +206,31 @@ def event_from_body(
     observation's ``timestamp``), so they can never disagree with it. ``event_id`` may be
     passed when the caller has just computed it from ``kind`` and ``text``.
     """
-    study_id = body.get("study_id")
-    run_id = body.get("run_id")
-    occurred_at = body.get("at", body.get("timestamp"))
+    study_id, run_id, occurred_at = indexed_columns(body)
     return NewEvent(
         kind=kind,
         body=text,
         event_id=event_id or event_id_for(kind, text),
-        study_id=study_id if isinstance(study_id, str) else None,
-        run_id=run_id if isinstance(run_id, str) else None,
-        occurred_at=occurred_at if isinstance(occurred_at, str) else None,
+        study_id=study_id,
+        run_id=run_id,
+        occurred_at=occurred_at,
         source=source,
         recorded_at=recorded_at,
+    )
+
+
+def indexed_columns(body: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
+    """``(study_id, run_id, occurred_at)`` as the events table stores them for a body.
+
+    Each is the body's text value or null; the time is ``at``, or an observation's
+    ``timestamp`` when the body has no ``at``. verify checks stored rows by this rule.
+    """
+    occurred_at = body.get("at", body.get("timestamp"))
+    study_id, run_id = body.get("study_id"), body.get("run_id")
+    return (
+        study_id if isinstance(study_id, str) else None,
+        run_id if isinstance(run_id, str) else None,
+        occurred_at if isinstance(occurred_at, str) else None,
     )
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from .events import depth, event_id_for
+from .events import depth, event_id_for, indexed_columns
 from .store import EVENT_COLUMNS, GENESIS_CHAIN, STORE_SCHEMA_VERSION, Store, chain_hash
 
 SQLITE_JSON_DEPTH = 2_000
@@ -83,9 +83,8 @@ def _text_field(path: str) -> str:
     return f"CASE WHEN json_type(body, '{path}') = 'text' THEN json_extract(body, '{path}') END"
 
 
-# The body's own study_id, run_id and time (``at``, else an observation's ``timestamp``),
-# read by SQLite's JSON functions: the same rule as events.event_from_body, without
-# decoding every body in Python.
+# The body's own study_id, run_id and time, read by SQLite's JSON functions: the rule of
+# events.indexed_columns, without decoding every body in Python.
 _CHECK_SQL = f"""SELECT {", ".join(EVENT_COLUMNS)},
     CASE WHEN json_valid(body) THEN json_type(body) = 'object' ELSE 0 END,
     CASE WHEN json_valid(body) THEN {_text_field("$.study_id")} END,
@@ -133,12 +132,7 @@ def _body_fields(text: str) -> tuple[bool, str | None, str | None, str | None]:
     # Deeper than SQLite can read it is unreadable, whatever this Python's parser manages.
     if not isinstance(body, dict) or depth(body) > SQLITE_JSON_DEPTH:
         return False, None, None, None
-
-    def text_of(key: str) -> str | None:
-        value = body.get(key)
-        return value if isinstance(value, str) else None
-
-    return True, text_of("study_id"), text_of("run_id"), text_of("at") if "at" in body else text_of("timestamp")
+    return (True, *indexed_columns(body))
 
 
 def _check_range(conn: sqlite3.Connection, after: int, until: int | None) -> _RangeResult:

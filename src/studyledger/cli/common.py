@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -16,7 +15,7 @@ import click
 
 from ..errors import LedgerError
 from ..ledger import Ledger
-from ..schema import ValidationError
+from ..schema import ValidationError, to_jsonable
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -78,32 +77,21 @@ def _describe(exc: BaseException) -> str:
     return str(exc)
 
 
-def _json_default(value: Any) -> Any:
+def _plain(value: Any) -> Any:
+    """A JSON-ready copy: objects by their ``to_dict``, the rest by the seed's to_jsonable
+    (which also tags NaN, so the output stays strict JSON)."""
     if hasattr(value, "to_dict"):
-        return value.to_dict()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot serialise {type(value).__name__}")
-
-
-def _finite(value: Any) -> Any:
-    """Replace non-finite floats by their canonical tag so the output stays strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        from ..schema import to_jsonable
-
-        return to_jsonable(value)
+        value = value.to_dict()
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {str(key): _plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
+        return [_plain(item) for item in value]
+    return to_jsonable(value)
 
 
 def echo_json(value: Any) -> None:
     """Print one JSON document (strict JSON: no NaN tokens)."""
-    text = json.dumps(_finite(json.loads(json.dumps(value, default=_json_default))), indent=2,
-                      ensure_ascii=False, allow_nan=False)
-    click.echo(text)
+    click.echo(json.dumps(_plain(value), indent=2, ensure_ascii=False, allow_nan=False))
 
 
 def json_option(func: F) -> F:
