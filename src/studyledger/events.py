@@ -15,6 +15,7 @@ import functools
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -26,7 +27,6 @@ from .schema import (
     RunStatus,
     SeedPolicy,
     ValidationError,
-    hash_identifier,
     stable_json_dumps,
     to_jsonable,
 )
@@ -217,6 +217,19 @@ def event_from_body(
         source=source,
         recorded_at=recorded_at,
     )
+
+
+def parse_instant(text: Any) -> datetime | None:
+    """An ISO-8601 time as an aware datetime (a time without offset is UTC), or None when
+    absent or unparseable. Every comparison of times in the ledger goes through here, so
+    mixed offsets (``Z``, ``+00:00``, none) compare correctly everywhere."""
+    if not text or not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def indexed_columns(body: dict[str, Any]) -> tuple[str | None, str | None, str | None]:

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
-from .events import REQUIRED_TEXT, EventKind, canonical_body, misfit_fields
+from .events import REQUIRED_TEXT, EventKind, canonical_body, misfit_fields, parse_instant
 from .schema import RunStatus
 from .store import StoredEvent
 
@@ -379,22 +378,11 @@ def _on_run(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> None:
         row[name] = new
 
 
-def _instant(text: Any) -> datetime | None:
-    """Parse an ISO-8601 time for comparison; None when absent or unparseable."""
-    if not text or not isinstance(text, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _pick(old: str | None, new: str | None, *, latest: bool) -> str | None:
     """The later (or earlier) of two ISO times; an unparseable one loses to a parseable one."""
     if old is None or new is None:
         return old or new
-    a, b = _instant(old), _instant(new)
+    a, b = parse_instant(old), parse_instant(new)
     if a is None or b is None:
         return old if b is None else new
     return (new if b > a else old) if latest else (new if b < a else old)
@@ -415,7 +403,7 @@ def classify_report(current: str, reported: str, at: str | None, reached_at: str
     if current in TERMINAL and reported in TERMINAL:
         return "conflicting_outcome"
     if _PRECEDENCE[RunStatus(reported)] < _PRECEDENCE[RunStatus(current)]:
-        reported_at, reached = _instant(at), _instant(reached_at)
+        reported_at, reached = parse_instant(at), parse_instant(reached_at)
         if reported_at is not None and reached is not None and reported_at <= reached:
             return None
     return "illegal_transition"

@@ -16,14 +16,15 @@ from .store import EVENT_COLUMNS, StoredEvent
 Row = dict[str, Any]
 
 
-def _rows(cursor: sqlite3.Cursor) -> list[Row]:
+def rows(cursor: sqlite3.Cursor) -> list[Row]:
+    """A query's rows as mappings of column name to value."""
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
 
 
 def _one(cursor: sqlite3.Cursor) -> Row | None:
-    rows = _rows(cursor)
-    return rows[0] if rows else None
+    found = rows(cursor)
+    return found[0] if found else None
 
 
 def status_breakdown(conn: sqlite3.Connection, study_id: str | None = None) -> dict[str, int]:
@@ -40,16 +41,16 @@ def status_breakdown(conn: sqlite3.Connection, study_id: str | None = None) -> d
 
 def studies(conn: sqlite3.Connection) -> list[Row]:
     """Every study with its run count, status breakdown and last activity."""
-    rows = _rows(conn.execute("SELECT * FROM studies ORDER BY study_id"))
+    found = rows(conn.execute("SELECT * FROM studies ORDER BY study_id"))
     counts: dict[str, dict[str, int]] = {}
     for study_id, status, count in conn.execute(
         "SELECT study_id, status, count(*) FROM runs GROUP BY study_id, status"
     ):
         counts.setdefault(study_id, {})[status] = count
-    for row in rows:
+    for row in found:
         row["runs_by_status"] = counts.get(row["study_id"], {})
         row["run_count"] = sum(row["runs_by_status"].values())
-    return rows
+    return found
 
 
 def study(conn: sqlite3.Connection, study_id: str) -> Row | None:
@@ -78,7 +79,7 @@ def runs(
         params.append(status)
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     tail = f" LIMIT {int(limit)}" if limit is not None else ""
-    return _rows(conn.execute(f"SELECT * FROM runs {where} ORDER BY first_seq{tail}", params))
+    return rows(conn.execute(f"SELECT * FROM runs {where} ORDER BY first_seq{tail}", params))
 
 
 def run(conn: sqlite3.Connection, run_id: str) -> Row | None:
@@ -129,7 +130,7 @@ def observations(
     order = "DESC" if descending else "ASC"
     sql = (f"SELECT * FROM observation_rows WHERE {' AND '.join(clauses)} "
            f"ORDER BY seq {order} LIMIT {int(limit)}")
-    return _rows(conn.execute(sql, params))
+    return rows(conn.execute(sql, params))
 
 
 def observation_count(conn: sqlite3.Connection, run_id: str) -> int:
@@ -144,38 +145,38 @@ def observation(conn: sqlite3.Connection, seq: int) -> Row | None:
 
 def transitions(conn: sqlite3.Connection, run_id: str) -> list[Row]:
     """A run's status history in sequence order."""
-    return _rows(conn.execute("SELECT * FROM transitions WHERE run_id = ? ORDER BY seq", (run_id,)))
+    return rows(conn.execute("SELECT * FROM transitions WHERE run_id = ? ORDER BY seq", (run_id,)))
 
 
 def provenance(conn: sqlite3.Connection, run_id: str) -> list[Row]:
     """A run's provenance snapshots in sequence order."""
-    return _rows(conn.execute("SELECT * FROM provenance WHERE run_id = ? ORDER BY seq", (run_id,)))
+    return rows(conn.execute("SELECT * FROM provenance WHERE run_id = ? ORDER BY seq", (run_id,)))
 
 
 def evaluations(conn: sqlite3.Connection, run_id: str | None = None) -> list[Row]:
     """Evaluator outputs, of one run or all."""
     if run_id is None:
-        return _rows(conn.execute("SELECT * FROM evaluations ORDER BY seq"))
-    return _rows(conn.execute("SELECT * FROM evaluations WHERE run_id = ? ORDER BY seq", (run_id,)))
+        return rows(conn.execute("SELECT * FROM evaluations ORDER BY seq"))
+    return rows(conn.execute("SELECT * FROM evaluations WHERE run_id = ? ORDER BY seq", (run_id,)))
 
 
 def conditions(conn: sqlite3.Connection, study_id: str) -> list[Row]:
     """A study's conditions (factors, blocks and admissibility as JSON text)."""
-    return _rows(conn.execute(
+    return rows(conn.execute(
         "SELECT * FROM conditions WHERE study_id = ? ORDER BY condition_id", (study_id,)))
 
 
 def anomalies(conn: sqlite3.Connection, run_id: str | None = None) -> list[Row]:
     """Anomalies the projections flagged, of one run or all."""
     if run_id is None:
-        return _rows(conn.execute("SELECT * FROM anomalies ORDER BY seq, id"))
-    return _rows(conn.execute("SELECT * FROM anomalies WHERE run_id = ? ORDER BY seq, id", (run_id,)))
+        return rows(conn.execute("SELECT * FROM anomalies ORDER BY seq, id"))
+    return rows(conn.execute("SELECT * FROM anomalies WHERE run_id = ? ORDER BY seq, id", (run_id,)))
 
 
 def rejections(conn: sqlite3.Connection, *, after_seq: int = 0, limit: int | None = None) -> list[Row]:
     """Lines the ingester could not use, with where they were and why."""
     tail = f" LIMIT {int(limit)}" if limit is not None else ""
-    return _rows(conn.execute(f"SELECT * FROM rejections WHERE seq > ? ORDER BY seq{tail}", (after_seq,)))
+    return rows(conn.execute(f"SELECT * FROM rejections WHERE seq > ? ORDER BY seq{tail}", (after_seq,)))
 
 
 def events(

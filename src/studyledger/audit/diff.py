@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import datetime
 from typing import Any
 
+from ..events import parse_instant
 from .. import query
 from ..errors import UnknownRunError
 
@@ -34,12 +34,8 @@ def _row(field: str, a: Any, b: Any) -> dict[str, Any]:
 
 def duration_seconds(started: str | None, ended: str | None) -> float | None:
     """Seconds from start to end, or None when either is unknown or unparseable."""
-    if not started or not ended:
-        return None
-    try:
-        return (datetime.fromisoformat(ended) - datetime.fromisoformat(started)).total_seconds()
-    except (TypeError, ValueError):
-        return None
+    start, end = parse_instant(started), parse_instant(ended)
+    return None if start is None or end is None else (end - start).total_seconds()
 
 
 def _provenance(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:

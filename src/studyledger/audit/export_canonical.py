@@ -96,9 +96,7 @@ def _study_filter(study_id: str | None, column: str) -> tuple[str, tuple[Any, ..
 
 def _runs(conn: sqlite3.Connection, study_id: str | None) -> list[dict[str, Any]]:
     where, params = _study_filter(study_id, "study_id")
-    cursor = conn.execute(f"SELECT * FROM runs WHERE {where} ORDER BY first_seq", params)
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor]
+    return query.rows(conn.execute(f"SELECT * FROM runs WHERE {where} ORDER BY first_seq", params))
 
 
 def _conditions(conn: sqlite3.Connection, study_id: str | None, label: str) -> tuple[list[str], list[list[str]]]:

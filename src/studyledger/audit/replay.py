@@ -29,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ..events import parse_instant
 from .. import projections, query
 from ..ledger import Ledger
 from ..schema import RunStatus, ValidationError
@@ -46,11 +47,10 @@ def parse_timestamp(text: str) -> datetime:
     Raises:
         ValidationError: ``text`` is not ISO-8601.
     """
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValidationError(f"{text!r} is not an ISO-8601 timestamp") from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    value = parse_instant(text)
+    if value is None:
+        raise ValidationError(f"{text!r} is not an ISO-8601 timestamp")
+    return value
 
 
 def parse_as_of(text: str) -> tuple[int | None, datetime | None]:
@@ -78,12 +78,8 @@ def _recorded_by(limit: datetime) -> Callable[[str | None], int]:
     """SQL predicate: recorded at or before ``limit``; an unparseable time is excluded."""
 
     def predicate(text: str | None) -> int:
-        if text is None:
-            return 0
-        try:
-            return int(parse_timestamp(text) <= limit)
-        except (ValidationError, TypeError):
-            return 0
+        moment = parse_instant(text)
+        return int(moment is not None and moment <= limit)
 
     return predicate
 

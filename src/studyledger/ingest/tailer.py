@@ -30,6 +30,7 @@ from typing import IO, Any
 
 from ..errors import LedgerBusyError
 from ..events import NewEvent
+from .. import query
 from ..ledger import Ledger
 from ..store import utc_now_precise
 from . import adapters
@@ -186,8 +187,7 @@ def file_states(conn: sqlite3.Connection) -> list[dict[str, Any]]:
         f"SELECT path, device, inode, offset, line, lines_accepted, lines_rejected, resets, "
         f"updated_at FROM {STATE_TABLE} ORDER BY path"
     )
-    names = [column[0] for column in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor]
+    return query.rows(cursor)
 
 
 def is_jsonl_name(name: str) -> bool:

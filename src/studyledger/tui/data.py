@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..events import parse_instant
 from .. import query
 from ..errors import LedgerError
 from ..ledger import Ledger
@@ -35,24 +36,13 @@ POOL_SIZE = 3
 SPAN_SCAN_LIMIT = 50_000
 
 
-def parse_time(text: str | None) -> datetime | None:
-    """An ISO-8601 timestamp as an aware datetime (naive ones are taken as UTC), or None."""
-    if not text:
-        return None
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def last_event_time(run: Row) -> datetime | None:
     """When the run last gave a sign of life: its latest event, by source or ledger clock.
 
     Both clocks count: a trace with old source times that is still arriving now is alive,
     and a run whose source clock runs ahead must not look alive forever.
     """
-    times = [t for t in (parse_time(run.get("last_activity")), parse_time(run.get("last_recorded"))) if t]
+    times = [t for t in (parse_instant(run.get("last_activity")), parse_instant(run.get("last_recorded"))) if t]
     return max(times) if times else None
 
 
@@ -71,14 +61,14 @@ def is_stale(run: Row, now: datetime, stale_after: float) -> bool:
 
 def duration_seconds(run: Row, now: datetime, stale_after: float | None = None) -> float | None:
     """Seconds from start to end; a running run counts to ``now``, a stale one to its last event."""
-    start = parse_time(run.get("started_at"))
+    start = parse_instant(run.get("started_at"))
     if start is None:
         return None
-    end = parse_time(run.get("ended_at"))
+    end = parse_instant(run.get("ended_at"))
     if end is None and run.get("status") == "running":
         stale = stale_after is not None and is_stale(run, now, stale_after)
         # A stale run lasted until its last sign of life, on the same (source) clock as its start.
-        end = (parse_time(run.get("last_activity")) or last_event_time(run)) if stale else now
+        end = (parse_instant(run.get("last_activity")) or last_event_time(run)) if stale else now
     return None if end is None else max(0.0, (end - start).total_seconds())
 
 

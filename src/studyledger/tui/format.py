@@ -9,7 +9,7 @@ from datetime import datetime
 
 from rich.text import Text
 
-from .data import parse_time
+from ..events import parse_instant
 from .literal import literal
 
 STATUS_ORDER = ("pending", "running", "success", "failed", "skipped")
@@ -57,13 +57,13 @@ def breakdown(by_status: dict[str, int], stale: int = 0, *, short: bool = False)
 
 def short_time(value: str | None) -> str:
     """``MM-DD HH:MM:SS`` in UTC (the year is in the detail views)."""
-    moment = parse_time(value)
+    moment = parse_instant(value)
     return moment.strftime("%m-%d %H:%M:%S") if moment else ""
 
 
 def full_time(value: str | None) -> str:
     """``YYYY-MM-DD HH:MM:SS.fff`` in UTC, or the raw text when it does not parse."""
-    moment = parse_time(value)
+    moment = parse_instant(value)
     if moment is None:
         return "" if value is None else str(value)
     return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
@@ -84,7 +84,7 @@ def duration(seconds: float | None) -> str:
 
 def ago(value: str | None, now: datetime) -> str:
     """How long before ``now`` a timestamp was (``3m ago``); blank when unknown."""
-    moment = parse_time(value)
+    moment = parse_instant(value)
     if moment is None:
         return ""
     seconds = (now - moment).total_seconds()

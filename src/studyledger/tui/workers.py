@@ -28,7 +28,8 @@ def in_thread(widget: Widget, fetch: Callable[[], Any], apply: Callable[[Any], N
         except SourceClosed:
             return
         except (sqlite3.Error, LedgerError) as exc:
-            _deliver(widget, lambda: widget.notify(f"reading the ledger failed: {exc}", severity="error"))
+            message = f"reading the ledger failed: {exc}"
+            _deliver(widget, lambda: widget.notify(message, severity="error"))
             return
         if not get_current_worker().is_cancelled:
             _deliver(widget, lambda: apply(result))
