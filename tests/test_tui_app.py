@@ -231,7 +231,7 @@ async def test_search_then_n_and_N(db: Path) -> None:
         await pilot.press("n")
         await until(pilot, lambda: observations.cursor == 5)
         await pilot.press("n")  # no later match: the cursor stays
-        await pilot.pause(0.3)
+        await until(pilot, lambda: not app.screen.searching)  # the search has answered
         assert observations.cursor == 5
         await pilot.press("N")
         await until(pilot, lambda: observations.cursor == 4)
@@ -413,3 +413,24 @@ def test_tui_command_refuses_a_missing_watch_folder(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "does not exist" in result.output
     assert not (tmp_path / "x.db").exists()
+
+
+@sync
+async def test_each_screen_reads_the_ledger_once_when_it_opens(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    loads: dict[str, int] = {}
+    for screen in (StudiesScreen, RunScreen, IngestionScreen):
+        original = screen.refresh_data
+
+        def counted(self: object, _original=original, _name=screen.__name__) -> None:  # type: ignore[no-untyped-def]
+            loads[_name] = loads.get(_name, 0) + 1
+            _original(self)
+
+        monkeypatch.setattr(screen, "refresh_data", counted)
+    app = make_app(db)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.source is not None and "StudiesScreen" in loads)
+        await app.open_run("run-ok")
+        await pilot.press("i")
+        await until(pilot, lambda: isinstance(app.screen, IngestionScreen))
+        await pilot.pause(0.5)
+    assert loads == {"StudiesScreen": 1, "RunScreen": 1, "IngestionScreen": 1}

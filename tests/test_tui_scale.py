@@ -68,7 +68,9 @@ async def test_a_huge_run_opens_and_scrolls_from_pages(big_db: Path, capsys: pyt
         jump = time.perf_counter() - started
         assert observations.loaded_row(middle)["record_id"] == f"run-big-{middle}"  # type: ignore[index]
 
+        before = observations.cursor
         await pilot.press("pagedown", "pagedown")  # the keys work; timing them would time the pilot
+        await until(pilot, lambda: observations.cursor > before)
         started = time.perf_counter()
         for _ in range(60):  # scroll 60 screens down, page by page, waiting for each screen's rows
             observations.action_page(1)

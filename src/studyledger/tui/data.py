@@ -243,13 +243,9 @@ class Source:
         """Every study with its run count and status breakdown."""
         return self.read(query.studies)
 
-    def runs(self, study_id: str | None) -> list[Row]:
-        """The runs of one study (or all runs)."""
-        return self.read(lambda c: query.runs(c, study_id=study_id))
-
-    def run(self, run_id: str) -> Row | None:
-        """One run, or None."""
-        return self.read(lambda c: query.run(c, run_id))
+    def runs(self, study_id: str | None, *, status: str | None = None) -> list[Row]:
+        """The runs of one study (or all runs), optionally of one status."""
+        return self.read(lambda c: query.runs(c, study_id=study_id, status=status))
 
     def run_detail(self, run_id: str) -> Row | None:
         """A run with its transitions, provenance and anomalies, for the run screen's header."""

@@ -38,16 +38,19 @@ class AuditScreen(LiveScreen):
         self.title = "studyledger"
         self.sub_title = "audit"
         self.query_one(LiveTable).focus()
-        self.action_verify()
+        self._start_verify()  # the anomalies load when the screen is shown (on resume)
 
     def refresh_data(self) -> None:
         # Verify reads every event, so it runs when asked; anomalies are cheap and live.
         self.load(self.source.anomalies, self._anomalies, group="anomalies")
 
     def action_verify(self) -> None:
+        self._start_verify()
+        self.refresh_data()
+
+    def _start_verify(self) -> None:
         self.query_one("#verify", Static).update(Text("verifying the hash chain…", "italic"))
         self.load(self.source.verify, self._verified, group="verify")
-        self.refresh_data()
 
     def _verified(self, report: VerifyReport) -> None:
         text = Text(no_wrap=False, end="")

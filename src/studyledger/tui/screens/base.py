@@ -42,9 +42,10 @@ class LiveScreen(Screen[None]):
         return self.ledger_app.clock()
 
     def refresh_data(self) -> None:
-        """Reload what the screen shows (called on mount, resume and ledger changes)."""
+        """Reload what the screen shows (called when it is shown or resumed, and on ledger changes)."""
 
     def on_screen_resume(self) -> None:
+        # Textual resumes a screen when it is first pushed too: this is its first load.
         self.refresh_data()
 
     def load(self, fetch: Callable[[], Any], apply: Callable[[Any], None], *, group: str = "load") -> None:

@@ -44,7 +44,6 @@ class IngestionScreen(LiveScreen):
         self.title = "studyledger"
         self.sub_title = "ingestion"
         self.query_one("#files").focus()
-        self.refresh_data()
 
     def refresh_data(self) -> None:
         self.load(self.source.ingestion, self._show)

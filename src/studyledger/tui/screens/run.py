@@ -56,7 +56,6 @@ class RunScreen(LiveScreen):
         observations.focus()
         source, run_id = self.source, self.run_id
         self.load(lambda: source.span_tree(run_id), self._spans, group="spans")
-        self.refresh_data()
 
     def _spans(self, depths: SpanDepths) -> None:
         if depths.parents:

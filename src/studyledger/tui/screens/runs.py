@@ -69,7 +69,6 @@ class RunsScreen(LiveScreen):
         self.title = "studyledger"
         self.sub_title = f"runs of {self.study_id}" if self.study_id else "all runs"
         self.query_one(LiveTable).focus()
-        self.refresh_data()
 
     def refresh_data(self) -> None:
         source, study_id = self.source, self.study_id

@@ -39,7 +39,6 @@ class StudiesScreen(LiveScreen):
     def on_mount(self) -> None:
         self.title = "studyledger"
         self.sub_title = "studies"
-        self.refresh_data()
 
     def refresh_data(self) -> None:
         source = self.source
@@ -49,7 +48,7 @@ class StudiesScreen(LiveScreen):
             now = self.now()
             after = self.ledger_app.stale_after
             stale: dict[str, int] = {}
-            for run in source.runs(None):
+            for run in source.runs(None, status="running"):  # only running runs go stale
                 if is_stale(run, now, after):
                     stale[run["study_id"]] = stale.get(run["study_id"], 0) + 1
             return studies, stale
