@@ -51,18 +51,28 @@ def test_partial_line_is_completed_live(ledger_path: Path, tmp_path: Path) -> No
     assert watcher.stats.lines_rejected == 0
 
 
+def after_first_scan(ledger_path: Path) -> None:
+    """Wait until the start-up scan has read the marker file (line 0, written before the
+    watcher started), so what is written next can only be found by the mechanism under test."""
+    wait_for(lambda: count_events(ledger_path, OBS) == 1, what="the start-up scan")
+
+
 def test_reconcile_scan_catches_what_events_miss(ledger_path: Path, tmp_path: Path) -> None:
     # A polling observer that never polls delivers no events at all: only the reconcile
     # scan can find these lines.
+    write(tmp_path / "marker.jsonl", lines(0, 1))
     with Watcher(ledger_path, tmp_path, poll=3600, reconcile=0.2):
-        write(tmp_path / "a.jsonl", lines(0, 5))
-        wait_for(lambda: count_events(ledger_path, OBS) == 5, what="reconciled lines")
+        after_first_scan(ledger_path)
+        write(tmp_path / "a.jsonl", lines(1, 6))
+        wait_for(lambda: count_events(ledger_path, OBS) == 6, what="reconciled lines")
 
 
 def test_polling_observer(ledger_path: Path, tmp_path: Path) -> None:
+    write(tmp_path / "marker.jsonl", lines(0, 1))
     with Watcher(ledger_path, tmp_path, poll=0.1, reconcile=3600):
-        write(tmp_path / "a.jsonl", lines(0, 2))
-        wait_for(lambda: count_events(ledger_path, OBS) == 2, what="polled lines")
+        after_first_scan(ledger_path)
+        write(tmp_path / "a.jsonl", lines(1, 3))
+        wait_for(lambda: count_events(ledger_path, OBS) == 3, what="polled lines")
 
 
 def test_rotation_while_watching_loses_nothing(ledger_path: Path, tmp_path: Path) -> None:
