@@ -548,7 +548,7 @@ def _error_text(value: Any) -> str | None:
     """An error as text: structured errors (``error_info`` objects) as canonical JSON."""
     if value is None or isinstance(value, str):
         return value
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+    return canonical_body(value)
 
 
 def _check_storable(event: NewEvent, body: dict[str, Any]) -> None:
