@@ -153,6 +153,16 @@ def provenance(conn: sqlite3.Connection, run_id: str) -> list[Row]:
     return rows(conn.execute("SELECT * FROM provenance WHERE run_id = ? ORDER BY seq", (run_id,)))
 
 
+def latest_provenance(conn: sqlite3.Connection, run_id: str | None = None) -> dict[str, Row]:
+    """``{run_id: its latest provenance snapshot}``, for one run or all, in one query."""
+    where, params = ("WHERE run_id = ?", (run_id,)) if run_id is not None else ("", ())
+    found = rows(conn.execute(
+        f"SELECT * FROM provenance WHERE seq IN (SELECT max(seq) FROM provenance {where} GROUP BY run_id)",
+        params,
+    ))
+    return {row["run_id"]: row for row in found}
+
+
 def evaluations(conn: sqlite3.Connection, run_id: str | None = None) -> list[Row]:
     """Evaluator outputs, of one run or all."""
     if run_id is None:

@@ -40,10 +40,9 @@ def duration_seconds(started: str | None, ended: str | None) -> float | None:
 
 def _provenance(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
     """The latest provenance snapshot of a run, with packages decoded ({} when none)."""
-    snapshots = query.provenance(conn, run_id)
-    if not snapshots:
+    latest = query.latest_provenance(conn, run_id).get(run_id)
+    if latest is None:
         return {}
-    latest = dict(snapshots[-1])
     latest["packages"] = json.loads(latest["package_versions"] or "{}")
     return latest
 

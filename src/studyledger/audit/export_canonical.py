@@ -99,20 +99,26 @@ def _runs(conn: sqlite3.Connection, study_id: str | None) -> list[dict[str, Any]
     return query.rows(conn.execute(f"SELECT * FROM runs WHERE {where} ORDER BY first_seq", params))
 
 
-def _conditions(conn: sqlite3.Connection, study_id: str | None, label: str) -> tuple[list[str], list[list[str]]]:
-    """The study's registered conditions.
+def _conditions(conn: sqlite3.Connection, study_id: str | None, label: str
+                ) -> tuple[list[str], list[list[str]], dict[str, list[Any]]]:
+    """The study's registered conditions: the CSV header, its rows, and each factor's levels.
 
     A condition that runs name but no event registered is left out rather than given an
     admissibility the ledger never saw (the ingester, like upstream, needs one).
     """
     registered = [] if study_id is None else query.conditions(conn, study_id)
     factor_names_seen: set[str] = set()
+    levels: dict[str, list[Any]] = {}
     rows: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = []
     for row in registered:
         factor_values = json.loads(row["factors"] or "{}")
         blocks = json.loads(row["blocks"] or "{}")
         rows.append((row, factor_values, blocks))
         factor_names_seen.update(factor_values)
+        for name, value in factor_values.items():
+            bucket = levels.setdefault(name, [])
+            if value not in bucket:
+                bucket.append(value)
     block_names = sorted({name for _, _, blocks in rows for name in blocks})
     factor_names = sorted(factor_names_seen)
     header = [*CONDITION_COLUMNS, *factor_names, *(f"block_{name}" for name in block_names)]
@@ -122,7 +128,7 @@ def _conditions(conn: sqlite3.Connection, study_id: str | None, label: str) -> t
                     row["constraint_messages"] or "[]", row["assignment_meta"] or "{}",
                     *(cell(from_canonical(factor_values.get(name))) for name in factor_names),
                     *(cell(from_canonical(blocks.get(name))) for name in block_names)])
-    return header, out
+    return header, out, levels
 
 
 def _run_rows(runs: list[dict[str, Any]], label: str) -> Iterator[list[str]]:
@@ -159,14 +165,14 @@ def _evaluation_rows(conn: sqlite3.Connection, study_id: str | None) -> Iterator
 
 def _provenance(conn: sqlite3.Connection, runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The latest provenance snapshot of each run that has one."""
+    latest = query.latest_provenance(conn)
     found: dict[str, Any] = {}
     for run in runs:
-        snapshots = query.provenance(conn, run["run_id"])
-        if snapshots:
-            latest = dict(snapshots[-1])
+        snapshot = latest.get(run["run_id"])
+        if snapshot is not None:
             for name in ("package_versions", "extra"):
-                latest[name] = json.loads(latest[name] or "{}")
-            found[run["run_id"]] = latest
+                snapshot[name] = json.loads(snapshot[name] or "{}")
+            found[run["run_id"]] = snapshot
     return found
 
 
@@ -185,18 +191,6 @@ def _study_yaml(study: dict[str, Any] | None, label: str, factor_levels: dict[st
     return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
 
 
-def _factor_levels(conn: sqlite3.Connection, study_id: str | None) -> dict[str, list[Any]]:
-    levels: dict[str, list[Any]] = {}
-    if study_id is None:
-        return levels
-    for row in query.conditions(conn, study_id):
-        for name, value in json.loads(row["factors"] or "{}").items():
-            bucket = levels.setdefault(name, [])
-            if value not in bucket:
-                bucket.append(value)
-    return levels
-
-
 def export_study(conn: sqlite3.Connection, study_id: str | None, root: Path, *,
                  generated_at: str, ledger_head: dict[str, Any]) -> dict[str, Any]:
     """Write one study's folder; ``study_id`` None writes the ``_unassigned`` folder."""
@@ -205,8 +199,8 @@ def export_study(conn: sqlite3.Connection, study_id: str | None, root: Path, *,
     folder.mkdir(parents=True, exist_ok=True)
     study = None if study_id is None else query.study(conn, study_id)
     runs = _runs(conn, study_id)
-    write_atomic(folder / "study.yaml", _study_yaml(study, label, _factor_levels(conn, study_id)))
-    header, condition_rows = _conditions(conn, study_id, label)
+    header, condition_rows, factor_levels = _conditions(conn, study_id, label)
+    write_atomic(folder / "study.yaml", _study_yaml(study, label, factor_levels))
     _write_csv(folder / "conditions.csv", header, condition_rows)
     _write_csv(folder / "runs.csv", RUN_COLUMNS, _run_rows(runs, label))
     events = _write_csv(folder / "events.csv", EVENT_COLUMNS, _event_rows(conn, study_id))
