@@ -26,7 +26,7 @@ import yaml
 from studyledger import RunBudget, SeedPolicy, hash_identifier, run_id_for
 from studyledger import events as ev
 from studyledger.events import EventKind
-from studyledger.ingest.own_lines import line_for
+from studyledger.own_lines import line_for
 from studyledger.simulate import Outcome, agent_session, stamp, trace_file_name, trace_line_text
 
 HERE = Path(__file__).resolve().parent

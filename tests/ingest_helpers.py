@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from studyledger.events import EventKind, observation_recorded
-from studyledger.ingest import own_lines
+from studyledger import own_lines
 
 STUDYLEDGER = [sys.executable, "-m", "studyledger"]
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from studyledger import Ledger, query
 from studyledger.events import EventKind, make_event, observation_recorded, run_registered
-from studyledger.ingest import own_lines
+from studyledger import own_lines
 from studyledger.ingest.adapters import (
     AGENTS_TRACE,
     EXPERIMENTS_CHECKPOINT,

@@ -30,7 +30,7 @@ def test_checkpoint_file_holds_the_head_and_the_root(tmp_path: Path) -> None:
         head = ledger.head()
         root = merkle.merkle_root(e.event_id for e in ledger.events()).hex()
     assert written["format"] == "studyledger-checkpoint" and written["version"] == 1
-    assert (written["tree_size"], written["head_seq"], written["head_chain"]) == (13, head["seq"], head["chain"])
+    assert (written["tree_size"], written["head_seq"], written["head_chain"]) == (13, head.seq, head.chain)
     assert written["merkle_root"] == root and data["path"] == str(tmp_path / "cp.json")
 
 

@@ -16,7 +16,7 @@ from studyledger import events as ev
 from studyledger.audit.files import folder_name
 from studyledger.audit.export_jsonl import export_jsonl
 from studyledger.events import EventKind, make_event
-from studyledger.ingest.own_lines import event_from_line
+from studyledger.own_lines import event_from_line
 from studyledger.ingest.tailer import ingest_paths
 
 from .audit_helpers import fill, invoke
@@ -160,7 +160,7 @@ def test_jsonl_round_trip_through_append(tmp_path: Path) -> None:
     lines = Path(result["path"]).read_text().splitlines()
     with Ledger.open(tmp_path / "b.db") as copy:
         copy.append([event_from_line(json.loads(line), source="import") for line in lines])
-        assert copy.head() == result["head"]
+        assert copy.head().to_dict() == result["head"]
     assert stored(tmp_path / "b.db") == stored(db)
 
 

@@ -91,7 +91,7 @@ def test_replay_is_identical_and_as_of_equals_what_was_seen(ops: list[tuple[Any,
         seen: list[tuple[int, dict[str, Any]]] = []
         for step, op in enumerate(ops):
             if op[0] == "snapshot":
-                seen.append((ledger.head()["seq"], observed_state(ledger.conn)))
+                seen.append((ledger.head().seq, observed_state(ledger.conn)))
             else:
                 apply(ledger, runs, op, step)
         report = replay(ledger.store, in_memory=True)

@@ -67,10 +67,13 @@ def test_dashboard_on_the_demo_shows_the_live_study_arrive_and_leaving_stops_eve
                 # The examples are in before the dashboard opens; the live study is not
                 # yet: the dashboard must pick it up by itself, without input.
                 seen: set[str] = set()
+                # Stay until the simulator has written its first run too, so leaving cuts the
+                # study short with runs in it (the study row appears before any run line).
+                first_run = next(i for i, write in enumerate(demo.simulator.writes) if "run_registered" in write.text)
                 for _ in range(1000):
                     tables = app.screen.query(DataTable)
                     seen = {str(key.value) for key in tables.first().rows} if tables else set()
-                    if "live-bracket-study" in seen:
+                    if "live-bracket-study" in seen and demo.simulator.stats.lines > first_run:
                         break
                     await pilot.pause(0.01)
                 assert {"bracket-study", "smoke-tests", "live-bracket-study"} <= seen

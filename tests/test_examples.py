@@ -114,7 +114,7 @@ def test_example_runs_end_as_the_readme_says(ingested: tuple[Path, dict[str, Any
 def test_duplicated_checkpoint_line_and_reingestion_append_nothing(ingested: tuple[Path, dict[str, Any]]) -> None:
     db, _ = ingested
     with Ledger.open(db, create=False) as ledger:
-        before = ledger.head()["seq"]
+        before = ledger.head().seq
         last = len((STUDY / "artifacts" / "checkpoints" / "runs.jsonl").read_text().splitlines())
         from_repeat = ledger.conn.execute(
             "SELECT count(*) FROM events WHERE source LIKE ?", (f"%runs.jsonl:{last}:%",)
@@ -127,4 +127,4 @@ def test_duplicated_checkpoint_line_and_reingestion_append_nothing(ingested: tup
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["events_appended"] == 0
     with Ledger.open(db, create=False) as ledger:
-        assert ledger.head()["seq"] == before
+        assert ledger.head().seq == before

@@ -245,7 +245,7 @@ def test_blank_lines_are_accepted_as_empty(ledger: Ledger, tmp_path: Path) -> No
 def test_value_the_store_refuses_is_rejected_alone(ledger: Ledger, tmp_path: Path) -> None:
     # An integer beyond SQLite's 64 bits fails inside the projection fold; the rest of
     # its batch must still be stored and the line kept as a rejection.
-    from studyledger.ingest.own_lines import line_for
+    from studyledger.own_lines import line_for
 
     huge = line_for(EventKind.RUN_REGISTERED, {"run_id": "r-huge", "study_id": None, "condition_id": None,
                                                "replicate": 10**30, "agent_id": None, "problem_id": None,

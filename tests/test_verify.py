@@ -40,7 +40,7 @@ def checks(ledger: Ledger) -> list[tuple[int, str]]:
 def test_intact_ledger_verifies(filled: Ledger) -> None:
     report = verify_store(filled.store)
     assert report.ok and report.events == 10 and report.head_seq == 10
-    assert report.head_chain == filled.head()["chain"]
+    assert report.head_chain == filled.head().chain
 
 
 CASES: dict[str, tuple[list[str], Callable[[list[tuple[int, str]]], bool]]] = {
@@ -87,7 +87,7 @@ def test_a_truncated_tail_needs_an_outside_checkpoint(filled: Ledger) -> None:
     tamper(filled, "DELETE FROM events WHERE seq > 8", *_restore_triggers())
     report = verify_store(filled.store)
     assert report.ok
-    assert report.head_seq == 8 and report.head_chain != head_before["chain"]
+    assert report.head_seq == 8 and report.head_chain != head_before.chain
 
 
 @pytest.mark.parametrize("case", ["row deleted", "rows reordered", "body edited"])

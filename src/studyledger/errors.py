@@ -1,16 +1,41 @@
-"""Errors a user can cause and can act on.
+"""Every error studyledger raises on purpose, in one tree.
 
-Each carries a message meant to be printed as it is: the CLI shows ``str(error)`` on one
-line of stderr and exits non-zero, without a traceback.
+``StudyLedgerError`` is the root: a caller (the CLI, the dashboard, a user's script) that
+catches it has caught every mistake a user can make and act on, and nothing else. Each
+error carries a message meant to be shown as it is, on one line, without a traceback.
+
+::
+
+    StudyLedgerError
+    ├── ValidationError (also ValueError)   a value the API or a schema refuses
+    ├── LedgerError                          the ledger itself
+    │   ├── NotALedgerError, LedgerMissingError, NewerLedgerError
+    │   ├── LedgerBusyError, LedgerReadOnlyError, StaleProjectionsError
+    │   ├── EventConflictError
+    │   └── UnknownRunError, UnknownStudyError (also KeyError)
+    ├── InputError (also ValueError)         something read from outside cannot be used
+    │   ├── BadLine                          a line that does not parse
+    │   ├── LineRejected                     a line that parses but cannot be used
+    │   │   └── OwnLineError                 ... marked as studyledger's own format
+    │   └── StudyFolderError                 a study output folder's files
+    └── CheckpointError                      a checkpoint file
+
+This module imports nothing of the package, so every layer can raise these.
 """
 
 from __future__ import annotations
 
-from .schema import ValidationError
+
+class StudyLedgerError(Exception):
+    """Root of every error studyledger raises on purpose; the message says what to do."""
 
 
-class LedgerError(Exception):
-    """Base class of the ledger's own errors: the message says what to do."""
+class ValidationError(StudyLedgerError, ValueError):
+    """A value the API or a schema refuses (the seed's ``ValidationError``)."""
+
+
+class LedgerError(StudyLedgerError):
+    """Something about the ledger itself: the file, its schema, its lock, its contents."""
 
 
 class NotALedgerError(LedgerError):
@@ -27,6 +52,15 @@ class NewerLedgerError(LedgerError):
 
 class LedgerBusyError(LedgerError):
     """Another writer held the ledger for longer than the retries allow."""
+
+
+class LedgerReadOnlyError(LedgerError):
+    """A write was asked of a ledger opened read-only."""
+
+
+class StaleProjectionsError(LedgerError):
+    """The derived tables were built by another studyledger version, and a read-only open
+    may not rebuild them."""
 
 
 class EventConflictError(LedgerError):
@@ -51,13 +85,52 @@ class UnknownStudyError(LedgerError, KeyError):
         return str(self.args[0]) if self.args else "unknown study"
 
 
+class InputError(StudyLedgerError, ValueError):
+    """Input read from outside (a line, a study folder) that cannot be used.
+
+    The ingester turns these into kept rejections; nothing else about them is fatal.
+    """
+
+
+class BadLine(InputError):
+    """A line that cannot be parsed; the message is the reason shown to users."""
+
+
+class LineRejected(InputError):
+    """A line that parsed but cannot be used; the message is the reason shown to users.
+
+    A user-supplied line adapter raises this to reject a line with its own reason.
+    """
+
+
+class OwnLineError(LineRejected):
+    """A line marked as studyledger's own format that is not a valid event."""
+
+
+class StudyFolderError(InputError):
+    """A study output folder whose study.yaml or CSV files cannot be read; names the file."""
+
+
+class CheckpointError(StudyLedgerError):
+    """A checkpoint file that cannot be written, read or compared."""
+
+
 __all__ = [
+    "BadLine",
+    "CheckpointError",
     "EventConflictError",
+    "InputError",
     "LedgerBusyError",
     "LedgerError",
     "LedgerMissingError",
+    "LedgerReadOnlyError",
+    "LineRejected",
     "NewerLedgerError",
     "NotALedgerError",
+    "OwnLineError",
+    "StaleProjectionsError",
+    "StudyFolderError",
+    "StudyLedgerError",
     "UnknownRunError",
     "UnknownStudyError",
     "ValidationError",

@@ -27,6 +27,7 @@ from .schema import (
     RunStatus,
     SeedPolicy,
     ValidationError,
+    from_canonical,
     stable_json_dumps,
     to_jsonable,
 )
@@ -184,6 +185,49 @@ class NewEvent:
     recorded_at: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One row of the ``events`` table."""
+
+    seq: int
+    event_id: str
+    kind: str
+    study_id: str | None
+    run_id: str | None
+    occurred_at: str | None
+    recorded_at: str
+    source: str
+    body: str
+    chain: str
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The body as a mapping, with non-finite float tags left as they are."""
+        value: dict[str, Any] = json.loads(self.body)
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as a plain mapping with the body decoded (NaN tags turned back to floats)."""
+        row = {name: getattr(self, name) for name in EVENT_COLUMNS}
+        row["body"] = from_canonical(self.data)
+        return row
+
+
+EVENT_COLUMNS = (
+    "seq",
+    "event_id",
+    "kind",
+    "study_id",
+    "run_id",
+    "occurred_at",
+    "recorded_at",
+    "source",
+    "body",
+    "chain",
+)
+"""The columns of the ``events`` table, in order."""
+
+
 def make_event(
     kind: str, body: dict[str, Any], *, source: str, recorded_at: str | None = None
 ) -> NewEvent:
@@ -337,9 +381,8 @@ def observation_recorded(observation: Observation | dict[str, Any]) -> dict[str,
     Raises:
         ValidationError: when a required field is missing or the level is unknown.
     """
-    # A mapping is used as it is (the canonical encoder converts what is not JSON later):
-    # walking every value of every trace line through to_jsonable cost a quarter of the
-    # adapters' time.
+    # A mapping is used as it is: the canonical encoder converts what is not JSON when the
+    # body is encoded, so walking it through to_jsonable here would only repeat that work.
     row = observation if isinstance(observation, dict) else to_jsonable(observation)
     if not isinstance(row, dict):
         raise ValidationError("an observation must be an object")

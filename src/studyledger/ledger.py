@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from . import events as ev
 from . import projections, query
-from .errors import UnknownRunError, UnknownStudyError
+from .errors import StaleProjectionsError, UnknownRunError, UnknownStudyError
 from .events import EventKind, NewEvent
 from .schema import (
     Observation,
@@ -29,8 +29,9 @@ from .schema import (
     SeedPolicy,
     ValidationError,
     hash_identifier,
+    is_legal_transition,
 )
-from .store import AppendResult, Store, StoredEvent, utc_now_precise
+from .store import AppendResult, Head, Store, StoredEvent, utc_now_precise
 
 T = TypeVar("T")
 Row = dict[str, Any]
@@ -55,31 +56,56 @@ def run_id_for(
 class Ledger:
     """An open studyledger ledger.
 
-    Use :meth:`open` (a context manager) rather than the constructor.
+    Use :meth:`open` (a context manager) rather than the constructor. Constructing one
+    never writes: a writer brings the derived tables up to date with :meth:`catch_up`,
+    which :meth:`open` does for it.
     """
 
     def __init__(self, store: Store, *, source: str = "api") -> None:
         self.store = store
         self.source = source
-        self._ensure_projections()
 
     @classmethod
     def open(
-        cls, path: str | os.PathLike[str] = "studyledger.db", *, create: bool = True, source: str = "api"
+        cls,
+        path: str | os.PathLike[str] = "studyledger.db",
+        *,
+        create: bool = True,
+        readonly: bool = False,
+        source: str = "api",
     ) -> Ledger:
-        """Open a ledger file, creating the file and its schema when missing.
+        """Open a ledger file.
+
+        A writer (the default) creates the file and its schema when missing and brings
+        the derived tables up to date (:meth:`catch_up`). A reader (``readonly=True``)
+        writes nothing, ever, so an audit sees the file as it is; it works on a read-only
+        file or mount.
 
         Args:
             path: The SQLite file.
             create: When false, a missing file raises ``LedgerMissingError``.
+            readonly: Open for reading only (implies ``create=False``).
             source: What events written through the convenience methods record as their
                 source (``api`` or ``cli``).
 
         Raises:
+            LedgerMissingError: the file does not exist and may not be created.
             NotALedgerError: the file is not a studyledger ledger.
             NewerLedgerError: the file was written by a newer studyledger.
         """
-        return cls(Store(path, create=create), source=source)
+        ledger = cls(Store(path, create=create, readonly=readonly), source=source)
+        if not readonly:
+            try:
+                ledger.catch_up()
+            except BaseException:
+                ledger.close()
+                raise
+        return ledger
+
+    @property
+    def readonly(self) -> bool:
+        """Whether this ledger was opened for reading only."""
+        return self.store.readonly
 
     @property
     def path(self) -> Path:
@@ -108,15 +134,39 @@ class Ledger:
 
     # -- projections ----------------------------------------------------------------
 
-    def _ensure_projections(self) -> None:
-        """Create, upgrade or catch up the projection tables when they need it."""
-        meta = self.store.meta()
-        tables = self.store.db.table_names()
-        current = (
-            meta.get("projection_version") == projections.PROJECTION_VERSION
-            and "projection_state" in tables
+    @property
+    def projections_current(self) -> bool:
+        """Whether the derived tables were built by this studyledger's projection code."""
+        return (
+            self.store.meta().get("projection_version") == projections.PROJECTION_VERSION
+            and "projection_state" in self.store.tables()
         )
-        if current and projections.last_applied(self.conn) == self.store.head()[0]:
+
+    def check_readable(self) -> None:
+        """Make sure the derived tables can be read as this version reads them.
+
+        Raises:
+            StaleProjectionsError: they were built by another version (a writer rebuilds
+                them on open; a read-only open may not).
+        """
+        if not self.projections_current:
+            raise StaleProjectionsError(
+                f"{self.path}: its derived tables were built by another studyledger version; "
+                f"open it once with a writing command (`studyledger --db {self.path} init`) to rebuild them"
+            )
+
+    def catch_up(self) -> None:
+        """Create, rebuild or catch up the derived tables: the writer's step after opening.
+
+        Every append folds its events in the same transaction, so the tables only lag
+        after an upgrade changed the projection code, or after rows were written around
+        the API. Opening read-only never does this.
+
+        Raises:
+            LedgerReadOnlyError: the ledger was opened read-only.
+        """
+        current = self.projections_current
+        if current and projections.last_applied(self.conn) == self.store.head().seq:
             return
         with self.store.transaction():
             if not current:
@@ -255,7 +305,7 @@ class Ledger:
 
         def move() -> None:
             row = self._run_or_raise(run_id)
-            if not projections.is_legal(row["status"], requested):
+            if not is_legal_transition(row["status"], requested):
                 raise ValidationError(
                     f"run {run_id}: illegal transition {row['status']} -> {requested.value}"
                 )
@@ -367,9 +417,9 @@ class Ledger:
         """Counts of everything, and the head of the chain."""
         return query.stats(self.conn)
 
-    def head(self) -> Row:
+    def head(self) -> Head:
         """The last sequence number and its chain hash."""
-        return query.head(self.conn)
+        return self.store.head()
 
 
 def _study_rules(study: Row) -> tuple[RunBudget, SeedPolicy]:

@@ -19,26 +19,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .events import REQUIRED_TEXT, EventKind, canonical_body, misfit_fields, parse_instant
-from .schema import RunStatus
+from .schema import STATUS_PRECEDENCE, TERMINAL_STATUSES, RunStatus, is_legal_transition, shown_status
 from .store import StoredEvent
 
 PROJECTION_VERSION = "3"
-
-LEGAL_TRANSITIONS: dict[str, frozenset[str]] = {
-    RunStatus.PENDING: frozenset({RunStatus.RUNNING, RunStatus.SKIPPED, RunStatus.FAILED}),
-    RunStatus.RUNNING: frozenset({RunStatus.SUCCESS, RunStatus.FAILED}),
-    RunStatus.SUCCESS: frozenset(),
-    RunStatus.FAILED: frozenset(),
-    RunStatus.SKIPPED: frozenset(),
-}
-TERMINAL = frozenset({RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.SKIPPED})
-_PRECEDENCE = {
-    RunStatus.PENDING: 0,
-    RunStatus.RUNNING: 1,
-    RunStatus.SKIPPED: 2,
-    RunStatus.SUCCESS: 3,
-    RunStatus.FAILED: 4,
-}
 
 RUN_FIELDS = ("study_id", "condition_id", "replicate", "agent_id", "problem_id", "seed")
 
@@ -207,19 +191,6 @@ def last_applied(conn: sqlite3.Connection) -> int:
     """The last event sequence folded into the tables."""
     row = conn.execute("SELECT last_seq FROM projection_state WHERE name = 'all'").fetchone()
     return int(row[0]) if row else 0
-
-
-def shown_status(current: str, reported: str) -> str:
-    """The status a run shows after a source reports ``reported`` while it shows ``current``.
-
-    Order-independent (a maximum), so ingesting sources in any order gives the same answer.
-    """
-    return current if _PRECEDENCE[RunStatus(current)] >= _PRECEDENCE[RunStatus(reported)] else reported
-
-
-def is_legal(current: str, requested: str) -> bool:
-    """Whether ``current -> requested`` is a legal status transition."""
-    return RunStatus(requested) in LEGAL_TRANSITIONS[RunStatus(current)]
 
 
 def _json(value: Any) -> str | None:
@@ -398,11 +369,11 @@ def classify_report(current: str, reported: str, at: str | None, reached_at: str
     RunStarted ingested after the runner's result). A status reported as happening *after*
     a terminal one (a study re-run without resume) is not ordinary.
     """
-    if reported == current or is_legal(current, reported):
+    if reported == current or is_legal_transition(current, reported):
         return None
-    if current in TERMINAL and reported in TERMINAL:
+    if current in TERMINAL_STATUSES and reported in TERMINAL_STATUSES:
         return "conflicting_outcome"
-    if _PRECEDENCE[RunStatus(reported)] < _PRECEDENCE[RunStatus(current)]:
+    if STATUS_PRECEDENCE[RunStatus(reported)] < STATUS_PRECEDENCE[RunStatus(current)]:
         reported_at, reached = parse_instant(at), parse_instant(reached_at)
         if reported_at is not None and reached is not None and reported_at <= reached:
             return None
@@ -417,7 +388,7 @@ def _on_status(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> None:
     current, reported = row["status"], body["status"]
     at = body.get("at") or event.recorded_at
     shown = shown_status(current, reported)
-    reached_at = row["ended_at"] if current in TERMINAL else row["started_at"]
+    reached_at = row["ended_at"] if current in TERMINAL_STATUSES else row["started_at"]
     anomaly = classify_report(current, reported, at, reached_at)
     if anomaly == "conflicting_outcome":
         fold.anomaly(event, run_id, anomaly, f"sources disagree: {current} and {reported}; showing {shown}")
@@ -428,7 +399,7 @@ def _on_status(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> None:
     # (a confirmation without a reason does not erase one).
     if reported == RunStatus.RUNNING:
         row["started_at"] = _pick(row["started_at"], at, latest=False)
-    if reported == current and reported in TERMINAL:
+    if reported == current and reported in TERMINAL_STATUSES:
         if _pick(row["ended_at"], at, latest=True) != row["ended_at"]:
             row["ended_at"] = at
             row["status_reason"] = body.get("reason") or row["status_reason"]
@@ -437,11 +408,11 @@ def _on_status(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> None:
             row["status_reason"] = row["status_reason"] or body.get("reason")
             row["error"] = row["error"] or body.get("error")
     elif shown == reported and reported != current:
-        if reported in TERMINAL:
+        if reported in TERMINAL_STATUSES:
             row["ended_at"] = at
         row["status_reason"] = body.get("reason")
         row["error"] = body.get("error")
-    elif reported in TERMINAL and row["ended_at"] is None:
+    elif reported in TERMINAL_STATUSES and row["ended_at"] is None:
         row["ended_at"] = at
     row["status"] = shown
     fold.conn.execute(

@@ -11,7 +11,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from .store import EVENT_COLUMNS, StoredEvent
+from .events import EVENT_COLUMNS, StoredEvent
+from .store import Head, read_head
 
 Row = dict[str, Any]
 
@@ -210,10 +211,9 @@ def events(
     return [StoredEvent(*row) for row in cursor.fetchall()]
 
 
-def head(conn: sqlite3.Connection) -> Row:
-    """``{"seq": last sequence, "chain": its chain}`` (0 and the genesis chain when empty)."""
-    row = conn.execute("SELECT seq, chain FROM events ORDER BY seq DESC LIMIT 1").fetchone()
-    return {"seq": row[0], "chain": row[1]} if row else {"seq": 0, "chain": "0" * 64}
+def head(conn: sqlite3.Connection) -> Head:
+    """The last sequence number and its chain (0 and the genesis chain when empty)."""
+    return read_head(conn)
 
 
 def stats(conn: sqlite3.Connection) -> Row:
@@ -231,7 +231,7 @@ def stats(conn: sqlite3.Connection) -> Row:
         "evaluations": count("SELECT count(*) FROM evaluations"),
         "rejected": count("SELECT count(*) FROM rejections"),
         "anomalies": count("SELECT count(*) FROM anomalies"),
-        "head": head(conn),
+        "head": head(conn).to_dict(),
     }
 
 

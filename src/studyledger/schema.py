@@ -33,15 +33,13 @@ from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any, cast
 
+from .errors import ValidationError
+
 SCHEMA_VERSION = "0.1.0"
 
 FLOAT_TAG = "$float"
 _NONFINITE_NAMES = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 _NONFINITE_VALUES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-
-
-class ValidationError(ValueError):
-    """Raised when a schema object fails validation."""
 
 
 class ConstraintSeverity(StrEnum):
@@ -59,6 +57,46 @@ class RunStatus(StrEnum):
     SUCCESS = "success"
     FAILED = "failed"
     SKIPPED = "skipped"
+
+
+# The run state machine. It is vocabulary, like the statuses: the API refuses what it
+# forbids, the projections flag what sources report against it, and replay re-checks it.
+LEGAL_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
+    RunStatus.PENDING: frozenset({RunStatus.RUNNING, RunStatus.SKIPPED, RunStatus.FAILED}),
+    RunStatus.RUNNING: frozenset({RunStatus.SUCCESS, RunStatus.FAILED}),
+    RunStatus.SUCCESS: frozenset(),
+    RunStatus.FAILED: frozenset(),
+    RunStatus.SKIPPED: frozenset(),
+}
+"""Legal moves: pending -> running | skipped | failed; running -> success | failed."""
+
+TERMINAL_STATUSES = frozenset({RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.SKIPPED})
+"""Final for an attempt: no legal transition leaves them."""
+
+STATUS_PRECEDENCE: dict[RunStatus, int] = {
+    RunStatus.PENDING: 0,
+    RunStatus.RUNNING: 1,
+    RunStatus.SKIPPED: 2,
+    RunStatus.SUCCESS: 3,
+    RunStatus.FAILED: 4,
+}
+"""Which status a run shows when sources disagree: the higher wins. Terminal beats
+non-terminal, and among outcomes the conservative one (failed) wins."""
+
+
+def is_legal_transition(current: str, requested: str) -> bool:
+    """Whether ``current -> requested`` is a legal status transition."""
+    return RunStatus(requested) in LEGAL_TRANSITIONS[RunStatus(current)]
+
+
+def shown_status(current: str, reported: str) -> str:
+    """The status a run shows after a source reports ``reported`` while it shows ``current``.
+
+    A maximum by :data:`STATUS_PRECEDENCE`, so ingesting sources in any order gives the
+    same answer.
+    """
+    keep = STATUS_PRECEDENCE[RunStatus(current)] >= STATUS_PRECEDENCE[RunStatus(reported)]
+    return current if keep else reported
 
 
 class ObservationLevel(StrEnum):

@@ -31,7 +31,7 @@ from typing import Any
 
 from . import events as ev
 from .events import EventKind
-from .ingest.own_lines import line_for
+from .own_lines import line_for
 from .ledger import run_id_for
 from .schema import RunBudget, SeedPolicy, hash_identifier
 

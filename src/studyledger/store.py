@@ -29,19 +29,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import sqlite_utils
+from typing import Any, NamedTuple
+from urllib.parse import quote
 
 from .errors import (
     EventConflictError,
     LedgerBusyError,
     LedgerMissingError,
+    LedgerReadOnlyError,
     NewerLedgerError,
     NotALedgerError,
 )
-from .events import NewEvent
-from .schema import from_canonical
+from .events import EVENT_COLUMNS, NewEvent, StoredEvent
 
 APPLICATION = "studyledger"
 STORE_SCHEMA_VERSION = 1
@@ -49,19 +48,6 @@ GENESIS_CHAIN = "0" * 64
 BUSY_TIMEOUT_MS = 5_000
 BEGIN_ATTEMPTS = 12
 _ID_LOOKUP_CHUNK = 500
-
-EVENT_COLUMNS = (
-    "seq",
-    "event_id",
-    "kind",
-    "study_id",
-    "run_id",
-    "occurred_at",
-    "recorded_at",
-    "source",
-    "body",
-    "chain",
-)
 
 TRIGGER_DDL = {
     "events_refuse_update": (
@@ -76,32 +62,21 @@ TRIGGER_DDL = {
 TRIGGER_NAMES = tuple(TRIGGER_DDL)
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    """One row of the ``events`` table."""
+class Head(NamedTuple):
+    """The last event of a ledger: its sequence number and chain value.
+
+    ``(0, GENESIS_CHAIN)`` for an empty ledger. Unpacks as a pair; ``to_dict`` is its JSON form.
+    """
 
     seq: int
-    event_id: str
-    kind: str
-    study_id: str | None
-    run_id: str | None
-    occurred_at: str | None
-    recorded_at: str
-    source: str
-    body: str
     chain: str
 
-    @property
-    def data(self) -> dict[str, Any]:
-        """The body as a mapping, with non-finite float tags left as they are."""
-        value: dict[str, Any] = json.loads(self.body)
-        return value
-
     def to_dict(self) -> dict[str, Any]:
-        """The row as a plain mapping with the body decoded (NaN tags turned back to floats)."""
-        row = {name: getattr(self, name) for name in EVENT_COLUMNS}
-        row["body"] = from_canonical(self.data)
-        return row
+        """``{"seq": ..., "chain": ...}``."""
+        return {"seq": self.seq, "chain": self.chain}
+
+
+EMPTY_HEAD = Head(0, GENESIS_CHAIN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,9 +98,8 @@ def chain_hash(previous: str, row: Sequence[Any]) -> str:
     ``row`` is ``(seq, event_id, kind, study_id, run_id, occurred_at, recorded_at, source,
     body)``: everything stored except the chain itself, so a change to any column shows.
     The hashed text is the previous chain, then one line per value: its length in UTF-8
-    bytes, a colon and the value (``-`` for null). Length prefixes make it unambiguous,
-    and unlike a JSON array it does not re-escape the body, which cost a quarter of an
-    append.
+    bytes, a colon and the value (``-`` for null). Length prefixes make it unambiguous
+    without escaping the body again.
     """
     parts = [previous]
     for value in row:
@@ -135,6 +109,12 @@ def chain_hash(previous: str, row: Sequence[Any]) -> str:
             text = str(value)
             parts.append(f"{len(text.encode()) if not text.isascii() else len(text)}:{text}")
     return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
+
+
+def read_head(conn: sqlite3.Connection) -> Head:
+    """The :class:`Head` of the ledger a connection reads (the store's and the query layer's)."""
+    row = conn.execute("SELECT seq, chain FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+    return Head(int(row[0]), str(row[1])) if row else EMPTY_HEAD
 
 
 def _is_busy(error: sqlite3.OperationalError) -> bool:
@@ -149,28 +129,28 @@ class Store:
         path: The SQLite file.
         create: Create the file and its schema when missing. When false, a missing file
             raises :class:`LedgerMissingError`.
+        readonly: Open with SQLite's ``mode=ro``: nothing is ever written, not even a
+            migration, so audits see the file exactly as it is, and a read-only file or
+            mount can be read. Implies ``create=False``.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True, readonly: bool = False) -> None:
         self.path = Path(path)
-        self.create = create
-        if not create and not self.path.exists():
+        self.readonly = readonly
+        self.create = create and not readonly
+        if not self.create and not self.path.exists():
             raise LedgerMissingError(
                 f"{self.path}: no ledger here; create one with `studyledger init` "
                 "or pass --db PATH"
             )
         if self.path.is_dir():
             raise NotALedgerError(f"{self.path}: is a directory, not a ledger file")
-        try:
-            self.conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
-            )
-        except sqlite3.Error as exc:
-            raise NotALedgerError(f"{self.path}: cannot open as SQLite: {exc}") from None
+        self.conn = self._connect()
         try:
             self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             self._check_or_create()
-            self.conn.execute("PRAGMA synchronous = NORMAL")
+            if not readonly:
+                self.conn.execute("PRAGMA synchronous = NORMAL")
             # The unique event_id index takes scattered inserts (its keys are hashes); a page
             # cache larger than the 2 MiB default keeps more of it in memory at ingest rates.
             self.conn.execute("PRAGMA cache_size = -65536")
@@ -180,7 +160,32 @@ class Store:
         except BaseException:
             self.conn.close()
             raise
-        self.db = sqlite_utils.Database(self.conn)
+
+    def _connect(self) -> sqlite3.Connection:
+        """A connection in the mode asked for.
+
+        A read-only connection to a WAL ledger needs its ``-shm`` file, which SQLite cannot
+        create in a read-only folder; there nobody can be writing, so the file is opened
+        as immutable instead.
+        """
+        options: dict[str, Any] = {"isolation_level": None, "check_same_thread": False,
+                                   "timeout": BUSY_TIMEOUT_MS / 1000}
+        try:
+            if not self.readonly:
+                return sqlite3.connect(self.path, **options)
+            target = f"file:{quote(os.path.abspath(self.path))}?mode=ro"
+            conn = sqlite3.connect(target, uri=True, **options)
+            try:
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            except sqlite3.OperationalError:
+                conn.close()
+                if os.access(self.path.parent, os.W_OK):
+                    raise
+                conn = sqlite3.connect(target + "&immutable=1", uri=True, **options)
+            conn.execute("PRAGMA query_only = ON")
+            return conn
+        except sqlite3.Error as exc:
+            raise NotALedgerError(f"{self.path}: not a studyledger ledger ({exc})") from None
 
     def close(self) -> None:
         """Close the connection."""
@@ -191,6 +196,10 @@ class Store:
     def _tables(self) -> set[str]:
         rows = self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         return {row[0] for row in rows}
+
+    def tables(self) -> set[str]:
+        """Names of the ledger file's tables."""
+        return self._tables()
 
     def _check_or_create(self) -> None:
         tables = self._tables()
@@ -204,7 +213,7 @@ class Store:
             if not self.create:
                 # A command that only reads must not turn an empty file into a ledger.
                 raise NotALedgerError(
-                    f"{self.path}: empty file, not a ledger yet; create one with `studyledger init`"
+                    f"{self.path}: not a studyledger ledger (empty file, not a ledger yet); create one with `studyledger init`"
                 )
             self._create()
             return
@@ -218,6 +227,11 @@ class Store:
                 f"this version reads up to {STORE_SCHEMA_VERSION}. Upgrade studyledger."
             )
         if version < STORE_SCHEMA_VERSION:
+            if self.readonly:
+                raise NotALedgerError(
+                    f"{self.path}: written by an older studyledger (ledger schema {version}); "
+                    "open it once with a writing command (`studyledger init`) to upgrade it"
+                )
             self._migrate(version)
 
     def _create(self) -> None:
@@ -292,7 +306,12 @@ class Store:
         SQLite's busy timeout already waits for the lock; the retries (with jittered
         back-off) cover the cases where it gives up early, such as a WAL checkpoint race.
         Nested use joins the outer transaction.
+
+        Raises:
+            LedgerReadOnlyError: the store was opened read-only.
         """
+        if self.readonly:
+            raise LedgerReadOnlyError(f"{self.path}: opened read-only; this needs a writable ledger")
         if self.conn.in_transaction:
             yield self.conn
             return
@@ -318,10 +337,9 @@ class Store:
 
     # -- writing --------------------------------------------------------------------
 
-    def head(self) -> tuple[int, str]:
-        """``(last seq, its chain)``, or ``(0, GENESIS_CHAIN)`` for an empty ledger."""
-        row = self.conn.execute("SELECT seq, chain FROM events ORDER BY seq DESC LIMIT 1").fetchone()
-        return (int(row[0]), str(row[1])) if row else (0, GENESIS_CHAIN)
+    def head(self) -> Head:
+        """The last event's seq and chain, or :data:`EMPTY_HEAD` for an empty ledger."""
+        return read_head(self.conn)
 
     def existing_bodies(self, event_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         """``{event_id: (kind, body)}`` for the ids already stored."""

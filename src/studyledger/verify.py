@@ -241,7 +241,7 @@ def verify_store(store: Store, *, workers: int | None = None) -> VerifyReport:
         report.problems.append(Problem(0, "triggers",
                                        f"immutability trigger {name} is missing: rows can be changed"))
     if workers is None:
-        size = store.head()[0]
+        size = store.head().seq
         workers = min(os.cpu_count() or 1, 4) if size >= PARALLEL_FROM else 1
     ranges = _ranges(store.conn, workers) if workers > 1 else []
     if len(ranges) > 1:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import LedgerError
+from ..errors import CheckpointError
 from ..store import Store, utc_now_precise
 from ..verify import Problem
 from . import merkle
@@ -29,10 +29,6 @@ from .snapshot_read import event_ids, read_snapshot
 
 CHECKPOINT_FORMAT = "studyledger-checkpoint"
 CHECKPOINT_VERSION = 1
-
-
-class CheckpointError(LedgerError):
-    """A checkpoint file that cannot be read; the message names the file and why."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -248,7 +248,7 @@ def export_canonical(conn: sqlite3.Connection, root: Path) -> dict[str, Any]:
         "evaluations"}]}``.
     """
     root.mkdir(parents=True, exist_ok=True)
-    generated_at, head = utc_now_iso(), query.head(conn)
+    generated_at, head = utc_now_iso(), query.head(conn).to_dict()
     study_ids: list[str | None] = [row["study_id"] for row in query.studies(conn)]
     if _has_unassigned(conn):
         study_ids.append(None)

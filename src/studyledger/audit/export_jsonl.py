@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..ingest.own_lines import line_for_stored
+from ..own_lines import line_for_stored
 from ..store import Store
 from .files import atomic_writer
 from .snapshot_read import read_snapshot
@@ -28,8 +28,8 @@ def export_jsonl(store: Store, directory: Path) -> dict[str, Any]:
     target = directory / EXPORT_FILE
     count = 0
     with read_snapshot(store.conn), atomic_writer(target) as out:
-        seq, chain = store.head()
-        for event in store.iter_events(until=seq):
+        head = store.head()
+        for event in store.iter_events(until=head.seq):
             out.write(line_for_stored(event))
             count += 1
-    return {"path": str(target), "events": count, "head": {"seq": seq, "chain": chain}}
+    return {"path": str(target), "events": count, "head": head}

@@ -11,16 +11,15 @@ the same set of events (in different orders).
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import EventConflictError, LedgerError, LedgerMissingError, NotALedgerError
+from ..errors import EventConflictError, LedgerError, LedgerMissingError
 from ..events import NewEvent
-from ..ingest.own_lines import FORMAT_KEY, FORMAT_VERSION, OwnLineError, event_from_line
+from ..own_lines import FORMAT_KEY, FORMAT_VERSION, OwnLineError, event_from_line
 from ..ledger import Ledger
-from ..store import Store, StoredEvent
+from ..store import Head, Store, StoredEvent
 
 BATCH = 5_000
 
@@ -33,34 +32,11 @@ class MergeReport:
     read: int
     appended: int
     already_present: int
-    head: dict[str, Any]
+    head: Head
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping."""
         return asdict(self)
-
-
-def _check_is_ledger(path: Path) -> None:
-    """Refuse anything but an existing studyledger file, without writing to it.
-
-    Opening through :class:`Store` would turn an empty SQLite file into a ledger; a merge
-    must never change the ledger it reads.
-    """
-    if not path.exists():
-        raise LedgerMissingError(f"{path}: no such ledger to merge")
-    if path.is_dir():
-        raise NotALedgerError(f"{path}: is a directory, not a ledger file")
-    try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            found = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ledger_meta'").fetchone()
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as exc:
-        raise NotALedgerError(f"{path}: not a studyledger ledger ({exc})") from None
-    if found is None:
-        raise NotALedgerError(f"{path}: not a studyledger ledger (no ledger_meta table)")
 
 
 def _checked(other: Store, stored: StoredEvent) -> NewEvent:
@@ -108,8 +84,10 @@ def merge(ledger: Ledger, other_path: Path) -> MergeReport:
         LedgerError: an event of the other ledger does not match its id.
         EventConflictError: an id is stored here with a different body.
     """
-    _check_is_ledger(other_path)
-    other = Store(other_path, create=False)
+    if not other_path.exists():
+        raise LedgerMissingError(f"{other_path}: no such ledger to merge")
+    # Read-only: merging must not change the ledger it reads (not even checkpoint its WAL).
+    other = Store(other_path, readonly=True)
     read = appended = 0
     try:
         batch: list[StoredEvent] = []

@@ -33,7 +33,7 @@ def record_audit(ledger: Ledger, check: str, ok: bool | None, summary: dict[str,
         "check": check,
         "ok": ok,
         "summary": to_jsonable(summary),
-        "head": {"seq": head["seq"], "chain": head["chain"]},
+        "head": head.to_dict(),
         "at": utc_now_precise(),
     }
     ledger.append([make_event(EventKind.AUDIT_RECORDED, body, source=ledger.source)])

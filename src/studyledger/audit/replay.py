@@ -32,7 +32,7 @@ from typing import Any
 from ..events import parse_instant
 from .. import projections, query
 from ..ledger import Ledger
-from ..schema import RunStatus, ValidationError
+from ..schema import TERMINAL_STATUSES, RunStatus, ValidationError, is_legal_transition, shown_status
 from ..store import EVENT_COLUMNS, Store, StoredEvent
 
 MAX_DIFFERENCES = 100
@@ -298,7 +298,7 @@ def _report(conn: sqlite3.Connection, identical: bool | None, differences: list[
     return ReplayReport(
         identical=identical,
         events=events,
-        head=query.head(conn),
+        head=query.head(conn).to_dict(),
         as_of=as_of,
         tables=tables,
         differences=differences,
@@ -405,7 +405,7 @@ def _key(row: tuple[Any, ...], names: list[str], key: list[str]) -> tuple[Any, .
 _STATUS_ANOMALIES = ("illegal_transition", "conflicting_outcome")
 
 
-def _transition_problem(from_status: str, to_status: str, shown_before: str, shown_status: str,
+def _transition_problem(from_status: str, to_status: str, shown_before: str, shown_after: str,
                         legal: int) -> str | None:
     """What is wrong with one stored transition row, judged by the state machine alone.
 
@@ -415,15 +415,15 @@ def _transition_problem(from_status: str, to_status: str, shown_before: str, sho
     ordinary depends on times and is left to the fold (compared row by row elsewhere).
     """
     try:
-        expected_shown = projections.shown_status(from_status, to_status)
-        allowed = projections.is_legal(from_status, to_status)
+        expected_shown = shown_status(from_status, to_status)
+        allowed = is_legal_transition(from_status, to_status)
     except (ValueError, KeyError):
         return f"unknown status in {from_status!r} -> {to_status!r}"
-    terminal = projections.TERMINAL
+    terminal = TERMINAL_STATUSES
     if from_status != shown_before:
         return f"starts from {from_status} but the run showed {shown_before}"
-    if shown_status != expected_shown:
-        return f"shows {shown_status} after {from_status} -> {to_status}, expected {expected_shown}"
+    if shown_after != expected_shown:
+        return f"shows {shown_after} after {from_status} -> {to_status}, expected {expected_shown}"
     if allowed and not legal:
         return f"{from_status} -> {to_status} is legal but flagged as an anomaly"
     if from_status in terminal and to_status in terminal and from_status != to_status and legal:
@@ -456,15 +456,15 @@ def _transition_check(conn: sqlite3.Connection, schema: str) -> tuple[dict[str, 
     run, shown = None, RunStatus.PENDING.value
     cursor = conn.execute(f"SELECT seq, run_id, from_status, to_status, shown_status, legal "
                           f"FROM {schema}.transitions ORDER BY run_id, seq")
-    for seq, run_id, from_status, to_status, shown_status, legal in cursor:
+    for seq, run_id, from_status, to_status, shown_after, legal in cursor:
         if run_id != run:
             run, shown = run_id, RunStatus.PENDING.value
         counts["checked"] += 1
         counts["flagged"] += not legal
-        problem = _transition_problem(from_status, to_status, shown, shown_status, legal)
+        problem = _transition_problem(from_status, to_status, shown, shown_after, legal)
         if problem is not None:
             invalid(seq, run_id, problem)
-        shown = shown_status
+        shown = shown_after
     if _columns(conn, schema, "anomalies"):
         kinds = ", ".join(f"'{kind}'" for kind in _STATUS_ANOMALIES)
         mismatched = conn.execute(

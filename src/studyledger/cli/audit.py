@@ -215,7 +215,7 @@ def merge(ctx: Context, other: Path, as_json: bool) -> None:
         echo_json(report.to_dict())
     else:
         click.echo(f"merged {other}: {report.appended} new events, {report.already_present} already here; "
-                   f"head seq {report.head['seq']}")
+                   f"head seq {report.head.seq}")
 
 
 @cli.command()

@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 
 import click
 
-from ..errors import LedgerError
+from ..errors import StudyLedgerError
 from ..ledger import Ledger
-from ..schema import ValidationError, to_jsonable
+from ..schema import to_jsonable
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -65,7 +65,7 @@ def user_errors(func: F) -> F:
             # The reader went away (`| head`): stop quietly, as other command-line tools do.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise SystemExit(1) from None
-        except (LedgerError, ValidationError, OSError) as exc:
+        except (StudyLedgerError, OSError) as exc:
             raise click.ClickException(_describe(exc)) from None
 
     return wrapper  # type: ignore[return-value]

@@ -31,7 +31,7 @@ def init(ctx: Context, as_json: bool) -> None:
     if as_json:
         echo_json({"db": str(ctx.db), "created": not existed, "head": head})
     else:
-        click.echo(f"{'opened existing' if existed else 'created'} ledger {ctx.db} (head seq {head['seq']})")
+        click.echo(f"{'opened existing' if existed else 'created'} ledger {ctx.db} (head seq {head.seq})")
 
 
 @cli.command()

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from ..errors import LineRejected
 from ..events import (
     INT64,
     REQUIRED_TEXT,
@@ -40,8 +41,8 @@ from ..events import (
     run_registered,
     run_status_changed,
 )
-from ..schema import ObservationLevel, RunBudget, RunStatus, SeedPolicy
-from . import own_lines
+from ..schema import TERMINAL_STATUSES, ObservationLevel, RunBudget, RunStatus, SeedPolicy
+from .. import own_lines
 
 OWN = "studyledger"
 AGENTS_TRACE = "agents-trace"
@@ -58,7 +59,6 @@ REASON_LIMIT = 300
 TEXT_LIMIT = 200
 """Longest human summary built for a trace event: the full attributes stay in meta_json."""
 
-_TERMINAL = frozenset({RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.SKIPPED})
 _RUN_LEVEL = frozenset({"RunStarted", "RunFinished"})
 # Body fields holding structured JSON: projections store them as JSON text, so they may be
 # objects or lists; every other top-level field is stored as a bare SQLite value.
@@ -68,10 +68,6 @@ _JSON_FIELDS = frozenset({"seed_policy", "run_budget", "extra", "provenance", "m
 # What each kind's projection reads without a default (see projections._HANDLERS).
 _PROVENANCE_KEYS = ("captured_at", "host", "platform", "python_version", "package_versions",
                     "git_sha", "extra")
-
-
-class LineRejected(ValueError):
-    """A line that parsed but cannot be used; the message is the reason shown to users."""
 
 
 def detect_format(obj: Any) -> str:
@@ -317,7 +313,7 @@ def _checkpoint(obj: dict[str, Any], source: str) -> list[NewEvent]:
     if provenance:
         events.append(event(EventKind.PROVENANCE_CAPTURED,
                             provenance_captured(run_id, provenance_shape(provenance), study_id=study_id)))
-    if status in _TERMINAL:
+    if status in TERMINAL_STATUSES:
         final = run_status_changed(run_id, status, at=ended_at, reason=reason, error=error,
                                    study_id=study_id)
         events.append(event(EventKind.RUN_STATUS_CHANGED, final))

@@ -27,7 +27,6 @@ from typing import Any
 from .. import events as ev
 from ..events import EventKind
 from ..ledger import run_id_for
-from ..projections import is_legal
 from ..schema import (
     Observation,
     ProvenanceMetadata,
@@ -35,9 +34,10 @@ from ..schema import (
     RunStatus,
     SeedPolicy,
     ValidationError,
+    is_legal_transition,
 )
 from ..store import utc_now_precise
-from .own_lines import line_for
+from ..own_lines import line_for
 
 
 class DropWriter:
@@ -192,7 +192,7 @@ class DropWriter:
             raise ValidationError(
                 f"{status!r} is not a run status ({', '.join(s.value for s in RunStatus)})") from None
         known_study, current = self._runs.get(run_id, (None, None))
-        if current is not None and not is_legal(current, requested):
+        if current is not None and not is_legal_transition(current, requested):
             raise ValidationError(f"run {run_id}: illegal transition {current} -> {requested.value}")
         study = study_id or known_study
         self.emit(EventKind.RUN_STATUS_CHANGED, ev.run_status_changed(

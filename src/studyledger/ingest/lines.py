@@ -20,6 +20,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import BadLine
 from ..events import EventKind, NewEvent, make_event
 
 DEFAULT_LINE_LIMIT = 16 * 1024 * 1024
@@ -30,10 +31,6 @@ PREVIEW_BYTES = 1024
 
 TOO_LONG_KEEP = 4096
 """Bytes kept of a line over the limit: enough to recognise it, never the whole monster."""
-
-
-class BadLine(ValueError):
-    """A line that cannot be parsed; the message is the reason shown to users."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 
 import yaml
 
-from ..errors import LedgerError
+from ..errors import StudyFolderError
 from ..events import (
     EventKind,
     NewEvent,
@@ -35,7 +35,7 @@ from ..events import (
     run_status_changed,
     study_registered,
 )
-from ..schema import RunBudget, RunStatus, SeedPolicy
+from ..schema import TERMINAL_STATUSES, RunBudget, RunStatus, SeedPolicy
 from .adapters import (
     LineRejected,
     evaluation_body,
@@ -53,10 +53,6 @@ TRACE_NAME = re.compile(r"^run_\d{8}T\d{6}Z_(?P<request_id>.+)\.jsonl$")
 """design-research-agents names a trace ``run_<UTC time>_<request id>.jsonl``."""
 
 _STUDY_FIELDS = frozenset({"study_id", "title", "description", "seed_policy", "run_budget", "budget"})
-
-
-class StudyFolderError(LedgerError):
-    """A study folder whose study.yaml or a CSV file cannot be read; names the file (and line)."""
 
 
 @dataclass(slots=True)
@@ -452,7 +448,7 @@ def _run_json(path: Path, study_id: str, scan: StudyFolderScan) -> tuple[str, li
 def _run_json_events(data: dict[str, Any], run_id: str, study_id: str, source: str) -> list[NewEvent]:
     spec = data.get("run_spec")
     status = data.get("status", RunStatus.PENDING.value)
-    if isinstance(spec, dict) and status in {"success", "failed", "skipped"}:
+    if isinstance(spec, dict) and status in TERMINAL_STATUSES:
         return events_from_line({**data, "run_id": run_id}, source=source)
     if status not in {"pending", "running"}:
         raise LineRejected(f"status {status!r} is not a run status (or a finished run without run_spec)")

@@ -9,16 +9,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..events import EventKind, NewEvent, canonical_body, event_from_body, event_id_for
-from ..store import StoredEvent
+from .errors import OwnLineError
+from .events import EventKind, NewEvent, StoredEvent, canonical_body, event_from_body, event_id_for
 
 FORMAT_KEY = "studyledger"
 FORMAT_VERSION = 1
 _KINDS = frozenset(kind.value for kind in EventKind)
-
-
-class OwnLineError(ValueError):
-    """A line marked as ours that is not a valid event; the message says why."""
 
 
 def line_for(kind: str, body: dict[str, Any]) -> str:
