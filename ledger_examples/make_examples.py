@@ -23,7 +23,8 @@ from typing import Any
 
 import yaml
 
-from studyledger import RunBudget, SeedPolicy, hash_identifier, run_id_for
+from studyledger import RunBudget, SeedPolicy, run_id_for
+from studyledger.schema import hash_identifier
 from studyledger import events as ev
 from studyledger.events import EventKind
 from studyledger.own_lines import line_for

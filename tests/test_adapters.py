@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from studyledger import Ledger, query
 from studyledger.events import EventKind, make_event, observation_recorded, run_registered
 from studyledger import own_lines
-from studyledger.ingest.adapters import (
+from studyledger.ingestion.adapters import (
     AGENTS_TRACE,
     EXPERIMENTS_CHECKPOINT,
     OBSERVATION_ROW,

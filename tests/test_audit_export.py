@@ -17,7 +17,7 @@ from studyledger.audit.files import folder_name
 from studyledger.audit.export_jsonl import export_jsonl
 from studyledger.events import EventKind, make_event
 from studyledger.own_lines import event_from_line
-from studyledger.ingest.tailer import ingest_paths
+from studyledger import ingest
 
 from .audit_helpers import fill, invoke
 
@@ -169,7 +169,7 @@ def test_jsonl_round_trip_through_the_ingester(tmp_path: Path, study_db: tuple[P
     with Ledger.open(db) as original:
         result = export_jsonl(original.store, tmp_path / "out")
     with Ledger.open(tmp_path / "b.db") as copy:
-        stats = ingest_paths(copy, [result["path"]])
+        stats = ingest(copy, [result["path"]])
         assert not stats.errors
         assert copy.head() == result["head"]
     assert stored(tmp_path / "b.db") == stored(db)

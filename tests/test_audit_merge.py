@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from studyledger import Ledger, NotALedgerError, Observation, RunBudget, RunStatus
 from studyledger.audit.merge import merge
-from studyledger.verify import verify_store
+from studyledger.audit.verify import verify
 
 from .audit_helpers import drop_triggers, invoke, raw
 
@@ -59,7 +59,7 @@ def test_merge_is_idempotent_and_commutative_on_the_set_of_events(
     assert after_a == before_a + [i for i in before_b if i not in set(before_a)]
     for db in (a, b):
         with Ledger.open(db) as ledger:
-            assert verify_store(ledger.store).ok
+            assert verify(ledger.store).ok
 
 
 def test_merged_events_keep_recorded_at_and_source(tmp_path: Path) -> None:

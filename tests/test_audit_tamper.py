@@ -17,7 +17,7 @@ import pytest
 from studyledger.audit import checkpoint as checkpoints
 from studyledger.events import EventKind, make_event
 from studyledger.store import EVENT_COLUMNS, Store, chain_hash
-from studyledger.verify import verify_store
+from studyledger.audit.verify import checkpoint_problems, verify
 
 from .audit_helpers import drop_triggers, edit_body, fill, invoke, raw, restore_triggers, rewrite, rows
 
@@ -124,8 +124,8 @@ def test_tamper_matrix(pinned: tuple[Path, Path], case: str) -> None:
 
     store = Store(db, create=False)
     try:
-        core = verify_store(store)
-        pinned_problems = checkpoints.check(store, checkpoints.load(cp))
+        core = verify(store)
+        pinned_problems = checkpoint_problems(store, checkpoints.load(cp))
     finally:
         store.close()
     assert (not core.ok) is verify_sees, core.problems

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from studyledger import Ledger, ProvenanceMetadata, RunBudget, SeedPolicy, ValidationError, query
-from studyledger.ingest.adapters import events_from_line
-from studyledger.ingest.dropwriter import DropWriter
+from studyledger.ingestion.adapters import events_from_line
+from studyledger.ingestion.dropwriter import DropWriter
 from tests.test_adapters import ingest_lines
 
 WRITERS = 4

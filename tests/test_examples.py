@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from studyledger import Ledger, SeedPolicy, from_canonical, query, run_id_for
+from studyledger import Ledger, SeedPolicy, query, run_id_for
+from studyledger.schema import from_canonical
 from studyledger.cli import cli
 from studyledger.simulate import TRACE_KEYS
 
@@ -20,7 +21,7 @@ from .conftest import REPO
 
 EXAMPLES = REPO / "ledger_examples"
 STUDY = EXAMPLES / "bracket-study"
-HAS_STUDY_FOLDER = importlib.util.find_spec("studyledger.ingest.study_folder") is not None
+HAS_STUDY_FOLDER = importlib.util.find_spec("studyledger.ingestion.study_folder") is not None
 
 
 def _tree(root: Path) -> list[str]:

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 from studyledger import Ledger
-from studyledger.ingest.tailer import ingest_paths
-from studyledger.verify import verify_store
+from studyledger import ingest
+from studyledger.audit.verify import verify
 
 from .ingest_helpers import event_ids, own_line, start_watch, wait_for
 
@@ -65,7 +65,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) 
         writer.join()
 
     with Ledger.open(clean) as ledger:
-        expected = ingest_paths(ledger, [folder])
+        expected = ingest(ledger, [folder])
     assert expected.lines_read == expected.lines_accepted + expected.lines_rejected
     clean_ids = event_ids(clean)
 
@@ -84,4 +84,4 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) 
         committed_lines = conn.execute("SELECT sum(lines_accepted + lines_rejected) FROM ingest_files").fetchone()[0]
     assert committed_lines == expected.lines_read
     with Ledger.open(crashed) as ledger:
-        assert verify_store(ledger.store).ok
+        assert verify(ledger.store).ok

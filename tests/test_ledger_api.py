@@ -20,15 +20,13 @@ from studyledger import (
     UnknownRunError,
     UnknownStudyError,
     ValidationError,
-    hash_identifier,
-    NewEvent,
-    make_event,
 )
 from studyledger import events as ev
-from studyledger.events import EventKind
+from studyledger.events import EventKind, NewEvent, make_event
+from studyledger.schema import hash_identifier
 from studyledger.audit.replay import replay
 from studyledger.projections import PROJECTION_TABLES
-from studyledger.verify import verify_store
+from studyledger.audit.verify import verify
 
 LEGAL = {
     ("pending", "running"), ("pending", "skipped"), ("pending", "failed"),
@@ -251,7 +249,7 @@ def assert_folds_consistently(tmp_path: Path, batches: list[list[NewEvent]]) -> 
         incremental = snapshot(ledger.conn)
         ledger.rebuild_projections()
         assert snapshot(ledger.conn) == incremental
-        assert verify_store(ledger.store).ok
+        assert verify(ledger.store).ok
         assert replay(ledger.store).identical
 
 

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from studyledger.events import EventKind
-from studyledger.ingest.lines import (
+from studyledger.ingestion.lines import (
     PREVIEW_BYTES,
     TOO_LONG_KEEP,
     BadLine,

@@ -53,11 +53,11 @@ def test_python_examples_run_as_written(tmp_path: Path, monkeypatch: pytest.Monk
     assert len(blocks) >= 2
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {})  # noqa: S102 - our own README
-    from studyledger import Ledger, ingest_paths, run_id_for
+    from studyledger import Ledger, ingest, run_id_for
 
     with Ledger.open(tmp_path / "studyledger.db") as ledger:
         assert [run["status"] for run in ledger.runs()] == ["success"]
-        stats = ingest_paths(ledger, [tmp_path / "drop"])
+        stats = ingest(ledger, [tmp_path / "drop"])
         # Both examples record the same observation: one fact, so one event.
         assert (stats.lines_rejected, stats.events_appended, stats.duplicates) == (0, 4, 1)
         assert [run["run_id"] for run in ledger.runs()] == [run_id_for("s1", "cond-a", 1, None, None)]

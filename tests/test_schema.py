@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import studyledger
-from studyledger import (
+import studyledger.schema
+from studyledger.schema import (
     Observation,
     ObservationLevel,
     ProvenanceMetadata,
@@ -78,16 +78,16 @@ def test_observation_to_row_matches_vector(vectors: dict) -> None:
     assert observation.to_row() == vectors["observation_to_row"]["row"]
 
 
-def test_public_names_are_the_seeds() -> None:
+def test_the_seeds_names_are_in_the_schema_module() -> None:
     for name in ("SCHEMA_VERSION", "ValidationError", "ConstraintSeverity", "RunStatus", "ObservationLevel",
                  "SeedPolicy", "RunBudget", "ProvenanceMetadata", "Observation", "utc_now_iso",
                  "resolve_git_sha", "stable_json_dumps", "to_jsonable", "hash_identifier", "load_callable"):
-        assert hasattr(studyledger, name), name
-    assert studyledger.SCHEMA_VERSION == "0.1.0"
+        assert hasattr(studyledger.schema, name), name
+    assert studyledger.schema.SCHEMA_VERSION == "0.1.0"
     assert issubclass(ValidationError, ValueError)
 
 
-SET_SCRIPT = "import studyledger; print(studyledger.stable_json_dumps({'s': {'beta', 'alpha', 'gamma', 3, 'delta'}, 'f': frozenset({'x', 'y'})}))"
+SET_SCRIPT = "import studyledger.schema as s; print(s.stable_json_dumps({'s': {'beta', 'alpha', 'gamma', 3, 'delta'}, 'f': frozenset({'x', 'y'})}))"
 
 
 def test_set_serialises_the_same_in_every_process() -> None:

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from studyledger import Ledger, SeedPolicy, run_id_for
-from studyledger.ingest.adapters import events_from_line
-from studyledger.ingest.lines import parse_line
-from studyledger.ingest.tailer import ingest_paths
+from studyledger.ingestion.adapters import events_from_line
+from studyledger.ingestion.lines import parse_line
+from studyledger import ingest
 from studyledger.simulate import (
     OWN_LINES_FILE,
     STUDY_ID,
@@ -68,7 +68,7 @@ def test_a_written_study_ingests_with_upstream_ids_and_the_promised_outcomes(tmp
     files = sorted(drop.rglob("*.jsonl"))
     assert stats.files == len(files) and stats.lines == sum(len(f.read_bytes().splitlines()) for f in files)
     with Ledger.open(tmp_path / "ledger.db") as ledger:
-        totals = ingest_paths(ledger, [drop])
+        totals = ingest(ledger, [drop])
         assert totals.lines_rejected == 0 and totals.lines_read == stats.lines
         runs = ledger.runs(study_id=STUDY_ID)
         assert len(runs) == 9

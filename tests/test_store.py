@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from studyledger import EventConflictError, Ledger, NewerLedgerError, NotALedgerError, make_event
+from studyledger import EventConflictError, Ledger, NewerLedgerError, NotALedgerError
+from studyledger.events import make_event
 from studyledger.errors import LedgerMissingError
 from studyledger.events import EventKind, NewEvent
 from studyledger.store import GENESIS_CHAIN, Store, chain_hash
-from studyledger.verify import verify_store
+from studyledger.audit.verify import verify
 
 
 def observation_event(index: int, run_id: str = "run-x", text: str = "t") -> NewEvent:
@@ -48,7 +49,7 @@ def test_raw_sqlite_cannot_change_history(ledger: Ledger, statement: str) -> Non
     conn = raw(ledger.path)
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
         conn.execute(statement)
-    assert verify_store(ledger.store).ok
+    assert verify(ledger.store).ok
     assert ledger.store.event_count() == 1
 
 
@@ -146,7 +147,7 @@ def test_a_second_writer_waits_instead_of_failing(ledger: Ledger) -> None:
     thread.join(10)
     assert done.is_set()
     assert [e.seq for e in ledger.events()] == [1, 2]
-    assert verify_store(ledger.store).ok
+    assert verify(ledger.store).ok
     other.close()
 
 
@@ -166,7 +167,7 @@ def test_four_processes_appending_at_once_lose_nothing(ledger: Ledger) -> None:
         p.join(120)
         assert p.exitcode == 0
     assert ledger.store.event_count() == 800
-    report = verify_store(ledger.store)
+    report = verify(ledger.store)
     assert report.ok, report.problems
     assert report.head_seq == 800
     assert {row["run_id"]: row["observation_count"] for row in ledger.runs()} == {f"run-{w}": 200 for w in range(4)}
@@ -183,7 +184,7 @@ def test_two_processes_creating_the_same_ledger(tmp_path: Path) -> None:
         assert p.exitcode == 0
     with Ledger.open(path) as ledger:
         assert ledger.store.event_count() == 60
-        assert verify_store(ledger.store).ok
+        assert verify(ledger.store).ok
 
 
 def test_store_without_projections_still_reads(ledger_path: Path) -> None:

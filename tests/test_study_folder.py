@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from studyledger import Ledger, SeedPolicy, query
-from studyledger.ingest.study_folder import (
+from studyledger.ingestion.service import plan
+from studyledger.ingestion.study_folder import (
     StudyFolderError,
     StudyFolderScan,
-    is_study_folder,
     scan_study_folder,
 )
 from tests.test_adapters import ingest_lines
@@ -58,7 +58,7 @@ def test_scan_lists_the_jsonl_files_and_the_orphan_trace() -> None:
     kinds = [event.kind for event in scan.events]
     assert kinds == ["study_registered"] + ["condition_registered"] * 3 + [
         "run_registered", "run_status_changed", "run_registered", "evaluation_recorded"]
-    assert is_study_folder(FIXTURE) and not is_study_folder(FIXTURE / "traces")
+    assert plan([FIXTURE]).studies == [FIXTURE] and plan([FIXTURE / "traces"]).studies == []
 
 
 def test_importing_a_study_folder_gives_the_study_conditions_and_every_run(ledger: Ledger) -> None:
@@ -149,7 +149,7 @@ def test_a_finished_run_json_states_the_same_events_as_runs_jsonl(study: Path) -
     line = (study / "artifacts" / "checkpoints" / "runs.jsonl").read_text().splitlines()[0]
     folder = study / "artifacts" / "runs" / "run-222222222222"
     (folder / "run.json").write_text(line)
-    from studyledger.ingest.adapters import events_from_line
+    from studyledger.ingestion.adapters import events_from_line
 
     from_runs_jsonl = {e.event_id for e in events_from_line(json.loads(line), source="x")}
     from_run_json = {e.event_id for e in scan_study_folder(study).events if e.run_id == "run-222222222222"}

@@ -15,8 +15,10 @@ from hypothesis import strategies as st
 from .ingest_helpers import event_ids, own_line, row_line, write
 from studyledger import Ledger, query
 from studyledger.events import EventKind
-from studyledger.ingest.lines import raw_bytes
-from studyledger.ingest.tailer import CHUNK, Tailer, file_states, ingest_paths, is_jsonl_name
+from studyledger.ingestion.lines import raw_bytes
+from studyledger import ingest
+from studyledger.ingestion.tailer import CHUNK, Tailer, is_jsonl_name
+from studyledger.query import ingest_files as file_states
 
 OBS = EventKind.OBSERVATION_RECORDED.value
 REJ = EventKind.LINE_REJECTED.value
@@ -52,9 +54,9 @@ def test_reingest_appends_nothing(ledger: Ledger, tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     write(tmp_path / "a.jsonl", lines(0, 20))
     write(tmp_path / "sub" / "b.jsonl", lines(20, 30))
-    first = ingest_paths(ledger, [tmp_path])
+    first = ingest(ledger, [tmp_path])
     head = ledger.head()
-    again = ingest_paths(ledger, [tmp_path])
+    again = ingest(ledger, [tmp_path])
     assert (first.files, first.lines_read, first.events_appended) == (2, 30, 30)
     assert (again.lines_read, again.events_appended, again.duplicates) == (0, 0, 0)
     assert ledger.head() == head
@@ -66,9 +68,9 @@ def test_reingest_after_forgetting_offsets_still_appends_nothing(ledger_path: Pa
     path = tmp_path / "a.jsonl"
     write(path, lines(0, 10) + "broken\n")
     with Ledger.open(ledger_path) as ledger:
-        ingest_paths(ledger, [path])
+        ingest(ledger, [path])
         ledger.conn.execute("DROP TABLE ingest_files")
-        again = ingest_paths(ledger, [path])
+        again = ingest(ledger, [path])
         assert (again.lines_read, again.events_appended, again.duplicates) == (11, 0, 11)
 
 
@@ -140,7 +142,7 @@ def test_rotation_reads_old_file_to_its_end_and_the_new_from_start(ledger: Ledge
     write(path, lines(5, 8))  # written after the last read, before rotation
     path.rename(tmp_path / "app.jsonl.1")
     write(path, lines(8, 10))
-    stats = ingest_paths(ledger, [tmp_path])
+    stats = ingest(ledger, [tmp_path])
     assert (stats.lines_read, stats.events_appended, stats.duplicates) == (5, 5, 0)
     assert len(event_ids(ledger.path, OBS)) == 10
     assert sorted(Path(row["path"]).name for row in file_states(ledger.conn)) == ["app.jsonl", "app.jsonl.1"]
@@ -168,7 +170,7 @@ def test_deleted_file_is_missing_not_an_error(ledger: Ledger, tmp_path: Path) ->
     path.unlink()
     stats = tailer.ingest_path(path)
     assert stats.missing and stats.lines_read == 0
-    assert ingest_paths(ledger, [tmp_path]).errors == []
+    assert ingest(ledger, [tmp_path]).errors == []
     assert len(event_ids(ledger.path, OBS)) == 2
 
 
@@ -275,7 +277,7 @@ def test_many_files(ledger: Ledger, tmp_path: Path) -> None:
         sub.mkdir(exist_ok=True)
         write(sub / f"f{index}.jsonl", own_line(index))
     write(tmp_path / "notes.txt", "not a jsonl file\n")
-    stats = ingest_paths(ledger, [tmp_path])
+    stats = ingest(ledger, [tmp_path])
     assert (stats.files, stats.lines_read, stats.events_appended) == (1_500, 1_500, 1_500)
     assert len(file_states(ledger.conn)) == 1_500
 

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from studyledger import Ledger
 from studyledger.errors import LedgerMissingError
-from studyledger.tui.data import ObservationFilter, Source, SourceClosed, SpanDepths, duration_seconds, is_stale
+from studyledger.query import is_stale, run_duration
+from studyledger.tui.data import ObservationFilter, Source, SourceClosed, SpanDepths
 
 from .tui_helpers import NOW, build, observation
 
@@ -95,8 +96,8 @@ def test_stale_and_duration() -> None:
     assert is_stale(running, late, stale_after=60)
     assert not is_stale(running, late, stale_after=600)
     assert not is_stale({**running, "status": "success"}, late, stale_after=60)
-    assert duration_seconds(running, late, 600) == 600  # still running: until now
-    assert duration_seconds(running, late, 60) == 300  # stale: until its last event
+    assert run_duration(running, late, 600) == 600  # still running: until now
+    assert run_duration(running, late, 60) == 300  # stale: until its last event
     ended = {**running, "status": "success", "ended_at": "2026-03-02T10:00:02.500000+00:00"}
-    assert duration_seconds(ended, late + timedelta(days=1)) == 2.5
-    assert duration_seconds({"status": "pending"}, late) is None
+    assert run_duration(ended, late + timedelta(days=1)) == 2.5
+    assert run_duration({"status": "pending"}, late) is None

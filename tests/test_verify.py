@@ -9,7 +9,7 @@ import pytest
 
 from studyledger import Ledger, Observation, RunStatus
 from studyledger.store import TRIGGER_DDL
-from studyledger.verify import verify_store
+from studyledger.audit.verify import verify
 
 
 @pytest.fixture
@@ -34,11 +34,11 @@ def tamper(ledger: Ledger, *statements: str) -> None:
 
 
 def checks(ledger: Ledger) -> list[tuple[int, str]]:
-    return [(p.seq, p.check) for p in verify_store(ledger.store).problems if p.seq]
+    return [(p.seq, p.check) for p in verify(ledger.store).problems if p.seq]
 
 
 def test_intact_ledger_verifies(filled: Ledger) -> None:
-    report = verify_store(filled.store)
+    report = verify(filled.store)
     assert report.ok and report.events == 10 and report.head_seq == 10
     assert report.head_chain == filled.head().chain
 
@@ -66,7 +66,7 @@ def test_tampering_is_detected_at_the_right_row(filled: Ledger, case: str) -> No
     tamper(filled, *statements, *_restore_triggers())
     found = checks(filled)
     assert expect(found), found
-    assert verify_store(filled.store).first_failure.seq == min(seq for seq, _ in found)
+    assert verify(filled.store).first_failure.seq == min(seq for seq, _ in found)
 
 
 def _restore_triggers() -> list[str]:
@@ -75,7 +75,7 @@ def _restore_triggers() -> list[str]:
 
 def test_missing_triggers_are_reported(filled: Ledger) -> None:
     tamper(filled)
-    report = verify_store(filled.store)
+    report = verify(filled.store)
     assert not report.ok
     assert {p.check for p in report.problems} == {"triggers"}
     assert "events_refuse_update" in report.problems[0].message
@@ -85,7 +85,7 @@ def test_a_truncated_tail_needs_an_outside_checkpoint(filled: Ledger) -> None:
     """Documented limit: a chain alone cannot see rows removed from the end."""
     head_before = filled.head()
     tamper(filled, "DELETE FROM events WHERE seq > 8", *_restore_triggers())
-    report = verify_store(filled.store)
+    report = verify(filled.store)
     assert report.ok
     assert report.head_seq == 8 and report.head_chain != head_before.chain
 
@@ -94,9 +94,9 @@ def test_a_truncated_tail_needs_an_outside_checkpoint(filled: Ledger) -> None:
 def test_parallel_verify_finds_what_one_scan_finds(filled: Ledger, case: str) -> None:
     statements, _ = CASES[case]
     tamper(filled, *statements, *_restore_triggers())
-    alone = verify_store(filled.store, workers=1)
+    alone = verify(filled.store, workers=1)
     for workers in (2, 3):
-        together = verify_store(filled.store, workers=workers)
+        together = verify(filled.store, workers=workers)
         assert together.problems == alone.problems
         assert (together.events, together.head_seq, together.head_chain) == (
             alone.events, alone.head_seq, alone.head_chain)
@@ -115,7 +115,7 @@ def test_a_body_too_deep_for_sqlites_json_functions_is_checked_in_python(filled:
 
     conn.execute("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?)", (*values, chain_hash(previous, values)))
     conn.close()
-    report = verify_store(filled.store)
+    report = verify(filled.store)
     assert [(p.seq, p.check) for p in report.problems] == [(11, "body")]
     assert "nested too deeply" in report.problems[0].message
     assert report.events == 11

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from studyledger.events import EventKind
-from studyledger.ingest.watcher import Watcher
+from studyledger.ingestion.watcher import Watcher
 
 from .ingest_helpers import count_events, own_line, wait_for, write
 

@@ -1,110 +1,126 @@
-"""studyledger: an append-only, event-sourced SQLite ledger for experiment runs.
+"""studyledger: an append-only, event-sourced ledger of experiment runs.
 
-The public API: the seed's vocabulary (``RunStatus``, ``Observation``, ``SeedPolicy``,
-``stable_json_dumps``, ``hash_identifier``, ...), the :class:`Ledger`, ingestion
-(:class:`DropWriter`, :func:`ingest_paths`, :class:`Watcher`), audits (:func:`replay`,
-:func:`state_as_of`, :func:`merge`, the exports) and the errors a caller can act on.
-The dashboard is not imported here: ``import studyledger`` never loads Textual.
+What a user calls, and the types those calls return, are here; each is documented in
+docs/api.md (generated from these docstrings). The CLI's verbs have the same names:
+``ingest``, ``verify``, ``replay``, ``merge``, ``export_*``, ``diff_runs``, checkpoints.
+
+Names load on first use, so ``import studyledger`` costs almost nothing: a program that
+only records runs never loads the watcher, YAML or the command line, and nothing here
+ever loads the dashboard.
 """
 
-from .errors import (
-    EventConflictError,
-    LedgerBusyError,
-    LedgerError,
-    LedgerMissingError,
-    NewerLedgerError,
-    NotALedgerError,
-    UnknownRunError,
-    UnknownStudyError,
-)
-from .audit.checkpoint import Checkpoint
-from .audit.diff import diff_runs
-from .audit.export_canonical import export_canonical
-from .audit.export_jsonl import export_jsonl
-from .audit.merge import MergeReport, merge
-from .audit.replay import ReplayReport, Snapshot, replay, state_as_of
-from .events import EventKind, NewEvent, make_event
-from .ingest.adapters import LineRejected, events_from_line
-from .ingest.dropwriter import DropWriter
-from .ingest.study_folder import StudyFolderScan, scan_study_folder
-from .ingest.tailer import IngestStats, Tailer, ingest_paths
-from .ingest.watcher import Watcher
-from .ledger import Ledger, run_id_for
-from .schema import (
-    SCHEMA_VERSION,
-    ConstraintSeverity,
-    Observation,
-    ObservationLevel,
-    ProvenanceMetadata,
-    RunBudget,
-    RunStatus,
-    SeedPolicy,
-    ValidationError,
-    from_canonical,
-    hash_identifier,
-    load_callable,
-    resolve_git_sha,
-    stable_json_dumps,
-    to_jsonable,
-    utc_now_iso,
-)
-from .store import AppendResult, StoredEvent
-from .verify import Problem, VerifyReport
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "SCHEMA_VERSION",
-    "AppendResult",
-    "Checkpoint",
-    "ConstraintSeverity",
-    "DropWriter",
-    "EventConflictError",
-    "EventKind",
-    "IngestStats",
-    "Ledger",
-    "LedgerBusyError",
-    "LedgerError",
-    "LedgerMissingError",
-    "LineRejected",
-    "MergeReport",
-    "NewEvent",
-    "NewerLedgerError",
-    "NotALedgerError",
-    "Observation",
-    "ObservationLevel",
-    "Problem",
-    "ProvenanceMetadata",
-    "ReplayReport",
-    "RunBudget",
-    "RunStatus",
-    "SeedPolicy",
-    "Snapshot",
-    "StoredEvent",
-    "StudyFolderScan",
-    "Tailer",
-    "UnknownRunError",
-    "UnknownStudyError",
-    "ValidationError",
-    "VerifyReport",
-    "Watcher",
-    "__version__",
-    "diff_runs",
-    "events_from_line",
-    "export_canonical",
-    "export_jsonl",
-    "from_canonical",
-    "hash_identifier",
-    "ingest_paths",
-    "load_callable",
-    "make_event",
-    "merge",
-    "replay",
-    "resolve_git_sha",
-    "run_id_for",
-    "scan_study_folder",
-    "stable_json_dumps",
-    "state_as_of",
-    "to_jsonable",
-    "utc_now_iso",
-]
+# name -> (module, attribute): the public API, loaded on first use.
+_EXPORTS: dict[str, tuple[str, str]] = {
+    # the ledger
+    "Ledger": ("studyledger.ledger", "Ledger"),
+    "run_id_for": ("studyledger.ledger", "run_id_for"),
+    "Head": ("studyledger.store", "Head"),
+    "AppendResult": ("studyledger.store", "AppendResult"),
+    # the seed's vocabulary
+    "ConstraintSeverity": ("studyledger.schema", "ConstraintSeverity"),
+    "Observation": ("studyledger.schema", "Observation"),
+    "ObservationLevel": ("studyledger.schema", "ObservationLevel"),
+    "ProvenanceMetadata": ("studyledger.schema", "ProvenanceMetadata"),
+    "RunBudget": ("studyledger.schema", "RunBudget"),
+    "RunStatus": ("studyledger.schema", "RunStatus"),
+    "SeedPolicy": ("studyledger.schema", "SeedPolicy"),
+    # ingestion
+    "DropWriter": ("studyledger.ingestion.dropwriter", "DropWriter"),
+    "IngestReport": ("studyledger.ingestion.service", "IngestReport"),
+    "LineAdapter": ("studyledger.ingestion.adapters", "LineAdapter"),
+    "Watcher": ("studyledger.ingestion.watcher", "Watcher"),
+    "ingest": ("studyledger.ingestion.service", "ingest"),
+    # audits
+    "Checkpoint": ("studyledger.audit.checkpoint", "Checkpoint"),
+    "MergeReport": ("studyledger.audit.merge", "MergeReport"),
+    "Problem": ("studyledger.audit.verify", "Problem"),
+    "ReplayReport": ("studyledger.audit.replay", "ReplayReport"),
+    "Snapshot": ("studyledger.audit.replay", "Snapshot"),
+    "VerifyReport": ("studyledger.audit.verify", "VerifyReport"),
+    "diff_runs": ("studyledger.audit.diff", "diff_runs"),
+    "export_canonical": ("studyledger.audit.export_canonical", "export_canonical"),
+    "export_jsonl": ("studyledger.audit.export_jsonl", "export_jsonl"),
+    "load_checkpoint": ("studyledger.audit.checkpoint", "load"),
+    "merge": ("studyledger.audit.merge", "merge"),
+    "replay": ("studyledger.audit.replay", "replay"),
+    "save_checkpoint": ("studyledger.audit.checkpoint", "write"),
+    "state_as_of": ("studyledger.audit.replay", "state_as_of"),
+    "take_checkpoint": ("studyledger.audit.checkpoint", "take"),
+    "verify": ("studyledger.audit.verify", "verify"),
+    # errors
+    **{name: ("studyledger.errors", name) for name in (
+        "CheckpointError", "EventConflictError", "InputError", "LedgerBusyError", "LedgerError",
+        "LedgerMissingError", "LedgerReadOnlyError", "LineRejected", "NewerLedgerError",
+        "NotALedgerError", "StaleProjectionsError", "StudyFolderError", "StudyLedgerError",
+        "UnknownRunError", "UnknownStudyError", "ValidationError",
+    )},
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attribute = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'studyledger' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if TYPE_CHECKING:
+    from .audit.checkpoint import Checkpoint
+    from .audit.checkpoint import load as load_checkpoint
+    from .audit.checkpoint import take as take_checkpoint
+    from .audit.checkpoint import write as save_checkpoint
+    from .audit.diff import diff_runs
+    from .audit.export_canonical import export_canonical
+    from .audit.export_jsonl import export_jsonl
+    from .audit.merge import MergeReport, merge
+    from .audit.replay import ReplayReport, Snapshot, replay, state_as_of
+    from .audit.verify import Problem, VerifyReport, verify
+    from .errors import (
+        CheckpointError,
+        EventConflictError,
+        InputError,
+        LedgerBusyError,
+        LedgerError,
+        LedgerMissingError,
+        LedgerReadOnlyError,
+        LineRejected,
+        NewerLedgerError,
+        NotALedgerError,
+        StaleProjectionsError,
+        StudyFolderError,
+        StudyLedgerError,
+        UnknownRunError,
+        UnknownStudyError,
+        ValidationError,
+    )
+    from .ingestion.adapters import LineAdapter
+    from .ingestion.dropwriter import DropWriter
+    from .ingestion.service import IngestReport, ingest
+    from .ingestion.watcher import Watcher
+    from .ledger import Ledger, run_id_for
+    from .schema import (
+        ConstraintSeverity,
+        Observation,
+        ObservationLevel,
+        ProvenanceMetadata,
+        RunBudget,
+        RunStatus,
+        SeedPolicy,
+    )
+    from .store import AppendResult, Head

@@ -12,7 +12,6 @@ not, and CI runs the latter.
 
 from __future__ import annotations
 
-import importlib
 import os
 import threading
 from pathlib import Path
@@ -20,8 +19,8 @@ from types import TracebackType
 from typing import Any
 
 from . import query
-from .ingest.tailer import IngestStats, ingest_paths
-from .ingest.watcher import Watcher
+from .ingestion.service import IngestReport, ingest
+from .ingestion.watcher import Watcher
 from .ledger import Ledger
 from .simulate import Simulator
 
@@ -41,27 +40,6 @@ def find_examples() -> Path | None:
         return Path(configured)
     candidate = Path(__file__).resolve().parents[2] / EXAMPLES_NAME
     return candidate if candidate.is_dir() else None
-
-
-def _study_folder_events(ledger: Ledger, root: Path, totals: IngestStats) -> None:
-    """Append what study output folders state outside their JSONL files (study.yaml, CSVs).
-
-    Uses the study-folder importer when it is installed; without it the JSONL files
-    (checkpoints, traces, observations) are still ingested, only study metadata is missing.
-    """
-    try:
-        module = importlib.import_module("studyledger.ingest.study_folder")
-    except ImportError:
-        return
-    scan = getattr(module, "scan_study_folder", None)
-    if not callable(scan):
-        return
-    for study_yaml in sorted(root.rglob("study.yaml")):
-        found = list(getattr(scan(study_yaml.parent), "events", ()))
-        if found:
-            result = ledger.append(found)
-            totals.events_appended += len(result.appended)
-            totals.duplicates += result.duplicates
 
 
 class Demo:
@@ -94,8 +72,8 @@ class Demo:
         self.db = self.folder / "demo.db"
         self.drop = self.folder / "drop"
         self.examples = examples
-        self.examples_ingested = IngestStats()
-        self.watched = IngestStats()
+        self.examples_ingested = IngestReport()
+        self.watched = IngestReport()
         self._stop = threading.Event()
         self.simulator = Simulator(self.drop, runs=runs, seconds=seconds, seed=seed, stop=self._stop)
         self._watcher = Watcher(self.db, self.drop, poll=poll)
@@ -105,9 +83,7 @@ class Demo:
         self.drop.mkdir(parents=True, exist_ok=True)
         with Ledger.open(self.db, source="demo") as ledger:
             if self.examples is not None:
-                _study_folder_events(ledger, self.examples, self.examples_ingested)
-                stats = ingest_paths(ledger, [self.examples])
-                _merge(self.examples_ingested, stats)
+                self.examples_ingested = ingest(ledger, [self.examples])
         self._watcher.start()
         self._thread = self.simulator.start()
         return self
@@ -156,10 +132,3 @@ class Demo:
             "simulator": {"lines": self.simulator.stats.lines, "files": self.simulator.stats.files},
             "ledger": stats,
         }
-
-
-def _merge(into: IngestStats, more: IngestStats) -> None:
-    """Add ``more``'s counters to ``into`` (both are totals over files)."""
-    for name, value in more.to_dict().items():
-        current = getattr(into, name)
-        setattr(into, name, current + value)

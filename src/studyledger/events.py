@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from .errors import ValidationError
 from .schema import (
     Observation,
     ObservationLevel,
@@ -26,7 +27,6 @@ from .schema import (
     RunBudget,
     RunStatus,
     SeedPolicy,
-    ValidationError,
     from_canonical,
     stable_json_dumps,
     to_jsonable,

@@ -19,19 +19,18 @@ from typing import Any, TypeVar
 
 from . import events as ev
 from . import projections, query
-from .errors import StaleProjectionsError, UnknownRunError, UnknownStudyError
-from .events import EventKind, NewEvent
+from .errors import StaleProjectionsError, UnknownRunError, UnknownStudyError, ValidationError
+from .events import EventKind, NewEvent, StoredEvent
 from .schema import (
     Observation,
     ProvenanceMetadata,
     RunBudget,
     RunStatus,
     SeedPolicy,
-    ValidationError,
     hash_identifier,
     is_legal_transition,
 )
-from .store import AppendResult, Head, Store, StoredEvent, utc_now_precise
+from .store import AppendResult, Head, Store, utc_now_precise
 
 T = TypeVar("T")
 Row = dict[str, Any]

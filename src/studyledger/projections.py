@@ -18,9 +18,8 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .events import REQUIRED_TEXT, EventKind, canonical_body, misfit_fields, parse_instant
+from .events import REQUIRED_TEXT, EventKind, StoredEvent, canonical_body, misfit_fields, parse_instant
 from .schema import STATUS_PRECEDENCE, TERMINAL_STATUSES, RunStatus, is_legal_transition, shown_status
-from .store import StoredEvent
 
 PROJECTION_VERSION = "3"
 

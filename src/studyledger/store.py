@@ -168,20 +168,22 @@ class Store:
         create in a read-only folder; there nobody can be writing, so the file is opened
         as immutable instead.
         """
-        options: dict[str, Any] = {"isolation_level": None, "check_same_thread": False,
-                                   "timeout": BUSY_TIMEOUT_MS / 1000}
+        def connect(target: str | Path, uri: bool = False) -> sqlite3.Connection:
+            return sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=False,
+                                   timeout=BUSY_TIMEOUT_MS / 1000)
+
         try:
             if not self.readonly:
-                return sqlite3.connect(self.path, **options)
+                return connect(self.path)
             target = f"file:{quote(os.path.abspath(self.path))}?mode=ro"
-            conn = sqlite3.connect(target, uri=True, **options)
+            conn = connect(target, uri=True)
             try:
                 conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
             except sqlite3.OperationalError:
                 conn.close()
                 if os.access(self.path.parent, os.W_OK):
                     raise
-                conn = sqlite3.connect(target + "&immutable=1", uri=True, **options)
+                conn = connect(target + "&immutable=1", uri=True)
             conn.execute("PRAGMA query_only = ON")
             return conn
         except sqlite3.Error as exc:
@@ -213,7 +215,8 @@ class Store:
             if not self.create:
                 # A command that only reads must not turn an empty file into a ledger.
                 raise NotALedgerError(
-                    f"{self.path}: not a studyledger ledger (empty file, not a ledger yet); create one with `studyledger init`"
+                    f"{self.path}: not a studyledger ledger (empty file, not a ledger yet); "
+                    "create one with `studyledger init`"
                 )
             self._create()
             return

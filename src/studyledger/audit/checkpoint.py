@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError
+from ..ledger import Ledger
 from ..store import Store, utc_now_precise
-from ..verify import Problem
 from . import merkle
 from .files import write_atomic
-from .snapshot_read import event_ids, read_snapshot
+from .snapshot_read import event_ids, read_snapshot, store_of
 
 CHECKPOINT_FORMAT = "studyledger-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -58,8 +58,9 @@ class Checkpoint:
         return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **asdict(self)}
 
 
-def take(store: Store) -> Checkpoint:
-    """Checkpoint the ledger as it is now (one consistent snapshot)."""
+def take(ledger: Ledger | Store) -> Checkpoint:
+    """Checkpoint the ledger as it is now (one consistent snapshot); keep it elsewhere."""
+    store = store_of(ledger)
     with read_snapshot(store.conn):
         seq, chain = store.head()
         builder = merkle.RootBuilder()
@@ -121,36 +122,6 @@ def _hex(value: Any, length: int) -> str:
     if not isinstance(value, str) or len(value) != length or any(c not in "0123456789abcdef" for c in value):
         raise ValueError(f"{value!r} is not {length} lowercase hex digits")
     return value
-
-
-def check(store: Store, checkpoint: Checkpoint) -> list[Problem]:
-    """Every way in which the ledger fails to extend ``checkpoint`` (empty when it does)."""
-    problems: list[Problem] = []
-    n = checkpoint.tree_size
-    with read_snapshot(store.conn):
-        count = store.event_count()
-        if count < n:
-            problems.append(Problem(checkpoint.head_seq, "checkpoint",
-                                    f"the ledger holds {count} events but the checkpoint of "
-                                    f"{checkpoint.created_at} saw {n}: events were removed"))
-        row = store.conn.execute("SELECT chain FROM events WHERE seq = ?", (checkpoint.head_seq,)).fetchone()
-        if checkpoint.head_seq and row is None:
-            problems.append(Problem(checkpoint.head_seq, "checkpoint",
-                                    f"seq {checkpoint.head_seq}, the checkpoint's head, is gone: "
-                                    "the tail was cut off"))
-        elif checkpoint.head_seq and row[0] != checkpoint.head_chain:
-            problems.append(Problem(checkpoint.head_seq, "checkpoint",
-                                    f"chain at seq {checkpoint.head_seq} differs from the checkpoint's: "
-                                    "history up to it was rewritten"))
-        if count >= n:
-            root = merkle.merkle_root(event_ids(store.conn, limit=n)).hex()
-            if root != checkpoint.merkle_root:
-                # A root cannot say which leaf differs: name the checkpoint's head.
-                problems.append(Problem(checkpoint.head_seq or 1, "checkpoint",
-                                        f"the Merkle root of the first {n} events differs from the "
-                                        "checkpoint's: events it covers were changed, removed, "
-                                        "inserted or reordered"))
-    return problems
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,9 +13,9 @@ import json
 import sqlite3
 from typing import Any
 
-from ..events import parse_instant
 from .. import query
 from ..errors import UnknownRunError
+from .snapshot_read import Readable, connection_of
 
 CONFIGURATION_FIELDS = ("study_id", "condition_id", "replicate", "seed", "agent_id", "problem_id")
 PROVENANCE_FIELDS = ("python_version", "platform", "host", "git_sha")
@@ -30,12 +30,6 @@ def _run(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
 
 def _row(field: str, a: Any, b: Any) -> dict[str, Any]:
     return {"field": field, "a": a, "b": b, "same": a == b}
-
-
-def duration_seconds(started: str | None, ended: str | None) -> float | None:
-    """Seconds from start to end, or None when either is unknown or unparseable."""
-    start, end = parse_instant(started), parse_instant(ended)
-    return None if start is None or end is None else (end - start).total_seconds()
 
 
 def _provenance(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
@@ -64,11 +58,11 @@ def _keyed(prefix: str, a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, 
     return [_row(f"{prefix}{key}", a.get(key), b.get(key)) for key in sorted(set(a) | set(b))]
 
 
-def diff_runs(conn: sqlite3.Connection, run_a: str, run_b: str) -> dict[str, Any]:
+def diff_runs(source: Readable | sqlite3.Connection, run_a: str, run_b: str) -> dict[str, Any]:
     """Compare two runs field by field.
 
     Args:
-        conn: A ledger connection (or an as-of snapshot's).
+        source: The ledger, or an as-of snapshot of it (:func:`state_as_of`).
         run_a: The first run id.
         run_b: The second run id.
 
@@ -82,14 +76,14 @@ def diff_runs(conn: sqlite3.Connection, run_a: str, run_b: str) -> dict[str, Any
     Raises:
         UnknownRunError: either run is not in the ledger.
     """
+    conn = connection_of(source)
     a, b = _run(conn, run_a), _run(conn, run_b)
     prov_a, prov_b = _provenance(conn, run_a), _provenance(conn, run_b)
     provenance = [_row(name, prov_a.get(name), prov_b.get(name)) for name in PROVENANCE_FIELDS]
     provenance += _keyed("package:", prov_a.get("packages", {}), prov_b.get("packages", {}))
     configuration = [_row(name, a[name], b[name]) for name in CONFIGURATION_FIELDS]
     outcome = [_row(name, a[name], b[name]) for name in ("status", "status_reason", "error")]
-    outcome.append(_row("duration_s", duration_seconds(a["started_at"], a["ended_at"]),
-                        duration_seconds(b["started_at"], b["ended_at"])))
+    outcome.append(_row("duration_s", query.run_duration(a), query.run_duration(b)))
     outcome.append(_row("observations", a["observation_count"], b["observation_count"]))
     outcome.append(_row("anomalies", a["anomaly_count"], b["anomaly_count"]))
     outcome += _keyed("observations.event_type:", _counts(conn, run_a, "event_type"),

@@ -34,9 +34,9 @@ import yaml
 
 from .. import query
 from ..schema import RunStatus, from_canonical, utc_now_iso
-from .diff import duration_seconds
 from .files import atomic_writer, folder_name, write_atomic
 from .run_artifacts import write_run_artifacts
+from .snapshot_read import Readable, connection_of, read_snapshot
 
 ARTIFACT_SCHEMA_VERSION = "0.2.0"
 UNASSIGNED = "_unassigned"
@@ -137,7 +137,7 @@ def _run_rows(runs: list[dict[str, Any]], label: str) -> Iterator[list[str]]:
         values.update({name: run[name] for name in ("condition_id", "run_id", "problem_id", "agent_id",
                                                     "seed", "replicate", "status")})
         values.update(study_id=label, start_time=run["started_at"], end_time=run["ended_at"],
-                      latency_s=duration_seconds(run["started_at"], run["ended_at"]))
+                      latency_s=query.run_duration(run))
         yield [cell(values[name]) for name in RUN_COLUMNS]
 
 
@@ -237,21 +237,25 @@ def _has_unassigned(conn: sqlite3.Connection) -> bool:
         "           WHERE r.study_id IS NULL)").fetchone()[0])
 
 
-def export_canonical(conn: sqlite3.Connection, root: Path) -> dict[str, Any]:
-    """Write every study (and ``_unassigned`` when needed) under ``root``.
+def export_canonical(source: Readable | sqlite3.Connection, root: Path) -> dict[str, Any]:
+    """Write every study (and ``_unassigned`` when needed) under ``root``, as upstream's
+    artifact files, from one consistent snapshot of the ledger.
 
-    Reads through one connection; call it inside a read transaction for one consistent
-    snapshot (the CLI does).
+    Args:
+        source: The ledger, or an as-of snapshot of it (:func:`state_as_of`).
+        root: The folder to write into (created when missing).
 
     Returns:
         ``{"dir", "schema_version", "studies": [{"study_id", "folder", "runs", "events",
         "evaluations"}]}``.
     """
     root.mkdir(parents=True, exist_ok=True)
-    generated_at, head = utc_now_iso(), query.head(conn).to_dict()
-    study_ids: list[str | None] = [row["study_id"] for row in query.studies(conn)]
-    if _has_unassigned(conn):
-        study_ids.append(None)
-    written = [export_study(conn, study_id, root, generated_at=generated_at, ledger_head=head)
-               for study_id in study_ids]
+    conn = connection_of(source)
+    with read_snapshot(conn):
+        generated_at, head = utc_now_iso(), query.head(conn).to_dict()
+        study_ids: list[str | None] = [row["study_id"] for row in query.studies(conn)]
+        if _has_unassigned(conn):
+            study_ids.append(None)
+        written = [export_study(conn, study_id, root, generated_at=generated_at, ledger_head=head)
+                   for study_id in study_ids]
     return {"dir": str(root), "schema_version": ARTIFACT_SCHEMA_VERSION, "studies": written}

@@ -11,14 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from ..own_lines import line_for_stored
+from ..ledger import Ledger
 from ..store import Store
 from .files import atomic_writer
-from .snapshot_read import read_snapshot
+from .snapshot_read import read_snapshot, store_of
 
 EXPORT_FILE = "events.jsonl"
 
 
-def export_jsonl(store: Store, directory: Path) -> dict[str, Any]:
+def export_jsonl(ledger: Ledger | Store, directory: Path) -> dict[str, Any]:
     """Write ``directory/events.jsonl`` (created atomically: readers never see half a file).
 
     Returns:
@@ -27,6 +28,7 @@ def export_jsonl(store: Store, directory: Path) -> dict[str, Any]:
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / EXPORT_FILE
     count = 0
+    store = store_of(ledger)
     with read_snapshot(store.conn), atomic_writer(target) as out:
         head = store.head()
         for event in store.iter_events(until=head.seq):

@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import EventConflictError, LedgerError, LedgerMissingError
-from ..events import NewEvent
-from ..own_lines import FORMAT_KEY, FORMAT_VERSION, OwnLineError, event_from_line
+from ..errors import EventConflictError, LedgerError, LedgerMissingError, OwnLineError
+from ..events import NewEvent, StoredEvent
+from ..own_lines import FORMAT_KEY, FORMAT_VERSION, event_from_line
 from ..ledger import Ledger
-from ..store import Head, Store, StoredEvent
+from ..store import Head, Store
 
 BATCH = 5_000
 

@@ -14,21 +14,23 @@ from typing import Any
 from ..events import EventKind, make_event
 from ..ledger import Ledger
 from ..schema import to_jsonable
-from ..store import utc_now_precise
+from ..store import Head, utc_now_precise
 
 
-def record_audit(ledger: Ledger, check: str, ok: bool | None, summary: dict[str, Any]) -> dict[str, Any]:
+def record_audit(ledger: Ledger, check: str, ok: bool | None, summary: dict[str, Any], *,
+                 head: Head) -> dict[str, Any]:
     """Append an ``audit_recorded`` event and return its body.
 
+    Audits read a ledger opened read-only; the record is written afterwards through a
+    writable one, so other events may have arrived in between.
+
     Args:
-        ledger: The audited ledger.
+        ledger: The audited ledger, open for writing.
         check: What was checked: ``verify``, ``verify+checkpoint`` or ``replay``.
         ok: The verdict (None when the audit only reported state, as replay ``--as-of``).
         summary: A small JSON-ready summary of what was found (counts, first problem).
-
-    The body's ``head`` is the head before this event: the state the audit looked at.
+        head: The head the audit looked at (kept in the body).
     """
-    head = ledger.head()
     body = {
         "check": check,
         "ok": ok,

@@ -29,11 +29,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ..events import parse_instant
+from ..errors import ValidationError
+from ..events import EVENT_COLUMNS, StoredEvent, parse_instant
 from .. import projections, query
 from ..ledger import Ledger
-from ..schema import TERMINAL_STATUSES, RunStatus, ValidationError, is_legal_transition, shown_status
-from ..store import EVENT_COLUMNS, Store, StoredEvent
+from ..schema import TERMINAL_STATUSES, RunStatus, is_legal_transition, shown_status
+from ..store import Store
+from .snapshot_read import store_of
 
 MAX_DIFFERENCES = 100
 MAX_ANOMALIES = 200
@@ -118,10 +120,6 @@ class Snapshot:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
-
-
-def _store_of(ledger: Ledger | Store) -> Store:
-    return ledger.store if isinstance(ledger, Ledger) else ledger
 
 
 def _scratch(store: Store, in_memory: bool) -> tuple[sqlite3.Connection, Path | None]:
@@ -218,7 +216,7 @@ def state_as_of(ledger: Ledger | Store, *, seq: int | None = None, at: datetime 
     limit = parse_timestamp(at) if isinstance(at, str) else at
     if limit is not None and limit.tzinfo is None:
         limit = limit.replace(tzinfo=UTC)
-    conn, directory = _scratch(_store_of(ledger), in_memory)
+    conn, directory = _scratch(store_of(ledger), in_memory)
     try:
         conn.execute("BEGIN")
         upper, counted = _fold(conn, seq, limit)
@@ -266,7 +264,7 @@ def replay(ledger: Ledger | Store, *, seq: int | None = None, at: datetime | str
 
     With ``seq`` or ``at`` it reports the state at that point instead (no comparison).
     """
-    store = _store_of(ledger)
+    store = store_of(ledger)
     if seq is not None or at is not None:
         with state_as_of(store, seq=seq, at=at, in_memory=in_memory) as snapshot:
             transitions, _ = _transition_check(snapshot.conn, "main")

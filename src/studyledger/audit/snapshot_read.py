@@ -5,6 +5,28 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Protocol
+
+from ..ledger import Ledger
+from ..store import Store
+
+
+class Readable(Protocol):
+    """Anything holding a ledger connection: a Ledger, a Store, an as-of Snapshot."""
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The connection to read through."""
+
+
+def connection_of(source: Readable | sqlite3.Connection) -> sqlite3.Connection:
+    """The connection to read a ledger (or an as-of snapshot of one) through."""
+    return source if isinstance(source, sqlite3.Connection) else source.conn
+
+
+def store_of(ledger: Ledger | Store) -> Store:
+    """The store under a ledger."""
+    return ledger.store if isinstance(ledger, Ledger) else ledger
 
 
 @contextmanager

@@ -1,13 +1,11 @@
 """Commands of the audit area: checkpoint, replay, diff, export, merge, audits.
 
 ``verify --checkpoint`` and ``verify --record`` live on the core ``verify`` command and
-call :mod:`studyledger.audit.verification`.
+call :mod:`studyledger.audit.verify`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,27 +19,12 @@ from ..audit.merge import merge as merge_ledgers
 from ..audit.record import audits as recorded_audits
 from ..audit.record import record_audit
 from ..audit.replay import parse_as_of, replay as replay_store
-from ..audit.snapshot_read import read_snapshot
-from ..store import Store
+from ..store import Head
 from .common import Context, cli, echo_json, json_option, user_errors
 
 pass_context = click.make_pass_decorator(Context)
 # Plain paths: a directory or a missing file gets our own one-line error, not a usage screen.
 FILE = click.Path(path_type=Path)
-
-
-@contextmanager
-def _store(ctx: Context) -> Iterator[Store]:
-    """The ledger's store alone, without the Ledger's projection catch-up.
-
-    An audit must look at the stored tables as they are: opening a Ledger would first bring
-    stale projections up to date (or rebuild them), hiding what replay is meant to find.
-    """
-    store = Store(ctx.db, create=False)
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 @cli.command()
@@ -64,8 +47,8 @@ def checkpoint(ctx: Context, out: Path | None, compare: tuple[Path, Path] | None
     if (out is None) == (compare is None):
         raise click.UsageError("give either --out FILE or --compare OLD NEW")
     if out is not None:
-        with _store(ctx) as store:
-            taken = checkpoints.take(store)
+        with ctx.reader(tables=False) as ledger:
+            taken = checkpoints.take(ledger.store)
         checkpoints.write(taken, out)
         if as_json:
             echo_json({"path": str(out), **taken.to_dict()})
@@ -78,8 +61,8 @@ def checkpoint(ctx: Context, out: Path | None, compare: tuple[Path, Path] | None
     if first.tree_size == second.tree_size or min(first.tree_size, second.tree_size) == 0:
         result = checkpoints.compare(None, first, second)
     else:
-        with _store(ctx) as store:
-            result = checkpoints.compare(store, first, second)
+        with ctx.reader(tables=False) as ledger:
+            result = checkpoints.compare(ledger.store, first, second)
     if as_json:
         echo_json(result.to_dict())
     else:
@@ -104,14 +87,15 @@ def replay(ctx: Context, as_of: str | None, record: bool, as_json: bool) -> None
     that point instead and compares nothing (identical is null).
     """
     seq, at = parse_as_of(as_of) if as_of is not None else (None, None)
-    with _store(ctx) as store:
-        report = replay_store(store, seq=seq, at=at)
+    # Read-only, and without the tables check: stale or edited tables are what replay finds.
+    with ctx.reader(tables=False) as ledger:
+        report = replay_store(ledger, seq=seq, at=at)
     if record:
         with ctx.ledger() as ledger:
             record_audit(ledger, "replay", report.identical, {
                 "events": report.events, "as_of": report.as_of, "difference_count": report.difference_count,
                 "transitions": report.transitions, "runs_by_status": report.runs_by_status,
-                "anomaly_count": report.anomaly_count})
+                "anomaly_count": report.anomaly_count}, head=Head(report.head["seq"], report.head["chain"]))
     if as_json:
         echo_json(report.to_dict())
     else:
@@ -149,8 +133,8 @@ def _print_replay(data: dict[str, Any]) -> None:
 @user_errors
 def diff(ctx: Context, run_a: str, run_b: str, changed: bool, as_json: bool) -> None:
     """Two runs side by side: provenance, configuration and outcome ('*' marks a difference)."""
-    with ctx.ledger() as ledger:
-        data = diff_runs(ledger.conn, run_a, run_b)
+    with ctx.reader() as ledger:
+        data = diff_runs(ledger, run_a, run_b)
     if as_json:
         echo_json(data)
         return
@@ -183,12 +167,8 @@ def export(ctx: Context, directory: Path, fmt: str, as_json: bool) -> None:
     """Write the ledger out for other tools (canonical) or other ledgers (jsonl)."""
     if directory.exists() and not directory.is_dir():
         raise click.ClickException(f"{directory}: exists and is not a folder; export writes a folder")
-    with ctx.ledger() as ledger:
-        if fmt == "jsonl":
-            result = export_jsonl(ledger.store, directory)
-        else:
-            with read_snapshot(ledger.conn):
-                result = export_canonical(ledger.conn, directory)
+    with ctx.reader(tables=fmt != "jsonl") as ledger:
+        result = (export_jsonl if fmt == "jsonl" else export_canonical)(ledger, directory)
     if as_json:
         echo_json(result)
     elif fmt == "jsonl":
@@ -224,8 +204,8 @@ def merge(ctx: Context, other: Path, as_json: bool) -> None:
 @user_errors
 def audits(ctx: Context, as_json: bool) -> None:
     """Audits recorded in the ledger (verify --record, replay --record)."""
-    with _store(ctx) as store:
-        rows = recorded_audits(store.conn)
+    with ctx.reader(tables=False) as ledger:
+        rows = recorded_audits(ledger.conn)
     if as_json:
         echo_json(rows)
         return

@@ -28,8 +28,20 @@ class Context:
 
     @contextmanager
     def ledger(self, *, create: bool = False) -> Iterator[Ledger]:
-        """Open the ledger named by ``--db`` (not creating it unless asked)."""
+        """Open the ledger named by ``--db`` for writing (not creating it unless asked)."""
         with Ledger.open(self.db, create=create, source="cli") as ledger:
+            yield ledger
+
+    @contextmanager
+    def reader(self, *, tables: bool = True) -> Iterator[Ledger]:
+        """Open the ledger named by ``--db`` read-only: the command never changes it.
+
+        Args:
+            tables: The command reads the derived tables, so they must be this version's.
+        """
+        with Ledger.open(self.db, readonly=True, source="cli") as ledger:
+            if tables:
+                ledger.check_readable()
             yield ledger
 
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import click
 
 from .. import query
-from ..audit.verification import extend_verify
+from ..audit import checkpoint as checkpoints
+from ..audit.record import record_audit
+from ..audit.verify import VerifyReport, verify as verify_ledger
+from ..ledger import Ledger
 from ..schema import RunStatus
-from ..verify import verify_store
+from ..store import Head
 from .common import Context, cli, echo_json, json_option, user_errors
 
 pass_context = click.make_pass_decorator(Context)
@@ -40,7 +44,7 @@ def init(ctx: Context, as_json: bool) -> None:
 @user_errors
 def stats(ctx: Context, as_json: bool) -> None:
     """Counts of events, studies, runs (by status), observations, rejections and anomalies."""
-    with ctx.ledger() as ledger:
+    with ctx.reader() as ledger:
         data = ledger.stats()
     if as_json:
         echo_json(data)
@@ -51,6 +55,9 @@ def stats(ctx: Context, as_json: bool) -> None:
         click.echo(f"{name:<13} {data[name]}")
     click.echo(f"runs by status {by_status}")
     click.echo(f"head          seq {data['head']['seq']}  chain {data['head']['chain'][:16]}…")
+    if data["unfolded_events"]:
+        click.echo(f"{data['unfolded_events']} event(s) not folded into the derived tables yet; "
+                   f"`studyledger --db {ctx.db} init` folds them", err=True)
 
 
 @cli.command()
@@ -61,7 +68,7 @@ def stats(ctx: Context, as_json: bool) -> None:
 @user_errors
 def runs(ctx: Context, study_id: str | None, status: str | None, as_json: bool) -> None:
     """List runs, optionally of one study and one status."""
-    with ctx.ledger() as ledger:
+    with ctx.reader() as ledger:
         rows = ledger.runs(study_id=study_id, status=status)
     if as_json:
         echo_json(rows)
@@ -85,7 +92,7 @@ def runs(ctx: Context, study_id: str | None, status: str | None, as_json: bool) 
 @user_errors
 def show(ctx: Context, run_id: str, as_json: bool) -> None:
     """One run: its fields, status history, provenance and anomalies."""
-    with ctx.ledger() as ledger:
+    with ctx.reader() as ledger:
         data: dict[str, Any] = {
             "run": ledger.run(run_id),
             "transitions": ledger.transitions(run_id),
@@ -119,7 +126,7 @@ def show(ctx: Context, run_id: str, as_json: bool) -> None:
 @user_errors
 def events(ctx: Context, run_id: str | None, after: int, limit: int | None, as_json: bool) -> None:
     """Stored events in sequence order, optionally of one run or after a sequence number."""
-    with ctx.ledger() as ledger:
+    with ctx.reader(tables=False) as ledger:
         rows = ledger.events(after=after, run_id=run_id, limit=limit)
     if as_json:
         echo_json([row.to_dict() for row in rows])
@@ -137,9 +144,12 @@ def events(ctx: Context, run_id: str | None, after: int, limit: int | None, as_j
 @user_errors
 def verify(ctx: Context, checkpoint_file: Path | None, record: bool, as_json: bool) -> None:
     """Check ids, sequence, hash chain and triggers; exit 1 when anything is wrong."""
-    with ctx.ledger() as ledger:
-        report = verify_store(ledger.store)
-        extend_verify(ledger, report, checkpoint_file, record)
+    with ctx.reader(tables=False) as ledger:
+        pinned = checkpoints.load(checkpoint_file) if checkpoint_file is not None else None
+        report = verify_ledger(ledger, checkpoint=pinned)
+    if record:
+        with ctx.ledger() as ledger:
+            _record_verify(ledger, report, checkpoint_file)
     if as_json:
         echo_json(report.to_dict())
     elif report.ok:
@@ -151,3 +161,15 @@ def verify(ctx: Context, checkpoint_file: Path | None, record: bool, as_json: bo
         for problem in report.problems:
             click.echo(f"  seq {problem.seq}: {problem.check}: {problem.message}", err=True)
     raise SystemExit(0 if report.ok else 1)
+
+
+def _record_verify(ledger: Ledger, report: VerifyReport, checkpoint_file: Path | None) -> None:
+    """Append the audit just made as an ``audit_recorded`` event."""
+    first = report.first_failure
+    record_audit(ledger, "verify" if checkpoint_file is None else "verify+checkpoint", report.ok, {
+        "events": report.events,
+        "problems": len(report.problems),
+        "checks_failed": sorted({p.check for p in report.problems}),
+        "first_problem": None if first is None else asdict(first),
+        "checkpoint": None if checkpoint_file is None else str(checkpoint_file),
+    }, head=Head(report.head_seq, report.head_chain))

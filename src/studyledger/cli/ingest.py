@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import click
 
 from .. import query
-from ..ingest.lines import DEFAULT_LINE_LIMIT
-from ..ingest.study_folder import STUDY_FILE, StudyFolderScan, scan_study_folder
-from ..ingest.tailer import IngestStats, Tailer, expand_paths
-from ..ingest.watcher import DEFAULT_RECONCILE, Watcher
+from ..ingestion.adapters import LineAdapter, load_adapter
+from ..ingestion.lines import DEFAULT_LINE_LIMIT
+from ..ingestion.service import IngestReport, Progress, ingest as ingest_into
+from ..ingestion.watcher import DEFAULT_RECONCILE, Watcher
 from .common import Context, cli, echo_json, json_option, user_errors
 
 pass_context = click.make_pass_decorator(Context)
@@ -37,72 +37,44 @@ line_limit_option = click.option(
 )
 
 
+def _load_adapter(_ctx: click.Context, _param: click.Parameter, value: str | None) -> LineAdapter | None:
+    return None if value is None else load_adapter(value)
+
+
+adapter_option = click.option(
+    "--adapter",
+    metavar="MODULE:FUNCTION",
+    callback=_load_adapter,
+    help="Your own line adapter for a format studyledger does not know, tried before the built-in "
+         "ones (see docs/formats.md).",
+)
+
+
 def printable(text: str) -> str:
     """Text from files with control characters escaped, so it cannot drive the terminal."""
     return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
-def _plan(paths: tuple[Path, ...]) -> tuple[list[Path], list[StudyFolderScan]]:
-    """The files to tail and the study folders found, each once.
-
-    A study output folder (one holding study.yaml, at any depth) is read through
-    :func:`scan_study_folder`, which lists the JSONL files it holds; other folders give
-    every JSONL file under them.
-
-    Raises:
-        FileNotFoundError: a path does not exist (checked before anything is read).
-        StudyFolderError: a study folder's study.yaml or CSV files cannot be read.
-    """
-    files: dict[str, Path] = {}
-    scans: list[StudyFolderScan] = []
-    for given in paths:
-        studies = sorted(marker.parent for marker in given.rglob(STUDY_FILE)) if given.is_dir() else []
-        for plain in expand_paths([given]):
-            if not any(plain.is_relative_to(study) for study in studies):
-                files.setdefault(os.path.abspath(plain), plain)
-        for study in studies:
-            scan = scan_study_folder(study)
-            scans.append(scan)
-            for file in scan.jsonl_files:
-                files.setdefault(os.path.abspath(file), file)
-    return list(files.values()), scans
-
-
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @line_limit_option
+@adapter_option
 @json_option
 @pass_context
 @user_errors
-def ingest(ctx: Context, paths: tuple[Path, ...], line_limit: int, as_json: bool) -> None:
+def ingest(ctx: Context, paths: tuple[Path, ...], line_limit: int, adapter: LineAdapter | None,
+           as_json: bool) -> None:
     """Import JSONL files and folders (recursively), each line exactly once.
 
     A study output folder (holding study.yaml) brings its study, conditions, runs and
     evaluations too. Re-running it reads only what was appended since. A line that cannot
     be used is kept as a rejected line (see `studyledger rejects`); nothing read is dropped.
     """
-    files, scans = _plan(paths)
-    totals = IngestStats()
-    with ctx.ledger(create=True) as ledger:
-        for scan in scans:
-            result = ledger.append(scan.events)
-            totals.events_appended += len(result.appended)
-            totals.duplicates += result.duplicates
-        with _progress(files) as advance:
-            tailer = Tailer(ledger, line_limit=line_limit, on_progress=advance)
-            for file in files:
-                try:
-                    totals.add(tailer.ingest_path(file))
-                except OSError as exc:
-                    totals.errors.append(f"{exc.filename or file}: {exc.strerror or exc}")
-                advance(None)
-    problems = [problem for scan in scans for problem in scan.problems]
-    orphans = [str(trace) for scan in scans for trace in scan.orphan_traces]
+    with ctx.ledger(create=True) as ledger, _progress() as advance:
+        totals = ingest_into(ledger, paths, line_limit=line_limit, adapter=adapter, progress=advance)
+    orphans, problems = totals.orphan_traces, totals.problems
     if as_json:
-        summary = totals.to_dict()
-        if scans:
-            summary.update(studies=[scan.study_id for scan in scans], orphan_traces=orphans, problems=problems)
-        echo_json(summary)
+        echo_json(totals.to_dict())
     else:
         click.echo(
             f"{totals.files} file(s): {totals.lines_read} line(s) read, {totals.lines_accepted} accepted, "
@@ -122,33 +94,23 @@ def ingest(ctx: Context, paths: tuple[Path, ...], line_limit: int, as_json: bool
 
 
 @contextmanager
-def _progress(files: list[Path]) -> Iterator[Callable[[int | None], None]]:
+def _progress() -> Iterator[Progress]:
     """A progress bar over the input bytes on a terminal, for inputs big enough to need one.
 
-    Yields ``advance(n)``: ``n`` bytes were consumed, or None when a file is finished
-    (the bar then jumps to the end of that file, since only new bytes are read).
+    The bar appears at the first report, when the total is known.
     """
-    sizes = []
-    for file in files:
-        try:
-            sizes.append(file.stat().st_size)
-        except OSError:
-            sizes.append(0)
-    total = sum(sizes)
-    if total < PROGRESS_MIN_BYTES or not sys.stderr.isatty():
-        yield lambda _n: None
-        return
-    done = {"file": 0, "bytes": 0, "index": 0}
-    with click.progressbar(length=total, label="ingesting", file=sys.stderr) as bar:
+    bar: Any = None
+    shown = 0
+    with ExitStack() as stack:
 
-        def advance(count: int | None) -> None:
-            if count is None:
-                bar.update(sizes[done["index"]] - done["file"])
-                done["index"] += 1
-                done["file"] = 0
-            else:
-                done["file"] += count
-                bar.update(count)
+        def advance(done: int, total: int) -> None:
+            nonlocal bar, shown
+            if bar is None:
+                if total < PROGRESS_MIN_BYTES or not sys.stderr.isatty():
+                    return
+                bar = stack.enter_context(click.progressbar(length=total, label="ingesting", file=sys.stderr))
+            bar.update(done - shown)
+            shown = done
 
         yield advance
 
@@ -171,11 +133,13 @@ def _progress(files: list[Path]) -> Iterator[Callable[[int | None], None]]:
     help="Full rescan interval that catches anything the events missed.",
 )
 @line_limit_option
+@adapter_option
 @json_option
 @pass_context
 @user_errors
 def watch(
-    ctx: Context, folder: Path, poll: float | None, reconcile: float, line_limit: int, as_json: bool
+    ctx: Context, folder: Path, poll: float | None, reconcile: float, line_limit: int,
+    adapter: LineAdapter | None, as_json: bool
 ) -> None:
     """Tail every JSONL file under FOLDER into the ledger until Ctrl-C or SIGTERM.
 
@@ -186,7 +150,8 @@ def watch(
         raise click.ClickException(f"{folder}: no such folder")
     stop = threading.Event()
     with _stop_on_signals(stop):
-        watcher = Watcher(ctx.db, folder, poll=poll, reconcile=reconcile, line_limit=line_limit).start()
+        watcher = Watcher(ctx.db, folder, poll=poll, reconcile=reconcile, line_limit=line_limit,
+                          adapter=adapter).start()
         click.echo(f"watching {folder} into {ctx.db} (Ctrl-C to stop)", err=True)
         live = sys.stderr.isatty() and not as_json
         try:
@@ -207,7 +172,7 @@ def watch(
         click.echo(f"Error: {printable(message)}", err=True)
 
 
-def _status(stats: IngestStats) -> str:
+def _status(stats: IngestReport) -> str:
     return (
         f"files {stats.files}  lines {stats.lines_read}  events {stats.events_appended}  "
         f"rejected {stats.lines_rejected}"

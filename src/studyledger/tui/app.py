@@ -22,7 +22,7 @@ from textual.screen import Screen
 from textual.worker import get_current_worker
 
 from ..errors import LedgerError
-from ..ingest.watcher import Watcher
+from ..ingestion.watcher import Watcher
 from .commands import LedgerCommands
 from .data import Source, SourceClosed, now_utc
 from .screens.audit import AuditScreen

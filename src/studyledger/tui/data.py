@@ -20,12 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..events import parse_instant
 from .. import query
+from ..audit.verify import VerifyReport, verify
 from ..errors import LedgerError
 from ..ledger import Ledger
-from ..store import BUSY_TIMEOUT_MS, Store
-from ..verify import VerifyReport, verify_store
 
 Row = dict[str, Any]
 T = TypeVar("T")
@@ -34,42 +32,6 @@ POOL_SIZE = 3
 # Runs with at most this many observations get their whole span tree computed when they
 # open, so every row is indented right; bigger runs indent from the pages seen so far.
 SPAN_SCAN_LIMIT = 50_000
-
-
-def last_event_time(run: Row) -> datetime | None:
-    """When the run last gave a sign of life: its latest event, by source or ledger clock.
-
-    Both clocks count: a trace with old source times that is still arriving now is alive,
-    and a run whose source clock runs ahead must not look alive forever.
-    """
-    times = [t for t in (parse_instant(run.get("last_activity")), parse_instant(run.get("last_recorded"))) if t]
-    return max(times) if times else None
-
-
-def is_stale(run: Row, now: datetime, stale_after: float) -> bool:
-    """A run still ``running`` with no event for ``stale_after`` seconds (derived, not stored).
-
-    Runs stuck in ``running`` after their process died are what users of run trackers
-    complain about first; the ledger cannot know a process died, but it can say nothing
-    has been heard from it for a while.
-    """
-    if run.get("status") != "running":
-        return False
-    last = last_event_time(run)
-    return last is not None and (now - last).total_seconds() > stale_after
-
-
-def duration_seconds(run: Row, now: datetime, stale_after: float | None = None) -> float | None:
-    """Seconds from start to end; a running run counts to ``now``, a stale one to its last event."""
-    start = parse_instant(run.get("started_at"))
-    if start is None:
-        return None
-    end = parse_instant(run.get("ended_at"))
-    if end is None and run.get("status") == "running":
-        stale = stale_after is not None and is_stale(run, now, stale_after)
-        # A stale run lasted until its last sign of life, on the same (source) clock as its start.
-        end = (parse_instant(run.get("last_activity")) or last_event_time(run)) if stale else now
-    return None if end is None else max(0.0, (end - start).total_seconds())
 
 
 def span_ids(meta_json: str | None) -> tuple[str | None, str | None]:
@@ -141,17 +103,6 @@ class ObservationFilter:
     level: str | None = None
     event_type: str | None = None
 
-    def clauses(self) -> tuple[str, list[Any]]:
-        """SQL conditions on the lean ``observations`` table, and their parameters."""
-        sql, params = "", []
-        if self.level:
-            sql += " AND level = ?"
-            params.append(self.level)
-        if self.event_type:
-            sql += " AND event_type = ?"
-            params.append(self.event_type)
-        return sql, params
-
 
 class SourceClosed(LedgerError):
     """A read was asked of a source the app has closed (it is exiting)."""
@@ -160,31 +111,44 @@ class SourceClosed(LedgerError):
 class Source:
     """Read access to one ledger file for the dashboard's worker threads.
 
+    Every connection is read-only: the dashboard never changes the ledger it shows.
+
     Args:
         path: The ledger file. It must exist: the dashboard never creates one.
 
     Raises:
         LedgerMissingError, NotALedgerError, NewerLedgerError: as :meth:`Ledger.open`.
+        StaleProjectionsError: the derived tables are another version's and the file
+            cannot be written to rebuild them.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        # Opening through the Ledger checks the file and brings stale projections up to
-        # date once, before any read connection relies on them.
-        Ledger.open(self.path, create=False).close()
-        self._pool: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
+        self._ready_projections()
+        self._pool: queue.LifoQueue[Ledger] = queue.LifoQueue()
         self._made = 0
         self._lock = threading.Lock()
         self._closed = False
-        self._version_conn = self._connect()
+        self._version = self._open()
         self._version_lock = threading.Lock()
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                               timeout=BUSY_TIMEOUT_MS / 1000)
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA query_only = ON")
-        return conn
+    def _ready_projections(self) -> None:
+        """Bring derived tables built by another version up to date: the writer's step.
+
+        Catching up is the one write the dashboard allows itself, and only when it cannot
+        show the ledger otherwise; a read-only file is then reported, not rebuilt.
+        """
+        with Ledger.open(self.path, readonly=True) as ledger:
+            if ledger.projections_current:
+                return
+        try:
+            Ledger.open(self.path, create=False).close()
+        except (LedgerError, OSError, sqlite3.Error):
+            with Ledger.open(self.path, readonly=True) as ledger:
+                ledger.check_readable()
+
+    def _open(self) -> Ledger:
+        return Ledger.open(self.path, readonly=True)
 
     @contextmanager
     def connection(self) -> Iterator[sqlite3.Connection]:
@@ -198,17 +162,17 @@ class Source:
                 raise SourceClosed(str(self.path))
             if self._pool.empty() and self._made < POOL_SIZE:
                 self._made += 1
-                self._pool.put(self._connect())
-        conn = self._pool.get()
+                self._pool.put(self._open())
+        ledger = self._pool.get()
         try:
-            yield conn
+            yield ledger.conn
         finally:
             with self._lock:
                 # A connection lent when the app closed is closed on return, not under its user.
                 if self._closed:
-                    conn.close()
+                    ledger.close()
                 else:
-                    self._pool.put(conn)
+                    self._pool.put(ledger)
 
     def read(self, call: Callable[[sqlite3.Connection], T]) -> T:
         """Run one read function on a lent connection."""
@@ -226,7 +190,7 @@ class Source:
             while not self._pool.empty():
                 self._pool.get().close()
         with self._version_lock:
-            self._version_conn.close()
+            self._version.close()
 
     # -- change detection -------------------------------------------------------------
 
@@ -235,7 +199,7 @@ class Source:
         with self._version_lock:
             if self._closed:
                 raise SourceClosed(str(self.path))
-            return query.data_version(self._version_conn)
+            return query.data_version(self._version.conn)
 
     # -- screens ----------------------------------------------------------------------
 
@@ -263,75 +227,43 @@ class Source:
 
     def ids(self) -> tuple[list[Row], list[Row]]:
         """Study and run ids with a few words each, for the command palette."""
-
-        def load(conn: sqlite3.Connection) -> tuple[list[Row], list[Row]]:
-            studies = [dict(zip(("study_id", "title"), r, strict=True))
-                       for r in conn.execute("SELECT study_id, title FROM studies ORDER BY study_id")]
-            runs = [dict(zip(("run_id", "study_id", "condition_id", "status"), r, strict=True))
-                    for r in conn.execute(
-                        "SELECT run_id, study_id, condition_id, status FROM runs ORDER BY first_seq")]
-            return studies, runs
-
-        return self.read(load)
+        return self.read(lambda c: (query.study_titles(c), query.run_labels(c)))
 
     def event_types(self, run_id: str) -> list[str]:
         """The distinct event types of a run (for the filter dialog)."""
-        return self.read(lambda c: [r[0] for r in c.execute(
-            "SELECT DISTINCT event_type FROM observations WHERE run_id = ? AND event_type IS NOT NULL "
-            "ORDER BY event_type", (run_id,))])
+        return self.read(lambda c: query.event_types(c, run_id))
 
     # -- observations, paged ----------------------------------------------------------
 
     def tail(self, run_id: str, where: ObservationFilter, after_seq: int) -> tuple[int, int]:
-        """``(count, last seq)`` of the filtered rows after ``after_seq``.
-
-        A live list asks only about rows newer than the last it counted, so a change in a
-        million-row run costs an index range scan of the new rows, not a count of all.
-        """
-        sql, params = where.clauses()
-
-        def load(conn: sqlite3.Connection) -> tuple[int, int]:
-            count, last = conn.execute(
-                f"SELECT count(*), coalesce(max(seq), ?) FROM observations WHERE run_id = ? AND seq > ?{sql}",
-                [after_seq, run_id, after_seq, *params]).fetchone()
-            return int(count), int(last)
-
-        return self.read(load)
+        """``(count, last seq)`` of the filtered rows after ``after_seq``."""
+        return self.read(lambda c: query.observation_tail(
+            c, run_id, after_seq=after_seq, level=where.level, event_type=where.event_type))
 
     def page(self, run_id: str, where: ObservationFilter, index: int, size: int,
              *, after_seq: int | None = None) -> list[Row]:
         """``size`` observations starting at row ``index`` of the filtered list.
 
         With ``after_seq`` (the last seq of the page before) the page is found by key,
-        which costs the same anywhere in the run. Without it the first row is found by
-        OFFSET on the narrow ``(run_id, ..., seq)`` index, which only reads index pages,
-        so a jump to the middle of a million-row run stays in milliseconds.
+        which costs the same anywhere in the run; without it, by its index.
         """
-        sql, params = where.clauses()
 
         def load(conn: sqlite3.Connection) -> list[Row]:
             start = after_seq
-            if start is None:
-                if index == 0:
-                    start = 0
-                else:
-                    found = conn.execute(
-                        f"SELECT seq FROM observations WHERE run_id = ?{sql} ORDER BY seq "
-                        f"LIMIT 1 OFFSET ?", [run_id, *params, index - 1]).fetchone()
-                    if found is None:
-                        return []
-                    start = int(found[0])
-            return query.observations(conn, run_id, after_seq=start, limit=size,
-                                      level=where.level, event_type=where.event_type)
+            if start is None and index > 0:
+                start = query.observation_seq_at(conn, run_id, index - 1, level=where.level,
+                                                 event_type=where.event_type)
+                if start is None:
+                    return []
+            return query.observations(conn, run_id, after_seq=start or 0, limit=size, level=where.level,
+                                      event_type=where.event_type)
 
         return self.read(load)
 
     def index_of(self, run_id: str, where: ObservationFilter, seq: int) -> int:
         """The row index of an observation in the filtered list."""
-        sql, params = where.clauses()
-        return self.read(lambda c: int(c.execute(
-            f"SELECT count(*) FROM observations WHERE run_id = ? AND seq < ?{sql}",
-            [run_id, seq, *params]).fetchone()[0]))
+        return self.read(lambda c: query.observation_index(
+            c, run_id, seq, level=where.level, event_type=where.event_type))
 
     def find(self, run_id: str, where: ObservationFilter, text: str, *, from_seq: int,
              backwards: bool = False) -> int | None:
@@ -339,11 +271,11 @@ class Source:
 
         def load(conn: sqlite3.Connection) -> int | None:
             if backwards:
-                rows = query.observations(conn, run_id, before_seq=from_seq, limit=1, level=where.level,
-                                          event_type=where.event_type, search=text, descending=True)
+                rows = query.observations(conn, run_id, before_seq=from_seq, limit=1, search=text,
+                                          descending=True, level=where.level, event_type=where.event_type)
             else:
-                rows = query.observations(conn, run_id, after_seq=from_seq, limit=1, level=where.level,
-                                          event_type=where.event_type, search=text)
+                rows = query.observations(conn, run_id, after_seq=from_seq, limit=1, search=text,
+                                          level=where.level, event_type=where.event_type)
             return int(rows[0]["seq"]) if rows else None
 
         return self.read(load)
@@ -353,11 +285,9 @@ class Source:
 
         def load(conn: sqlite3.Connection) -> SpanDepths:
             depths = SpanDepths()
-            count = conn.execute("SELECT count(*) FROM observations WHERE run_id = ?", (run_id,)).fetchone()[0]
-            if count > SPAN_SCAN_LIMIT:
+            if query.observation_count(conn, run_id) > SPAN_SCAN_LIMIT:
                 return depths
-            for (meta,) in conn.execute(
-                    "SELECT meta_json FROM observation_rows WHERE run_id = ? ORDER BY seq", (run_id,)):
+            for meta in query.observation_meta(conn, run_id):
                 depths.add(*span_ids(meta))
             return depths
 
@@ -371,14 +301,7 @@ class Source:
 
     def ingestion(self, *, limit: int = 1_000) -> tuple[list[Row], list[Row]]:
         """Files the ingester tracks (with offsets) and the latest rejected lines."""
-        from ..ingest.tailer import file_states
-
-        def load(conn: sqlite3.Connection) -> tuple[list[Row], list[Row]]:
-            newest = conn.execute("SELECT seq FROM rejections ORDER BY seq DESC LIMIT 1 OFFSET ?",
-                                  (limit,)).fetchone()
-            return file_states(conn), query.rejections(conn, after_seq=newest[0] if newest else 0)
-
-        return self.read(load)
+        return self.read(lambda c: (query.ingest_files(c), query.rejections(c, latest=limit)))
 
     def anomalies(self) -> list[Row]:
         """Every anomaly the projections flagged."""
@@ -386,11 +309,8 @@ class Source:
 
     def verify(self) -> VerifyReport:
         """Recompute the hash chain over the whole ledger (slow on big ledgers: a worker calls it)."""
-        store = Store(self.path, create=False)
-        try:
-            return verify_store(store)
-        finally:
-            store.close()
+        with self._open() as ledger:
+            return verify(ledger)
 
 
 def now_utc() -> datetime:

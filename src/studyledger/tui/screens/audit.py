@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Header, Label, Static
 
-from ...verify import VerifyReport
+from ...audit.verify import VerifyReport
 from ..data import Row
 from ..literal import literal
 from ..widgets import LiveTable

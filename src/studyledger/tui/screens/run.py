@@ -11,7 +11,8 @@ from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.widgets import Footer, Header, Static
 
-from ..data import ObservationFilter, Row, SpanDepths, duration_seconds, is_stale
+from ...query import is_stale, run_duration
+from ..data import ObservationFilter, Row, SpanDepths
 from ..format import duration, full_time, status_text
 from ..literal import clean, literal, shorten
 from ..observation_list import ObservationList
@@ -79,7 +80,7 @@ class RunScreen(LiveScreen):
         text.append_text(literal(run["run_id"], "bold"))
         text.append("  ")
         text.append_text(status_text(run["status"], stale=stale))
-        text.append(f"  {duration(duration_seconds(run, now, self.ledger_app.stale_after))}", "dim")
+        text.append(f"  {duration(run_duration(run, now, self.ledger_app.stale_after))}", "dim")
         text.append("\nstudy ")
         text.append_text(literal(run.get("study_id")))
         text.append("  condition ")

@@ -10,7 +10,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Header, Static
 
-from ..data import Row, duration_seconds, is_stale
+from ...query import is_stale, run_duration
+from ..data import Row
 from ..format import STALE, breakdown, duration, short_time, status_text
 from ..literal import literal
 from ..widgets import LiveTable, SearchBar
@@ -78,7 +79,7 @@ class RunsScreen(LiveScreen):
         now, after = self.now(), self.ledger_app.stale_after
         for row in rows:
             row["_stale"] = is_stale(row, now, after)
-            row["_duration"] = duration_seconds(row, now, after)
+            row["_duration"] = run_duration(row, now, after)
         self.rows = rows
         self._show()
 

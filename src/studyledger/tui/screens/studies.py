@@ -9,7 +9,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Header, Static
 
-from ..data import Row, is_stale
+from ...query import is_stale
+from ..data import Row
 from ..format import ago, breakdown
 from ..literal import literal
 from ..widgets import LiveTable

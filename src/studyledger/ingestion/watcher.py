@@ -28,11 +28,13 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from ..errors import EventConflictError, LedgerBusyError
+from ..errors import EventConflictError, LedgerBusyError, StudyFolderError
 from ..ledger import Ledger
+from .adapters import LineAdapter
 from .lines import DEFAULT_LINE_LIMIT
-from .study_folder import StudyFolderError, is_study_folder, scan_study_folder
-from .tailer import FileStats, IngestStats, Tailer, is_jsonl_name, iter_jsonl_files, open_regular
+from .service import IngestReport, import_study_folder, plan
+from .study_folder import CheckpointCache
+from .tailer import FileStats, Tailer, is_jsonl_name, open_regular
 
 DEFAULT_RECONCILE = 2.0
 """Seconds between full scans that catch whatever the observer missed."""
@@ -86,6 +88,11 @@ class Watcher:
             filesystems); None uses the native observer (inotify on Linux).
         reconcile: Seconds between full scans of the folder.
         line_limit: Longest line parsed, in bytes.
+        adapter: A user's line adapter, tried before the built-in formats.
+
+    Study output folders (holding study.yaml) anywhere under the folder are imported as
+    ``ingest`` imports them, at every scan, so their run.json files and CSVs are followed
+    while a study runs.
     """
 
     def __init__(
@@ -96,12 +103,14 @@ class Watcher:
         poll: float | None = None,
         reconcile: float = DEFAULT_RECONCILE,
         line_limit: int = DEFAULT_LINE_LIMIT,
+        adapter: LineAdapter | None = None,
     ) -> None:
         self.db_path = Path(db_path)
         self.folder = Path(os.path.abspath(folder))
         self.poll = poll
         self.reconcile = reconcile
         self.line_limit = line_limit
+        self.adapter = adapter
         self.error: BaseException | None = None
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -112,7 +121,8 @@ class Watcher:
         self._seen: dict[str, _Signature] = {}
         self._handles: OrderedDict[str, IO[bytes]] = OrderedDict()
         self._files: set[str] = set()
-        self._totals = IngestStats()
+        self._totals = IngestReport()
+        self._checkpoints = CheckpointCache()
         self._thread: threading.Thread | None = None
 
     # -- control --------------------------------------------------------------------
@@ -130,7 +140,7 @@ class Watcher:
         self._ready.wait()
         return self
 
-    def stop(self, timeout: float | None = 30.0) -> IngestStats:
+    def stop(self, timeout: float | None = 30.0) -> IngestReport:
         """Stop after committing what was read; returns the totals.
 
         Every batch is committed as it is read, so stopping loses nothing: lines not yet
@@ -148,10 +158,13 @@ class Watcher:
         return self._thread is not None and self._thread.is_alive()
 
     @property
-    def stats(self) -> IngestStats:
+    def stats(self) -> IngestReport:
         """A snapshot of the totals since start (``files``: distinct files read)."""
         with self._lock:
-            return replace(self._totals, files=len(self._files), errors=list(self._totals.errors))
+            totals = self._totals
+            return replace(totals, files=len(self._files), errors=list(totals.errors),
+                           studies=list(totals.studies), orphan_traces=list(totals.orphan_traces),
+                           problems=list(totals.problems))
 
     def hint(self, paths: Iterable[str]) -> None:
         """Mark files as worth reading soon (called from the observer's thread)."""
@@ -188,7 +201,7 @@ class Watcher:
         ledger: Ledger | None = None
         try:
             ledger = Ledger.open(self.db_path, source="watch")
-            tailer = Tailer(ledger, line_limit=self.line_limit)
+            tailer = Tailer(ledger, line_limit=self.line_limit, adapter=self.adapter)
             observer = self._make_observer()
             # Scheduled before the first scan: a change during the scan raises a hint.
             observer.schedule(_Hints(self), str(self.folder), recursive=True)
@@ -209,7 +222,7 @@ class Watcher:
                     return
                 self._wake.wait(max(0.0, next_scan - time.monotonic()))
                 self._wake.clear()
-        except BaseException as exc:  # noqa: BLE001  (reported through .error, not lost in a thread)
+        except BaseException as exc:  # reported through .error, not lost with the thread
             self.error = exc
         finally:
             self._ready.set()
@@ -221,11 +234,13 @@ class Watcher:
                 ledger.close()
 
     def _scan(self, tailer: Tailer) -> None:
-        """Read every file whose signature changed since it was last read."""
-        if is_study_folder(self.folder):
-            self._scan_study(tailer.ledger)
+        """Import the study folders found, then read every file whose signature changed."""
+        found = plan([self.folder])
+        files = list(found.files)
+        for study in found.studies:
+            files.extend(self._scan_study(tailer.ledger, study))
         present: set[str] = set()
-        for file in iter_jsonl_files(self.folder):
+        for file in files:
             path = str(file)
             present.add(path)
             try:
@@ -238,28 +253,33 @@ class Watcher:
         for gone in set(self._seen) - present:
             del self._seen[gone]
 
-    def _scan_study(self, ledger: Ledger) -> None:
-        """Append what a study folder's whole files state (study.yaml, CSVs, run.json).
+    def _scan_study(self, ledger: Ledger, folder: Path) -> list[Path]:
+        """Append what a study folder's whole files state (study.yaml, CSVs, run.json);
+        return the JSONL files it holds.
 
         They are re-read at every scan because runner processes rewrite them while a study
         runs; events are content-addressed, so unchanged facts append nothing.
         """
+        found = IngestReport()
         try:
-            scan = scan_study_folder(self.folder)
+            files = import_study_folder(ledger, folder, found, cache=self._checkpoints)
         except (StudyFolderError, OSError) as exc:
             # Often a file caught mid-rewrite: the next scan reads it again.
             self._note_error(str(exc))
-            return
-        try:
-            result = ledger.append(scan.events)
+            return []
         except (LedgerBusyError, EventConflictError) as exc:
             # Busy: the next scan appends them. A conflict means the ledger was edited:
             # say so, and keep tailing the rest of the folder.
-            self._note_error(f"{self.folder}: study folder facts not appended: {exc}")
-            return
+            self._note_error(f"{folder}: study folder facts not appended: {exc}")
+            return []
         with self._lock:
-            self._totals.events_appended += len(result.appended)
-            self._totals.duplicates += result.duplicates
+            totals = self._totals
+            totals.events_appended += found.events_appended
+            totals.duplicates += found.duplicates
+            for name in ("studies", "orphan_traces", "problems"):
+                known = getattr(totals, name)
+                known.extend(item for item in getattr(found, name) if item not in known)
+        return files
 
     def _note_error(self, message: str) -> None:
         with self._lock:

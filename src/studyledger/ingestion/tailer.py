@@ -23,21 +23,21 @@ import hashlib
 import os
 import sqlite3
 import stat
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import LedgerBusyError
+from ..errors import EventConflictError, InputError, LedgerBusyError
 from ..events import NewEvent
-from .. import query
 from ..ledger import Ledger
+from ..query import INGEST_FILES_TABLE
 from ..store import utc_now_precise
 from . import adapters
+from .adapters import LineAdapter
 from .lines import (
     DEFAULT_LINE_LIMIT,
     TOO_LONG_KEEP,
-    BadLine,
     TooLong,
     is_blank,
     parse_line,
@@ -50,7 +50,7 @@ BATCH_LINES = 5_000
 BATCH_BYTES = 1 << 20
 FINGERPRINT_LEN = 1024
 CHECK_LEN = 64
-STATE_TABLE = "ingest_files"
+STATE_TABLE = INGEST_FILES_TABLE
 JSONL_MARKERS = (".jsonl", ".ndjson")
 COMPRESSED_SUFFIXES = frozenset({".gz", ".bz2", ".xz", ".zst", ".zip", ".lz4"})
 
@@ -117,31 +117,6 @@ class FileStats(LineCounts):
     raced: bool = False
 
 
-@dataclass(kw_only=True)
-class IngestStats(LineCounts):
-    """Totals over many files (what ``studyledger ingest --json`` prints).
-
-    Attributes:
-        files: Files read (present when their pass ran).
-        errors: One line per file that could not be read.
-    """
-
-    files: int = 0
-    errors: list[str] = field(default_factory=list)
-
-    def add(self, item: FileStats) -> None:
-        """Fold one file's pass into the totals."""
-        if not item.missing:
-            self.files += 1
-        for counter in fields(LineCounts):
-            setattr(self, counter.name, getattr(self, counter.name) + getattr(item, counter.name))
-
-    def to_dict(self) -> dict[str, Any]:
-        """The totals as a plain mapping, ``files`` first."""
-        data = asdict(self)
-        return {"files": data.pop("files"), **data}
-
-
 @dataclass(slots=True)
 class _Line:
     """One complete line waiting in a batch, with the events it gave."""
@@ -151,6 +126,25 @@ class _Line:
     data: bytes | TooLong
     events: list[NewEvent]
     accepted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Position:
+    """Where a committed batch leaves a file, and what identifies the bytes before it."""
+
+    path: str
+    offset: int
+    line: int
+    fingerprint: str
+    fingerprint_len: int
+    check_hash: str
+
+
+# What one line's events can do to an append that another line's cannot: conflict with a
+# stored id, or hold a value SQLite refuses to bind. Anything else (a busy or full disk)
+# concerns the whole batch and propagates.
+_LINE_FAULTS = (EventConflictError, sqlite3.IntegrityError, sqlite3.InterfaceError,
+                sqlite3.ProgrammingError, OverflowError, UnicodeError)
 
 
 @dataclass(slots=True)
@@ -178,18 +172,6 @@ def ensure_state_table(ledger: Ledger) -> None:
         ledger.conn.execute(_STATE_DDL)
 
 
-def file_states(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-    """Every file the ingester knows, with its committed offset (for status screens)."""
-    known = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (STATE_TABLE,))
-    if known.fetchone() is None:
-        return []
-    cursor = conn.execute(
-        f"SELECT path, device, inode, offset, line, lines_accepted, lines_rejected, resets, "
-        f"updated_at FROM {STATE_TABLE} ORDER BY path"
-    )
-    return query.rows(cursor)
-
-
 def is_jsonl_name(name: str) -> bool:
     """Whether a file found in a folder is JSONL to ingest.
 
@@ -202,20 +184,6 @@ def is_jsonl_name(name: str) -> bool:
     if Path(lowered).suffix in COMPRESSED_SUFFIXES:
         return False
     return any(lowered.endswith(marker) or marker + "." in lowered for marker in JSONL_MARKERS)
-
-
-def iter_jsonl_files(folder: str | os.PathLike[str], *, recursive: bool = True) -> Iterator[Path]:
-    """JSONL files under a folder, in sorted order so runs are reproducible."""
-    try:
-        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-            if recursive and not entry.name.startswith("."):
-                yield from iter_jsonl_files(entry.path, recursive=True)
-        elif entry.is_file() and is_jsonl_name(entry.name):
-            yield Path(entry.path)
 
 
 def read_lines(file: IO[bytes], offset: int, limit: int) -> Iterator[tuple[int, int, bytes | TooLong]]:
@@ -262,6 +230,7 @@ class Tailer:
     Args:
         ledger: The open ledger (its connection is used from one thread at a time).
         line_limit: Longest line parsed, in bytes; longer lines are rejected and skipped.
+        adapter: A user's line adapter, tried before the built-in formats.
         on_progress: Called with the number of bytes each committed batch consumed.
     """
 
@@ -270,6 +239,7 @@ class Tailer:
         ledger: Ledger,
         *,
         line_limit: int = DEFAULT_LINE_LIMIT,
+        adapter: LineAdapter | None = None,
         on_progress: Progress | None = None,
         batch_lines: int = BATCH_LINES,
         batch_bytes: int = BATCH_BYTES,
@@ -278,6 +248,7 @@ class Tailer:
             raise ValueError("line_limit must be at least 1 byte")
         self.ledger = ledger
         self.line_limit = line_limit
+        self.adapter = adapter
         self.on_progress = on_progress
         self.batch_lines = batch_lines
         self.batch_bytes = batch_bytes
@@ -399,16 +370,10 @@ class Tailer:
             return _Line(number, offset, data, [], True)
         try:
             value = parse_line(data)
-            found = adapters.events_from_line(value, source=source_for(name, number, offset))
+            found = adapters.events_from_line(value, source=source_for(name, number, offset), adapter=self.adapter)
             return _Line(number, offset, data, found, True)
-        except BadLine as exc:
-            reason = str(exc)
-        except RecursionError:
-            reason = "nested too deeply to convert"
-        except ValueError as exc:  # LineRejected, ValidationError, OwnLineError and kin
+        except InputError as exc:
             reason = str(exc) or type(exc).__name__
-        except Exception as exc:  # noqa: BLE001  (an adapter's bug must not lose the line)
-            reason = f"cannot convert ({type(exc).__name__}: {exc})"
         return _Line(number, offset, data, [rejection_event(name, number, offset, reason, data)], False)
 
     # -- committing -----------------------------------------------------------------
@@ -419,19 +384,19 @@ class Tailer:
         """Append a batch's events and move the offset to ``end``, in one transaction."""
         fingerprint_len = min(FINGERPRINT_LEN, end)
         check_start = max(0, end - CHECK_LEN)
-        position = (
-            name,
-            end,
-            batch[-1].number,
-            _hash(os.pread(fd, fingerprint_len, 0)),
-            fingerprint_len,
-            _hash(os.pread(fd, end - check_start, check_start)),
+        position = _Position(
+            path=name,
+            offset=end,
+            line=batch[-1].number,
+            fingerprint=_hash(os.pread(fd, fingerprint_len, 0)),
+            fingerprint_len=fingerprint_len,
+            check_hash=_hash(os.pread(fd, end - check_start, check_start)),
         )
         try:
             appended, duplicates, row_id = self._store(state, batch, position, each=False)
-        except (sqlite3.OperationalError, LedgerBusyError, _Raced):
-            raise
-        except Exception:  # noqa: BLE001  (one unstorable line must not block the file)
+        except _LINE_FAULTS:
+            # One unstorable line must not block the file: store line by line, keeping the
+            # lines the store refuses as rejections.
             appended, duplicates, row_id = self._store(state, batch, position, each=True)
         state.row_id = row_id
         accepted = sum(1 for item in batch if item.accepted)
@@ -446,7 +411,7 @@ class Tailer:
         state.offset, state.line = end, batch[-1].number
 
     def _store(
-        self, state: _State, batch: list[_Line], position: tuple[str, int, int, str, int, str], *, each: bool
+        self, state: _State, batch: list[_Line], position: _Position, *, each: bool
     ) -> tuple[int, int, int]:
         """One transaction: the batch's events, then the new offset.
 
@@ -465,13 +430,11 @@ class Tailer:
                     self.conn.execute("SAVEPOINT tail_line")
                     try:
                         result = self.ledger.append(item.events)
-                    except sqlite3.OperationalError:
-                        raise
-                    except Exception as exc:  # noqa: BLE001
+                    except _LINE_FAULTS as exc:
                         self.conn.execute("ROLLBACK TO tail_line")
                         item.accepted = False
                         item.events = [rejection_event(
-                            position[0], item.number, item.offset,
+                            position.path, item.number, item.offset,
                             f"cannot store ({type(exc).__name__}: {exc})", item.data,
                         )]
                         result = self.ledger.append(item.events)
@@ -482,13 +445,13 @@ class Tailer:
                 result = self.ledger.append([event for item in batch for event in item.events])
                 appended, duplicates = len(result.appended), result.duplicates
             accepted = sum(1 for item in batch if item.accepted)
-            name, end, line, fingerprint, fingerprint_len, check = position
             self.conn.execute(
                 f"UPDATE {STATE_TABLE} SET path = ?, offset = ?, line = ?, fingerprint = ?, "
                 f"fingerprint_len = ?, check_hash = ?, lines_accepted = lines_accepted + ?, "
                 f"lines_rejected = lines_rejected + ?, updated_at = ? WHERE id = ?",
-                (name, end, line, fingerprint, fingerprint_len, check, accepted,
-                 len(batch) - accepted, utc_now_precise(), row_id),
+                (position.path, position.offset, position.line, position.fingerprint,
+                 position.fingerprint_len, position.check_hash, accepted, len(batch) - accepted,
+                 utc_now_precise(), row_id),
             )
         return appended, duplicates, row_id
 
@@ -536,49 +499,4 @@ def open_regular(path: str) -> IO[bytes]:
     """
     if not stat.S_ISREG(os.stat(path).st_mode):
         raise OSError(errno.EINVAL, "not a regular file", path)
-    return open(path, "rb")  # noqa: SIM115  (the caller owns and closes it)
-
-
-def expand_paths(paths: Iterable[str | os.PathLike[str]], *, recursive: bool = True) -> list[Path]:
-    """Files named, plus the JSONL files under folders named, each once, in order.
-
-    Raises:
-        FileNotFoundError: a path does not exist (checked before anything is read).
-    """
-    found: dict[str, Path] = {}
-    for given in paths:
-        path = Path(given)
-        if path.is_dir():
-            for file in iter_jsonl_files(path, recursive=recursive):
-                found.setdefault(os.path.abspath(file), file)
-        elif path.exists():
-            found.setdefault(os.path.abspath(path), path)
-        else:
-            raise FileNotFoundError(2, "no such file or folder", str(path))
-    return list(found.values())
-
-
-def ingest_paths(
-    ledger: Ledger,
-    paths: Iterable[str | os.PathLike[str]],
-    *,
-    recursive: bool = True,
-    line_limit: int = DEFAULT_LINE_LIMIT,
-    on_progress: Progress | None = None,
-) -> IngestStats:
-    """One-shot ingestion of files and folders (folders: their JSONL files).
-
-    A file that cannot be read is reported in ``errors`` and the others are still read.
-
-    Raises:
-        FileNotFoundError: a named path does not exist (nothing is read then).
-    """
-    files = expand_paths(paths, recursive=recursive)
-    tailer = Tailer(ledger, line_limit=line_limit, on_progress=on_progress)
-    totals = IngestStats()
-    for file in files:
-        try:
-            totals.add(tailer.ingest_path(file))
-        except OSError as exc:
-            totals.errors.append(f"{exc.filename or file}: {exc.strerror or exc}")
-    return totals
+    return open(path, "rb")  # the caller owns and closes it

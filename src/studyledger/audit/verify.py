@@ -1,5 +1,9 @@
 """Tamper evidence: recompute everything a stored event claims and report what disagrees.
 
+One home for every check ``studyledger verify`` makes: each row's id, columns, sequence
+and chain; the immutability triggers and the schema version; and, given a checkpoint kept
+elsewhere, that the ledger still extends it.
+
 What a chain alone can and cannot see (docs/audit.md says the same):
 
 * seen: a body, id, column or chain value edited; a row deleted, inserted or two rows
@@ -21,8 +25,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from .events import depth, event_id_for, indexed_columns
-from .store import EVENT_COLUMNS, GENESIS_CHAIN, STORE_SCHEMA_VERSION, Store, chain_hash
+from ..events import EVENT_COLUMNS, depth, event_id_for, indexed_columns
+from ..ledger import Ledger
+from ..store import GENESIS_CHAIN, STORE_SCHEMA_VERSION, Store, chain_hash
+from . import merkle
+from .checkpoint import Checkpoint
+from .snapshot_read import event_ids, read_snapshot
 
 SQLITE_JSON_DEPTH = 2_000
 """SQLite's JSON functions refuse documents nested deeper than this."""
@@ -50,7 +58,7 @@ class Problem:
 
 @dataclass(slots=True)
 class VerifyReport:
-    """The outcome of :func:`verify_store`."""
+    """The outcome of :func:`verify`."""
 
     events: int = 0
     head_seq: int = 0
@@ -187,7 +195,7 @@ def _check_ranges_in_processes(path: Path, ranges: list[tuple[int, int]]) -> lis
     """
     children = [
         subprocess.Popen(
-            [sys.executable, "-c", "from studyledger.verify import _range_worker; _range_worker()",
+            [sys.executable, "-c", "from studyledger.audit.verify import _range_worker; _range_worker()",
              str(path), str(after), str(until)],
             stdout=subprocess.PIPE,
         )
@@ -222,16 +230,24 @@ def _ranges(conn: sqlite3.Connection, parts: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
 
 
-def verify_store(store: Store, *, workers: int | None = None) -> VerifyReport:
+def verify(ledger: Ledger | Store, *, checkpoint: Checkpoint | None = None,
+           workers: int | None = None) -> VerifyReport:
     """Check every event of a ledger and report every problem found (up to 1,000).
 
+    Reads only: open the ledger read-only (``Ledger.open(path, readonly=True)``) and the
+    file is never changed by its audit.
+
     Args:
-        store: The ledger.
+        ledger: The ledger (or its store).
+        checkpoint: A checkpoint taken earlier (:func:`studyledger.audit.checkpoint.load`):
+            also prove that the ledger still extends it, which catches a cut-off tail and a
+            consistently rewritten history that the chain alone cannot.
         workers: Processes to check with. Every row is checked against the stored row
             before it, so ranges of the ledger are checked independently and the result
             is the same as one scan's. By default a large ledger uses every core and a
             small one (under :data:`PARALLEL_FROM` events) is checked in this process.
     """
+    store = ledger.store if isinstance(ledger, Ledger) else ledger
     report = VerifyReport()
     version = store.meta().get("schema_version")
     if version != str(STORE_SCHEMA_VERSION):
@@ -252,7 +268,39 @@ def verify_store(store: Store, *, workers: int | None = None) -> VerifyReport:
         report.events += result.events
         report.problems.extend(result.problems)
     report.head_seq, report.head_chain = results[-1].last_seq, results[-1].last_chain
+    if checkpoint is not None:
+        report.problems.extend(checkpoint_problems(store, checkpoint))
     if len(report.problems) > _MAX_PROBLEMS:
         report.truncated = True
         del report.problems[_MAX_PROBLEMS:]
     return report
+
+
+def checkpoint_problems(store: Store, checkpoint: Checkpoint) -> list[Problem]:
+    """Every way in which the ledger fails to extend ``checkpoint`` (empty when it does)."""
+    problems: list[Problem] = []
+    n = checkpoint.tree_size
+    with read_snapshot(store.conn):
+        count = store.event_count()
+        if count < n:
+            problems.append(Problem(checkpoint.head_seq, "checkpoint",
+                                    f"the ledger holds {count} events but the checkpoint of "
+                                    f"{checkpoint.created_at} saw {n}: events were removed"))
+        row = store.conn.execute("SELECT chain FROM events WHERE seq = ?", (checkpoint.head_seq,)).fetchone()
+        if checkpoint.head_seq and row is None:
+            problems.append(Problem(checkpoint.head_seq, "checkpoint",
+                                    f"seq {checkpoint.head_seq}, the checkpoint's head, is gone: "
+                                    "the tail was cut off"))
+        elif checkpoint.head_seq and row[0] != checkpoint.head_chain:
+            problems.append(Problem(checkpoint.head_seq, "checkpoint",
+                                    f"chain at seq {checkpoint.head_seq} differs from the checkpoint's: "
+                                    "history up to it was rewritten"))
+        if count >= n:
+            root = merkle.merkle_root(event_ids(store.conn, limit=n)).hex()
+            if root != checkpoint.merkle_root:
+                # A root cannot say which leaf differs: name the checkpoint's head.
+                problems.append(Problem(checkpoint.head_seq or 1, "checkpoint",
+                                        f"the Merkle root of the first {n} events differs from the "
+                                        "checkpoint's: events it covers were changed, removed, "
+                                        "inserted or reordered"))
+    return problems

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ..errors import ValidationError
 from .. import events as ev
 from ..events import EventKind
 from ..ledger import run_id_for
@@ -33,7 +34,6 @@ from ..schema import (
     RunBudget,
     RunStatus,
     SeedPolicy,
-    ValidationError,
     is_legal_transition,
 )
 from ..store import utc_now_precise

@@ -2,10 +2,12 @@
 
 INTERFACE (shared by the tailer, the study-folder importer and the JSONL export):
 
-    events_from_line(obj, *, source) -> list[NewEvent]
+    events_from_line(obj, *, source, adapter=None) -> list[NewEvent]
 
 * ``obj`` is the parsed line (any JSON value; NaN/Infinity already parsed to floats).
 * ``source`` is the event source string, ``file:PATH:LINE:OFFSET``.
+* ``adapter`` is a user's :data:`LineAdapter` for a format studyledger does not know,
+  tried first (``ingest``/``watch --adapter module:function``).
 * Returns the events the line states, in order (may be several: a checkpoint line gives a
   run registration, status changes, observations, evaluations, provenance).
 * Raises :class:`LineRejected` with a human reason when the line cannot be used (unknown
@@ -20,11 +22,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from ..errors import LineRejected
+from ..errors import InputError, LineRejected, OwnLineError, ValidationError
 from ..events import (
     INT64,
     REQUIRED_TEXT,
@@ -41,7 +43,15 @@ from ..events import (
     run_registered,
     run_status_changed,
 )
-from ..schema import TERMINAL_STATUSES, ObservationLevel, RunBudget, RunStatus, SeedPolicy
+from ..schema import (
+    TERMINAL_STATUSES,
+    Observation,
+    ObservationLevel,
+    RunBudget,
+    RunStatus,
+    SeedPolicy,
+    load_callable,
+)
 from .. import own_lines
 
 OWN = "studyledger"
@@ -99,16 +109,75 @@ def detect_format(obj: Any) -> str:
                        "checkpoint line or observation row")
 
 
-def events_from_line(obj: Any, *, source: str) -> list[NewEvent]:
-    """Turn one parsed line into events (see the module docstring)."""
+LineAdapter = Callable[[Any], "Iterable[Mapping[str, Any] | Observation] | None"]
+"""A user's adapter for a line format studyledger does not know.
+
+It is given each parsed line (any JSON value) and returns None when the line is not
+its format (the built-in formats are tried next), or what the line states: each item an
+:class:`~studyledger.schema.Observation` or a mapping ``{"kind": KIND, "body": {...}}`` in
+studyledger's own line format (docs/own-lines.md), checked exactly as an own line is. It
+raises :class:`~studyledger.errors.LineRejected` to reject a line with its own reason; any
+other exception it raises rejects the line too, naming the error.
+"""
+
+
+def load_adapter(reference: str) -> LineAdapter:
+    """The adapter a ``module:function`` reference names (upstream's way of naming user code).
+
+    Raises:
+        ValidationError: the reference is malformed or names nothing callable.
+    """
     try:
-        return _events(obj, source)
+        return load_callable(reference)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ValidationError(f"--adapter {reference!r}: cannot load it ({type(exc).__name__}: {exc})") from None
+
+
+def events_from_line(obj: Any, *, source: str, adapter: LineAdapter | None = None) -> list[NewEvent]:
+    """Turn one parsed line into events (see the module docstring).
+
+    Raises:
+        LineRejected: the line cannot be used; nothing else escapes, since lines come from
+            files anyone can write and an adapter's failure on one must not stop the others.
+    """
+    try:
+        found = None if adapter is None else _adapted(adapter, obj, source)
+        return _events(obj, source) if found is None else found
     except LineRejected as exc:
         reason = str(exc)
         if len(reason) <= REASON_LIMIT:
             raise
         # A reason quotes values from the line, and the line may be megabytes long.
         raise LineRejected(reason[: REASON_LIMIT - 3] + "...") from None
+    except Exception as exc:
+        raise LineRejected(f"cannot convert ({type(exc).__name__}: {exc})") from None
+
+
+def _adapted(adapter: LineAdapter, obj: Any, source: str) -> list[NewEvent] | None:
+    """The events a user's adapter makes of a line, each checked as an own line is."""
+    name = getattr(adapter, "__qualname__", repr(adapter))
+    try:
+        produced = adapter(obj)
+        items = None if produced is None else list(produced)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise LineRejected(f"adapter {name} failed ({type(exc).__name__}: {exc})") from None
+    if items is None:
+        return None
+    events = []
+    for item in items:
+        if isinstance(item, Observation):
+            item = {"kind": EventKind.OBSERVATION_RECORDED.value, "body": observation_recorded(item)}
+        if not isinstance(item, Mapping):
+            raise LineRejected(f"adapter {name} returned {_type_name(item)}, not an event mapping or Observation")
+        # Only kind and body: an adapter states facts, never the ledger's own columns.
+        body = item.get("body")
+        event = _own({own_lines.FORMAT_KEY: own_lines.FORMAT_VERSION, "kind": item.get("kind"), "body": body},
+                     source)[0]
+        _check_storable(event, cast(dict[str, Any], body))  # _own refuses a body that is not an object
+        events.append(event)
+    return events
 
 
 def _events(obj: Any, source: str) -> list[NewEvent]:
@@ -141,7 +210,7 @@ def _events(obj: Any, source: str) -> list[NewEvent]:
 def _own(obj: dict[str, Any], source: str) -> list[NewEvent]:
     try:
         return [own_lines.event_from_line(obj, source=source)]
-    except own_lines.OwnLineError as exc:
+    except OwnLineError as exc:
         raise LineRejected(str(exc)) from None
 
 

@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 
 import yaml
 
-from ..errors import StudyFolderError
+from ..errors import LineRejected, StudyFolderError
 from ..events import (
     EventKind,
     NewEvent,
@@ -37,7 +37,6 @@ from ..events import (
 )
 from ..schema import TERMINAL_STATUSES, RunBudget, RunStatus, SeedPolicy
 from .adapters import (
-    LineRejected,
     evaluation_body,
     events_from_line,
     run_registration,
@@ -77,16 +76,13 @@ class StudyFolderScan:
     problems: list[str] = field(default_factory=list)
 
 
-def is_study_folder(path: Path) -> bool:
-    """Whether a folder is a study output folder (it has a study.yaml)."""
-    return (path / STUDY_FILE).is_file()
-
-
-def scan_study_folder(path: Path) -> StudyFolderScan:
+def scan_study_folder(path: Path, *, cache: CheckpointCache | None = None) -> StudyFolderScan:
     """Read a study folder's whole-file facts and list its JSONL files.
 
     Args:
         path: The study output folder (the one holding study.yaml).
+        cache: Summaries of runs.jsonl kept from earlier scans of the same folder (a
+            watcher's): each scan then reads only what was appended since.
 
     Raises:
         StudyFolderError: study.yaml is missing or malformed, or conditions.csv /
@@ -96,7 +92,7 @@ def scan_study_folder(path: Path) -> StudyFolderScan:
     study_id, study_event = _study(root / STUDY_FILE)
     scan = StudyFolderScan(study_id=study_id, events=[study_event])
     scan.events.extend(_conditions(root / CONDITIONS_FILE, study_id))
-    checkpoints = _read_checkpoints(root / CHECKPOINTS)
+    checkpoints = _read_checkpoints(root / CHECKPOINTS, cache)
     run_ids = set(checkpoints.run_ids)
     references = list(checkpoints.trace_refs)
     for run_json in sorted((root / RUNS_DIR).glob("*/run.json")):
@@ -343,15 +339,24 @@ class _Checkpoints:
 
 
 _CHECK_BYTES = 64
-# A watcher re-scans its study folder every few seconds while runs.jsonl grows; reading the
-# file from the start each time would make every scan as slow as the file is long. Each
-# file's summary is kept and continued from where it stopped, if the file is still the one
-# it read (same device and inode, not shorter, same bytes just before the stop).
-_checkpoint_cache: dict[str, _Checkpoints] = {}
-_cache_lock = threading.Lock()
 
 
-def _read_checkpoints(path: Path) -> _Checkpoints:
+class CheckpointCache:
+    """Summaries of runs.jsonl files, continued scan after scan.
+
+    A watcher re-scans its study folders every few seconds while runs.jsonl grows; reading
+    the file from the start each time would make every scan as slow as the file is long.
+    Each file's summary is kept and continued from where it stopped, if the file is still
+    the one it read (same device and inode, not shorter, same bytes just before the stop).
+    The watcher that owns the cache drops it with itself.
+    """
+
+    def __init__(self) -> None:
+        self.summaries: dict[str, _Checkpoints] = {}
+        self.lock = threading.Lock()
+
+
+def _read_checkpoints(path: Path, cache: CheckpointCache | None) -> _Checkpoints:
     """Run ids, trace references and evaluation keys from runs.jsonl, streamed.
 
     Only what the scan needs is kept, so memory does not grow with the lines' size. Lines
@@ -364,10 +369,11 @@ def _read_checkpoints(path: Path) -> _Checkpoints:
     except FileNotFoundError:
         return _Checkpoints()
     key = os.path.abspath(path)
-    with handle, _cache_lock:
+    cache = cache or CheckpointCache()
+    with handle, cache.lock:
         info = os.fstat(handle.fileno())
         identity = (info.st_dev, info.st_ino)
-        found = _checkpoint_cache.get(key)
+        found = cache.summaries.get(key)
         if found is None or not _still_same(handle, found, identity, info.st_size):
             found = _Checkpoints(identity=identity)
         handle.seek(found.offset)
@@ -378,7 +384,7 @@ def _read_checkpoints(path: Path) -> _Checkpoints:
             found.offset += len(raw)
             found.before_offset = (found.before_offset + raw)[-_CHECK_BYTES:]
             _collect(found, raw, f"{path}:{found.lines}")
-        _checkpoint_cache[key] = found
+        cache.summaries[key] = found
         return found.copy()
 
 

@@ -1,0 +1,203 @@
+"""Ingesting paths: the one service behind ``studyledger ingest``, ``watch``, the demo and the API.
+
+Ingesting is two steps whatever the caller. :func:`plan` walks the paths once and finds
+the study output folders (those holding study.yaml) and the plain JSONL files outside them.
+:func:`import_study_folder` appends what a study folder's whole files state (study.yaml,
+the CSVs, each run.json) and lists the JSONL files it holds; the tailer then reads every
+JSONL file from its committed offset. :func:`ingest` does both once; the watcher does the
+same on every change and every reconcile scan.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..ledger import Ledger
+from .adapters import LineAdapter
+from .lines import DEFAULT_LINE_LIMIT
+from .study_folder import STUDY_FILE, CheckpointCache, scan_study_folder
+from .tailer import FileStats, LineCounts, Tailer, is_jsonl_name
+
+Progress = Callable[[int, int], None]
+"""Called with ``(bytes done, bytes in all)`` as files are read."""
+
+
+@dataclass(kw_only=True)
+class IngestReport(LineCounts):
+    """What an ingestion did (``studyledger ingest --json`` prints it).
+
+    Attributes:
+        files: Files read (present when their pass ran).
+        errors: One line per file that could not be read.
+        studies: Study ids of the study folders imported.
+        orphan_traces: Trace files in study folders that no run references (still read).
+        problems: One line per thing in a study folder found wrong but not fatal.
+    """
+
+    files: int = 0
+    errors: list[str] = field(default_factory=list)
+    studies: list[str] = field(default_factory=list)
+    orphan_traces: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def add(self, item: FileStats) -> None:
+        """Fold one file's pass into the totals."""
+        if not item.missing:
+            self.files += 1
+        for counter in fields(LineCounts):
+            setattr(self, counter.name, getattr(self, counter.name) + getattr(item, counter.name))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as a plain mapping, ``files`` first; study keys only when studies were seen."""
+        data = asdict(self)
+        ordered = {"files": data.pop("files"), **data}
+        if not self.studies:
+            for name in ("studies", "orphan_traces", "problems"):
+                del ordered[name]
+        return ordered
+
+
+@dataclass
+class Plan:
+    """What a set of paths holds.
+
+    Attributes:
+        studies: Study output folders, each once, in the order found.
+        files: JSONL files outside study folders, each once, in the order found.
+    """
+
+    studies: list[Path] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+
+
+def plan(paths: Iterable[str | os.PathLike[str]], *, recursive: bool = True) -> Plan:
+    """Walk the paths once: study folders (holding study.yaml) and the JSONL files outside them.
+
+    A file named directly is taken whatever its name; under a folder, the JSONL names
+    (:func:`~studyledger.ingestion.tailer.is_jsonl_name`) in sorted order, so runs are
+    reproducible. Hidden folders are not entered.
+
+    Raises:
+        FileNotFoundError: a named path does not exist (checked before anything is read).
+    """
+    found = Plan()
+    studies: set[str] = set()
+    files: set[str] = set()
+    for given in paths:
+        path = Path(given)
+        if not path.exists():
+            raise FileNotFoundError(2, "no such file or folder", str(path))
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            _walk(path, found, studies, files, recursive)
+        elif os.path.abspath(path) not in files:
+            files.add(os.path.abspath(path))
+            found.files.append(path)
+    return found
+
+
+def _walk(folder: Path, found: Plan, studies: set[str], files: set[str], recursive: bool) -> None:
+    try:
+        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return
+    if any(entry.name == STUDY_FILE and entry.is_file() for entry in entries):
+        key = os.path.abspath(folder)
+        if key not in studies:
+            studies.add(key)
+            found.studies.append(folder)
+        return  # a study folder's JSONL files are the ones its scan lists
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            if recursive and not entry.name.startswith("."):
+                _walk(Path(entry.path), found, studies, files, recursive)
+        elif entry.is_file() and is_jsonl_name(entry.name):
+            key = os.path.abspath(entry.path)
+            if key not in files:
+                files.add(key)
+                found.files.append(Path(entry.path))
+
+
+def import_study_folder(ledger: Ledger, folder: Path, report: IngestReport, *,
+                        cache: CheckpointCache | None = None) -> list[Path]:
+    """Append what a study folder's whole files state; return the JSONL files it holds.
+
+    Events are content-addressed, so importing a folder again appends only new facts.
+
+    Raises:
+        StudyFolderError: study.yaml or a CSV file cannot be read (the message names it).
+    """
+    scan = scan_study_folder(folder, cache=cache)
+    result = ledger.append(scan.events)
+    report.events_appended += len(result.appended)
+    report.duplicates += result.duplicates
+    report.studies.append(scan.study_id)
+    report.orphan_traces.extend(str(trace) for trace in scan.orphan_traces)
+    report.problems.extend(scan.problems)
+    return scan.jsonl_files
+
+
+def ingest(
+    ledger: Ledger,
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    recursive: bool = True,
+    line_limit: int = DEFAULT_LINE_LIMIT,
+    adapter: LineAdapter | None = None,
+    progress: Progress | None = None,
+) -> IngestReport:
+    """Ingest files and folders once: study folders' facts, then every JSONL line exactly once.
+
+    Re-running it reads only what was appended since. A line that cannot be used is kept
+    as a rejected line; a file that cannot be read is reported in ``errors`` and the
+    others are still read.
+
+    Args:
+        ledger: The ledger, open for writing.
+        paths: Files and folders (folders recursively, unless ``recursive`` is false).
+        line_limit: Longest line parsed, in bytes; longer lines are rejected and skipped.
+        adapter: A line adapter of the user's, tried before the built-in formats.
+        progress: Told ``(bytes done, bytes in all)`` as files are read.
+
+    Raises:
+        FileNotFoundError: a named path does not exist (nothing is read then).
+        StudyFolderError: a study folder's study.yaml or CSV files cannot be read.
+    """
+    found = plan(paths, recursive=recursive)
+    report = IngestReport()
+    to_read: dict[str, Path] = {os.path.abspath(file): file for file in found.files}
+    for folder in found.studies:
+        for file in import_study_folder(ledger, folder, report):
+            to_read.setdefault(os.path.abspath(file), file)
+    sizes = [_size(file) for file in to_read.values()]
+    total, done = sum(sizes), 0
+
+    def advance(count: int) -> None:
+        nonlocal done
+        done += count
+        if progress is not None:
+            progress(done, total)
+
+    tailer = Tailer(ledger, line_limit=line_limit, adapter=adapter, on_progress=advance)
+    finished = 0
+    for file, size in zip(to_read.values(), sizes, strict=True):
+        try:
+            report.add(tailer.ingest_path(file))
+        except OSError as exc:
+            report.errors.append(f"{exc.filename or file}: {exc.strerror or exc}")
+        # Bytes read before (an earlier ingest) count as done: jump to the file's end.
+        finished += size
+        advance(max(0, finished - done))
+    return report
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
