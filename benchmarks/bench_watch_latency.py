@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 from studyledger.events import EventKind, observation_recorded
-from studyledger.ingest import own_lines
+from studyledger import own_lines
 from studyledger.ingest.watcher import Watcher
 
 

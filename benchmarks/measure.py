@@ -23,41 +23,91 @@ Result = dict[str, Any]
 
 
 def _rss_mb() -> float:
-    # Linux reports ru_maxrss in KiB.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak RSS in MB: ``VmHWM``, the high-water mark of its own memory map.
+
+    Not ``ru_maxrss``: Linux carries that over from the parent when a subprocess is spawned
+    (vfork + exec), so a child of a 300 MB harness would report at least 300 MB.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def raw_insert(path: str, db: str) -> Result:
-    """The raw baseline: stdlib sqlite3 ``executemany`` of one row per line (id = sha256 of
-    the canonical line, UNIQUE index), batches of 5,000, WAL, one transaction per batch.
+    """The raw loader, baseline of ingest: a naive stdlib JSONL -> SQLite loader of one row per
+    line (id = sha256 of the canonical line, UNIQUE index), batches of 5,000, WAL, one
+    transaction per batch that also records the file offset reached, as the ledger commits
+    its offsets with its events.
 
-    It does the minimum any JSONL -> SQLite loader must do for the same rows: parse each
-    line, serialise it canonically, hash it for an idempotent id, insert.
+    It does the minimum any resumable JSONL -> SQLite loader must do for the same rows: parse
+    each line, serialise it canonically, hash it for an idempotent id, insert, remember where
+    it stopped.
     """
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("CREATE TABLE events (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, body TEXT NOT NULL)")
+    conn.execute("CREATE TABLE offsets (path TEXT PRIMARY KEY, offset INTEGER NOT NULL)")
+    dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode
+
+    def commit(rows: list[tuple[str, str]], offset: int) -> None:
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO events (id, body) VALUES (?, ?)", rows)
+        conn.execute("INSERT OR REPLACE INTO offsets (path, offset) VALUES (?, ?)", (path, offset))
+        conn.execute("COMMIT")
+
     started = time.perf_counter()
-    count, batch = 0, []
+    count, offset, batch = 0, 0, []
     with open(path, "rb") as handle:
         for raw in handle:
-            body = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+            offset += len(raw)
+            body = dumps(json.loads(raw))
             batch.append((hashlib.sha256(body.encode()).hexdigest()[:36], body))
             if len(batch) == 5000:
-                conn.execute("BEGIN")
-                conn.executemany("INSERT INTO events (id, body) VALUES (?, ?)", batch)
-                conn.execute("COMMIT")
+                commit(batch, offset)
                 count += len(batch)
                 batch = []
     if batch:
-        conn.execute("BEGIN")
-        conn.executemany("INSERT INTO events (id, body) VALUES (?, ?)", batch)
-        conn.execute("COMMIT")
+        commit(batch, offset)
         count += len(batch)
     seconds = time.perf_counter() - started
     conn.close()
-    return {"seconds": seconds, "count": count, "rss_mb": _rss_mb()}
+    return {"seconds": seconds, "count": count, "rss_mb": _rss_mb(), "bytes": offset}
+
+
+def ceiling(source: str, db: str, batch: int = 10_000) -> Result:
+    """The prebuilt-rows SQLite ceiling: the very rows a ledger stored (every column of its
+    ``events`` table but ``seq``), read into memory before the clock starts, then inserted
+    with ``executemany`` into an empty table of the same definition and indexes, with the
+    ledger's pragmas (WAL, synchronous=NORMAL, 64 MiB cache), ``batch`` rows per transaction.
+    Only the inserts and commits are timed: no parsing, encoding, hashing or chain."""
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    ddl = [sql for (sql,) in src.execute(
+        "SELECT sql FROM sqlite_master WHERE tbl_name = 'events' AND type IN ('table', 'index') "
+        "AND sql IS NOT NULL ORDER BY type = 'index', name")]
+    columns = [row[1] for row in src.execute("PRAGMA table_info(events)") if row[1] != "seq"]
+    rows = src.execute(f"SELECT {', '.join(columns)} FROM events ORDER BY seq").fetchall()
+    src.close()
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA cache_size=-65536")
+    for sql in ddl:
+        conn.execute(sql)
+    insert = f"INSERT INTO events ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+    started = time.perf_counter()
+    for start in range(0, len(rows), batch):
+        conn.execute("BEGIN")
+        conn.executemany(insert, rows[start : start + batch])
+        conn.execute("COMMIT")
+    seconds = time.perf_counter() - started
+    conn.close()
+    return {"seconds": seconds, "count": len(rows), "rss_mb": _rss_mb()}
 
 
 def ingest(path: str, db: str, profile: str | None = None) -> Result:
@@ -85,6 +135,31 @@ def raw_scan(db: str) -> Result:
     for _row in conn.execute("SELECT * FROM events ORDER BY seq"):
         count += 1
     return {"seconds": time.perf_counter() - started, "count": count, "rss_mb": _rss_mb()}
+
+
+def stream_read(path: str, chunk: int = 1 << 20) -> Result:
+    """Baseline for one huge line's peak RSS: a streaming reader that reads the file in
+    ``chunk``-byte pieces, hashes it and counts its objects without building any of them
+    (what a streaming parser holds: a buffer, not the tree)."""
+    digest = hashlib.sha256()
+    started = time.perf_counter()
+    objects = size = 0
+    with open(path, "rb") as handle:
+        while piece := handle.read(chunk):
+            digest.update(piece)
+            objects += piece.count(b"{")
+            size += len(piece)
+    return {"seconds": time.perf_counter() - started, "count": objects, "bytes": size, "rss_mb": _rss_mb()}
+
+
+def tree_parse(path: str) -> Result:
+    """Context for one huge line's peak RSS: stdlib ``json.loads`` of the file alone, the
+    floor of any reader that builds the whole value as Python objects."""
+    started = time.perf_counter()
+    with open(path, "rb") as handle:
+        value = json.loads(handle.read())
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "count": len(value), "rss_mb": _rss_mb()}
 
 
 def replay(db: str, profile: str | None = None) -> Result:
@@ -235,8 +310,9 @@ def _save_profile(profiler: Any, path: str | None) -> None:
 
 
 MEASUREMENTS: dict[str, Callable[..., Result]] = {
-    "raw_insert": raw_insert, "ingest": ingest, "raw_scan": raw_scan, "replay": replay,
-    "verify": verify, "live": live, "dashboard": dashboard,
+    "raw_insert": raw_insert, "ceiling": ceiling, "ingest": ingest, "raw_scan": raw_scan,
+    "stream_read": stream_read, "tree_parse": tree_parse, "replay": replay, "verify": verify,
+    "live": live, "dashboard": dashboard,
 }
 
 if __name__ == "__main__":

@@ -1,17 +1,20 @@
 """Peers doing the same work, run with the peers' own interpreter (a separate venv).
 
-    /tmp/peers/bin/python benchmarks/peers.py mlflow|eventsourcing JSONL WORKDIR COUNT
+    VENV/bin/python benchmarks/peers.py mlflow|eventsourcing|aim JSONL WORKDIR COUNT
 
-Never imports studyledger: the peers live in their own virtualenv so they never become
-project dependencies. Each reads the first COUNT lines of the same JSONL file the ingest
-benchmark reads and stores one record per line; set-up (schema creation, migrations) is
-outside the timed part. Prints one JSON object like ``measure.py``.
+Never imports studyledger: each peer lives in its own virtualenv (made and cached by
+``peer_envs.py``) so it never becomes a project dependency. Each reads the first COUNT lines
+of the same JSONL file the ingest benchmark reads and stores one record per line; set-up
+(imports, schema creation, migrations, opening the run) is outside the timed part, and
+whatever makes the records durable (commit, flush, close) is inside it. Prints one JSON
+object like ``measure.py``, with the peer's version.
 """
 
 from __future__ import annotations
 
 import json
 import resource
+from importlib.metadata import version
 import sys
 import time
 import uuid
@@ -27,7 +30,19 @@ def _lines(path: str, count: int) -> Iterator[bytes]:
 
 
 def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak RSS in MB: ``VmHWM``, the high-water mark of its own memory map.
+
+    Not ``ru_maxrss``: Linux carries that over from the parent when a subprocess is spawned
+    (vfork + exec), so a child of a 300 MB harness would report at least 300 MB.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def mlflow_log_batch(path: str, work: Path, count: int) -> dict[str, Any]:
@@ -56,7 +71,8 @@ def mlflow_log_batch(path: str, work: Path, count: int) -> dict[str, Any]:
     if batch:
         client.log_batch(run_id, metrics=batch)
         stored += len(batch)
-    return {"seconds": time.perf_counter() - started, "count": stored, "rss_mb": _rss_mb()}
+    return {"seconds": time.perf_counter() - started, "count": stored, "rss_mb": _rss_mb(),
+            "version": version("mlflow")}
 
 
 def eventsourcing_recorder(path: str, work: Path, count: int) -> dict[str, Any]:
@@ -84,10 +100,37 @@ def eventsourcing_recorder(path: str, work: Path, count: int) -> dict[str, Any]:
     if batch:
         recorder.insert_events(batch)
         stored += len(batch)
-    return {"seconds": time.perf_counter() - started, "count": stored, "rss_mb": _rss_mb()}
+    return {"seconds": time.perf_counter() - started, "count": stored, "rss_mb": _rss_mb(),
+            "version": version("eventsourcing")}
 
 
-PEERS = {"mlflow": mlflow_log_batch, "eventsourcing": eventsourcing_recorder}
+def aim_track(path: str, work: Path, count: int) -> dict[str, Any]:
+    """Aim, its own repository (RocksDB): each line becomes one tracked value with
+    ``Run.track`` (name = event type, value as for MLflow, step = the line's number, so no
+    record overwrites another), one call per record (Aim has no batch call); the timed part
+    ends with ``Run.close()``, which flushes what Aim still buffers."""
+    import logging
+
+    logging.getLogger("aim").setLevel(logging.ERROR)
+    from aim import Repo, Run
+
+    repo = str(work / "aim")
+    Repo.from_path(repo, init=True)
+    run = Run(repo=repo, experiment="bench", system_tracking_interval=None, log_system_params=False,
+              capture_terminal_logs=False)
+    started = time.perf_counter()
+    stored = 0
+    for raw in _lines(path, count):
+        line = json.loads(raw)
+        value = line.get("duration_ms") or line.get("event_index") or 0
+        run.track(float(value), name=line["event_type"], step=stored)
+        stored += 1
+    run.close()
+    return {"seconds": time.perf_counter() - started, "count": stored, "rss_mb": _rss_mb(),
+            "version": version("aim")}
+
+
+PEERS = {"mlflow": mlflow_log_batch, "eventsourcing": eventsourcing_recorder, "aim": aim_track}
 
 if __name__ == "__main__":
     name, jsonl, folder, n = sys.argv[1:5]

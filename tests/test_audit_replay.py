@@ -116,8 +116,8 @@ def filled(tmp_path: Path) -> tuple[Path, list[str]]:
 EDITS = {
     "status changed": ("UPDATE runs SET status = 'failed' WHERE rowid = 1", "runs", "changed"),
     "observation removed": ("DELETE FROM observations WHERE seq = 5", "observations", "missing"),
-    "anomaly invented": ("INSERT INTO anomalies(seq, run_id, study_id, kind, message) "
-                         "VALUES (3, NULL, NULL, 'x', 'made up')", "anomalies", "extra"),
+    "anomaly invented": ("INSERT INTO anomalies(seq, run_id, study_id, kind, severity, message) "
+                         "VALUES (3, NULL, NULL, 'x', 'error', 'made up')", "anomalies", "extra"),
     "projection behind": ("UPDATE projection_state SET last_seq = 2", "projection_state", "changed"),
 }
 

@@ -19,9 +19,26 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .events import REQUIRED_TEXT, EventKind, StoredEvent, canonical_body, misfit_fields, parse_instant
-from .schema import STATUS_PRECEDENCE, TERMINAL_STATUSES, RunStatus, is_legal_transition, shown_status
+from .schema import (
+    STATUS_PRECEDENCE,
+    TERMINAL_STATUSES,
+    ConstraintSeverity,
+    RunStatus,
+    is_legal_transition,
+    shown_status,
+)
 
-PROJECTION_VERSION = "3"
+PROJECTION_VERSION = "4"
+
+ANOMALY_SEVERITY: dict[str, ConstraintSeverity] = {
+    "conflicting_outcome": ConstraintSeverity.ERROR,
+    "illegal_transition": ConstraintSeverity.ERROR,
+    "conflicting_registration": ConstraintSeverity.ERROR,
+    "unreadable_event": ConstraintSeverity.ERROR,
+    "invalid_field": ConstraintSeverity.WARNING,
+}
+"""How much each kind of anomaly asks of a person, in the seed's severity words: an error
+is a disagreement about what happened to a run; a warning is a value read as missing."""
 
 RUN_FIELDS = ("study_id", "condition_id", "replicate", "agent_id", "problem_id", "seed")
 
@@ -128,6 +145,7 @@ TABLES: dict[str, str] = {
         run_id TEXT,
         study_id TEXT,
         kind TEXT NOT NULL,
+        severity TEXT NOT NULL,
         message TEXT NOT NULL
     )""",
     "projection_state": """CREATE TABLE projection_state (
@@ -246,7 +264,8 @@ class _Fold:
         return row
 
     def anomaly(self, event: StoredEvent, run_id: str | None, kind: str, message: str) -> None:
-        self.anomalies.append((event.seq, run_id, event.study_id, kind, message))
+        severity = ANOMALY_SEVERITY[kind].value
+        self.anomalies.append((event.seq, run_id, event.study_id, kind, severity, message))
         if run_id is not None:
             self.run(run_id, event)["anomaly_count"] += 1
 
@@ -285,7 +304,7 @@ class _Fold:
             )
         if self.anomalies:
             self.conn.executemany(
-                "INSERT INTO anomalies(seq, run_id, study_id, kind, message) VALUES (?,?,?,?,?)",
+                "INSERT INTO anomalies(seq, run_id, study_id, kind, severity, message) VALUES (?,?,?,?,?,?)",
                 self.anomalies,
             )
         _upsert(self.conn, "studies", "study_id", self.studies.values())

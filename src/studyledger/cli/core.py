@@ -114,7 +114,7 @@ def show(ctx: Context, run_id: str, as_json: bool) -> None:
         p = data["provenance"][-1]
         click.echo(f"\nprovenance: python {p['python_version']} on {p['platform']} ({p['host']}), git {p['git_sha']}")
     for a in data["anomalies"]:
-        click.echo(f"anomaly (seq {a['seq']}): {a['kind']}: {a['message']}")
+        click.echo(f"anomaly (seq {a['seq']}, {a['severity']}): {a['kind']}: {a['message']}")
 
 
 @cli.command()

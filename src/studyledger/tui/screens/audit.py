@@ -77,7 +77,7 @@ class AuditScreen(LiveScreen):
             (str(r["id"]), [
                 Text(str(r["seq"]), justify="right"),
                 literal(r.get("run_id") or r.get("study_id") or ""),
-                literal(r.get("kind"), "#c27c0e"),
+                literal(r.get("kind"), "#c27c0e" if r.get("severity") == "warning" else "#d64a3b"),
                 literal(r.get("message")),
             ])
             for r in rows
