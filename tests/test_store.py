@@ -14,7 +14,7 @@ from studyledger import EventConflictError, Ledger, NewerLedgerError, NotALedger
 from studyledger.events import make_event
 from studyledger.errors import LedgerMissingError
 from studyledger.events import EventKind, NewEvent
-from studyledger.store import GENESIS_CHAIN, Store, chain_hash
+from studyledger.store import GENESIS_CHAIN, SQLiteStore, chain_hash
 from studyledger.audit.verify import verify
 
 
@@ -188,7 +188,7 @@ def test_two_processes_creating_the_same_ledger(tmp_path: Path) -> None:
 
 
 def test_store_without_projections_still_reads(ledger_path: Path) -> None:
-    store = Store(ledger_path)
+    store = SQLiteStore(ledger_path)
     assert store.event_count() == 0
     assert store.meta()["application"] == "studyledger"
     store.close()

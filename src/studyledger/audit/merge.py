@@ -19,7 +19,8 @@ from ..errors import EventConflictError, LedgerError, LedgerMissingError, OwnLin
 from ..events import NewEvent, StoredEvent
 from ..own_lines import FORMAT_KEY, FORMAT_VERSION, event_from_line
 from ..ledger import Ledger
-from ..store import Head, Store
+from ..backends import open_store
+from ..store import Head, Store, Target
 
 BATCH = 5_000
 
@@ -72,8 +73,11 @@ def _missing(ledger: Ledger, other: Store, batch: list[StoredEvent]) -> list[New
     return missing
 
 
-def merge(ledger: Ledger, other_path: Path) -> MergeReport:
+def merge(ledger: Ledger, other_path: Target) -> MergeReport:
     """Append the events of ``other_path`` that ``ledger`` lacks, in the other's order.
+
+    ``other_path`` is a ledger file or a server's ``DatabaseURL``: events move between
+    backends either way, keeping their ids, ``recorded_at`` and source.
 
     Each batch of 5,000 is one transaction, so other writers are not locked out for the
     whole merge; an interrupted merge is finished by running it again.
@@ -84,10 +88,10 @@ def merge(ledger: Ledger, other_path: Path) -> MergeReport:
         LedgerError: an event of the other ledger does not match its id.
         EventConflictError: an id is stored here with a different body.
     """
-    if not other_path.exists():
+    if isinstance(other_path, Path) and not other_path.exists():
         raise LedgerMissingError(f"{other_path}: no such ledger to merge")
     # Read-only: merging must not change the ledger it reads (not even checkpoint its WAL).
-    other = Store(other_path, readonly=True)
+    other = open_store(other_path, readonly=True)
     read = appended = 0
     try:
         batch: list[StoredEvent] = []

@@ -19,8 +19,8 @@ from ..audit.merge import merge as merge_ledgers
 from ..audit.record import audits as recorded_audits
 from ..audit.record import record_audit
 from ..audit.replay import parse_as_of, replay as replay_store
-from ..store import Head
-from .common import Context, cli, echo_json, json_option, user_errors
+from ..store import Head, Target
+from .common import Context, LedgerTargetType, cli, echo_json, json_option, user_errors
 
 pass_context = click.make_pass_decorator(Context)
 # Plain paths: a directory or a missing file gets our own one-line error, not a usage screen.
@@ -180,14 +180,15 @@ def export(ctx: Context, directory: Path, fmt: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("other", type=FILE)
+@click.argument("other", type=LedgerTargetType(FILE))
 @json_option
 @pass_context
 @user_errors
-def merge(ctx: Context, other: Path, as_json: bool) -> None:
+def merge(ctx: Context, other: Target, as_json: bool) -> None:
     """Append the events of another ledger that this one lacks, in the other's order.
 
-    Merging again, or in the other direction, never duplicates an event.
+    OTHER is a ledger file or a postgresql:// URL, so events move between backends either
+    way. Merging again, or in the other direction, never duplicates an event.
     """
     with ctx.ledger(create=True) as ledger:
         report = merge_ledgers(ledger, other)

@@ -24,6 +24,7 @@ from .. import query
 from ..audit.verify import VerifyReport, verify
 from ..errors import LedgerError
 from ..ledger import Ledger
+from ..store import DatabaseURL, ledger_target
 
 Row = dict[str, Any]
 T = TypeVar("T")
@@ -122,8 +123,8 @@ class Source:
             cannot be written to rebuild them.
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | Path | DatabaseURL) -> None:
+        self.path = ledger_target(path)
         self._ready_projections()
         self._pool: queue.LifoQueue[Ledger] = queue.LifoQueue()
         self._made = 0
