@@ -37,7 +37,7 @@ from psycopg import errors as pgerrors
 from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import TransactionStatus
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Json
 
 from .errors import (
     LedgerBusyError,
@@ -219,7 +219,7 @@ def _create_table(match: re.Match[str]) -> Statement:
         name, rest = words[0], words[1:]
         upper = [w.upper() for w in rest]
         if not rest or upper[0] in _COLUMN_WORDS:
-            columns.append(" ".join([name, "JSONB", *rest]))  # untyped: keeps int, float or text
+            columns.append(" ".join([name, "JSON", *rest]))  # untyped: keeps int, float or text as given
             continue
         if upper[:3] == ["INTEGER", "PRIMARY", "KEY"]:
             if "AUTOINCREMENT" not in upper:
@@ -363,7 +363,7 @@ class PgConnection(sqlite3.Connection):
         self._wrote = False
         self._listening = False
         self._version = 0
-        self._jsonb_columns: dict[str, tuple[list[str], set[int]]] = {}
+        self._json_columns: dict[str, tuple[list[str], set[int]]] = {}
         self._connect(FIRST_CONNECT_SECONDS)
 
     # -- connecting -------------------------------------------------------------------
@@ -441,20 +441,20 @@ class PgConnection(sqlite3.Connection):
     @contextmanager
     def errors(self) -> Iterator[None]:
         """Raise psycopg's errors as sqlite3's, and the ledger's own where a user can act."""
+        in_transaction = self.in_transaction  # afterwards a broken connection cannot say
         try:
             yield
         except psycopg.Error as exc:
-            raise self._translated(exc) from exc
+            raise self._translated(exc, in_transaction) from exc
 
-    def _translated(self, exc: psycopg.Error) -> Exception:
+    def _translated(self, exc: psycopg.Error, in_transaction: bool) -> Exception:
         pg = self._pg
         message = (exc.diag.message_primary or str(exc)).strip() if hasattr(exc, "diag") else str(exc)
         if pg is None or pg.closed or pg.broken:
-            in_transaction = pg is not None and pg.info.transaction_status != TransactionStatus.IDLE
             if pg is not None:
                 pg.close()
             self._pg = None
-            self._lost_in_transaction = in_transaction or self._lost_in_transaction
+            self._lost_in_transaction = in_transaction
             return LedgerConnectionLost(
                 f"{self.display}: lost the connection to the server ({message}); what was committed is "
                 "kept and what was in flight is not: run the command again")
@@ -492,7 +492,7 @@ class PgConnection(sqlite3.Connection):
             cursor = pg.execute(statement.text, params)
             rows = [_row(r) for r in cursor.fetchall()] if cursor.description else []
         if statement.kind == "create_table":
-            self._jsonb_columns.clear()
+            self._json_columns.clear()
         if statement.kind != "sql" or not statement.text.lstrip()[:6].upper() == "SELECT":
             self._wrote = True
         return PgCursor(self, rows, _description(cursor), cursor.rowcount)
@@ -516,19 +516,19 @@ class PgConnection(sqlite3.Connection):
         if not positions:
             return values
         order = range(len(names)) if statement.columns is None else [names.index(c) for c in statement.columns]
-        return tuple(Jsonb(value) if value is not None and column in positions else value
+        return tuple(Json(value) if value is not None and column in positions else value
                      for value, column in zip(values, order, strict=False))
 
     def _columns(self, pg: psycopg.Connection[tuple[Any, ...]], table: str) -> tuple[list[str], set[int]]:
-        """A table's column names and which of them are untyped (JSONB) ones, cached."""
-        known = self._jsonb_columns.get(table)
+        """A table's column names and which of them are untyped (JSON) ones, cached."""
+        known = self._json_columns.get(table)
         if known is None:
             with self.errors():
                 rows = pg.execute(
-                    "SELECT attname, atttypid = 'jsonb'::regtype FROM pg_attribute WHERE attrelid = "
+                    "SELECT attname, atttypid = 'json'::regtype FROM pg_attribute WHERE attrelid = "
                     "to_regclass(%s) AND attnum > 0 AND NOT attisdropped ORDER BY attnum", (table,)).fetchall()
-            known = ([name for name, _ in rows], {i for i, (_, is_jsonb) in enumerate(rows) if is_jsonb})
-            self._jsonb_columns[table] = known
+            known = ([name for name, _ in rows], {i for i, (_, is_json) in enumerate(rows) if is_json})
+            self._json_columns[table] = known
         return known
 
     @staticmethod
@@ -590,10 +590,11 @@ class PgConnection(sqlite3.Connection):
         if self.in_transaction:
             return self._version
         try:
-            if any(True for _ in pg.notifies(timeout=0)):
-                self._version += 1
-        except psycopg.Error as exc:
-            raise self._translated(exc) from exc
+            with self.errors():
+                if any(True for _ in pg.notifies(timeout=0)):
+                    self._version += 1
+        except LedgerConnectionLost:
+            self._live()  # reconnects, LISTENs again and counts the gap as a change
         return self._version
 
 
