@@ -405,3 +405,27 @@ def test_the_lab_demo_runs(pg_url: str, tmp_path: Path) -> None:
     assert held is not None and held.group(1) == held.group(2) and int(held.group(1)) > 100
     assert "ok: " in done.stdout and (tmp_path / "checkpoints" / "head.json").is_file()
     assert {p.name for p in (tmp_path / "export").iterdir()} >= {"lab-node-a", "lab-node-b", "lab-node-c"}
+
+
+def test_a_pg_dump_backup_restores_into_a_ledger_that_verifies(pg_server: PgServer, pg_database: PgDatabase,
+                                                                tmp_path: Path) -> None:
+    """docs/postgres.md's backup: pg_dump -Fc, pg_restore into an empty database."""
+    fill(pg_database.url, runs=2)  # type: ignore[arg-type]
+    with Ledger.open(pg_database.url) as ledger:
+        ledger.append([observation_event(1, run_id="nul \x00 run")])
+        head = ledger.head()
+    dump = tmp_path / "ledger.dump"
+    subprocess.run([str(pg_server.bindir / "pg_dump"), "-Fc", "-d", pg_database.url, "-f", str(dump)], check=True,
+                   timeout=120)
+    restored = pg_server.create_database()
+    try:
+        subprocess.run([str(pg_server.bindir / "pg_restore"), "--exit-on-error", "-d", pg_server.url(restored),
+                        str(dump)], check=True, timeout=120)
+        with Ledger.open(pg_server.url(restored)) as copy:
+            assert copy.head() == head
+            assert verify(copy).ok and copy.store.missing_triggers() == []
+            assert replay(copy, in_memory=True).identical is True
+            copy.append([observation_event(2)])  # and it takes appends: rowid defaults, triggers, functions
+            assert copy.head().seq == head.seq + 1
+    finally:
+        pg_server.drop_database(restored)

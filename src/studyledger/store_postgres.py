@@ -27,9 +27,10 @@ import random
 import re
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
+from itertools import count, islice
 from typing import Any, NamedTuple
 
 import psycopg
@@ -62,6 +63,7 @@ RECONNECT_SECONDS = 60.0
 """How long a lost connection is retried (jittered backoff from 50 ms to 2 s) before the
 command gives up; a watcher keeps trying after that, batch after batch."""
 INT64 = (-(2**63), 2**63 - 1)
+STREAM_ROWS = 2_000
 
 _MARK = "\uffff"
 """Escape for text PostgreSQL cannot hold: NUL is stored as MARK + "0" and MARK itself as
@@ -291,13 +293,15 @@ def _row(row: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 class PgCursor(sqlite3.Cursor):
-    """The rows of one statement, read the way a ``sqlite3.Cursor`` is read."""
+    """The rows of one statement, read the way a ``sqlite3.Cursor`` is read.
 
-    def __init__(self, connection: PgConnection, rows: list[tuple[Any, ...]],
+    ``rows`` is a list, or a generator fetching from a server-side cursor as it is read.
+    """
+
+    def __init__(self, connection: PgConnection, rows: Iterable[tuple[Any, ...]],
                  description: tuple[tuple[Any, ...], ...] | None, rowcount: int) -> None:
         super().__init__(connection)
-        self._rows = rows
-        self._next = 0
+        self._rows = iter(rows)
         self._description = description
         self._rowcount = rowcount
 
@@ -314,33 +318,22 @@ class PgCursor(sqlite3.Cursor):
         return None  # write INSERT ... RETURNING id: PostgreSQL has no rowid to report
 
     def fetchone(self) -> Any:
-        if self._next >= len(self._rows):
-            return None
-        self._next += 1
-        return self._rows[self._next - 1]
+        return next(self._rows, None)
 
     def fetchall(self) -> list[Any]:
-        rest = self._rows[self._next:]
-        self._next = len(self._rows)
-        return rest
+        return list(self._rows)
 
     def fetchmany(self, size: int | None = 1) -> list[Any]:
-        size = self.arraysize if size is None else size
-        chunk = self._rows[self._next:self._next + size]
-        self._next += len(chunk)
-        return chunk
+        return list(islice(self._rows, self.arraysize if size is None else size))
 
     def __iter__(self) -> PgCursor:
         return self
 
     def __next__(self) -> Any:
-        row = self.fetchone()
-        if row is None:
-            raise StopIteration
-        return row
+        return next(self._rows)
 
     def close(self) -> None:
-        self._rows = []
+        self._rows = iter(())
 
 
 class PgConnection(sqlite3.Connection):
@@ -364,6 +357,8 @@ class PgConnection(sqlite3.Connection):
         self._listening = False
         self._version = 0
         self._json_columns: dict[str, tuple[list[str], set[int]]] = {}
+        self._snapshot = False  # in a read snapshot begun by "BEGIN" (REPEATABLE READ)
+        self._cursor_names = count(1)
         self._connect(FIRST_CONNECT_SECONDS)
 
     # -- connecting -------------------------------------------------------------------
@@ -403,6 +398,7 @@ class PgConnection(sqlite3.Connection):
             self._version += 1  # notifications sent while disconnected are lost: assume a change
         pg.execute("; ".join(settings))
         self._pg = pg
+        self._snapshot = False
         return pg
 
     def _live(self) -> psycopg.Connection[tuple[Any, ...]]:
@@ -488,14 +484,36 @@ class PgConnection(sqlite3.Connection):
         if statement.kind == "create_table" and statement.if_not_exists and self._exists(pg, statement.table):
             return PgCursor(self, [], None, -1)  # SQLite needs no CREATE privilege to find it there
         params = self._params(pg, statement, parameters)
+        reading = statement.kind == "sql" and statement.text.lstrip()[:6].upper() == "SELECT"
+        if reading and self._snapshot and pg.info.transaction_status == TransactionStatus.INTRANS:
+            return self._stream(pg, statement.text, params)
         with self.errors():
             cursor = pg.execute(statement.text, params)
             rows = [_row(r) for r in cursor.fetchall()] if cursor.description else []
         if statement.kind == "create_table":
             self._json_columns.clear()
-        if statement.kind != "sql" or not statement.text.lstrip()[:6].upper() == "SELECT":
+        elif statement.kind in ("begin", "commit", "rollback"):
+            self._snapshot = statement.kind == "begin"
+        if not reading:
             self._wrote = True
         return PgCursor(self, rows, _description(cursor), cursor.rowcount)
+
+    def _stream(self, pg: psycopg.Connection[tuple[Any, ...]], text: str, params: tuple[Any, ...]) -> PgCursor:
+        """A SELECT in a read snapshot (an audit, an export) through a server-side cursor, so
+        a million rows are fetched a few thousand at a time, as SQLite steps through them,
+        while other statements may run between fetches."""
+        with self.errors():
+            cursor = pg.cursor(name=f"sl_{next(self._cursor_names)}")
+            cursor.itersize = STREAM_ROWS
+            cursor.execute(text, params)
+
+        def rows() -> Iterator[tuple[Any, ...]]:
+            with self.errors():
+                while batch := cursor.fetchmany(STREAM_ROWS):
+                    yield from (_row(row) for row in batch)
+                cursor.close()
+
+        return PgCursor(self, rows(), _description(cursor), -1)
 
     def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
         statement = translate(sql)
@@ -598,7 +616,7 @@ class PgConnection(sqlite3.Connection):
         return self._version
 
 
-def _description(cursor: psycopg.Cursor[Any]) -> tuple[tuple[Any, ...], ...] | None:
+def _description(cursor: psycopg.Cursor[Any] | psycopg.ServerCursor[Any]) -> tuple[tuple[Any, ...], ...] | None:
     if cursor.description is None:
         return None
     return tuple((column.name, None, None, None, None, None, None) for column in cursor.description)
