@@ -343,6 +343,13 @@ class StoreContract:
         with_checkpoint = verify(ledger, checkpoint=pinned)
         assert "checkpoint" in {p.check for p in with_checkpoint.problems}  # ...a checkpoint kept elsewhere can
 
+    def test_verify_in_worker_processes_agrees_with_one_scan(self, ledger: Ledger, target: str) -> None:
+        ledger.append([observation_event(i) for i in range(40)])
+        self.tamper(target, "UPDATE events SET body = replace(body, '\"t\"', '\"x\"') WHERE seq IN (7, 31)")
+        one, several = verify(ledger, workers=1), verify(ledger, workers=3)  # workers get the address by env
+        assert several.problems == one.problems and [p.seq for p in one.problems] == [7, 7, 31, 31]
+        assert (several.events, several.head_seq, several.head_chain) == (one.events, one.head_seq, one.head_chain)
+
     def test_replay_and_as_of(self, ledger: Ledger) -> None:
         ledger.register_study("s1", title="one")
         run = ledger.register_run("s1", "c1")

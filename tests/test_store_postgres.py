@@ -15,12 +15,15 @@ from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from studyledger import Ledger, StudyLedgerError, ingest, query
 from studyledger.audit.replay import replay
 from studyledger.audit.verify import verify
 from studyledger.errors import LedgerMissingError, LedgerPermissionError
 from studyledger.store import DatabaseURL
+from studyledger.store_postgres import escape_text, translate, unescape_text
 
 from .audit_helpers import fill, invoke
 from .ingest_helpers import STUDYLEDGER, own_line, start_watch, wait_for, write
@@ -291,6 +294,12 @@ def test_no_command_prints_the_password(tmp_path: Path) -> None:
         assert all("wrong-password" not in text for text in outputs)
 
 
+def test_a_url_without_psycopg_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # what an install without the extra looks like
+    with pytest.raises(StudyLedgerError, match=r"pip install 'studyledger\[postgres\]'"):
+        Ledger.open("postgresql://someone@nowhere/ledger")
+
+
 def test_mistakes_are_one_line(pg_server: PgServer, pg_database: PgDatabase) -> None:
     missing = pg_server.url("no_such_database")
     with pytest.raises(LedgerMissingError, match="no such database"):
@@ -429,3 +438,55 @@ def test_a_pg_dump_backup_restores_into_a_ledger_that_verifies(pg_server: PgServ
             assert copy.head().seq == head.seq + 1
     finally:
         pg_server.drop_database(restored)
+
+
+# -- the dialect ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("sqlite", "postgres"), [
+    ("SELECT * FROM t WHERE a = ? AND b LIKE '%?%'", "SELECT * FROM t WHERE a = %s AND b LIKE '%%?%%'"),
+    ("SELECT path, offset FROM f ORDER BY offset LIMIT 1 OFFSET ?",
+     'SELECT path, "offset" FROM f ORDER BY "offset" LIMIT 1 OFFSET %s'),
+    ("UPDATE f SET offset = 0, line = ?", 'UPDATE f SET "offset" = 0, line = %s'),
+    ("SELECT json_extract(body, '$.offset') FROM events", "SELECT json_extract(body, '$.offset') FROM events"),
+])
+def test_statements_keep_their_meaning(sqlite: str, postgres: str) -> None:
+    assert translate(sqlite).text == postgres
+
+
+def test_create_table_in_postgresql_words() -> None:
+    statement = translate("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                          "value, offset INTEGER, UNIQUE (name))")
+    assert statement.kind == "create_table" and statement.if_not_exists and statement.table == "t"
+    assert statement.text == ("CREATE TABLE t (id BIGINT PRIMARY KEY DEFAULT sl_rowid('t', 'id'), "
+                              'name TEXT COLLATE "C" NOT NULL, value JSON, "offset" BIGINT, UNIQUE (name))')
+    assert "DEFAULT" not in translate("CREATE TABLE e (seq INTEGER PRIMARY KEY AUTOINCREMENT, b TEXT)").text
+
+
+def test_writes_that_answer_nothing_wait_and_plain_inserts_are_copies() -> None:
+    plain = translate("INSERT INTO observations VALUES (?,?,?)")
+    assert plain.deferrable and plain.copy == "observations"
+    upsert = translate("INSERT INTO runs (a, b) VALUES (?, ?) ON CONFLICT(a) DO UPDATE SET b = excluded.b")
+    assert upsert.deferrable and upsert.copy is None and upsert.columns == ("a", "b")
+    claimed = translate("INSERT INTO f (a) VALUES (?) ON CONFLICT (a) DO NOTHING RETURNING id")
+    assert not claimed.deferrable and claimed.copy is None
+    assert not translate("SELECT 1").deferrable and translate("UPDATE t SET a = ?").deferrable
+
+
+@given(st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from(["\x00", "\uffff", "0", "\\"])))
+def test_escaping_text_is_reversible(text: str) -> None:
+    escaped = escape_text(text)
+    assert "\x00" not in escaped and unescape_text(escaped) == text
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from(["\x00", "\uffff", "u", "0", "\\"]),
+                    max_size=30))
+def test_any_text_comes_back_from_columns_and_from_bodies(pg_url: str, text: str) -> None:
+    with Ledger.open(pg_url) as ledger:
+        event = observation_event(abs(hash(text)) % 10**9, run_id="r " + text, text=text)
+        ledger.append([event])
+        row = ledger.store.conn.execute("SELECT run_id, json_extract(body, '$.text') FROM events "
+                                        "WHERE event_id = ?", (event.event_id,)).fetchone()
+        assert row == ("r " + text, text)
+        assert ledger.run("r " + text)["run_id"] == "r " + text

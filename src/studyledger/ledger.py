@@ -208,6 +208,7 @@ class Ledger:
         def append() -> AppendResult:
             result = self.store.append(new_events)
             projections.apply(self.conn, result.appended)
+            self.store.flush()
             return result
 
         return self.write(append)

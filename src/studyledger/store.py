@@ -253,6 +253,11 @@ class Store(ABC):
     def _insert(self, rows: list[StoredEvent]) -> None:
         """Insert chained rows into ``events`` (inside the append's transaction)."""
 
+    def flush(self) -> None:
+        """Send writes the backend holds back (PostgreSQL pipelines a transaction's writes),
+        so that a failing write raises here, in the append that made it."""
+        return None  # SQLite runs each statement when it is given: nothing is held back
+
     def _check_meta(self) -> int:
         """The schema version of an existing ledger, after checking it is one this code reads.
 
