@@ -90,7 +90,7 @@ class Watcher:
         line_limit: Longest line parsed, in bytes.
         adapter: A user's line adapter, tried before the built-in formats.
 
-    Study output folders (holding study.yaml) anywhere under the folder are imported as
+    Study output folders (holding study.yaml or upstream's ``artifacts/``) anywhere under the folder are imported as
     ``ingest`` imports them, at every scan, so their run.json files and CSVs are followed
     while a study runs.
     """
