@@ -29,16 +29,15 @@ from studyledger.ingestion.adapters import (
 
 from studyledger.projections import PROJECTION_TABLES
 
-FORMATS = Path(__file__).parents[2] / "shared" / "formats"
+from .conftest import SHARED
+
+FORMATS = SHARED / "formats"
 DATA = Path(__file__).parent / "data" / "formats"
 
 
 def shared(name: str) -> Path:
-    """A file of the shared upstream examples, or a skip saying where it was looked for."""
-    path = FORMATS / name
-    if not path.exists():
-        pytest.skip(f"shared format examples not found at {path}")
-    return path
+    """A file of the shared upstream format examples."""
+    return FORMATS / name
 
 
 def ingest_lines(ledger: Ledger, path: Path) -> tuple[int, int, list[str]]:
