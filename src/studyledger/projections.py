@@ -607,11 +607,21 @@ def _on_condition(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> None
     )
 
 
+def source_file(source: str) -> str | None:
+    """The file a ``file:PATH:LINE:OFFSET`` source names (None for another kind of source)."""
+    if not source.startswith("file:"):
+        return None
+    parts = source[len("file:"):].rsplit(":", 2)
+    return parts[0] if len(parts) == 3 else None
+
+
 def _on_rejection(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> None:
+    # A rejection names no file in its body (so a copy read elsewhere is the same event):
+    # the file is where it was first read. Older bodies still name theirs.
     fold.conn.execute(
         "INSERT INTO rejections VALUES (?,?,?,?,?,?)",
-        (event.seq, body.get("file"), body.get("line"), body.get("offset"), body.get("reason"),
-         body.get("raw")),
+        (event.seq, body.get("file") or source_file(event.source), body.get("line"), body.get("offset"),
+         body.get("reason"), body.get("raw")),
     )
 
 
