@@ -473,6 +473,7 @@ class _RunRecord:
                 "observed_execution_metadata": self.observed,
                 "trace_refs": self.trace_refs,
                 "artifact_refs": self.artifact_refs,
+                "provenance": self.provenance,
             }
             final = run_status_changed(run_id, status, at=self.ended_at,
                                        reason=self.reason or DEFAULT_STATUS_REASONS[status], error=self.error,
