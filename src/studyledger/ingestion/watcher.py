@@ -254,6 +254,9 @@ class Watcher:
         """Import the study folders found, then read every file whose signature changed."""
         found = plan([self.folder])
         files = list(found.files)
+        with self._lock:
+            for moved in set(self._study_findings) - set(found.studies):
+                del self._study_findings[moved]  # a study folder moved away has no problems left here
         for study in found.studies:
             files.extend(self._scan_study(tailer.ledger, study))
         present: set[str] = set()
