@@ -172,7 +172,7 @@ def _units(folder: Path) -> list[tuple[str, Any]]:
     return [("events", events) for events in by_file.values()] + [("jsonl", path) for path in scan.jsonl_files]
 
 
-def _anomalies_after(units: list[tuple[str, Any]], path: Path) -> tuple[set[tuple[str, str, str]], list[Any]]:
+def _anomalies_after(units: list[tuple[str, Any]], path: Path) -> tuple[set[tuple[str, ...]], list[Any]]:
     with Ledger.open(path) as ledger:
         tailer = Tailer(ledger)
         for kind, unit in units:
@@ -180,7 +180,7 @@ def _anomalies_after(units: list[tuple[str, Any]], path: Path) -> tuple[set[tupl
                 ledger.append(unit)
             else:
                 tailer.ingest_path(unit)
-        anomalies = {(row["run_id"], row["kind"], row["message"]) for row in ledger.anomalies()}
+        anomalies = {(row["run_id"], row["kind"], row["message"], row["study_id"]) for row in ledger.anomalies()}
         runs = []
         for run in sorted(ledger.runs(), key=lambda run: run["run_id"]):
             history = [{k: v for k, v in step.items() if k != "seq"} for step in ledger.transitions(run["run_id"])]
@@ -220,20 +220,20 @@ def traced_units() -> list[tuple[str, Any]]:
 
 @pytest.fixture(scope="module")
 def traced_reference(traced_units: list[tuple[str, Any]], tmp_path_factory: pytest.TempPathFactory
-                     ) -> tuple[set[tuple[str, str, str]], list[Any]]:
+                     ) -> tuple[set[tuple[str, ...]], list[Any]]:
     return _anomalies_after(traced_units, tmp_path_factory.mktemp("reference") / "ledger.db")
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**32 - 1))
 def test_anomalies_and_runs_do_not_depend_on_ingestion_order(
-        traced_units: list[tuple[str, Any]], traced_reference: tuple[set[tuple[str, str, str]], list[Any]],
+        traced_units: list[tuple[str, Any]], traced_reference: tuple[set[tuple[str, ...]], list[Any]],
         tmp_path_factory: pytest.TempPathFactory, seed: int) -> None:
     units = list(traced_units)
     random.Random(seed).shuffle(units)
     anomalies, runs = _anomalies_after(units, tmp_path_factory.mktemp("order") / "ledger.db")
     assert anomalies == traced_reference[0]
-    assert {run_id for run_id, _, _ in anomalies} == DISAGREEING
+    assert {run_id for run_id, _, _, _ in anomalies} == DISAGREEING
     assert runs == traced_reference[1]
 
 

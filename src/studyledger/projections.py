@@ -576,6 +576,7 @@ def _on_observation(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> No
         row["observation_count"] += 1
         if row["study_id"] is None and body.get("study_id"):
             row["study_id"] = body["study_id"]
+            fold.status_changed.add(run_id)  # its status anomalies name the study
     fold.observations.append(
         (event.seq, run_id, body.get("study_id"), body.get("timestamp"), body.get("level"),
          body.get("event_type"), body.get("tool_name"))

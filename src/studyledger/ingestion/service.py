@@ -136,6 +136,8 @@ def import_study_folder(ledger: Ledger, folder: Path, report: IngestReport, *,
     """
     scan = scan_study_folder(folder, cache=cache)
     result = ledger.append(scan.events)
+    if cache is not None:
+        cache.confirm(scan)
     report.events_appended += len(result.appended)
     report.duplicates += result.duplicates
     if scan.study_id is not None and scan.study_id not in report.studies:

@@ -75,6 +75,9 @@ class StudyFolderScan:
         orphan_traces: Trace files that no run references (also in ``jsonl_files``).
         problems: One line per thing found wrong but not fatal (a broken run.json, a
             referenced trace that is missing), each naming its file.
+        read_records: The run record files this scan read, for
+            :meth:`CheckpointCache.confirm` once their events are appended.
+        gone_records: Record files a cache knew that this scan no longer found.
     """
 
     study_id: str | None
@@ -82,6 +85,8 @@ class StudyFolderScan:
     jsonl_files: list[Path] = field(default_factory=list)
     orphan_traces: list[Path] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    read_records: dict[str, tuple[_Signature, _Record]] = field(default_factory=dict)
+    gone_records: set[str] = field(default_factory=set)
 
 
 def is_study_folder(path: Path) -> bool:
@@ -116,18 +121,17 @@ def scan_study_folder(path: Path, *, cache: CheckpointCache | None = None) -> St
     references = list(checkpoints.trace_refs)
     records = [*sorted((root / RUNS_DIR).glob("*/run.json")), *sorted((root / CHECKPOINTS_DIR).glob("*.json"))]
     run_events: list[NewEvent] = []
-    for record in records:
-        found = _run_record(record, study_id, scan, run_events)
-        if found is not None:
-            run_ids.add(found[0])
-            references.extend(found[1])
+    summaries = _run_records(root, records, study_id, scan, cache, run_events)
     study_id = study_id or checkpoints.study_id or next(
-        (event.study_id for event in run_events if event.study_id), None)
+        (record.study_id for record in summaries if record.study_id), None)
     scan.study_id = study_id
+    stated = set(checkpoints.evaluations)
+    for record in summaries:
+        run_ids.add(record.run_id)
+        references.extend(record.references)
+        stated.update(record.evaluations)
     scan.events.extend(_conditions(root / CONDITIONS_FILE, study_id))
     scan.events.extend(run_events)
-    stated = checkpoints.evaluations | {
-        _evaluation_key(json.loads(event.body)) for event in run_events if event.kind == EventKind.EVALUATION_RECORDED}
     scan.events.extend(_evaluations(root / EVALUATIONS_FILE, study_id, stated))
     if (root / CHECKPOINTS).is_file():
         scan.jsonl_files.append(root / CHECKPOINTS)
@@ -377,19 +381,46 @@ class _Checkpoints:
 _CHECK_BYTES = 64
 
 
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """What a scan needs of a run record file besides its events: small enough to keep."""
+
+    run_id: str
+    references: list[tuple[str, str]]
+    study_id: str | None
+    evaluations: frozenset[tuple[Any, ...]]
+
+
+_Signature = tuple[int, int, int, int]
+
+
 class CheckpointCache:
-    """Summaries of runs.jsonl files, continued scan after scan.
+    """Summaries of runs.jsonl files, continued scan after scan, and of run record files.
 
     A watcher re-scans its study folders every few seconds while runs.jsonl grows; reading
     the file from the start each time would make every scan as slow as the file is long.
     Each file's summary is kept and continued from where it stopped, if the file is still
     the one it read (same device and inode, not shorter, same bytes just before the stop).
+
+    Likewise a study of thousands of runs rewrites only a few of its run.json and
+    checkpoint files between two scans: a record file whose signature (device, inode, size,
+    modification time) is the one whose events were appended is not read again, and its
+    events are not appended again. A scan's record summaries become that only when its
+    events were appended (:meth:`confirm`), so a busy ledger costs a re-read, never a fact.
     The watcher that owns the cache drops it with itself.
     """
 
     def __init__(self) -> None:
         self.summaries: dict[str, _Checkpoints] = {}
+        self.records: dict[str, tuple[_Signature, _Record]] = {}
         self.lock = threading.Lock()
+
+    def confirm(self, scan: StudyFolderScan) -> None:
+        """The scan's events are in the ledger: skip its unchanged record files from now on."""
+        with self.lock:
+            self.records.update(scan.read_records)
+            for key in scan.gone_records:
+                self.records.pop(key, None)
 
 
 def _read_checkpoints(path: Path, cache: CheckpointCache | None) -> _Checkpoints:
@@ -465,12 +496,51 @@ def _trace_refs(data: dict[str, Any]) -> list[str]:
     return found
 
 
-def _run_record(path: Path, study_id: str | None, scan: StudyFolderScan,
-                events: list[NewEvent]) -> tuple[str, list[tuple[str, str]]] | None:
+def _run_records(root: Path, paths: list[Path], study_id: str | None, scan: StudyFolderScan,
+                 cache: CheckpointCache | None, events: list[NewEvent]) -> list[_Record]:
+    """Summaries of the run record files; the events of those read are added to ``events``.
+
+    With a cache, a file unchanged since its events were appended is not read again.
+    """
+    kept: dict[str, tuple[_Signature, _Record]] = {}
+    if cache is not None:
+        with cache.lock:
+            kept = dict(cache.records)
+        prefix = os.path.join(os.path.abspath(root), "")
+        scan.gone_records = {key for key in kept if key.startswith(prefix)}
+    summaries = []
+    for path in paths:
+        key = os.path.abspath(path)
+        scan.gone_records.discard(key)
+        try:
+            info = path.stat()
+            signature: _Signature | None = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        except OSError:
+            signature = None  # gone or unreadable: reading it says which
+        known = kept.get(key)
+        if known is not None and known[0] == signature:
+            summaries.append(known[1])
+            continue
+        found = _run_record(path, study_id, scan)
+        if found is None:
+            continue
+        run_id, references, record_events = found
+        record = _Record(run_id, references, next((e.study_id for e in record_events if e.study_id), None),
+                         frozenset(_evaluation_key(json.loads(event.body)) for event in record_events
+                                   if event.kind == EventKind.EVALUATION_RECORDED))
+        events.extend(record_events)
+        summaries.append(record)
+        if signature is not None:
+            scan.read_records[key] = (signature, record)
+    return summaries
+
+
+def _run_record(path: Path, study_id: str | None,
+                scan: StudyFolderScan) -> tuple[str, list[tuple[str, str]], list[NewEvent]] | None:
     """Events of one run record file (a run.json, or a checkpoint's ``<run_id>.json``).
 
-    Appends its events to ``events`` and returns its run id and trace references, or None
-    (with the reason in ``scan.problems``) when the file cannot be used.
+    Returns its run id, trace references and events, or None (with the reason in
+    ``scan.problems``) when the file cannot be used.
     """
     try:
         data = json.loads(path.read_bytes())
@@ -499,8 +569,7 @@ def _run_record(path: Path, study_id: str | None, scan: StudyFolderScan,
     except LineRejected as exc:
         scan.problems.append(f"{path}: {exc}; run not imported")
         return None
-    events.extend(found)
-    return run_id, [(str(path), ref) for ref in _trace_refs(data)]
+    return run_id, [(str(path), ref) for ref in _trace_refs(data)], found
 
 
 def _legacy_run_json(data: dict[str, Any], run_id: str, study_id: str | None, source: str) -> list[NewEvent]:
