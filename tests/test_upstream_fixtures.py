@@ -13,7 +13,7 @@ import math
 import random
 from collections import Counter
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,10 @@ from studyledger.ingestion.study_folder import scan_study_folder
 from studyledger.ingestion.tailer import Tailer
 from studyledger.projections import time_span
 from studyledger.schema import from_canonical
+from studyledger.tui.app import StudyLedgerApp
+
+from .test_tui_app import column, open_runs
+from .tui_helpers import sync, until
 
 UPSTREAM = Path(__file__).parent / "fixtures" / "upstream"
 CASES = ("plain", "runner_raises", "fail_fast", "metrics_special", "agents_traced", "crashed", "resumed",
@@ -274,3 +278,24 @@ def test_a_time_means_every_moment_of_the_precision_it_is_written_in(text: str, 
     assert span is not None
     assert span[0] == parse_instant(text) and span[1] - span[0] == width
     assert time_span("not a time") is None and time_span(None) is None
+
+
+@sync
+async def test_the_dashboard_shows_the_killed_studys_running_run_going_stale(
+        ingested: dict[str, tuple[Ledger, IngestReport]]) -> None:
+    ledger, _ = ingested["crashed"]
+    last = query.last_event_time(ledger.run("run-ec549d733348"))
+    assert last is not None
+
+    async def statuses(now: datetime) -> dict[str, str]:
+        app = StudyLedgerApp(ledger.path, clock=lambda: now, stale_after=300.0)
+        async with app.run_test(size=(140, 30)) as pilot:
+            table = await open_runs(app, pilot, study="crash-study")
+            await until(pilot, lambda: table.row_count == 12)
+            return dict(zip(column(table, "run"), column(table, "status"), strict=True))
+
+    before = await statuses(last + timedelta(seconds=60))
+    assert Counter(before.values()) == {"success": 4, "running": 1, "pending": 7}
+    after = await statuses(last + timedelta(seconds=301))
+    assert after["run-ec549d733348"] == "running stale"
+    assert Counter(after.values()) == {"success": 4, "running stale": 1, "pending": 7}
