@@ -298,3 +298,17 @@ def test_a_failed_export_leaves_the_previous_one_whole(tmp_path: Path) -> None:
     assert os.listdir(tmp_path / "exports") == ["export"]
     assert invoke("--db", str(db), "export", str(out))[0] == 0
     assert (out / "notes.txt").read_text() == "mine" and not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_a_condition_stored_with_factors_that_are_not_an_object_still_exports(tmp_path: Path) -> None:
+    """What an older or forged body left in the projections must not stop an export."""
+    db = tmp_path / "ledger.db"
+    with Ledger.open(db) as ledger:
+        ledger.register_study("s1", title="t")
+        ledger.append([make_event(EventKind.CONDITION_REGISTERED, {
+            "study_id": "s1", "condition_id": "c", "factors": "notadict", "blocks": [], "admissible": True,
+            "constraint_messages": [], "assignment_meta": {}}, source="api")])
+    code, _, err = invoke("--db", str(db), "export", str(tmp_path / "out"))
+    assert code == 0, err
+    _, rows = read_csv(tmp_path / "out" / "s1" / "conditions.csv")
+    assert [row["condition_id"] for row in rows] == ["c"]

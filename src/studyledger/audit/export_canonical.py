@@ -142,8 +142,8 @@ def _conditions(conn: sqlite3.Connection, study_id: str | None, label: str
     levels: dict[str, list[Any]] = {}
     rows: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = []
     for row in registered:
-        factor_values = from_canonical(json.loads(row["factors"] or "{}"))
-        blocks = from_canonical(json.loads(row["blocks"] or "{}"))
+        factor_values = _stored_object(row["factors"])
+        blocks = _stored_object(row["blocks"])
         rows.append((row, factor_values, blocks))
         factor_names_seen.update(factor_values)
         for name, value in factor_values.items():
@@ -160,6 +160,12 @@ def _conditions(conn: sqlite3.Connection, study_id: str | None, label: str
                     *(cell(factor_values.get(name)) for name in factor_names),
                     *(cell(blocks.get(name)) for name in block_names)])
     return header, out, levels
+
+
+def _stored_object(text: str | None) -> dict[str, Any]:
+    """A JSON object the projections stored; {} for anything else a forged body left there."""
+    value = from_canonical(json.loads(text)) if text else {}
+    return value if isinstance(value, dict) else {}
 
 
 def _run_row(view: RunView, label: str, manifest_path: str) -> list[str]:
@@ -262,7 +268,7 @@ def _study_document(study: dict[str, Any] | None, label: str, factor_levels: dic
     is titled by its id, since upstream refuses an empty title.
     """
     study = study or {}
-    extra = from_canonical(json.loads(study["extra"])) if study.get("extra") else {}
+    extra = _stored_object(study.get("extra"))
     known = {
         "schema_version": ARTIFACT_SCHEMA_VERSION,
         "study_id": label,
