@@ -9,14 +9,14 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Footer, Static
 
 from ...query import is_stale, run_duration
 from ..data import ObservationFilter, Row, SpanDepths
 from ..format import duration, full_time, status_text
 from ..literal import clean, literal, shorten
 from ..observation_list import ObservationList
-from ..widgets import SearchBar
+from ..widgets import LedgerHeader, SearchBar
 from .base import LiveScreen
 from .filter import FilterScreen
 
@@ -42,7 +42,7 @@ class RunScreen(LiveScreen):
         self.run_row: Row | None = None
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield LedgerHeader()
         with VerticalScroll(id="run-details"):
             yield Static(id="run-summary")
         yield Static(id="list-status", classes="summary")

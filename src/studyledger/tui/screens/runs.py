@@ -8,13 +8,13 @@ from typing import Any, ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Footer, Static
 
 from ...query import is_stale, run_duration
 from ..data import Row
 from ..format import STALE, breakdown, duration, short_time, status_text
 from ..literal import literal
-from ..widgets import LiveTable, SearchBar
+from ..widgets import LedgerHeader, LiveTable, SearchBar
 from .base import LiveScreen
 
 # Single-key status filters, in lifecycle order ("stale" is derived, not a status).
@@ -56,7 +56,7 @@ class RunsScreen(LiveScreen):
         self.rows: list[Row] = []
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield LedgerHeader()
         yield Static(id="summary", classes="summary")
         yield Static(id="empty", classes="empty")
         table = LiveTable(id="runs")

@@ -7,13 +7,13 @@ from typing import ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Footer, Static
 
 from ...query import is_stale
 from ..data import Row
 from ..format import ago, breakdown
 from ..literal import literal
-from ..widgets import LiveTable
+from ..widgets import LedgerHeader, LiveTable
 from .base import LiveScreen
 
 
@@ -26,7 +26,7 @@ class StudiesScreen(LiveScreen):
     ]
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield LedgerHeader()
         yield Static(id="empty", classes="empty")
         table = LiveTable(id="studies")
         table.add_column("study", key="study")
