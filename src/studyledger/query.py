@@ -396,7 +396,11 @@ def run_duration(run: Row, now: datetime | None = None, stale_after: float | Non
     """Seconds from a run's start to its end, or None when either is unknown.
 
     Without an end, a running run counts to ``now`` when one is given, and a stale one
-    (see :func:`is_stale`) to its last event, on the same (source) clock as its start.
+    (see :func:`is_stale`) to its last event. Both on the run's own (source) clock, as its
+    start is: "now" on that clock is its last event plus the time since that event was
+    recorded, so a trace of a run killed days ago and ingested a minute ago is timed by
+    what it shows (its last event, then a minute), not by the days since it started, and
+    a source clock running behind or ahead changes nothing.
     """
     start = parse_instant(run.get("started_at"))
     if start is None:
@@ -404,7 +408,12 @@ def run_duration(run: Row, now: datetime | None = None, stale_after: float | Non
     end = parse_instant(run.get("ended_at"))
     if end is None and run.get("status") == "running" and now is not None:
         stale = stale_after is not None and is_stale(run, now, stale_after)
-        end = (parse_instant(run.get("last_activity")) or last_event_time(run)) if stale else now
+        last = parse_instant(run.get("last_activity"))
+        recorded = parse_instant(run.get("last_recorded"))
+        if stale:
+            end = last or last_event_time(run)
+        else:
+            end = last + (now - recorded) if last is not None and recorded is not None else now
     return None if end is None else max(0.0, (end - start).total_seconds())
 
 
@@ -658,8 +667,9 @@ def condition_metric_values(conn: sqlite3.Connection, study_id: str) -> dict[str
     return {key: {name: list(by_run.values()) for name, by_run in metrics.items()} for key, metrics in table.items()}
 
 
-def value_text(value: Any) -> str:
-    """A value as a person reads it: ``NaN``, ``Infinity``, ``true``, ``0.75``; ``-`` when missing."""
+def value_text(value: Any, digits: int = 4) -> str:
+    """A value as a person reads it: ``NaN``, ``Infinity``, ``true``, ``0.75`` (floats to
+    ``digits`` significant digits); ``-`` when missing."""
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -669,23 +679,24 @@ def value_text(value: Any) -> str:
             return "NaN"
         if math.isinf(value):
             return "Infinity" if value > 0 else "-Infinity"
-        return f"{value:.4g}"
+        return f"{value:.{digits}g}"
     if isinstance(value, (dict, list)):
         return json.dumps(value, ensure_ascii=False, sort_keys=True)
     return str(value)
 
 
-def summary_text(summary: Row) -> str:
-    """A :func:`summarize` result on one line: ``0.62 [0.41, 0.83] n=4 +1 NaN``; ``-`` without values."""
+def summary_text(summary: Row, digits: int = 4) -> str:
+    """A :func:`summarize` result on one line: ``0.62 [0.41,0.83] n=4 +1 NaN``; ``-`` without values."""
     parts = []
     if summary["n"]:
-        mean = f"{summary['mean'] * 100:.0f}%" if summary["kind"] == "proportion" else value_text(summary["mean"])
+        proportion = summary["kind"] == "proportion"
+        mean = f"{summary['mean'] * 100:.0f}%" if proportion else value_text(summary["mean"], digits)
         parts.append(mean)
         if summary["low"] is not None:
-            if summary["kind"] == "proportion":
-                parts.append(f"[{summary['low'] * 100:.0f}, {summary['high'] * 100:.0f}]")
+            if proportion:
+                parts.append(f"[{summary['low'] * 100:.0f},{summary['high'] * 100:.0f}]")
             else:
-                parts.append(f"[{value_text(summary['low'])}, {value_text(summary['high'])}]")
+                parts.append(f"[{value_text(summary['low'], digits)},{value_text(summary['high'], digits)}]")
         parts.append(f"n={summary['n']}")
     parts += [f"+{count} {name}" for name, count in sorted(summary["non_finite"].items())]
     if summary["other"]:
@@ -733,3 +744,35 @@ def provenance_fields(row: Row) -> list[tuple[str, Any]]:
     extra = decode_nested(_decoded(row.get("extra")))
     fields += flatten(extra) if isinstance(extra, dict) else []
     return fields
+
+
+def difference(first: Iterable[Any], second: Iterable[Any]) -> Row:
+    """``second``'s mean minus ``first``'s, with a 95% Welch interval: ``{"delta", "low", "high"}``.
+
+    Only finite values count (true/false as 1/0), as in :func:`summarize`; the interval is
+    null when either side has fewer than two values, the delta when either has none.
+    """
+    a, b = finite_values(first), finite_values(second)
+    result: Row = {"delta": None, "low": None, "high": None}
+    if not a or not b:
+        return result
+    mean_a, mean_b = sum(a) / len(a), sum(b) / len(b)
+    result["delta"] = mean_b - mean_a
+    if len(a) < 2 or len(b) < 2:
+        return result
+    var_a = sum((x - mean_a) ** 2 for x in a) / (len(a) - 1) / len(a)
+    var_b = sum((x - mean_b) ** 2 for x in b) / (len(b) - 1) / len(b)
+    se = math.sqrt(var_a + var_b)
+    if se == 0:
+        result["low"] = result["high"] = result["delta"]
+        return result
+    df = (var_a + var_b) ** 2 / (var_a**2 / (len(a) - 1) + var_b**2 / (len(b) - 1))
+    half = t_quantile(max(1, int(df))) * se
+    result["low"], result["high"] = result["delta"] - half, result["delta"] + half
+    return result
+
+
+def finite_values(values: Iterable[Any]) -> list[float]:
+    """The values a mean or a picture can use: finite numbers, true/false as 1/0."""
+    return [float(v) for v in values
+            if isinstance(v, bool) or (isinstance(v, (int, float)) and math.isfinite(v))]

@@ -89,6 +89,14 @@ class LiveTable(DataTable[Text | str]):
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self._cells: dict[str, list[str]] = {}
 
+    def set_columns(self, columns: Sequence[tuple[str, str]]) -> None:
+        """Replace every column (key, label): for tables whose columns follow the data,
+        such as one per metric. The rows are dropped; the next :meth:`sync` refills them."""
+        self.clear(columns=True)
+        self._cells = {}
+        for key, label in columns:
+            self.add_column(label, key=key)
+
     def current_key(self) -> str | None:
         """The key of the row under the cursor."""
         if not self.row_count:
