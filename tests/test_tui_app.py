@@ -447,7 +447,7 @@ async def test_the_header_title_is_drawn_at_once_so_quitting_leaves_nothing_queu
     path.write_text("hello")
     app = make_app(path)
     async with app.run_test(size=(100, 30)) as pilot:
-        await until(pilot, lambda: isinstance(app.screen, NoLedgerScreen))
-        app.screen.sub_title = "changed"
+        await until(pilot, lambda: isinstance(app.screen, NoLedgerScreen) and app.screen.query_one(HeaderTitle))
         title = app.screen.query_one(HeaderTitle)
+        app.screen.sub_title = "changed"
         assert "changed" in str(title.content)

@@ -562,7 +562,8 @@ def summarize(values: Iterable[Any]) -> Row:
         z = _Z975
         centre = (mean + z * z / (2 * n)) / (1 + z * z / n)
         half = z * math.sqrt(mean * (1 - mean) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-        summary["low"], summary["high"] = max(0.0, centre - half), min(1.0, centre + half)
+        # Rounding must not put an all-true mean (1.0) above its own upper bound.
+        summary["low"], summary["high"] = max(0.0, min(mean, centre - half)), min(1.0, max(mean, centre + half))
     elif n >= 2:
         sd = math.sqrt(sum((x - mean) ** 2 for x in numbers) / (n - 1))
         half = t_quantile(n - 1) * sd / math.sqrt(n)

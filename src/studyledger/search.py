@@ -238,7 +238,9 @@ def snippet(text: str, words: list[str], width: int = SNIPPET_WIDTH) -> str:
     lowered = flat.casefold()
     positions = [lowered.find(word.casefold()) for word in words]
     found = [p for p in positions if p >= 0]
-    start = max(0, min(found) - width // 4) if found else 0
+    start = 0
+    if found and len(flat) > width:
+        start = min(max(0, min(found) - width // 4), len(flat) - width)
     window = flat[start:start + width]
     prefix = "…" if start > 0 else ""
     suffix = "…" if start + width < len(flat) else ""

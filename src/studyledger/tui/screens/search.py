@@ -46,6 +46,7 @@ class SearchScreen(LiveScreen):
         super().__init__()
         self.query_text = query
         self.hits: list[Row] = []
+        self.submitted = False  # the next results take the focus from the search box
 
     def compose(self) -> ComposeResult:
         yield LedgerHeader()
@@ -71,9 +72,8 @@ class SearchScreen(LiveScreen):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self.query_text = event.value
+        self.submitted = True
         self.refresh_data()
-        if self.query_one(LiveTable).row_count:
-            self.query_one(LiveTable).focus()
 
     def refresh_data(self) -> None:
         words, filters = parse_query(self.query_text)
@@ -100,8 +100,9 @@ class SearchScreen(LiveScreen):
         if len(hits) < total:
             text.append(f"  (newest {len(hits)} shown)", "dim")
         self._say(text)
-        if hits and self.focused is None:
+        if hits and (self.submitted or self.focused is None):
             table.focus()
+        self.submitted = False
 
     @staticmethod
     def _cells(hit: Row) -> list[Text | str]:
