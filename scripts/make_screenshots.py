@@ -77,7 +77,7 @@ async def settle(app: StudyLedgerApp, pilot: object, ready: Callable[[], object]
         try:
             if ready():
                 break
-        except Exception:  # noqa: BLE001  (the screen is still composing)
+        except Exception:  # the screen is still composing
             pass
         if time.monotonic() > deadline:
             raise SystemExit(f"screen {type(app.screen).__name__} did not load in {timeout} s")
@@ -120,7 +120,7 @@ async def shoot(db: Path, out: Path, examples_used: bool) -> list[Path]:
             assert opened is not None
             await opened
             observations = app.screen.query_one(ObservationList)
-            await settle(app, pilot, lambda: observations.loaded_row(max(0, observations.total - 1)) is not None)
+            await settle(app, pilot, lambda listed=observations: listed.loaded_row(max(0, listed.total - 1)) is not None)
             if name == "04-run-tool-calls":
                 await pilot.press("j", "j", "j", "j", "j")
             await pilot.pause(0.2)

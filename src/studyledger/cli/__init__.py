@@ -8,7 +8,7 @@ imports are only paid by the commands that use it.
 from __future__ import annotations
 
 from .common import cli
-from . import audit, core, dashboard, demo, explore, ingest  # noqa: F401  (they register commands)
+from . import audit, core, dashboard, demo, explore, ingest  # imported for their commands, which they register
 
 
 def main() -> None:
