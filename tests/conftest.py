@@ -9,6 +9,8 @@ import pytest
 
 from studyledger import Ledger, RunBudget
 
+from .pg_server import pg_database, pg_server, pg_url  # fixtures of a throwaway PostgreSQL server
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO / "tests" / "data" / "shared"
 """Copies of the project's shared upstream examples (format samples, the seed's reference

@@ -239,7 +239,8 @@ def test_a_study_folder_is_followed_live_as_upstream_writes_it(ledger_path: Path
                 shutil.copy(source / "artifacts" / "runs" / run_id / name, runs_dir / run_id / name)
             shutil.copy(source / "artifacts" / "checkpoints" / f"{run_id}.json", checkpoints / f"{run_id}.json")
             write(checkpoints / "runs.jsonl", line)
-            wait_for(lambda: runs_by_status(ledger_path, "plain-study").get("success") == done, what=f"{run_id} done")
+            wait_for(lambda done=done: runs_by_status(ledger_path, "plain-study").get("success") == done,
+                     what=f"{run_id} done")
         for name in ("study.yaml", "conditions.csv", "evaluations.csv", "manifest.json", "runs.csv", "events.csv"):
             shutil.copy(source / name, study / name)
         with Ledger.open(ledger_path, readonly=True) as ledger:

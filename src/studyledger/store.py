@@ -19,7 +19,6 @@ runs inside the same :meth:`Store.transaction`.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 import sqlite3
@@ -162,7 +161,7 @@ class Store:
             raise
 
     def _connect(self) -> sqlite3.Connection:
-        """A connection in the mode asked for.
+        """A connection in the mode asked for; sets :attr:`read_uri`, how readers open the file.
 
         A read-only connection to a WAL ledger needs its ``-shm`` file, which SQLite cannot
         create in a read-only folder; there nobody can be writing, so the file is opened
@@ -172,18 +171,19 @@ class Store:
             return sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=False,
                                    timeout=BUSY_TIMEOUT_MS / 1000)
 
+        self.read_uri = f"file:{quote(os.path.abspath(self.path))}?mode=ro"
         try:
             if not self.readonly:
                 return connect(self.path)
-            target = f"file:{quote(os.path.abspath(self.path))}?mode=ro"
-            conn = connect(target, uri=True)
+            conn = connect(self.read_uri, uri=True)
             try:
                 conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
             except sqlite3.OperationalError:
                 conn.close()
                 if os.access(self.path.parent, os.W_OK):
                     raise
-                conn = connect(target + "&immutable=1", uri=True)
+                self.read_uri += "&immutable=1"
+                conn = connect(self.read_uri, uri=True)
             conn.execute("PRAGMA query_only = ON")
             return conn
         except sqlite3.Error as exc:

@@ -17,15 +17,30 @@ _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 def atomic_writer(path: Path) -> Iterator[TextIO]:
     """A text handle on a temporary file that replaces ``path`` only when the block succeeds.
 
-    A crash or an error mid-write leaves the previous file (or none) and no temporary one.
+    Readers see the previous file or the whole new one, never a part: the data reaches the
+    disk (fsync) before the rename, and the rename before this returns. An error mid-write
+    removes the temporary file; a process killed mid-write leaves a hidden
+    ``.NAME.tmp-PID`` beside the previous file, never in its place.
     """
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with temporary.open("w", encoding="utf-8", newline="") as out:
             yield out
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(temporary, path)
+        _sync_folder(path.parent)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a crash after it cannot bring the old name back)."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -139,7 +139,7 @@ def load_adapter(reference: str) -> LineAdapter:
     try:
         return load_callable(reference)
     except (ImportError, AttributeError, ValueError) as exc:
-        raise ValidationError(f"--adapter {reference!r}: cannot load it ({type(exc).__name__}: {exc})") from None
+        raise ValidationError(f"{reference!r} names no line adapter ({type(exc).__name__}: {exc})") from None
 
 
 def events_from_line(obj: Any, *, source: str, adapter: LineAdapter | None = None) -> list[NewEvent]:

@@ -166,7 +166,7 @@ def _study(path: Path) -> tuple[str, NewEvent]:
     if not path.is_file():
         raise StudyFolderError(f"{path.parent}: not a study output folder (no {STUDY_FILE})")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_NoAliasLoader)  # noqa: S506 - safe subclass
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_NoAliasLoader)  # safe: a SafeLoader without aliases
     except UnicodeDecodeError as exc:
         raise StudyFolderError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import EventConflictError, InputError, LedgerBusyError
+from ..errors import EventConflictError, InputError
 from ..events import NewEvent
 from ..ledger import Ledger
 from ..query import INGEST_FILES_TABLE
