@@ -136,7 +136,8 @@ def test_problems_are_reported_and_the_rest_imported(ledger: Ledger, study: Path
     scan = scan_study_folder(study)
     assert scan.problems == [
         f"{study / 'artifacts/runs' / PENDING / 'run.json'}: not JSON "
-        "(Expecting property name enclosed in double quotes: line 1 column 2 (char 1)); run not imported",
+        "(Expecting property name enclosed in double quotes: line 1 column 2 (char 1)); "
+        "not read (the run may still come from its other records)",
         f"{runs}:3: trace 'traces/missing.jsonl' does not exist",
         f"{runs}:3: trace '../../../etc/passwd' is outside the study folder; not imported",
         f"{study / 'notes.jsonl'}: not a file a study folder is known to hold; not imported",

@@ -545,18 +545,18 @@ def _run_record(path: Path, study_id: str | None,
     try:
         data = json.loads(path.read_bytes())
     except (ValueError, RecursionError) as exc:
-        scan.problems.append(f"{path}: not JSON ({exc}); run not imported")
+        scan.problems.append(f"{path}: not JSON ({exc}); not read (the run may still come from its other records)")
         return None
     except OSError as exc:
-        scan.problems.append(f"{path}: cannot be read ({exc.strerror or exc}); run not imported")
+        scan.problems.append(f"{path}: cannot be read ({exc.strerror or exc}); not read (the run may still come from its other records)")
         return None
     if not isinstance(data, dict):
-        scan.problems.append(f"{path}: must be a JSON object; run not imported")
+        scan.problems.append(f"{path}: must be a JSON object; not read (the run may still come from its other records)")
         return None
     expected = path.parent.name if path.name == "run.json" else path.stem
     run_id = data.get("run_id") or expected
     if not isinstance(run_id, str):
-        scan.problems.append(f"{path}: 'run_id' must be text; run not imported")
+        scan.problems.append(f"{path}: 'run_id' must be text; not read (the run may still come from its other records)")
         return None
     if run_id != expected:
         scan.problems.append(f"{path}: run_id {run_id!r} differs from its file's name")
@@ -567,7 +567,7 @@ def _run_record(path: Path, study_id: str | None,
         else:
             found = _legacy_run_json(data, run_id, study_id, source)
     except LineRejected as exc:
-        scan.problems.append(f"{path}: {exc}; run not imported")
+        scan.problems.append(f"{path}: {exc}; not read (the run may still come from its other records)")
         return None
     return run_id, [(str(path), ref) for ref in _trace_refs(data)], found
 
