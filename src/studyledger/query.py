@@ -230,8 +230,8 @@ def observation(conn: sqlite3.Connection, seq: int) -> Row | None:
 
 
 def transitions(conn: sqlite3.Connection, run_id: str) -> list[Row]:
-    """A run's status history in sequence order."""
-    return rows(conn.execute("SELECT * FROM transitions WHERE run_id = ? ORDER BY seq", (run_id,)))
+    """A run's status history in the order it happened (the reports' times), not as ingested."""
+    return rows(conn.execute("SELECT * FROM transitions WHERE run_id = ? ORDER BY ordinal, seq", (run_id,)))
 
 
 def provenance(conn: sqlite3.Connection, run_id: str) -> list[Row]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from ..audit import checkpoint as checkpoints
 from ..audit.record import record_audit
 from ..audit.verify import VerifyReport, verify as verify_ledger
 from ..ledger import Ledger
-from ..schema import RunStatus
+from ..schema import RunStatus, from_canonical
 from ..store import Head
 from .common import Context, cli, echo_json, json_option, user_errors
 
@@ -111,11 +112,19 @@ def show(ctx: Context, run_id: str, as_json: bool) -> None:
             "metrics": query.run_metrics(ledger.conn, run_id=run_id).get(run_id, {}),
         }
         outputs = query.metric_values(ledger.conn, run_id=run_id)
+    run = data["run"]
+    result = from_canonical(json.loads(run["result"])) if run.get("result") else None
     if as_json:
-        echo_json(data)
+        echo_json({**data, "run": {**run, "result": result}})
         return
-    for key, value in data["run"].items():
-        click.echo(f"{key:<18} {query.value_text(value)}")
+    for key, value in run.items():
+        if key != "result":
+            click.echo(f"{key:<18} {query.value_text(value)}")
+    if result is not None:
+        # The runner's record of the latest attempt, in one line: the whole record is in --json.
+        click.echo(f"{'runner recorded':<18} {result.get('status')} at {query.value_text(result.get('at'))}, "
+                   f"latency {query.value_text(result.get('latency_s'))} s, "
+                   f"{len(result.get('metrics') or {})} metric(s)")
     click.echo("\nstatus history")
     for t in data["transitions"]:
         flag = "" if t["legal"] else "  (anomaly)"
