@@ -12,7 +12,9 @@ from studyledger import Ledger, RunBudget
 from .pg_server import pg_database, pg_server, pg_url  # fixtures of a throwaway PostgreSQL server
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+SHARED = REPO / "tests" / "data" / "shared"
+"""Copies of the project's shared upstream examples (format samples, the seed's reference
+vectors), kept in the repository so the suite passes in a fresh clone with nothing beside it."""
 
 
 @pytest.fixture

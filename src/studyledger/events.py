@@ -345,14 +345,19 @@ def run_status_changed(
     reason: str | None = None,
     error: str | None = None,
     study_id: str | None = None,
+    result: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Body of a status change.
 
     The previous status is deliberately not part of the body: it depends on what the ledger
     had seen before, so including it would give the same fact from a source different ids
     depending on ingestion order. Projections derive it when they fold.
+
+    ``result`` is what a runner recorded with an outcome (its latency, metrics, outputs,
+    execution metadata and references; see docs/events.md). The key is only present when
+    given, so status changes without one keep the ids they always had.
     """
-    return {
+    body: dict[str, Any] = {
         "run_id": run_id,
         "study_id": study_id,
         "status": RunStatus(status).value,
@@ -360,6 +365,9 @@ def run_status_changed(
         "error": error,
         "at": at,
     }
+    if result is not None:
+        body["result"] = result
+    return body
 
 
 def provenance_captured(

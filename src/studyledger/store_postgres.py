@@ -74,7 +74,8 @@ _UNESCAPE = re.compile(_MARK + "(.)", re.DOTALL)
 TRIGGERS = ("events_refuse_update", "events_refuse_delete", "events_refuse_truncate")
 
 # Functions with SQLite's names and meaning, so the projections' view and the queries run
-# as written. json_extract parses with PostgreSQL's json type; text it cannot hold or parse
+# as written (json_type answers in SQLite's words: text, integer, real, true, false, null,
+# object, array). json_extract parses with PostgreSQL's json type; text it cannot hold or parse
 # (\u0000, lone surrogates, the escape mark) takes the slow path, which escapes it as the
 # connection does, or gives NULL for a body PostgreSQL cannot read.
 SCHEMA_FUNCTIONS = r"""
@@ -100,6 +101,15 @@ LANGUAGE sql IMMUTABLE AS $$
     WHEN strpos(doc, U&'\FFFF') > 0 OR doc ~ '\\u(0000|[dD][89a-fA-F]|[fF]{4})'
       THEN sl_json_extract_slow(doc, path)
     ELSE (doc::json) #>> sl_json_path(path) END
+$$;
+CREATE OR REPLACE FUNCTION json_type(doc text, path text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+  SELECT CASE json_typeof(v)
+    WHEN 'string' THEN 'text'
+    WHEN 'boolean' THEN v::text
+    WHEN 'number' THEN CASE WHEN v::text ~ '^-?[0-9]+$' THEN 'integer' ELSE 'real' END
+    ELSE json_typeof(v) END
+  FROM (SELECT (doc::json) #> sl_json_path(path) AS v) AS found
 $$;
 CREATE OR REPLACE FUNCTION instr(haystack text, needle text) RETURNS integer
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT strpos(haystack, needle) $$;
@@ -309,6 +319,15 @@ def _row(row: tuple[Any, ...]) -> tuple[Any, ...]:
     return row
 
 
+class _Held:
+    """A write held back until the next round trip; its row count once it was sent."""
+
+    __slots__ = ("rowcount",)
+
+    def __init__(self) -> None:
+        self.rowcount: int | None = None
+
+
 class PgCursor(sqlite3.Cursor):
     """The rows of one statement, read the way a ``sqlite3.Cursor`` is read.
 
@@ -316,8 +335,9 @@ class PgCursor(sqlite3.Cursor):
     """
 
     def __init__(self, connection: PgConnection, rows: Iterable[tuple[Any, ...]],
-                 description: tuple[tuple[Any, ...], ...] | None, rowcount: int) -> None:
+                 description: tuple[tuple[Any, ...], ...] | None, rowcount: int | _Held) -> None:
         super().__init__(connection)
+        self._connection = connection
         self._rows = iter(rows)
         self._description = description
         self._rowcount = rowcount
@@ -328,6 +348,10 @@ class PgCursor(sqlite3.Cursor):
 
     @property
     def rowcount(self) -> int:
+        if isinstance(self._rowcount, _Held):  # a held-back write: send it to learn its count
+            if self._rowcount.rowcount is None:
+                self._connection.flush()
+            return -1 if self._rowcount.rowcount is None else self._rowcount.rowcount
         return self._rowcount
 
     @property
@@ -376,7 +400,7 @@ class PgConnection(sqlite3.Connection):
         self._json_columns: dict[str, tuple[list[str], set[int]]] = {}
         self._snapshot = False  # in a read snapshot begun by "BEGIN" (REPEATABLE READ)
         self._writing = False  # in a write transaction begun by begin_write
-        self._queued: list[tuple[str, tuple[Any, ...]]] = []
+        self._queued: list[tuple[str, tuple[Any, ...], _Held]] = []
         self._cursor_names = count(1)
         self._connect(FIRST_CONNECT_SECONDS)
 
@@ -509,9 +533,10 @@ class PgConnection(sqlite3.Connection):
         params = self._params(pg, statement, parameters)
         reading = statement.kind == "sql" and statement.text.lstrip()[:6].upper() == "SELECT"
         if statement.deferrable and self._writing:
-            self._queued.append((statement.text, params))
+            held = _Held()
+            self._queued.append((statement.text, params, held))
             self._wrote = True
-            return PgCursor(self, [], None, -1)
+            return PgCursor(self, [], None, held)
         if reading and self._snapshot and pg.info.transaction_status == TransactionStatus.INTRANS:
             return self._stream(pg, statement.text, params)
         with self.errors():
@@ -622,9 +647,11 @@ class PgConnection(sqlite3.Connection):
         if not queued:
             return None if then is None else pg.execute(*then)
         with self.errors(), pg.pipeline():
-            for text, params in queued:
-                pg.execute(text, params)
-            return None if then is None else pg.execute(*then)
+            sent = [(pg.execute(text, params), held) for text, params, held in queued]
+            last = None if then is None else pg.execute(*then)
+        for cursor, held in sent:
+            held.rowcount = cursor.rowcount
+        return last
 
     # -- transactions -----------------------------------------------------------------
 

@@ -49,15 +49,21 @@ def write_atomic(path: Path, text: str) -> None:
         out.write(text)
 
 
+NAME_LIMIT = 100
+"""Longest id used as a folder name as it is: file systems refuse names over 255 bytes, and
+an export adds its own prefixes and suffixes to temporary names."""
+
+
 def folder_name(identifier: str) -> str:
     """A file-system-safe folder name for a study or run id.
 
-    A safe id (letters, digits, ``.``, ``_``, ``-``, starting with a letter or digit) is its
-    own name. Otherwise unsafe characters become ``_`` and 8 hex digits of the id's sha256
-    are appended, so two ids never share a folder and no id lands on a reserved name such as
-    ``_unassigned``.
+    A safe id (letters, digits, ``.``, ``_``, ``-``, starting with a letter or digit) of at
+    most :data:`NAME_LIMIT` characters is its own name. Otherwise unsafe characters become
+    ``_``, the name is cut to 80 characters and 8 hex digits of the id's sha256 are
+    appended, so two ids never share a folder, no name is too long, and no id lands on a
+    reserved name such as ``_unassigned``.
     """
-    if _SAFE.fullmatch(identifier):
+    if len(identifier) <= NAME_LIMIT and _SAFE.fullmatch(identifier):
         return identifier
     cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", identifier).strip("._") or "id"
     return f"{cleaned[:80]}-{hashlib.sha256(identifier.encode('utf-8')).hexdigest()[:8]}"

@@ -70,8 +70,8 @@ def ingest(ctx: Context, paths: tuple[Path, ...], line_limit: int, adapter: Line
            as_json: bool) -> None:
     """Import JSONL files and folders (recursively), each line exactly once.
 
-    A study output folder (holding study.yaml) brings its study, conditions, runs and
-    evaluations too. Re-running it reads only what was appended since. A line that cannot
+    A study output folder (holding study.yaml, or upstream's artifacts/ of a study still
+    running or killed) brings its study, conditions, runs and evaluations too. Re-running it reads only what was appended since. A line that cannot
     be used is kept as a rejected line (see `studyledger rejects`); nothing read is dropped.
     """
     with ctx.ledger(create=True) as ledger, _progress() as advance:

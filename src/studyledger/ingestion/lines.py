@@ -91,28 +91,30 @@ def preview(data: bytes, length: int | None = None) -> str:
 
 
 def rejection_body(
-    file: str, line: int, offset: int, reason: str, data: bytes | TooLong
+    line: int, offset: int, reason: str, data: bytes | TooLong, *, prefix_sha256: str
 ) -> dict[str, Any]:
     """Body of a ``line_rejected`` event.
 
     ``raw`` is the readable preview (what ``studyledger rejects`` and the dashboard show);
     ``raw_base64`` holds the exact bytes, complete unless the line was over the limit, in
-    which case ``length`` and ``sha256`` still describe the whole line. The body holds no
-    time, so re-reading the same line at the same place is the same event.
+    which case ``length`` and ``sha256`` still describe the whole line. ``prefix_sha256``
+    names the content the line ends: the file's bytes from its start through this line's
+    newline. The body holds no time and no file name (the event's ``source`` says where it
+    was read), so the same bad line of the same content is one event, read again or read
+    from a copy elsewhere.
 
     Args:
-        file: The file the line was read from.
         line: Its 1-based line number.
         offset: The byte offset where it starts.
         reason: Why it could not be used.
         data: Its bytes without the newline, or a :class:`TooLong` for a line over the limit.
+        prefix_sha256: Hex sha256 of the file's bytes up to and including this line.
     """
     if isinstance(data, TooLong):
         kept, length, digest = data.head, data.length, data.sha256
     else:
         kept, length, digest = data, len(data), hashlib.sha256(data).hexdigest()
     return {
-        "file": file,
         "line": line,
         "offset": offset,
         "reason": reason,
@@ -121,23 +123,30 @@ def rejection_body(
         "raw_complete": len(kept) == length,
         "length": length,
         "sha256": digest,
+        "prefix_sha256": prefix_sha256,
     }
 
 
 def rejection_event(
-    file: str, line: int, offset: int, reason: str, data: bytes | TooLong
+    file: str, line: int, offset: int, reason: str, data: bytes | TooLong, *, prefix_sha256: str
 ) -> NewEvent:
-    """The ``line_rejected`` event for a line (see :func:`rejection_body`)."""
+    """The ``line_rejected`` event for a line (see :func:`rejection_body`), read from ``file``."""
     return make_event(
         EventKind.LINE_REJECTED,
-        rejection_body(file, line, offset, reason, data),
+        rejection_body(line, offset, reason, data, prefix_sha256=prefix_sha256),
         source=source_for(file, line, offset),
     )
+
+
+def line_end(offset: int, data: bytes | TooLong) -> int:
+    """The offset just after a line's newline."""
+    return offset + (data.length if isinstance(data, TooLong) else len(data)) + 1
 
 
 def source_for(file: str, line: int, offset: int) -> str:
     """The ``source`` of events read from a line: ``file:PATH:LINE:OFFSET``."""
     return f"file:{file}:{line}:{offset}"
+
 
 
 def raw_bytes(body: dict[str, Any]) -> bytes:

@@ -40,6 +40,7 @@ from .lines import (
     TOO_LONG_KEEP,
     TooLong,
     is_blank,
+    line_end,
     parse_line,
     rejection_event,
     source_for,
@@ -164,6 +165,31 @@ class _State:
 
 class _Raced(Exception):
     """Another process moved this file's offset since this pass read it."""
+
+
+class _PrefixDigest:
+    """sha256 of a file's bytes from its start up to a point, continued as a pass reads on.
+
+    A rejection names the content it ends (:func:`~studyledger.ingestion.lines.rejection_body`).
+    Rejections are rare, so nothing is hashed until the first one of a pass; from then on
+    each byte is hashed once, read back with ``pread``, whatever the lines' length.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.digest = hashlib.sha256()
+        self.position = 0
+
+    def upto(self, end: int) -> str:
+        if end < self.position:
+            self.digest, self.position = hashlib.sha256(), 0
+        while self.position < end:
+            chunk = os.pread(self.fd, min(CHUNK, end - self.position), self.position)
+            if not chunk:
+                break
+            self.digest.update(chunk)
+            self.position += len(chunk)
+        return self.digest.copy().hexdigest()
 
 
 def ensure_state_table(ledger: Ledger) -> None:
@@ -305,15 +331,16 @@ class Tailer:
         batch_bytes = 0
         end = state.offset
         number = state.line
+        prefix = _PrefixDigest(fd)
         for start, end, data in read_lines(file, state.offset, self.line_limit):
             number += 1
-            batch.append(self._convert(name, number, start, data))
+            batch.append(self._convert(name, number, start, data, prefix))
             batch_bytes += end - start
             if len(batch) >= self.batch_lines or batch_bytes >= self.batch_bytes:
-                self._commit(fd, name, state, batch, end, stats)
+                self._commit(fd, name, state, batch, end, stats, prefix)
                 batch, batch_bytes = [], 0
         if batch:
-            self._commit(fd, name, state, batch, end, stats)
+            self._commit(fd, name, state, batch, end, stats, prefix)
         stats.offset = state.offset
         stats.pending_bytes = max(0, file.tell() - state.offset)
 
@@ -361,11 +388,11 @@ class Tailer:
 
     # -- lines ----------------------------------------------------------------------
 
-    def _convert(self, name: str, number: int, offset: int, data: bytes | TooLong) -> _Line:
+    def _convert(self, name: str, number: int, offset: int, data: bytes | TooLong, prefix: _PrefixDigest) -> _Line:
         """Turn one line into its events, or into its rejection."""
         if isinstance(data, TooLong):
             reason = f"line longer than the limit of {self.line_limit} bytes ({data.length} bytes)"
-            return _Line(number, offset, data, [rejection_event(name, number, offset, reason, data)], False)
+            return _Line(number, offset, data, [_rejection(name, number, offset, reason, data, prefix)], False)
         if is_blank(data):
             return _Line(number, offset, data, [], True)
         try:
@@ -374,12 +401,13 @@ class Tailer:
             return _Line(number, offset, data, found, True)
         except InputError as exc:
             reason = str(exc) or type(exc).__name__
-        return _Line(number, offset, data, [rejection_event(name, number, offset, reason, data)], False)
+        return _Line(number, offset, data, [_rejection(name, number, offset, reason, data, prefix)], False)
 
     # -- committing -----------------------------------------------------------------
 
     def _commit(
-        self, fd: int, name: str, state: _State, batch: list[_Line], end: int, stats: FileStats
+        self, fd: int, name: str, state: _State, batch: list[_Line], end: int, stats: FileStats,
+        prefix: _PrefixDigest,
     ) -> None:
         """Append a batch's events and move the offset to ``end``, in one transaction."""
         fingerprint_len = min(FINGERPRINT_LEN, end)
@@ -393,11 +421,11 @@ class Tailer:
             check_hash=_hash(os.pread(fd, end - check_start, check_start)),
         )
         try:
-            appended, duplicates, row_id = self._store(state, batch, position, each=False)
+            appended, duplicates, row_id = self._store(state, batch, position, prefix, each=False)
         except _LINE_FAULTS:
             # One unstorable line must not block the file: store line by line, keeping the
             # lines the store refuses as rejections.
-            appended, duplicates, row_id = self._store(state, batch, position, each=True)
+            appended, duplicates, row_id = self._store(state, batch, position, prefix, each=True)
         state.row_id = row_id
         accepted = sum(1 for item in batch if item.accepted)
         stats.lines_read += len(batch)
@@ -411,7 +439,7 @@ class Tailer:
         state.offset, state.line = end, batch[-1].number
 
     def _store(
-        self, state: _State, batch: list[_Line], position: _Position, *, each: bool
+        self, state: _State, batch: list[_Line], position: _Position, prefix: _PrefixDigest, *, each: bool
     ) -> tuple[int, int, int]:
         """One transaction: the batch's events, then the new offset.
 
@@ -433,9 +461,9 @@ class Tailer:
                     except _LINE_FAULTS as exc:
                         self.conn.execute("ROLLBACK TO tail_line")
                         item.accepted = False
-                        item.events = [rejection_event(
+                        item.events = [_rejection(
                             position.path, item.number, item.offset,
-                            f"cannot store ({type(exc).__name__}: {exc})", item.data,
+                            f"cannot store ({type(exc).__name__}: {exc})", item.data, prefix,
                         )]
                         result = self.ledger.append(item.events)
                     self.conn.execute("RELEASE tail_line")
@@ -473,6 +501,12 @@ class Tailer:
 
 def _hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _rejection(name: str, number: int, offset: int, reason: str, data: bytes | TooLong,
+               prefix: _PrefixDigest) -> NewEvent:
+    return rejection_event(name, number, offset, reason, data,
+                           prefix_sha256=prefix.upto(line_end(offset, data)))
 
 
 def _verify(
