@@ -21,9 +21,12 @@ pass_context = click.make_pass_decorator(Context)
 def conditions(ctx: Context, study_id: str, as_json: bool) -> None:
     """A study's conditions: factor levels, progress against the budget, success rate, metrics.
 
-    Each metric is the mean of each run's latest value with a 95% interval (Student's t; for
-    true/false metrics the share that is true, Wilson's interval) and n; NaN and Infinity
-    values are counted beside it, never averaged.
+    Metrics are the evaluators' outputs and the runner's own metrics (latency_s, cost_usd,
+    tokens, primary_outcome...; one named like an evaluator's is run:NAME), the study's
+    primary outcome first. Each is the mean of each run's latest value with a 95% interval
+    (Student's t; for true/false metrics the share that is true, Wilson's interval) and n;
+    NaN and Infinity values are counted beside it, never averaged. duration_s is the
+    runner's latency, else end minus start.
     """
     with ctx.reader() as ledger:
         if query.study(ledger.conn, study_id) is None:
@@ -44,10 +47,11 @@ def conditions(ctx: Context, study_id: str, as_json: bool) -> None:
         click.echo(f"{row['condition_id']}  {factors or '-'}{admissible}")
         rate = "-" if row["success_rate"] is None else f"{row['success_rate'] * 100:.0f}%"
         click.echo(f"  runs     {row['runs']}{planned}: {by_status}; success {rate}")
-        for name in sorted(row["metrics"], key=lambda name: (name != primary, name)):
-            click.echo(f"  {name:<8} {query.summary_text(row['metrics'][name])}")
-        if row["duration_s"]["n"]:
-            click.echo(f"  {'duration_s':<8} {query.summary_text(row['duration_s'])}")
+        figures = [(name, row["metrics"][name]) for name in sorted(row["metrics"], key=lambda name: name != primary)]
+        figures += [("duration_s", row["duration_s"])] if row["duration_s"]["n"] else []
+        width = max([8, *(len(name) for name, _ in figures)])
+        for name, summary in figures:
+            click.echo(f"  {name:<{width}} {query.summary_text(summary)}")
 
 
 @cli.command()

@@ -107,6 +107,19 @@ class ConditionFigures:
     metrics: list[str]
     primary: str | None
     ended: list[str]
+    resources: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunFigures:
+    """What a runs table shows beside the runs: each run's metrics and latency, the study's
+    metric names and primary outcome, and what the runs cost (:func:`query.resource_values`)."""
+
+    values: dict[str, dict[str, Any]]
+    metrics: list[str]
+    primary: str | None
+    latencies: dict[str, float]
+    resources: dict[str, list[float]]
 
 
 @dataclass(frozen=True)
@@ -228,14 +241,15 @@ class Source:
         return self.read(lambda c: query.runs(c, study_id=study_id, status=status, condition_id=condition_id,
                                               without_study=without_study))
 
-    def run_metrics(self, study_id: str | None) -> tuple[dict[str, dict[str, Any]], list[str], str | None]:
-        """``({run_id: {metric: value}}, metric names, primary metric)`` of a study's runs."""
+    def run_figures(self, study_id: str | None, condition_id: str | None = None) -> RunFigures:
+        """The metrics, latencies and costs of a study's runs (of every run when None)."""
 
-        def load(conn: sqlite3.Connection) -> tuple[dict[str, dict[str, Any]], list[str], str | None]:
+        def load(conn: sqlite3.Connection) -> RunFigures:
             if study_id is None:
-                return query.run_metrics(conn), [], None
-            return (query.run_metrics(conn, study_id=study_id), query.metric_names(conn, study_id),
-                    query.primary_metric(conn, study_id))
+                return RunFigures(query.run_metrics(conn), [], None, query.run_latencies(conn), {})
+            return RunFigures(query.run_metrics(conn, study_id=study_id), query.metric_names(conn, study_id),
+                              query.primary_metric(conn, study_id), query.run_latencies(conn, study_id=study_id),
+                              query.resource_values(conn, study_id, condition_id))
 
         return self.read(load)
 
@@ -251,6 +265,7 @@ class Source:
                 metrics=query.metric_names(conn, study_id),
                 primary=query.primary_metric(conn, study_id),
                 ended=[r["ended_at"] for r in query.runs(conn, study_id=study_id) if r.get("ended_at")],
+                resources=query.resource_values(conn, study_id),
             )
 
         return self.read(load)
@@ -273,7 +288,8 @@ class Source:
                                     search.count(c, text, filters=filters)))
 
     def run_detail(self, run_id: str) -> Row | None:
-        """A run with its transitions, provenance, anomalies and evaluator outputs, for the run screen."""
+        """A run with its transitions, provenance, anomalies, metrics (evaluator outputs and
+        the runner's), the runner's record (``result``, decoded) and latency, for the run screen."""
 
         def load(conn: sqlite3.Connection) -> Row | None:
             row = query.run(conn, run_id)
@@ -282,7 +298,9 @@ class Source:
             row["transitions"] = query.transitions(conn, run_id)
             row["provenance"] = query.provenance(conn, run_id)
             row["anomalies"] = query.anomalies(conn, run_id)
-            row["outputs"] = query.metric_values(conn, run_id=run_id)
+            row["metrics"] = query.metric_values(conn, run_id=run_id)
+            row["result"] = query.run_result(row)
+            row["latency_s"] = query.run_latencies(conn, run_id=run_id).get(run_id)
             return row
 
         return self.read(load)
