@@ -157,6 +157,8 @@ class Source:
         self._closed = False
         self._version = self._open()
         self._version_lock = threading.Lock()
+        self._search_ledger: Ledger | None = None  # holds a temporary index: see search()
+        self._search_lock = threading.Lock()
 
     def _ready_projections(self) -> None:
         """Bring derived tables built by another version up to date: the writer's step.
@@ -217,6 +219,9 @@ class Source:
                 self._pool.get().close()
         with self._version_lock:
             self._version.close()
+        with self._search_lock:
+            if self._search_ledger is not None:
+                self._search_ledger.close()
 
     # -- change detection -------------------------------------------------------------
 
@@ -279,13 +284,28 @@ class Source:
 
         The index is built (or caught up) first when it is missing or behind: the one write
         the dashboard makes besides rebuilding stale derived tables, and like those it is
-        derived state, never history.
+        derived state, never history. A ledger the dashboard cannot write is searched
+        with a temporary index on a connection of its own (:attr:`temporary_index`),
+        caught up before each search.
         """
-        if not self.read(search.is_current):
-            with Ledger.open(self.path, create=False) as ledger, ledger.store.transaction():
-                search.build(ledger.conn)
+        with self._search_lock:
+            if self._search_ledger is None and not self.read(search.is_current):
+                try:
+                    with Ledger.open(self.path, create=False) as ledger, ledger.store.transaction():
+                        search.build(ledger.conn)
+                except (LedgerError, OSError, sqlite3.Error):
+                    self._search_ledger = self._open()
+            if self._search_ledger is not None:
+                conn = self._search_ledger.conn
+                search.build_temporary(conn)
+                return search.search(conn, text, filters=filters, limit=limit), search.count(conn, text, filters=filters)
         return self.read(lambda c: (search.search(c, text, filters=filters, limit=limit),
                                     search.count(c, text, filters=filters)))
+
+    @property
+    def temporary_index(self) -> bool:
+        """Whether searches use a temporary index (the ledger cannot be written)."""
+        return self._search_ledger is not None
 
     def run_detail(self, run_id: str) -> Row | None:
         """A run with its transitions, provenance, anomalies, metrics (evaluator outputs and
