@@ -8,7 +8,6 @@ import csv
 import json
 import math
 import statistics
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,24 +15,16 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from studyledger import Ledger, ingest, query
+from studyledger import Ledger, query
 from studyledger.cli import cli
 from studyledger.schema import from_canonical
 
 UPSTREAM = Path(__file__).parent / "fixtures" / "upstream"
-CASES = ("metrics_special", "agents_traced", "crashed", "plain")
 
 
-@pytest.fixture(scope="module")
-def ledgers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
-    """Each case ingested into its own ledger, as `studyledger ingest CASE` does."""
-    root = tmp_path_factory.mktemp("run-metrics")
-    paths = {}
-    for case in CASES:
-        paths[case] = root / f"{case}.db"
-        with Ledger.open(paths[case]) as ledger:
-            ingest(ledger, [UPSTREAM / case])
-    yield paths
+@pytest.fixture
+def ledgers(upstream_ledgers: dict[str, Path]) -> dict[str, Path]:
+    return upstream_ledgers
 
 
 def checkpoint_lines(case: str) -> dict[str, dict[str, Any]]:
