@@ -165,7 +165,9 @@ class ConditionsScreen(LiveScreen):
         return [column for index, (_, column) in enumerate(columns) if index in chosen]
 
     def _width(self) -> int:
-        return self.size.width or self.app.size.width
+        # The app's size, not the screen's: a screen not laid out yet has a provisional size,
+        # and columns chosen for it would be chosen again (and the rows rebuilt) a moment later.
+        return self.app.size.width
 
     def _define_columns(self, figures: ConditionFigures, rows: list[Row]) -> None:
         columns = self._fit(self._candidates(figures), rows)
