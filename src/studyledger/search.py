@@ -64,8 +64,10 @@ ORDER BY seq
 
 
 def exists(conn: sqlite3.Connection) -> bool:
-    """Whether this ledger has a search index (built by a first search)."""
-    found = conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (STATE_TABLE,)).fetchone()
+    """Whether this connection has a search index: the ledger's (built by a first search)
+    or a temporary one (:func:`build_temporary`)."""
+    found = conn.execute("SELECT 1 FROM sqlite_master WHERE name = ? UNION ALL "
+                         "SELECT 1 FROM temp.sqlite_master WHERE name = ?", (STATE_TABLE, STATE_TABLE)).fetchone()
     return found is not None
 
 
@@ -104,6 +106,40 @@ def build(conn: sqlite3.Connection) -> int:
         for ddl in _DDL:
             conn.execute(ddl)
     return catch_up(conn)
+
+
+def build_temporary(conn: sqlite3.Connection) -> int:
+    """Build (or catch up) an index in the connection's temporary database, for a ledger
+    that cannot be written: a read-only file or folder, another user's ledger.
+
+    The ledger stays untouched (its connection is still ``mode=ro``); the index lives in
+    SQLite's temporary storage and goes with the connection, so every search through this
+    connection finds every event, and the next process builds it again. Costs what a first
+    search costs (one pass over the events).
+
+    Returns:
+        The number of events indexed.
+    """
+    query_only = conn.execute("PRAGMA query_only").fetchone()[0]
+    # query_only forbids writing the temporary database too; the ledger itself is still
+    # protected by its read-only open.
+    conn.execute("PRAGMA query_only = OFF")
+    try:
+        conn.execute("BEGIN")
+        try:
+            if not exists(conn):
+                for ddl in _DDL:
+                    conn.execute(ddl.replace("CREATE VIRTUAL TABLE ", "CREATE VIRTUAL TABLE temp.")
+                                 .replace("CREATE TABLE ", "CREATE TABLE temp.")
+                                 .replace("INSERT INTO ", "INSERT INTO temp."))
+            added = catch_up(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.execute(f"PRAGMA query_only = {int(query_only)}")
+    return added
 
 
 @dataclass(frozen=True)
@@ -145,7 +181,8 @@ def search(conn: sqlite3.Connection, text: str, *, filters: Filters = Filters(),
 
     Returns:
         ``{"seq", "kind", "run_id", "study_id", "status", "event_type", "tool_name",
-        "snippet"}`` per hit.
+        "snippet", "marks"}`` per hit; ``marks`` are the ``[start, end)`` character offsets
+        of the searched words in the snippet (:func:`marks`).
     """
     expression = _expression(text, filters)
     if expression is None or not exists(conn):
@@ -172,6 +209,7 @@ def search(conn: sqlite3.Connection, text: str, *, filters: Filters = Filters(),
             "tool_name": body.get("tool_name") if hit_kind == "observation" else None,
             "snippet": snippet(_searchable_text(hit_kind, body), words),
         })
+        hits[-1]["marks"] = marks(hits[-1]["snippet"], words)
     return hits
 
 
@@ -245,3 +283,24 @@ def snippet(text: str, words: list[str], width: int = SNIPPET_WIDTH) -> str:
     prefix = "…" if start > 0 else ""
     suffix = "…" if start + width < len(flat) else ""
     return f"{prefix}{window}{suffix}"
+
+
+def marks(text: str, words: list[str]) -> list[tuple[int, int]]:
+    """``[(start, end)]`` of each place in ``text`` where one of ``words`` begins a word,
+    case-folded as the index folds it, in order and not overlapping: where to highlight
+    the words in a snippet. (Diacritics the index ignores are not matched here.)"""
+    folded = text.casefold()
+    spans = sorted(
+        (found.start(), found.start() + len(word))
+        for word in {w.casefold() for w in words if w}
+        # Words are found as the index finds tokens: at the start of a word (and the last
+        # query word as a prefix, so no end boundary).
+        for found in re.finditer(rf"(?<!\w){re.escape(word)}", folded)
+    )
+    merged: list[tuple[int, int]] = []
+    for start, end in spans:
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged

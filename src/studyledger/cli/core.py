@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from ..audit import checkpoint as checkpoints
 from ..audit.record import record_audit
 from ..audit.verify import VerifyReport, verify as verify_ledger
 from ..ledger import Ledger
-from ..schema import RunStatus, from_canonical
+from ..schema import RunStatus
 from ..store import Head
 from .common import Context, cli, echo_json, json_option, user_errors
 
@@ -101,7 +100,12 @@ def runs(ctx: Context, study_id: str | None, status: str | None, metrics: tuple[
 @pass_context
 @user_errors
 def show(ctx: Context, run_id: str, as_json: bool) -> None:
-    """One run: its fields, status history, provenance and anomalies."""
+    """One run: its fields, status history, metrics, outputs, provenance and anomalies.
+
+    Metrics are the evaluators' outputs and the runner's own metrics (latency, cost,
+    tokens...); "metrics" in --json has both by the names `conditions` and `runs --metric`
+    use (a runner's metric named like an evaluator's is run:NAME).
+    """
     with ctx.reader() as ledger:
         data: dict[str, Any] = {
             "run": ledger.run(run_id),
@@ -111,9 +115,9 @@ def show(ctx: Context, run_id: str, as_json: bool) -> None:
             "evaluations": query.evaluations(ledger.conn, run_id),
             "metrics": query.run_metrics(ledger.conn, run_id=run_id).get(run_id, {}),
         }
-        outputs = query.metric_values(ledger.conn, run_id=run_id)
+        values = query.metric_values(ledger.conn, run_id=run_id)
     run = data["run"]
-    result = from_canonical(json.loads(run["result"])) if run.get("result") else None
+    result = query.run_result(run)
     if as_json:
         echo_json({**data, "run": {**run, "result": result}})
         return
@@ -130,17 +134,21 @@ def show(ctx: Context, run_id: str, as_json: bool) -> None:
         flag = "" if t["legal"] else "  (anomaly)"
         extra = f" — {t['error']}" if t["error"] else ""
         click.echo(f"  {t['at'] or '?'}  {t['from_status'] or '-'} -> {t['to_status']}  {t['reason'] or ''}{extra}{flag}")
-    if outputs:
-        click.echo("\nevaluator outputs")
-        for e in outputs:
-            unit = f" {e['metric_unit']}" if e["metric_unit"] else ""
-            click.echo(f"  {e['evaluator_id'] or '-'}/{e['metric_name'] or '-'}  {query.value_text(e['value'])}{unit}")
-    if data["provenance"]:
-        click.echo("\nprovenance")
-        fields = query.provenance_fields(data["provenance"][-1])
-        width = max(len(name) for name, _ in fields) if fields else 0
-        for name, value in fields:
-            click.echo(f"  {name:<{width}} {query.value_text(value)}")
+    evaluated = [(f"{e['evaluator_id'] or '-'}/{e['metric_name'] or '-'}",
+                  query.value_text(e["value"]) + (f" {e['metric_unit']}" if e["metric_unit"] else ""))
+                 for e in values if e["source"] == "evaluator"]
+    recorded = [(e["name"], query.value_text(e["value"])) for e in values if e["source"] == "run"]
+    outputs = [(name, query.value_text(value))
+               for name, value in query.flatten((result or {}).get("outputs") or {})]
+    provenance = [(name, query.value_text(value))
+                  for name, value in query.provenance_fields(data["provenance"][-1])] if data["provenance"] else []
+    for title, pairs in (("evaluator outputs", evaluated), ("run metrics (the runner's)", recorded),
+                         ("outputs", outputs), ("provenance", provenance)):
+        if pairs:
+            click.echo(f"\n{title}")
+            width = max(len(name) for name, _ in pairs)
+            for name, shown in pairs:
+                click.echo(f"  {name:<{width}} {shown}")
     for a in data["anomalies"]:
         click.echo(f"anomaly (seq {a['seq']}, {a['severity']}): {a['kind']}: {a['message']}")
 
