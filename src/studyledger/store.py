@@ -3,7 +3,9 @@
 Guarantees, each tested in ``tests/test_store.py``:
 
 1. A stored event is never changed or removed: triggers refuse UPDATE and DELETE on
-   ``events``, even from a raw ``sqlite3`` session.
+   ``events``, even from a raw ``sqlite3`` session, and an INSERT that is not the next
+   seq with a new id (so ``INSERT OR REPLACE`` cannot delete a row, and no row lands
+   below seq 1, outside the chain).
 2. Sequence numbers are contiguous from 1 and give a total order.
 3. Appending an event whose id is stored is a no-op; the same id with a different body
    raises :class:`~studyledger.errors.EventConflictError`.
@@ -43,11 +45,24 @@ from .errors import (
 from .events import EVENT_COLUMNS, NewEvent, StoredEvent
 
 APPLICATION = "studyledger"
-STORE_SCHEMA_VERSION = 1
+STORE_SCHEMA_VERSION = 2
 GENESIS_CHAIN = "0" * 64
 BUSY_TIMEOUT_MS = 5_000
 BEGIN_ATTEMPTS = 12
 _ID_LOOKUP_CHUNK = 500
+
+EVENTS_DDL = """CREATE TABLE events (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                    event_id TEXT NOT NULL UNIQUE,
+                    kind TEXT NOT NULL,
+                    study_id TEXT,
+                    run_id TEXT,
+                    occurred_at TEXT,
+                    recorded_at TEXT NOT NULL,
+                    source TEXT NOT NULL,
+                    body TEXT NOT NULL,
+                    chain TEXT NOT NULL CHECK (length(chain) = 64)
+                )"""
 
 TRIGGER_DDL = {
     "events_refuse_update": (
@@ -57,6 +72,16 @@ TRIGGER_DDL = {
     "events_refuse_delete": (
         "CREATE TRIGGER events_refuse_delete BEFORE DELETE ON events BEGIN "
         "SELECT RAISE(ABORT, 'studyledger events are append-only: DELETE refused'); END"
+    ),
+    # REPLACE deletes a conflicting row without firing delete triggers, and a row below
+    # seq 1 is outside every range verify and replay read: an insert must be the next seq
+    # with an id not stored yet, whatever its conflict clause.
+    "events_append_only": (
+        "CREATE TRIGGER events_append_only BEFORE INSERT ON events "
+        "WHEN NEW.seq IS NOT (SELECT coalesce(max(seq), 0) + 1 FROM events) "
+        "OR EXISTS (SELECT 1 FROM events WHERE event_id = NEW.event_id) BEGIN "
+        "SELECT RAISE(ABORT, 'studyledger events are append-only: an INSERT must add the next seq "
+        "with a new event id'); END"
     ),
 }
 TRIGGER_NAMES = tuple(TRIGGER_DDL)
@@ -229,12 +254,11 @@ class Store:
                 f"{self.path}: written by a newer studyledger (ledger schema {version}); "
                 f"this version reads up to {STORE_SCHEMA_VERSION}. Upgrade studyledger."
             )
-        if version < STORE_SCHEMA_VERSION:
-            if self.readonly:
-                raise NotALedgerError(
-                    f"{self.path}: written by an older studyledger (ledger schema {version}); "
-                    "open it once with a writing command (`studyledger init`) to upgrade it"
-                )
+        if version < 1:
+            raise NotALedgerError(f"{self.path}: unknown ledger schema version {version}")
+        # Every older layout reads as this one does: a reader leaves it as it is (verify
+        # reports what it lacks), a writer upgrades it.
+        if version < STORE_SCHEMA_VERSION and not self.readonly:
             self._migrate(version)
 
     def _create(self) -> None:
@@ -247,20 +271,7 @@ class Store:
             self.conn.execute(
                 "CREATE TABLE ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
             )
-            self.conn.execute(
-                """CREATE TABLE events (
-                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                    event_id TEXT NOT NULL UNIQUE,
-                    kind TEXT NOT NULL,
-                    study_id TEXT,
-                    run_id TEXT,
-                    occurred_at TEXT,
-                    recorded_at TEXT NOT NULL,
-                    source TEXT NOT NULL,
-                    body TEXT NOT NULL,
-                    chain TEXT NOT NULL CHECK (length(chain) = 64)
-                )"""
-            )
+            self.conn.execute(EVENTS_DDL)
             for ddl in TRIGGER_DDL.values():
                 self.conn.execute(ddl)
             self.conn.executemany(
@@ -273,12 +284,18 @@ class Store:
             )
 
     def _migrate(self, version: int) -> None:
-        """Bring an older ledger up to :data:`STORE_SCHEMA_VERSION`.
+        """Bring an older ledger up to :data:`STORE_SCHEMA_VERSION`, in one write transaction.
 
-        Version 1 is the first released schema, so there is nothing to migrate yet; each
-        later version adds one step here, applied in its own write transaction.
+        Version 2 added the ``events_append_only`` trigger. Another process may have
+        migrated meanwhile, so the version is read again under the write lock.
         """
-        raise NotALedgerError(f"{self.path}: unknown ledger schema version {version}")
+        with self.transaction():
+            current = int(self.meta().get("schema_version", "0"))
+            if current < 2:
+                self.conn.execute("DROP TRIGGER IF EXISTS events_append_only")
+                self.conn.execute(TRIGGER_DDL["events_append_only"])
+            if current < STORE_SCHEMA_VERSION:
+                self.set_meta("schema_version", str(STORE_SCHEMA_VERSION))
 
     def meta(self) -> dict[str, str]:
         """The ``ledger_meta`` key/value pairs."""
@@ -292,12 +309,16 @@ class Store:
             (key, value),
         )
 
+    def events_triggers(self) -> dict[str, str]:
+        """Every trigger on ``events``, by name, with the SQL that created it."""
+        rows = self.conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'events'"
+        )
+        return {str(name): str(sql) for name, sql in rows}
+
     def missing_triggers(self) -> list[str]:
         """Names of the immutability triggers that are not installed."""
-        rows = self.conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'events'"
-        )
-        present = {row[0] for row in rows}
+        present = self.events_triggers()
         return [name for name in TRIGGER_NAMES if name not in present]
 
     # -- transactions ---------------------------------------------------------------
