@@ -140,8 +140,9 @@ def test_out_of_range_numbers_are_one_line_errors(populated: tuple[Path, str], a
 def test_a_raw_insert_of_garbage_is_reported_not_a_crash(populated: tuple[Path, str]) -> None:
     db, _ = populated
     conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("INSERT INTO events (event_id, kind, study_id, run_id, occurred_at, recorded_at, source, body, chain) "
-                 "VALUES ('evt-x', 'run_status_changed', NULL, NULL, NULL, 't', 'raw', 'not json', ?)", ("0" * 64,))
+    conn.execute("INSERT INTO events (seq, event_id, kind, study_id, run_id, occurred_at, recorded_at, source, body, "
+                 "chain) VALUES (7, 'evt-x', 'run_status_changed', NULL, NULL, NULL, 't', 'raw', 'not json', ?)",
+                 ("0" * 64,))
     conn.close()
     code, _, err = invoke("--db", str(db), "verify")
     assert code == 1 and "seq 7: body: body is not a JSON object" in err

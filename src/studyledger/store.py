@@ -41,8 +41,9 @@ from .errors import (
     LedgerReadOnlyError,
     NewerLedgerError,
     NotALedgerError,
+    ValidationError,
 )
-from .events import EVENT_COLUMNS, NewEvent, StoredEvent
+from .events import EVENT_COLUMNS, NewEvent, StoredEvent, has_lone_surrogate
 
 APPLICATION = "studyledger"
 STORE_SCHEMA_VERSION = 2
@@ -388,11 +389,16 @@ class Store:
         Raises:
             EventConflictError: an id is stored (or repeated in ``events``) with a
                 different body.
+            ValidationError: a body holds a lone UTF-16 surrogate (readers could not decode
+                what SQLite makes of it).
         """
         if not self.conn.in_transaction:
             raise RuntimeError("Store.append must run inside Store.transaction()")
         fresh: dict[str, NewEvent] = {}
         for event in events:
+            if has_lone_surrogate(event.body):
+                raise ValidationError(f"event {event.event_id} ({event.kind}, source {event.source}): its body "
+                                      "holds a lone UTF-16 surrogate, which is not valid Unicode")
             seen = fresh.get(event.event_id)
             if seen is None:
                 fresh[event.event_id] = event

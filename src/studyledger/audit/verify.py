@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from ..events import EVENT_COLUMNS, depth, event_id_for, indexed_columns
+from ..events import EVENT_COLUMNS, depth, event_id_for, has_lone_surrogate, indexed_columns
 from ..ledger import Ledger
 from ..store import EVENTS_DDL, GENESIS_CHAIN, STORE_SCHEMA_VERSION, TRIGGER_DDL, Store, chain_hash
 from . import merkle
@@ -169,6 +169,9 @@ def _check_range(conn: sqlite3.Connection, after: int, until: int | None) -> _Ra
             if not body_is_object:
                 problems.append(Problem(seq, "body", "body is not a JSON object that can be read "
                                                     "(invalid, or nested too deeply)"))
+            elif has_lone_surrogate(body):
+                problems.append(Problem(seq, "body", "body holds a lone UTF-16 surrogate: SQLite's JSON "
+                                                    "functions make bytes of it that are not UTF-8"))
             elif row[11:] != (study_id, run_id, occurred_at):
                 problems.append(Problem(seq, "columns", "study_id, run_id or occurred_at disagree with the body"))
             if event_id_for(kind, body) != event_id:

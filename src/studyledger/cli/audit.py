@@ -19,6 +19,7 @@ from ..audit.merge import merge as merge_ledgers
 from ..audit.record import audits as recorded_audits
 from ..audit.record import record_audit
 from ..audit.replay import parse_as_of, replay as replay_store
+from ..audit.restore import restore as restore_export
 from ..store import Head
 from .common import Context, cli, echo_json, json_option, user_errors
 
@@ -181,21 +182,49 @@ def export(ctx: Context, directory: Path, fmt: str, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("other", type=FILE)
+@click.option("--trust-source", is_flag=True,
+              help="Merge even when OTHER fails verify; the merge is recorded in this ledger.")
 @json_option
 @pass_context
 @user_errors
-def merge(ctx: Context, other: Path, as_json: bool) -> None:
+def merge(ctx: Context, other: Path, trust_source: bool, as_json: bool) -> None:
     """Append the events of another ledger that this one lacks, in the other's order.
 
-    Merging again, or in the other direction, never duplicates an event.
+    OTHER is verified first and refused when it fails (unless --trust-source); every event
+    is checked against its id and its kind's shape. Merging again, or in the other
+    direction, never duplicates an event.
     """
     with ctx.ledger(create=True) as ledger:
-        report = merge_ledgers(ledger, other)
+        report = merge_ledgers(ledger, other, trust_source=trust_source)
     if as_json:
         echo_json(report.to_dict())
     else:
         click.echo(f"merged {other}: {report.appended} new events, {report.already_present} already here; "
                    f"head seq {report.head.seq}")
+
+
+@cli.command()
+@click.argument("export", type=FILE)
+@click.option("--checkpoint", "checkpoint_file", type=FILE,
+              help="A checkpoint of the exported ledger, kept elsewhere: the export must extend it.")
+@json_option
+@pass_context
+@user_errors
+def restore(ctx: Context, export: Path, checkpoint_file: Path | None, as_json: bool) -> None:
+    """Restore a ledger from its JSONL export (the folder or its events.jsonl) into an empty --db.
+
+    The export is checked whole first (ids, shapes, seqs, the hash chain, and the
+    checkpoint if given); then every event is restored with its recording time and
+    source, so the ledger has the exported ids, order and head chain. Complete or absent.
+    """
+    pinned = checkpoints.load(checkpoint_file) if checkpoint_file is not None else None
+    with ctx.ledger(create=True) as ledger:
+        report = restore_export(ledger, export, checkpoint=pinned)
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        click.echo(f"restored {report.events} events from {report.source}; head seq {report.head.seq}, "
+                   f"chain {report.head.chain[:16]}…")
 
 
 @cli.command()
@@ -213,4 +242,5 @@ def audits(ctx: Context, as_json: bool) -> None:
         click.echo("no recorded audits", err=True)
     for row in rows:
         verdict = {True: "ok", False: "FAILED", None: "-"}[row["ok"]]
-        click.echo(f"seq {row['seq']:>8}  {row['at']}  {row['check']:<18} {verdict:<6} at head seq {row['head']['seq']}")
+        head = row["head"]["seq"] if row["head"] else "?"
+        click.echo(f"seq {row['seq']:>8}  {row['at'] or '?'}  {row['check'] or '?':<18} {verdict:<6} at head seq {head}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,6 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from ..errors import StudyLedgerError
+from ..events import is_unicode
 from ..ledger import Ledger
 from ..schema import to_jsonable
 
@@ -79,6 +81,12 @@ def user_errors(func: F) -> F:
             raise SystemExit(1) from None
         except (StudyLedgerError, OSError) as exc:
             raise click.ClickException(_describe(exc)) from None
+        except sqlite3.OperationalError as exc:
+            if "decode" not in str(exc):
+                raise
+            # Only a raw writer stores text that is not UTF-8; verify names the rows.
+            raise click.ClickException(f"the ledger holds text that is not valid UTF-8 ({exc}); "
+                                       "`studyledger verify` names the events") from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -102,8 +110,17 @@ def _plain(value: Any) -> Any:
 
 
 def echo_json(value: Any) -> None:
-    """Print one JSON document (strict JSON: no NaN tokens)."""
-    click.echo(json.dumps(_plain(value), indent=2, ensure_ascii=False, allow_nan=False))
+    """Print one JSON document (strict JSON: no NaN tokens).
+
+    Text is written as it is, except when it holds what UTF-8 cannot encode (a lone
+    surrogate a raw writer stored): then the document is written with ``\\u`` escapes,
+    which is the same JSON.
+    """
+    plain = _plain(value)
+    text = json.dumps(plain, indent=2, ensure_ascii=False, allow_nan=False)
+    if not is_unicode(text):
+        text = json.dumps(plain, indent=2, ensure_ascii=True, allow_nan=False)
+    click.echo(text)
 
 
 def json_option(func: F) -> F:

@@ -17,6 +17,7 @@ Network filesystems do not promise atomic appends: give each process its own fil
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from collections.abc import Iterable
@@ -26,7 +27,7 @@ from typing import Any
 
 from ..errors import ValidationError
 from .. import events as ev
-from ..events import EventKind
+from ..events import RECORDED_BY_STUDYLEDGER, EventKind, canonical_body, check_body
 from ..ledger import run_id_for
 from ..schema import (
     Observation,
@@ -95,11 +96,18 @@ class DropWriter:
 
         Raises:
             ValueError: the writer is closed, or ``kind`` is not an event kind.
+            ValidationError: the body is not what its kind holds (the ingester would
+                reject the line), or the kind is one only studyledger records.
             OSError: the write failed or was short (disk full); see below.
         """
         if self._fd is None:
             raise ValueError(f"DropWriter for {self.path} is closed")
-        data = line_for(EventKind(kind).value, body).encode("utf-8")
+        kind = EventKind(kind).value
+        if kind in RECORDED_BY_STUDYLEDGER:
+            raise ValidationError(f"{kind} events are recorded by studyledger itself; the ingester refuses "
+                                  "them from a drop folder")
+        check_body(kind, json.loads(canonical_body(body)))
+        data = line_for(kind, body).encode("utf-8")
         written = os.write(self._fd, data)
         if written != len(data):
             # Writing the rest separately could land after another process's line and

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import EventConflictError, InputError, LedgerBusyError
+from ..errors import EventConflictError, InputError, LedgerBusyError, ValidationError
 from ..events import NewEvent
 from ..ledger import Ledger
 from ..query import INGEST_FILES_TABLE
@@ -143,7 +143,7 @@ class _Position:
 # What one line's events can do to an append that another line's cannot: conflict with a
 # stored id, or hold a value SQLite refuses to bind. Anything else (a busy or full disk)
 # concerns the whole batch and propagates.
-_LINE_FAULTS = (EventConflictError, sqlite3.IntegrityError, sqlite3.InterfaceError,
+_LINE_FAULTS = (EventConflictError, ValidationError, sqlite3.IntegrityError, sqlite3.InterfaceError,
                 sqlite3.ProgrammingError, OverflowError, UnicodeError)
 
 
