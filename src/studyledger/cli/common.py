@@ -80,7 +80,7 @@ def user_errors(func: F) -> F:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise SystemExit(1) from None
         except (StudyLedgerError, OSError) as exc:
-            raise click.ClickException(_describe(exc)) from None
+            raise click.ClickException(printable(_describe(exc))) from None
         except sqlite3.OperationalError as exc:
             if "decode" not in str(exc):
                 raise
@@ -121,6 +121,32 @@ def echo_json(value: Any) -> None:
     if not is_unicode(text):
         text = json.dumps(plain, indent=2, ensure_ascii=True, allow_nan=False)
     click.echo(text)
+
+
+def printable(text: str) -> str:
+    """Text with every character that is not printable escaped (``\\x1b``, ``\\n``, ``\\u202e``).
+
+    Ids, paths, reasons and messages come from files anyone can write: escaped, an OSC 52
+    sequence cannot write the clipboard nor ``ESC [2J`` clear the screen, a newline cannot
+    forge an output line, and a lone surrogate cannot stop the output.
+    """
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
+def say(text: str = "", *, err: bool = False, nl: bool = True) -> None:
+    """Print one line for a person, escaped by :func:`printable`: every human-readable
+    output of every command goes through here (``--json`` output is exact JSON instead)."""
+    click.echo(printable(text), err=err, nl=nl)
+
+
+def echo_result(as_json: bool, value: Any, line: str) -> None:
+    """A command's result: its JSON with ``--json``, else one line for a person."""
+    if as_json:
+        echo_json(value)
+    else:
+        say(line)
 
 
 def json_option(func: F) -> F:
