@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +91,21 @@ def preview(data: bytes, length: int | None = None) -> str:
     return text + f"...[{total} bytes]" if total > PREVIEW_BYTES else text
 
 
+def path_text(path: str) -> str:
+    """A file's name as text the ledger can store.
+
+    A name is bytes on POSIX; Python holds the bytes that are not UTF-8 as lone surrogates,
+    which no text column can store. Those bytes are written ``\\xNN`` here (the exact name
+    is kept beside it where it matters: a rejection's ``file_base64``), so one file with
+    such a name never stops the others.
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", errors="backslashreplace")
+    return path
+
+
 def rejection_body(
     file: str, line: int, offset: int, reason: str, data: bytes | TooLong
 ) -> dict[str, Any]:
@@ -98,10 +114,12 @@ def rejection_body(
     ``raw`` is the readable preview (what ``studyledger rejects`` and the dashboard show);
     ``raw_base64`` holds the exact bytes, complete unless the line was over the limit, in
     which case ``length`` and ``sha256`` still describe the whole line. The body holds no
-    time, so re-reading the same line at the same place is the same event.
+    time, so re-reading the same line at the same place is the same event. ``file`` is the
+    name as text (:func:`path_text`); when the name is not UTF-8, ``file_base64`` holds its
+    exact bytes.
 
     Args:
-        file: The file the line was read from.
+        file: The file the line was read from (as the filesystem names it).
         line: Its 1-based line number.
         offset: The byte offset where it starts.
         reason: Why it could not be used.
@@ -111,8 +129,8 @@ def rejection_body(
         kept, length, digest = data.head, data.length, data.sha256
     else:
         kept, length, digest = data, len(data), hashlib.sha256(data).hexdigest()
-    return {
-        "file": file,
+    body: dict[str, Any] = {
+        "file": path_text(file),
         "line": line,
         "offset": offset,
         "reason": reason,
@@ -122,6 +140,9 @@ def rejection_body(
         "length": length,
         "sha256": digest,
     }
+    if body["file"] != file:
+        body["file_base64"] = base64.b64encode(os.fsencode(file)).decode("ascii")
+    return body
 
 
 def rejection_event(
@@ -136,8 +157,8 @@ def rejection_event(
 
 
 def source_for(file: str, line: int, offset: int) -> str:
-    """The ``source`` of events read from a line: ``file:PATH:LINE:OFFSET``."""
-    return f"file:{file}:{line}:{offset}"
+    """The ``source`` of events read from a line: ``file:PATH:LINE:OFFSET`` (PATH as text)."""
+    return f"file:{path_text(file)}:{line}:{offset}"
 
 
 def raw_bytes(body: dict[str, Any]) -> bytes:

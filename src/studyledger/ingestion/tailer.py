@@ -41,6 +41,7 @@ from .lines import (
     TooLong,
     is_blank,
     parse_line,
+    path_text,
     rejection_event,
     source_for,
 )
@@ -259,20 +260,26 @@ class Tailer:
         """The ledger's connection."""
         return self.ledger.conn
 
-    def ingest_path(self, path: str | os.PathLike[str]) -> FileStats:
+    def ingest_path(self, path: str | os.PathLike[str], *, within: str | None = None) -> FileStats:
         """Read a file from its committed offset to its last complete line.
+
+        Args:
+            path: The file.
+            within: The folder it was found in: the file must be in it, by its real path
+                (see :func:`open_regular`). None for a file named directly.
 
         Returns:
             What the pass did; ``missing`` when the file is gone (not an error: files are
             deleted under watchers all the time).
 
         Raises:
-            OSError: the file exists but cannot be read (permissions, not a regular file).
+            OSError: the file exists but cannot be read (permissions, not a regular file,
+                a symbolic link out of ``within``).
             LedgerBusyError: another writer held the ledger past every retry.
         """
         name = os.path.abspath(path)
         try:
-            file = open_regular(name)
+            file = open_regular(name, within=within)
         except FileNotFoundError:
             return FileStats(path=name, missing=True)
         with file:
@@ -286,7 +293,8 @@ class Tailer:
 
         Args:
             file: The file, opened for binary reading.
-            path: The name to record for it (in sources and rejections).
+            path: Its name as the filesystem knows it (recorded as text: see
+                :func:`~studyledger.ingestion.lines.path_text`).
         """
         stats = FileStats(path=path)
         try:
@@ -333,11 +341,11 @@ class Tailer:
         if problem is not None:
             self._reset(state, name, problem)
             stats.reset = problem
-        elif stored_path != name:
+        elif stored_path != path_text(name):
             # Renamed (rotated): keep reading the same file under its new name.
             with self.ledger.store.transaction():
                 self._check_position(state)
-                self.conn.execute(f"UPDATE {STATE_TABLE} SET path = ? WHERE id = ?", (name, row_id))
+                self.conn.execute(f"UPDATE {STATE_TABLE} SET path = ? WHERE id = ?", (path_text(name), row_id))
         return state
 
     def _reset(self, state: _State, name: str, why: str) -> None:
@@ -347,7 +355,7 @@ class Tailer:
                 f"UPDATE {STATE_TABLE} SET path = ?, offset = 0, line = 0, fingerprint = ?, "
                 f"fingerprint_len = 0, check_hash = ?, resets = resets + 1, updated_at = ? "
                 f"WHERE id = ?",
-                (name, _EMPTY_HASH, _EMPTY_HASH, utc_now_precise(), state.row_id),
+                (path_text(name), _EMPTY_HASH, _EMPTY_HASH, utc_now_precise(), state.row_id),
             )
         state.offset = state.line = 0
 
@@ -449,7 +457,7 @@ class Tailer:
                 f"UPDATE {STATE_TABLE} SET path = ?, offset = ?, line = ?, fingerprint = ?, "
                 f"fingerprint_len = ?, check_hash = ?, lines_accepted = lines_accepted + ?, "
                 f"lines_rejected = lines_rejected + ?, updated_at = ? WHERE id = ?",
-                (position.path, position.offset, position.line, position.fingerprint,
+                (path_text(position.path), position.offset, position.line, position.fingerprint,
                  position.fingerprint_len, position.check_hash, accepted, len(batch) - accepted,
                  utc_now_precise(), row_id),
             )
@@ -489,14 +497,51 @@ def _verify(
     return None
 
 
-def open_regular(path: str) -> IO[bytes]:
-    """Open a regular file for binary reading.
+def open_regular(path: str, *, within: str | None = None) -> IO[bytes]:
+    """Open a regular file for binary reading, never blocking, never leaving ``within``.
+
+    The file is opened with ``O_NONBLOCK`` and checked on the descriptor (``fstat``), not
+    by a ``stat`` before the open: a FIFO swapped in between would block the open forever.
+
+    With ``within`` (the folder the file was found in), a symbolic link is followed only
+    to a file inside that folder: the file's real path must lie under the folder's, and it
+    is then opened one component at a time from the folder without following any link
+    (``O_NOFOLLOW``), so a link swapped in after the check cannot lead out either. A drop
+    folder's writer cannot make the ingester read what it was not given.
 
     Raises:
-        FileNotFoundError: it is gone.
-        OSError: it is not a regular file (opening a FIFO would block forever) or
-            cannot be read.
+        FileNotFoundError: it is gone (or a link leads nowhere).
+        OSError: it is not a regular file, leads out of ``within``, or cannot be read.
     """
-    if not stat.S_ISREG(os.stat(path).st_mode):
-        raise OSError(errno.EINVAL, "not a regular file", path)
-    return open(path, "rb")  # the caller owns and closes it
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    if within is None:
+        fd = os.open(path, flags)
+    else:
+        root = os.path.realpath(within)
+        real = os.path.realpath(path)
+        if os.path.commonpath([root, real]) != root or real == root:
+            raise OSError(errno.EACCES, f"a symbolic link to {path_text(real)}, outside {path_text(within)}: "
+                                        "not read", path)
+        fd = _open_beneath(root, os.path.relpath(real, root), flags)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        return os.fdopen(fd, "rb")  # the caller owns and closes it
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _open_beneath(root: str, relative: str, flags: int) -> int:
+    """Open ``root/relative`` through real folders only: no component may be a link."""
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
+    directory = os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        *folders, name = relative.split(os.sep)
+        for folder in folders:
+            inner = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | nofollow, dir_fd=directory)
+            os.close(directory)
+            directory = inner
+        return os.open(name, flags | nofollow, dir_fd=directory)
+    finally:
+        os.close(directory)

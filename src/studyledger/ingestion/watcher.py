@@ -324,7 +324,8 @@ class Watcher:
             self._handles.move_to_end(path)
             return handle
         try:
-            handle = open_regular(path)
+            # Never out of the watched folder, whatever a link in it says.
+            handle = open_regular(path, within=str(self.folder))
         except FileNotFoundError:
             return None
         self._handles[path] = handle

@@ -1,0 +1,158 @@
+"""What a hostile drop folder can do to the ingester, each case on its own (issue 11):
+names that are not UTF-8, values that cannot be text, symbolic links out of the folder,
+FIFOs swapped in. Every one is one explained refusal; none stops the other files."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from studyledger import Ledger, Watcher, ingest, query
+from studyledger.events import EventKind
+from studyledger.ingestion.tailer import Tailer
+
+from .ingest_helpers import count_events, event_ids, own_line, wait_for, write
+
+OBS = EventKind.OBSERVATION_RECORDED.value
+BAD_NAME = b"a\xff\x1b[2J.jsonl"
+
+
+def bad_named(folder: Path, content: bytes) -> str:
+    """A file whose name is not UTF-8 (Python holds it with a lone surrogate)."""
+    name = os.fsdecode(os.path.join(os.fsencode(folder), BAD_NAME))
+    with open(name, "wb") as handle:
+        handle.write(content)
+    return name
+
+
+def test_a_name_that_is_not_utf8_is_read_and_stopped_nothing(ledger: Ledger, tmp_path: Path) -> None:
+    """Issue 11, item 1: `ingest drop` died with UnicodeEncodeError and read nothing."""
+    write(tmp_path / "good.jsonl", own_line(0))
+    bad = bad_named(tmp_path, (own_line(1) + "not json\n").encode())
+    report = ingest(ledger, [tmp_path])
+    assert (report.errors, report.lines_read, report.lines_rejected) == ([], 3, 1)
+    assert len(event_ids(ledger.path, OBS)) == 2
+    [rejection] = [e.data for e in ledger.events() if e.kind == EventKind.LINE_REJECTED]
+    # Stored as text a person can read, and the exact bytes beside it: lossless.
+    assert rejection["file"] == f"{tmp_path}/a\\xff\x1b[2J.jsonl"
+    assert base64.b64decode(rejection["file_base64"]) == os.fsencode(bad)
+    assert {row["path"] for row in query.ingest_files(ledger.conn)} == {str(tmp_path / "good.jsonl"), rejection["file"]}
+    again = ingest(ledger, [tmp_path])  # its offset was committed like any other's
+    assert (again.lines_read, again.errors) == (0, [])
+
+
+def test_the_watcher_reads_a_name_that_is_not_utf8(ledger_path: Path, tmp_path: Path) -> None:
+    """Issue 11, item 1: `watch drop` exited at once on every restart."""
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    bad_named(drop, own_line(0).encode())
+    with Watcher(ledger_path, drop, reconcile=0.2) as watcher:
+        write(drop / "good.jsonl", own_line(1))
+        wait_for(lambda: count_events(ledger_path, OBS) == 2, what="both files")
+        assert watcher.running and watcher.error is None
+
+
+def test_a_study_yaml_value_that_cannot_be_text_rejects_that_folder_only(ledger: Ledger, tmp_path: Path) -> None:
+    """Issue 11, item 1: a title holding a lone surrogate stopped every file."""
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "study.yaml").write_text('study_id: s1\ntitle: "bad \\ud800 title"\n')
+    write(tmp_path / "good.jsonl", own_line(0))
+    report = ingest(ledger, [tmp_path])
+    [error] = report.errors
+    assert "lone UTF-16 surrogate" in error and "study" in error
+    assert len(event_ids(ledger.path, OBS)) == 1
+
+
+@pytest.fixture
+def secret(tmp_path: Path) -> Path:
+    """A file outside the drop folder that looks like JSONL to the ingester."""
+    path = tmp_path / "outside" / "secret.jsonl"
+    path.parent.mkdir()
+    write(path, own_line(99, tag="secret") + "root:x:0:0:secret\n")
+    return path
+
+
+def test_a_link_out_of_the_folder_is_not_followed(ledger: Ledger, tmp_path: Path, secret: Path) -> None:
+    """Issue 11, item 3: `ln -s /etc/passwd drop/passwd.jsonl` copied every line of it."""
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "passwd.jsonl").symlink_to(secret)
+    (drop / "etc.jsonl").symlink_to("/etc/passwd")
+    write(drop / "real.jsonl", own_line(0))
+    (drop / "inside.jsonl").symlink_to(drop / "real.jsonl")  # inside: followed (same file, read once)
+    report = ingest(ledger, [drop])
+    assert len(report.errors) == 2 and all("outside" in error for error in report.errors)
+    assert report.lines_read == 1 and len(ledger.events()) == 1
+    assert all("secret" not in e.body and "root:" not in e.body for e in ledger.events())
+    # Named directly, a file is the user's choice: it is read.
+    assert ingest(ledger, [drop / "passwd.jsonl"]).lines_read == 2
+
+
+def test_a_link_swapped_into_a_path_after_the_scan_is_refused(ledger: Ledger, tmp_path: Path, secret: Path) -> None:
+    """The check is made when the file is opened, through real folders only."""
+    drop = tmp_path / "drop"
+    (drop / "sub").mkdir(parents=True)
+    (drop / "sub").rmdir()
+    (drop / "sub").symlink_to(secret.parent)  # a folder link swapped in under a scanned name
+    with pytest.raises(OSError, match="outside"):
+        Tailer(ledger).ingest_path(drop / "sub" / "secret.jsonl", within=str(drop))
+    (drop / "x.jsonl").symlink_to(secret)
+    with pytest.raises(OSError, match="outside"):
+        Tailer(ledger).ingest_path(drop / "x.jsonl", within=str(drop))
+    assert ledger.events() == []
+
+
+def test_the_watcher_does_not_follow_a_link_out(ledger_path: Path, tmp_path: Path, secret: Path) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    with Watcher(ledger_path, drop, reconcile=0.2) as watcher:
+        (drop / "passwd.jsonl").symlink_to(secret)
+        write(drop / "good.jsonl", own_line(0))
+        wait_for(lambda: any("outside" in error for error in watcher.stats.errors), what="the refusal")
+        wait_for(lambda: count_events(ledger_path, OBS) == 1, what="the good file")
+        assert watcher.running
+    assert len(event_ids(ledger_path)) == 1
+
+
+def test_a_fifo_swapped_in_between_stat_and_open_never_blocks(tmp_path: Path) -> None:
+    """Issue 11, item 4: open_regular stat-ed then opened, so a FIFO swapped in between
+    blocked the open (and the watcher) forever. A thread swaps a file and a FIFO under one
+    name while the main thread opens it; a hang is the subprocess's timeout."""
+    script = textwrap.dedent("""
+        import os, sys, threading, time
+        from studyledger.ingestion.tailer import open_regular
+        folder = sys.argv[1]
+        path, regular, fifo = (os.path.join(folder, name) for name in ("x.jsonl", "r", "f"))
+        stop = threading.Event()
+        def swap():
+            while not stop.is_set():
+                open(regular, "w").close()
+                os.replace(regular, path)
+                os.mkfifo(fifo)
+                os.replace(fifo, path)
+        threading.Thread(target=swap, daemon=True).start()
+        opened = refused = 0
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            try:
+                open_regular(path).close()
+                opened += 1
+            except FileNotFoundError:
+                pass
+            except OSError:
+                refused += 1
+        stop.set()
+        print(opened, refused)
+    """)
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                            timeout=30)
+    opened, refused = map(int, result.stdout.split())
+    assert opened > 0 and refused > 0  # both kinds were met, and no open blocked
