@@ -416,8 +416,10 @@ def event_id_for(kind: str, body_json: str) -> str:
     Equal to ``hash_identifier("evt", {"body": body, "kind": kind}, length=32)``; written
     out so the body is not serialised a second time on the hot path.
     """
-    payload = '{"body":' + body_json + ',"kind":' + _kind_json(kind) + "}"
-    return "evt-" + hashlib.sha256(payload.encode("utf-8")).hexdigest()[:EVENT_ID_LENGTH]
+    digest = hashlib.sha256(b'{"body":')
+    digest.update(body_json.encode("utf-8"))
+    digest.update(f',"kind":{_kind_json(kind)}}}'.encode("utf-8"))
+    return "evt-" + digest.hexdigest()[:EVENT_ID_LENGTH]
 
 
 @dataclass(frozen=True, slots=True)

@@ -127,14 +127,16 @@ def chain_hash(previous: str, row: Sequence[Any]) -> str:
     bytes, a colon and the value (``-`` for null). Length prefixes make it unambiguous
     without escaping the body again.
     """
-    parts = [previous]
+    digest = hashlib.sha256(previous.encode("ascii"))
     for value in row:
         if value is None:
-            parts.append("-")
+            digest.update(b"\n-")
         else:
-            text = str(value)
-            parts.append(f"{len(text.encode()) if not text.isascii() else len(text)}:{text}")
-    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
+            # Fed value by value: a body of many megabytes is encoded once, never joined.
+            data = str(value).encode("utf-8")
+            digest.update(b"\n%d:" % len(data))
+            digest.update(data)
+    return digest.hexdigest()
 
 
 def read_head(conn: sqlite3.Connection) -> Head:
@@ -451,7 +453,11 @@ class Store:
         run_id: str | None = None,
         batch: int = 5_000,
     ) -> Iterator[StoredEvent]:
-        """Events in sequence order, fetched in batches so memory stays flat."""
+        """Events in sequence order, fetched in batches so memory stays flat.
+
+        Rows are taken from the cursor one at a time, not a batch at once: with bodies of
+        many megabytes, a batch held whole would cost their sum.
+        """
         last = after
         while True:
             clauses = ["seq > ?"]
@@ -462,16 +468,18 @@ class Store:
             if run_id is not None:
                 clauses.append("run_id = ?")
                 params.append(run_id)
-            rows = self.conn.execute(
+            cursor = self.conn.execute(
                 f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE {' AND '.join(clauses)} "
                 f"ORDER BY seq LIMIT {int(batch)}",
                 params,
-            ).fetchall()
-            if not rows:
-                return
-            for row in rows:
+            )
+            found = 0
+            for row in cursor:
+                found += 1
+                last = row[0]
                 yield StoredEvent(*row)
-            last = rows[-1][0]
+            if not found:
+                return
 
     def event_count(self) -> int:
         """Number of stored events."""

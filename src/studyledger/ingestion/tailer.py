@@ -255,21 +255,19 @@ def read_lines(
             yield position, position + skipped + 1, TooLong(head, skipped, skipping.hexdigest())
             position += skipped + 1
             skipping, prefix_with_it, chunk = None, None, chunk[newline + 1 :]
-        data = pending + chunk if pending else chunk
-        parts = data.split(b"\n")
+        # Split at once, keeping no joined copy: a line of many megabytes is held once.
+        parts = (pending + chunk if pending else chunk).split(b"\n")
         pending = parts.pop()
-        view, at = memoryview(data), 0
         for part in parts:
             end = position + len(part) + 1
             if prefix is not None:
-                prefix.hash.update(view[at : at + len(part) + 1])
-            at += len(part) + 1
+                prefix.hash.update(part)
+                prefix.hash.update(b"\n")
             if len(part) > limit:
                 yield position, end, TooLong(part[:TOO_LONG_KEEP], len(part), hashlib.sha256(part).hexdigest())
             else:
                 yield position, end, part
             position = end
-        view.release()
         if len(pending) > limit:
             skipping, head, skipped = hashlib.sha256(pending), pending[:TOO_LONG_KEEP], len(pending)
             if prefix is not None:
