@@ -37,6 +37,8 @@ from urllib.parse import quote
 from .errors import (
     EventConflictError,
     LedgerBusyError,
+    LedgerError,
+    LedgerFullError,
     LedgerMissingError,
     LedgerReadOnlyError,
     NewerLedgerError,
@@ -165,6 +167,8 @@ class Store:
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True, readonly: bool = False) -> None:
         self.path = Path(path)
         self.readonly = readonly
+        self.read_uri = f"file:{quote(os.path.abspath(self.path))}?mode=ro"
+        """An SQLite URI that reads this file without writing (``ATTACH`` it with uri=True)."""
         self.create = create and not readonly
         if not self.create and not self.path.exists():
             raise LedgerMissingError(
@@ -173,6 +177,8 @@ class Store:
             )
         if self.path.is_dir():
             raise NotALedgerError(f"{self.path}: is a directory, not a ledger file")
+        if not self.path.parent.is_dir():
+            raise LedgerMissingError(f"{self.path}: no folder {self.path.parent} to hold the ledger")
         self.conn = self._connect()
         try:
             self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -182,6 +188,12 @@ class Store:
             # The unique event_id index takes scattered inserts (its keys are hashes); a page
             # cache larger than the 2 MiB default keeps more of it in memory at ingest rates.
             self.conn.execute("PRAGMA cache_size = -65536")
+        except sqlite3.OperationalError as exc:
+            self.conn.close()
+            failure = self._write_failure(exc) if not readonly else exc
+            if failure is exc:
+                raise NotALedgerError(f"{self.path}: not a studyledger ledger ({exc})") from None
+            raise failure from None
         except sqlite3.DatabaseError as exc:
             self.conn.close()
             raise NotALedgerError(f"{self.path}: not a studyledger ledger ({exc})") from None
@@ -194,7 +206,9 @@ class Store:
 
         A read-only connection to a WAL ledger needs its ``-shm`` file, which SQLite cannot
         create in a read-only folder; there nobody can be writing, so the file is opened
-        as immutable instead.
+        as immutable instead. Immutable, SQLite reads no write-ahead log: a ledger whose
+        ``-wal`` still holds transactions (its writer was killed) is refused rather than
+        shown as it was before them.
         """
         def connect(target: str | Path, uri: bool = False) -> sqlite3.Connection:
             return sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=False,
@@ -203,7 +217,7 @@ class Store:
         try:
             if not self.readonly:
                 return connect(self.path)
-            target = f"file:{quote(os.path.abspath(self.path))}?mode=ro"
+            target = self.read_uri = f"file:{quote(os.path.abspath(self.path))}?mode=ro"
             conn = connect(target, uri=True)
             try:
                 conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -211,9 +225,18 @@ class Store:
                 conn.close()
                 if os.access(self.path.parent, os.W_OK):
                     raise
-                conn = connect(target + "&immutable=1", uri=True)
+                wal = Path(f"{self.path}-wal")
+                if wal.exists() and wal.stat().st_size > 0:
+                    raise LedgerError(
+                        f"{self.path}: its write-ahead log {wal.name} holds transactions SQLite cannot read "
+                        f"in this read-only folder (it would need to create {self.path.name}-shm); open it once "
+                        "where the folder can be written, or copy the ledger with its -wal") from None
+                self.read_uri = target + "&immutable=1"
+                conn = connect(self.read_uri, uri=True)
             conn.execute("PRAGMA query_only = ON")
             return conn
+        except LedgerError:
+            raise
         except sqlite3.Error as exc:
             raise NotALedgerError(f"{self.path}: not a studyledger ledger ({exc})") from None
 
@@ -348,7 +371,7 @@ class Store:
                 break
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
-                    raise
+                    raise self._write_failure(exc)
                 time.sleep(min(0.05 * 2**attempt, 1.0) * (0.5 + random.random()))
         else:
             raise LedgerBusyError(
@@ -356,11 +379,37 @@ class Store:
             )
         try:
             yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        else:
             self.conn.execute("COMMIT")
+        except BaseException as exc:
+            # SQLite may have rolled back already (a full disk does that).
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                raise self._write_failure(exc)
+            raise
+
+    def _write_failure(self, exc: sqlite3.OperationalError) -> Exception:
+        """A write SQLite refused, as an error that says what and where (``exc`` itself when
+        it is none of those), caused by ``exc``.
+
+        Nothing of the refused transaction is kept: SQLite rolls it back whole.
+        """
+        found = self._described(exc)
+        if found is not exc:
+            found.__cause__ = exc
+        return found
+
+    def _described(self, exc: sqlite3.OperationalError) -> Exception:
+        message = str(exc).lower()
+        if "readonly" in message or "read-only" in message or "unable to open" in message:
+            return LedgerReadOnlyError(f"{self.path}: cannot write the ledger ({exc}): the file or its folder "
+                                       "is read-only to this user; nothing was written")
+        if "full" in message:
+            return LedgerFullError(f"{self.path}: the disk is full ({exc}); nothing of this write was kept: "
+                                   "free space and run it again")
+        if "disk i/o error" in message:
+            return LedgerError(f"{self.path}: the disk refused a write ({exc}); nothing of this write was kept")
+        return exc
 
     # -- writing --------------------------------------------------------------------
 

@@ -16,7 +16,6 @@ sequence number or every event whose ``recorded_at`` is at or before a timestamp
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import sqlite3
@@ -130,11 +129,12 @@ def _scratch(store: Store, in_memory: bool) -> tuple[sqlite3.Connection, Path | 
     """
     directory = None if in_memory else Path(tempfile.mkdtemp(prefix="studyledger-replay-"))
     target = ":memory:" if directory is None else str(directory / "scratch.db")
-    conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False, uri=True)
     try:
         conn.execute("PRAGMA journal_mode = OFF")  # a scratch copy: nothing to recover
         conn.execute("PRAGMA synchronous = OFF")
-        conn.execute("ATTACH DATABASE ? AS ledger", (os.fspath(store.path),))
+        # Attached read-only, as the store reads it: a read-only file or folder works.
+        conn.execute("ATTACH DATABASE ? AS ledger", (store.read_uri,))
         conn.execute("PRAGMA ledger.busy_timeout = 5000")
     except BaseException:
         conn.close()
