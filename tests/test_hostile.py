@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -18,7 +19,8 @@ from studyledger import Ledger, Watcher, ingest, query
 from studyledger.events import EventKind
 from studyledger.ingestion.tailer import Tailer
 
-from .ingest_helpers import count_events, event_ids, own_line, wait_for, write
+from .ingest_helpers import count_events, event_ids, own_line, row_line, start_watch, wait_for, write
+from .test_tailer import same_tail_line as same_tail
 
 OBS = EventKind.OBSERVATION_RECORDED.value
 BAD_NAME = b"a\xff\x1b[2J.jsonl"
@@ -156,3 +158,119 @@ def test_a_fifo_swapped_in_between_stat_and_open_never_blocks(tmp_path: Path) ->
                             timeout=30)
     opened, refused = map(int, result.stdout.split())
     assert opened > 0 and refused > 0  # both kinds were met, and no open blocked
+
+
+def _own(kind: str, body: dict[str, object], **extra: object) -> str:
+    return json.dumps({"studyledger": 1, "kind": kind, "body": body, **extra}) + "\n"
+
+
+def _peak_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM"))
+
+
+ESCAPES = "\x1b]52;c;cHduZWQ=\x07\x1b[2J"
+BAD_LINES = {  # the line, and what its rejection's reason says
+    "invalid-utf8": (b'{"text": "\xff\xfe"}\n', "invalid UTF-8"),
+    "invalid-json": (b'{"a": 1,,}\n', "invalid JSON"),
+    "huge-number": (b'{"record_id": "n", "timestamp": "2026-01-01T00:00:00+00:00", "event_type": "x", '
+                    b'"meta_json": {"v": 1e400}}\n', "out of the range of a 64-bit float"),
+    "factors": (_own("condition_registered", {"study_id": "s", "condition_id": "c", "factors": "notadict"}).encode(),
+                "'factors' must be an object"),
+    "audit-head": (_own("audit_recorded", {"check": "verify", "ok": True, "head": "x",
+                                           "at": "2026-01-01T00:00:00+00:00"}).encode(), "recorded by studyledger"),
+    "forged-rejection": (_own("line_rejected", {"file": "/etc/shadow", "line": 1, "offset": 0, "reason": "x",
+                                                "raw": "root:$6$"}).encode(), "recorded by studyledger"),
+    "pwned-status": (_own("run_status_changed", {"run_id": "r", "status": "pwned"}).encode(), "not a run status"),
+    "list-run-id": (_own("run_registered", {"run_id": ["list"]}).encode(), "'run_id' must be non-empty text"),
+    "surrogate": (_own("run_registered", {"run_id": "r", "agent_id": "\ud800"}).encode(), "lone UTF-16 surrogate"),
+}
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak RSS is read from /proc")
+def test_a_hostile_folder_at_once(tmp_path: Path, secret: Path) -> None:
+    """Issue 11, done when: every case above in one watched folder at once. The watcher
+    keeps running, the good files are all read, each bad thing is one explained rejection
+    (a line) or error (a file), memory stays under 300 MB, and verify passes."""
+    drop, db = tmp_path / "drop", tmp_path / "ledger.db"
+    drop.mkdir()
+    good: set[str] = set()
+
+    def good_lines(name: str, count: int) -> bytes:
+        good.update(f"rec-{name}-{i}" for i in range(count))
+        return "".join(row_line(i, tag=name) for i in range(count)).encode()
+
+    # Good files, some with hostile names or content that is still good data.
+    write(drop / "plain.jsonl", good_lines("plain", 50))
+    write(drop / "bom.jsonl", b"\xef\xbb\xbf" + good_lines("bom", 3))
+    bad_named(drop, good_lines("badname", 3))
+    escapes = _own("run_registered", {"run_id": f"run-{ESCAPES}", "agent_id": ESCAPES},
+                   recorded_at="1970-01-01T00:00:00+00:00", source=f"api{ESCAPES}")
+    write(drop / f"esc{ESCAPES}.jsonl", escapes + _own("run_status_changed", {
+        "run_id": f"run-{ESCAPES}", "status": "failed", "reason": ESCAPES, "at": "2026-01-01T00:00:00+00:00"}))
+    regrown = drop / "regrown.jsonl"
+    write(regrown, b"".join(same_tail(i, "first") for i in range(30)))
+    # Bad lines, each in a file of good ones.
+    for name, (line, _) in BAD_LINES.items():
+        write(drop / f"{name}.jsonl", good_lines(name, 2) + line)
+    with open(drop / "monster.jsonl", "wb") as out:  # 16 MiB, within the line limit: 5.6M objects
+        out.write(good_lines("monster", 1) + b'{"meta_json":{"a":[')
+        for _ in range(55):
+            out.write(b"{}," * 100_000)
+        out.write(b"{}]}}\n")
+    with open(drop / "too-long.jsonl", "wb") as out:  # 17 MiB: over the line limit
+        out.write(b'{"x": "')
+        for _ in range(17):
+            out.write(b"y" * (1024 * 1024))
+        out.write(b'"}\n' + good_lines("too-long", 1))
+    # Bad files.
+    (drop / "passwd.jsonl").symlink_to("/etc/passwd")
+    (drop / "secret.jsonl").symlink_to(secret)
+    os.mkfifo(drop / "pipe.jsonl")
+    study = drop / "study"
+    study.mkdir()
+    (study / "study.yaml").write_text('study_id: s1\ntitle: "bad \\ud800 title"\n')
+
+    watch = start_watch(db, drop, "--json", "--reconcile", "0.3")
+    try:
+        wait_for(lambda: count_events(db, OBS) == len(good) + 30, timeout=60, what="the good lines")
+        # Truncated to a shorter prefix and regrown past the old offset, while watched.
+        with open(regrown, "r+b") as handle:
+            handle.truncate(len(same_tail(0, "first")) * 10)
+            handle.seek(0, os.SEEK_END)
+            handle.write(b"".join(same_tail(i, "second") for i in range(30)))
+        wait_for(lambda: count_events(db, OBS) == len(good) + 60, timeout=30, what="the regrown lines")
+        assert watch.poll() is None  # still running
+        peak = _peak_kib(watch.pid)
+    finally:
+        watch.send_signal(signal.SIGTERM)
+        out, err = watch.communicate(timeout=60)
+    assert watch.returncode == 0 and b"Traceback" not in err, err
+    assert peak < 300 * 1024, f"peak RSS {peak // 1024} MB"
+    totals = json.loads(out)
+    errors = sorted(totals["errors"])
+    assert len(errors) == 4, errors
+    assert sum("passwd.jsonl" in e and "outside" in e for e in errors) == 1
+    assert sum("secret.jsonl" in e and "outside" in e for e in errors) == 1
+    assert sum("pipe.jsonl" in e and "not a regular file" in e for e in errors) == 1
+    assert sum("study" in e and "lone UTF-16 surrogate" in e for e in errors) == 1
+
+    with Ledger.open(db, readonly=True) as ledger:
+        events = ledger.events()
+        records = {e.data.get("record_id") for e in events if e.kind == OBS}
+        assert good <= records
+        rejections = [e.data for e in events if e.kind == EventKind.LINE_REJECTED]
+        by_file = {Path(r["file"]).stem: r["reason"] for r in rejections}
+        assert len(by_file) == len(rejections) == len(BAD_LINES) + 2, " ".join(sorted(by_file))  # one each
+        for name, (_, reason) in BAD_LINES.items():
+            assert reason in by_file[name], (name, by_file[name])
+        assert "too many JSON values" in by_file["monster"]
+        assert "longer than the limit" in by_file["too-long"]
+        assert all("secret" not in e.body and "root:" not in e.body for e in events if e.kind != EventKind.LINE_REJECTED)
+        forged = next(e for e in events if e.kind == EventKind.RUN_REGISTERED)
+        assert forged.recorded_at > "2020" and forged.source.startswith("file:")
+    for command in (["verify"], ["rejects"], ["runs"], ["events"]):
+        result = subprocess.run([sys.executable, "-m", "studyledger", "--db", str(db), *command],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, (command, result.stderr)
+        assert "\x1b" not in result.stdout + result.stderr and "\x07" not in result.stdout

@@ -2,7 +2,7 @@
 
 What a user calls, and the types those calls return, are here; each is documented in
 docs/api.md (generated from these docstrings). The CLI's verbs have the same names:
-``ingest``, ``verify``, ``replay``, ``merge``, ``export_*``, ``diff_runs``, checkpoints.
+``ingest``, ``verify``, ``replay``, ``merge``, ``restore``, ``export_*``, ``diff_runs``, checkpoints.
 
 Names load on first use, so ``import studyledger`` costs almost nothing: a program that
 only records runs never loads the watcher, YAML or the command line, and nothing here
@@ -42,6 +42,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "MergeReport": ("studyledger.audit.merge", "MergeReport"),
     "Problem": ("studyledger.audit.verify", "Problem"),
     "ReplayReport": ("studyledger.audit.replay", "ReplayReport"),
+    "RestoreReport": ("studyledger.audit.restore", "RestoreReport"),
     "Snapshot": ("studyledger.audit.replay", "Snapshot"),
     "VerifyReport": ("studyledger.audit.verify", "VerifyReport"),
     "diff_runs": ("studyledger.audit.diff", "diff_runs"),
@@ -50,6 +51,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "load_checkpoint": ("studyledger.audit.checkpoint", "load"),
     "merge": ("studyledger.audit.merge", "merge"),
     "replay": ("studyledger.audit.replay", "replay"),
+    "restore": ("studyledger.audit.restore", "restore"),
     "save_checkpoint": ("studyledger.audit.checkpoint", "write"),
     "state_as_of": ("studyledger.audit.replay", "state_as_of"),
     "take_checkpoint": ("studyledger.audit.checkpoint", "take"),
@@ -57,7 +59,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     # errors
     **{name: ("studyledger.errors", name) for name in (
         "CheckpointError", "EventConflictError", "InputError", "LedgerBusyError", "LedgerError",
-        "LedgerMissingError", "LedgerReadOnlyError", "LineRejected", "NewerLedgerError",
+        "LedgerFullError", "LedgerMissingError", "LedgerReadOnlyError", "LineRejected", "NewerLedgerError",
         "NotALedgerError", "StaleProjectionsError", "StudyFolderError", "StudyLedgerError",
         "UnknownRunError", "UnknownStudyError", "ValidationError",
     )},
@@ -90,6 +92,7 @@ if TYPE_CHECKING:
     from .audit.export_jsonl import export_jsonl
     from .audit.merge import MergeReport, merge
     from .audit.replay import ReplayReport, Snapshot, replay, state_as_of
+    from .audit.restore import RestoreReport, restore
     from .audit.verify import Problem, VerifyReport, verify
     from .errors import (
         CheckpointError,
@@ -97,6 +100,7 @@ if TYPE_CHECKING:
         InputError,
         LedgerBusyError,
         LedgerError,
+        LedgerFullError,
         LedgerMissingError,
         LedgerReadOnlyError,
         LineRejected,

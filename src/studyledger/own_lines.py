@@ -102,10 +102,11 @@ def event_from_line(obj: dict[str, Any], *, source: str) -> NewEvent:
     Raises:
         OwnLineError: as :func:`_fact`, or a kind only studyledger itself records.
     """
-    kind, body, text, event_id = _fact(obj)
+    kind = obj.get("kind")
     if kind in RECORDED_BY_STUDYLEDGER:
         raise OwnLineError(f"{kind} events are recorded by studyledger itself, not read from files; "
                            "to copy a whole ledger use `studyledger restore` (an export) or `merge`")
+    kind, body, text, event_id = _fact(obj)
     return event_from_body(kind, text, body, source=source, event_id=event_id)
 
 
