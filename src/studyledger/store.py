@@ -53,6 +53,7 @@ GENESIS_CHAIN = "0" * 64
 BUSY_TIMEOUT_MS = 5_000
 BEGIN_ATTEMPTS = 12
 _ID_LOOKUP_CHUNK = 500
+_JOIN_UP_TO = 1 << 16
 
 EVENTS_DDL = """CREATE TABLE events (
                     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -129,15 +130,20 @@ def chain_hash(previous: str, row: Sequence[Any]) -> str:
     bytes, a colon and the value (``-`` for null). Length prefixes make it unambiguous
     without escaping the body again.
     """
-    digest = hashlib.sha256(previous.encode("ascii"))
+    parts = [previous]
     for value in row:
         if value is None:
-            digest.update(b"\n-")
+            parts.append("-")
         else:
-            # Fed value by value: a body of many megabytes is encoded once, never joined.
-            data = str(value).encode("utf-8")
-            digest.update(b"\n%d:" % len(data))
-            digest.update(data)
+            text = str(value)
+            parts.append(f"{len(text) if text.isascii() else len(text.encode())}:{text}")
+    if len(parts[-1]) < _JOIN_UP_TO:
+        return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
+    # A body of megabytes is hashed part by part: joined, it would be copied twice more.
+    digest = hashlib.sha256(parts[0].encode("utf-8"))
+    for part in parts[1:]:
+        digest.update(b"\n")
+        digest.update(part.encode("utf-8"))
     return digest.hexdigest()
 
 
