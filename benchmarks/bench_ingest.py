@@ -5,7 +5,7 @@
 Writes N (default 200,000) own-format observation lines to a file, then measures, each on a
 fresh database file:
 
-* ``ingest``: ``studyledger.ingest.tailer.ingest_paths`` end to end (read, parse, adapter,
+* ``ingest``: ``studyledger.ingest`` end to end (read, parse, adapter,
   event ids, hash chain, projections, offsets committed with each batch);
 * ``raw_rows``: stdlib ``sqlite3.executemany`` of the same stored rows (prebuilt, not timed)
   into a table with a UNIQUE id index, batches of 10,000, WAL: the SQLite ceiling;
@@ -34,11 +34,7 @@ from typing import Any
 
 from studyledger import Ledger
 from studyledger.events import EventKind, observation_recorded
-try:
-    from studyledger import own_lines
-except ImportError:  # studyledger before own_lines moved out of studyledger.ingest
-    from studyledger.ingest import own_lines  # type: ignore[no-redef]
-from studyledger.ingest.tailer import ingest_paths
+from studyledger import ingest, own_lines
 
 BATCH = 5_000
 CEILING_BATCH = 10_000
@@ -109,7 +105,7 @@ def bench_ingest(lines: Path, db: Path, profile: bool) -> float:
         started = time.perf_counter()
         if profiler is not None:
             profiler.enable()
-        stats = ingest_paths(ledger, [lines])
+        stats = ingest(ledger, [lines])
         if profiler is not None:
             profiler.disable()
         seconds = time.perf_counter() - started

@@ -3,7 +3,7 @@
 ``python benchmarks/bench_watch_latency.py [--lines N] [--poll SECONDS]``
 
 A writer appends N (default 300) own-format lines one at a time, a few milliseconds apart,
-each carrying the wall-clock time it was written; a :class:`~studyledger.ingest.watcher.Watcher`
+each carrying the wall-clock time it was written; a :class:`~studyledger.ingestion.watcher.Watcher`
 (native inotify observer by default) tails the folder. Latency is the event's
 ``recorded_at`` (stamped inside the commit) minus the write time. Prints p50/p95/max in ms.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from studyledger.events import EventKind, observation_recorded
 from studyledger import own_lines
-from studyledger.ingest.watcher import Watcher
+from studyledger.ingestion.watcher import Watcher
 
 
 def line(index: int, written: float) -> str:

@@ -111,16 +111,15 @@ def ceiling(source: str, db: str, batch: int = 10_000) -> Result:
 
 
 def ingest(path: str, db: str, profile: str | None = None) -> Result:
-    """studyledger end to end: ``ingest_paths`` of the file into a new ledger (the work of
+    """studyledger end to end: ``ingest`` of the file into a new ledger (the work of
     ``studyledger ingest FILE``: parse, adapt, canonicalise, hash, append with the chain,
     fold projections, commit offsets)."""
-    from studyledger import Ledger
-    from studyledger.ingest.tailer import ingest_paths
+    from studyledger import Ledger, ingest
 
     profiler = _profiler(profile)
     started = time.perf_counter()
     with Ledger.open(db) as ledger:
-        stats = ingest_paths(ledger, [path])
+        stats = ingest(ledger, [path])
     seconds = time.perf_counter() - started
     _save_profile(profiler, profile)
     return {"seconds": seconds, "count": stats.lines_read, "events": stats.events_appended,
@@ -177,14 +176,14 @@ def replay(db: str, profile: str | None = None) -> Result:
 
 
 def verify(db: str, profile: str | None = None) -> Result:
-    """``verify_store``: ids, sequence, canonical bodies and the hash chain of every event."""
+    """``verify``: ids, sequence, canonical bodies and the hash chain of every event."""
     from studyledger import Ledger
-    from studyledger.verify import verify_store
+    from studyledger import verify as verify_ledger
 
-    with Ledger.open(db, create=False) as ledger:
+    with Ledger.open(db, readonly=True) as ledger:
         profiler = _profiler(profile)
         started = time.perf_counter()
-        report = verify_store(ledger.store)
+        report = verify_ledger(ledger)
         seconds = time.perf_counter() - started
         _save_profile(profiler, profile)
     return {"seconds": seconds, "count": report.events, "ok": report.ok, "rss_mb": _rss_mb()}

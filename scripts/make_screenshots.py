@@ -25,15 +25,19 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from studyledger import Ledger, Observation, RunBudget, RunStatus
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable, Input, Static
 
 from studyledger.tui.app import StudyLedgerApp
-from studyledger.tui.data import parse_time
+from studyledger.tui.screens.compare import CompareScreen
+from studyledger.tui.screens.search import SearchScreen
+from studyledger.events import parse_instant
 from studyledger.tui.observation_list import ObservationList
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "ledger_examples"
 SIZE = (110, 32)
+WIDE = (150, 30)  # the study screens: a column per metric
+SEARCH = "beam"  # a tool the example traces call
 CRASHED_RUN = "run-14447d5846f9"  # documented in ledger_examples/README.md
 TOOL_RUN = "run-52be32d9b27d"
 
@@ -62,7 +66,7 @@ def pinned_clock(db: Path) -> Callable[[], datetime]:
     """Ten minutes after the last recorded event."""
     with sqlite3.connect(db) as conn:
         last = conn.execute("SELECT max(recorded_at) FROM events").fetchone()[0]
-    moment = (parse_time(last) or datetime.now().astimezone()) + timedelta(minutes=10)
+    moment = (parse_instant(last) or datetime.now().astimezone()) + timedelta(minutes=10)
     return lambda: moment
 
 
@@ -73,7 +77,7 @@ async def settle(app: StudyLedgerApp, pilot: object, ready: Callable[[], object]
         try:
             if ready():
                 break
-        except Exception:  # noqa: BLE001  (the screen is still composing)
+        except Exception:  # the screen is still composing
             pass
         if time.monotonic() > deadline:
             raise SystemExit(f"screen {type(app.screen).__name__} did not load in {timeout} s")
@@ -116,7 +120,7 @@ async def shoot(db: Path, out: Path, examples_used: bool) -> list[Path]:
             assert opened is not None
             await opened
             observations = app.screen.query_one(ObservationList)
-            await settle(app, pilot, lambda: observations.loaded_row(max(0, observations.total - 1)) is not None)
+            await settle(app, pilot, lambda listed=observations: listed.loaded_row(max(0, listed.total - 1)) is not None)
             if name == "04-run-tool-calls":
                 await pilot.press("j", "j", "j", "j", "j")
             await pilot.pause(0.2)
@@ -129,6 +133,33 @@ async def shoot(db: Path, out: Path, examples_used: bool) -> list[Path]:
         await pilot.press("escape", "escape", "escape", "escape")
         await pilot.press("t")
         await step("08-runs-light-theme", lambda: app.open_study(first), rows)
+    saved += await shoot_study_screens(db, out, first)
+    return saved
+
+
+async def shoot_study_screens(db: Path, out: Path, study: str) -> list[Path]:
+    """The conditions of a study, two of them compared, and a search across every run."""
+    app = StudyLedgerApp(db, clock=pinned_clock(db), stale_after=300.0)
+    saved: list[Path] = []
+
+    def save(name: str) -> None:
+        saved.append(Path(app.save_screenshot(f"{name}.svg", path=str(out))))
+
+    async with app.run_test(size=WIDE) as pilot:
+        await settle(app, pilot, lambda: app.source is not None and app.screen.query("DataTable"))
+        app.open_conditions(study)
+        await settle(app, pilot, lambda: app.screen.query_one(DataTable).row_count)
+        save("09-conditions")
+        await pilot.press("c", "j", "c")
+        await settle(app, pilot, lambda: isinstance(app.screen, CompareScreen)
+                     and not isinstance(app.screen.query_one("#compared", Static).content, str))
+        save("10-compare-conditions")
+        await pilot.press("escape", "escape", "s")
+        await settle(app, pilot, lambda: isinstance(app.screen, SearchScreen))
+        app.screen.query_one(Input).value = SEARCH
+        await pilot.press("enter")
+        await settle(app, pilot, lambda: app.screen.query_one(DataTable).row_count)
+        save("11-search")
     return saved
 
 

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
+import os
+import resource
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -105,11 +111,29 @@ def test_canonical_export_writes_the_contract(tmp_path: Path, study_db: tuple[Pa
     by_id = {row["run_id"]: row for row in run_rows}
     assert set(by_id) == {runs["a"], runs["b"]}
     assert by_id[runs["a"]]["status"] == "success" and by_id[runs["a"]]["latency_s"] == "5.5"
-    assert by_id[runs["a"]]["agent_id"] == "agent-x" and by_id[runs["a"]]["model_name"] == ""
+    # What was never recorded is what upstream writes for unknown.
+    assert by_id[runs["a"]]["agent_id"] == "agent-x" and by_id[runs["a"]]["model_name"] == "unknown"
+    assert (by_id[runs["a"]]["input_tokens"], by_id[runs["a"]]["cost_usd"], by_id[runs["a"]]["primary_outcome"]) == (
+        "0", "0.0", "")
     assert by_id[runs["b"]]["start_time"] == "" and by_id[runs["b"]]["status"] == "skipped"
+    assert (by_id[runs["b"]]["latency_s"], by_id[runs["b"]]["status_reason"]) == ("0.0", "inadmissible")
     manifest = json.loads((s1 / "manifest.json").read_text())
-    assert manifest["run_count"] == 2 and manifest["status_counts"]["success"] == 1
-    assert manifest["status_counts"]["failed"] == 0
+    assert manifest["run_count"] == 2 and manifest["status_counts"] == {"skipped": 1, "success": 1}
+
+    # Each run's evidence record, in upstream's shape (15 keys), with its companions.
+    record = json.loads((s1 / "artifacts" / "runs" / runs["a"] / "run.json").read_text())
+    assert set(record) == {"attempted", "condition_id", "configured", "error", "files", "integrity", "observed",
+                           "record_type", "run_id", "schema_version", "status", "status_reason", "study_id",
+                           "terminal", "timing"}
+    assert (record["status"], record["status_reason"], record["attempted"], record["terminal"]) == (
+        "success", "completed", True, True)
+    assert record["timing"] == {"started_at": "2026-01-01T00:00:00+00:00", "ended_at": "2026-01-01T00:00:05.5+00:00",
+                                "latency_s": 5.5}
+    assert (s1 / "artifacts" / "runs" / runs["a"] / "attachments").is_dir()
+    observations = (s1 / "artifacts" / "runs" / runs["a"] / "observations.jsonl").read_bytes()
+    assert record["integrity"]["observations_sha256"] == hashlib.sha256(observations).hexdigest()
+    assert record["observed"]["observation_count"] == 2
+    assert [row["metric_name"] for row in record["observed"]["evaluations"]] == ["quality", "ratio"]
 
     _, events = read_csv(s1 / "events.csv")
     assert [e["record_id"] for e in events] == ["o1", "o2"]  # o2 joins through its run
@@ -215,3 +239,83 @@ def test_canonical_export_reads_back_through_the_ingester(tmp_path: Path,
     original, read_back = state(db), state(copy)
     assert read_back == original
     assert len(read_back["observations"]) == 2 and len(read_back["evaluations"]) == 3
+
+
+# -- names that cannot be file names, and exports that fail half way ---------------------
+
+
+def test_ids_too_long_for_file_names_export_and_read_back(tmp_path: Path) -> None:
+    db, out = tmp_path / "ledger.db", tmp_path / "export"
+    long_study, long_run = "s" * 300, "run-" + "r" * 252
+    with Ledger.open(db) as ledger:
+        ledger.register_study(long_study, title="A long id")
+        ledger.append([make_event(EventKind.RUN_REGISTERED, ev.run_registered(
+            long_run, study_id=long_study, condition_id="c1", replicate=1, agent_id=None, problem_id=None, seed=7),
+            source="api")])
+        ledger.transition(long_run, RunStatus.RUNNING, at="2026-01-01T00:00:00+00:00")
+        ledger.transition(long_run, RunStatus.SUCCESS, at="2026-01-01T00:00:01+00:00")
+    code, stdout, err = invoke("--db", str(db), "export", str(out), "--json")
+    assert code == 0, err
+    (study,) = json.loads(stdout)["studies"]
+    folder = Path(study["folder"])
+    assert folder.name == folder_name(long_study) and len(folder.name) < 100
+    assert (folder / "manifest.json").is_file()
+    (run_folder,) = (folder / "artifacts" / "runs").iterdir()
+    assert run_folder.name == folder_name(long_run) and len(run_folder.name) < 100
+    assert json.loads((run_folder / "run.json").read_text())["run_id"] == long_run
+    copy = tmp_path / "copy.db"
+    assert invoke("--db", str(copy), "ingest", str(folder))[0] == 0
+    with Ledger.open(copy) as ledger:
+        run = ledger.run(long_run)
+        assert (run["study_id"], run["status"], run["seed"]) == (long_study, "success", 7)
+
+
+def _export_with_a_file_size_limit(db: Path, out: Path, limit: int) -> subprocess.CompletedProcess[str]:
+    """``studyledger export`` in a process that may write no file larger than ``limit``
+    bytes: the real failure a full disk gives, half way through an export (the limit must
+    be above SQLite's shared-memory file, 32 KiB, for the ledger to open)."""
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return subprocess.run([sys.executable, "-m", "studyledger", "--db", str(db), "export", str(out)],
+                          capture_output=True, text=True, preexec_fn=limit_file_size, timeout=60, check=False)
+
+
+def test_an_export_that_fails_half_way_leaves_nothing_behind(tmp_path: Path) -> None:
+    db, out = tmp_path / "ledger.db", tmp_path / "exports" / "export"
+    fill(db, runs=3, observations=600)
+    done = _export_with_a_file_size_limit(db, out, 100_000)
+    assert done.returncode != 0
+    # One line naming the file that could not be written where it was to be.
+    assert done.stderr == f"Error: {out / 's1' / 'events.csv'}: File too large\n"
+    assert os.listdir(tmp_path / "exports") == []  # no export, no temporary folder
+
+
+def test_a_failed_export_leaves_the_previous_one_whole(tmp_path: Path) -> None:
+    db, out = tmp_path / "ledger.db", tmp_path / "exports" / "export"
+    fill(db, runs=3, observations=600)
+    assert invoke("--db", str(db), "export", str(out))[0] == 0
+    (out / "notes.txt").write_text("mine")
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert _export_with_a_file_size_limit(db, out, 100_000).returncode != 0
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    assert os.listdir(tmp_path / "exports") == ["export"]
+    assert invoke("--db", str(db), "export", str(out))[0] == 0
+    assert (out / "notes.txt").read_text() == "mine" and not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_a_condition_stored_with_factors_that_are_not_an_object_still_exports(tmp_path: Path) -> None:
+    """What an older or forged body left in the projections must not stop an export."""
+    db = tmp_path / "ledger.db"
+    with Ledger.open(db) as ledger:
+        ledger.register_study("s1", title="t")
+        ledger.append([make_event(EventKind.CONDITION_REGISTERED, {
+            "study_id": "s1", "condition_id": "c", "factors": "notadict", "blocks": [], "admissible": True,
+            "constraint_messages": [], "assignment_meta": {}}, source="api")])
+    code, _, err = invoke("--db", str(db), "export", str(tmp_path / "out"))
+    assert code == 0, err
+    _, rows = read_csv(tmp_path / "out" / "s1" / "conditions.csv")
+    assert [row["condition_id"] for row in rows] == ["c"]

@@ -1,5 +1,6 @@
 """Audits read (issue 11, item 12): verify, replay, diff, export, stats and merge's source
-never change the ledger they audit, and they work on a read-only file and folder."""
+never change the ledger they audit, and they work on a read-only file and folder (the
+read-only folder case of every command is in tests/test_readonly.py)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,11 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 from studyledger import Ledger
 from studyledger.audit.checkpoint import take, write
 
 from .audit_helpers import fill, invoke
-from .unprivileged import run_bound
+from .unprivileged import run_cli_unprivileged
 
 
 def digest(path: Path) -> str:
@@ -66,43 +65,58 @@ def test_merge_leaves_its_source_and_its_pending_wal_as_they_are(tmp_path: Path)
     assert (digest(source), digest(wal)) == before
 
 
-@pytest.fixture
-def read_only(tmp_path: Path) -> tuple[Path, str, Path]:
-    """A ledger in a folder where neither the folder nor the file can be written, and a
-    checkpoint of it kept elsewhere."""
-    folder = tmp_path / "ro"
+def test_a_read_only_file_in_a_writable_folder_is_audited_and_a_write_is_one_line(open_folder: Path) -> None:
+    """Before, a read-only file said "not a studyledger ledger (unable to open database
+    file)". tests/test_readonly.py runs every audit on a read-only file in a read-only
+    folder; here the folder can be written (SQLite makes its -shm there), the file cannot."""
+    folder = open_folder / "ledgers"
     folder.mkdir()
     db = folder / "ledger.db"
     run_id = fill(db)[0]
     with Ledger.open(db) as ledger:
-        write(take(ledger.store), tmp_path / "head.json")
-    return db, run_id, tmp_path / "head.json"
-
-
-@pytest.mark.parametrize("folder_writable", [True, False], ids=["read-only file", "read-only folder"])
-def test_the_audit_commands_work_on_a_read_only_ledger(read_only: tuple[Path, str, Path], tmp_path: Path,
-                                                       folder_writable: bool) -> None:
-    """Before, a read-only file or mount said "not a studyledger ledger (unable to open
-    database file)". Run by a user that the permissions bind (see tests/unprivileged.py)."""
-    db, run_id, head = read_only
+        write(take(ledger.store), open_folder / "head.json")
+    folder.chmod(0o777)
     db.chmod(0o444)
-    db.parent.chmod(0o755 if folder_writable else 0o555)
+    out = open_folder / "out"
+    out.mkdir()
+    out.chmod(0o777)
     before = digest(db)
-    out = tmp_path / "out"
-    try:
-        for command in (["stats"], ["runs"], ["show", run_id], ["events"], ["diff", run_id, run_id],
-                        ["verify", "--checkpoint", str(head)], ["replay"], ["audits"],
-                        ["checkpoint", "--out", str(tmp_path / "again.json")],
-                        ["export", str(out / "canonical")], ["export", str(out / "jsonl"), "--format", "jsonl"]):
-            result = run_bound("--db", str(db), *command)
-            assert result.returncode == 0, (command, result.stderr)
-        result = run_bound("--db", str(tmp_path / "merged.db"), "merge", str(db))
-        assert result.returncode == 0, result.stderr
-        # A write is refused in one line, and the file is as it was.
-        result = run_bound("--db", str(db), "verify", "--record")
-        assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
-        assert "read-only" in result.stderr and "Traceback" not in result.stderr
-    finally:
-        db.parent.chmod(0o755)
+    commands = [["stats"], ["runs"], ["show", run_id], ["events"], ["diff", run_id, run_id],
+                ["verify", "--checkpoint", str(open_folder / "head.json")], ["replay"], ["audits"],
+                ["export", str(out / "jsonl"), "--format", "jsonl"],
+                ["verify", "--record"], ["ingest", str(open_folder / "head.json")]]
+    results = run_cli_unprivileged([["--db", str(db), *command] for command in commands]
+                                   + [["--db", str(out / "merged.db"), "merge", str(db)]])
+    *readers, (record, _, record_err), (ingest, _, ingest_err), merged = results
+    for command, (code, _, err) in zip(commands, readers, strict=False):
+        assert code == 0 and "Traceback" not in err, (command, err)
+    assert merged[0] == 0, merged[2]
+    for code, err in ((record, record_err), (ingest, ingest_err)):  # writes: one line, nothing written
+        assert code == 1 and "read-only" in err and len(err.strip().splitlines()) == 1, err
     assert digest(db) == before
-    assert not Path(f"{db}-wal").exists() or folder_writable
+
+
+def test_a_read_only_folder_whose_wal_holds_transactions_is_refused_not_read_stale(open_folder: Path) -> None:
+    """Immutable (the only way SQLite reads in a read-only folder), the -wal is not read:
+    a ledger whose writer was killed would be audited as it was before its last writes."""
+    folder = open_folder / "ledgers"
+    folder.mkdir()
+    db = folder / "ledger.db"
+    script = textwrap.dedent("""
+        import os, sys
+        from studyledger import Ledger, RunBudget
+        ledger = Ledger.open(sys.argv[1])
+        ledger.conn.execute("PRAGMA wal_autocheckpoint = 0")
+        ledger.register_study("s1", run_budget=RunBudget(replicates=1))
+        os._exit(0)
+    """)
+    subprocess.run([sys.executable, "-c", script, str(db)], check=True, timeout=60)
+    Path(f"{db}-shm").unlink()  # as a copy of the ledger and its log would be
+    for path in folder.iterdir():
+        path.chmod(0o444)
+    folder.chmod(0o555)
+    try:
+        [(code, _, err)] = run_cli_unprivileged([["--db", str(db), "stats"]])
+    finally:
+        folder.chmod(0o755)
+    assert code == 1 and "write-ahead log ledger.db-wal holds transactions" in err, err

@@ -85,10 +85,9 @@ def test_every_example_line_is_accounted_for(ingested: tuple[Path, dict[str, Any
 def test_malformed_file_rejects_each_bad_line_with_its_line_number(ingested: tuple[Path, dict[str, Any]]) -> None:
     db, _ = ingested
     with Ledger.open(db, create=False) as ledger:
-        rows = ledger.conn.execute("SELECT body FROM events WHERE kind = 'line_rejected'").fetchall()
-    bodies = [json.loads(row[0]) for row in rows]
-    assert all(body["file"].endswith("malformed.jsonl") for body in bodies)
-    assert sorted(body["line"] for body in bodies) == [2, 3, 4, 5, 6]
+        rows = query.rejections(ledger.conn)
+    assert all(row["file"].endswith("malformed.jsonl") for row in rows)
+    assert sorted(row["line"] for row in rows) == [2, 3, 4, 5, 6]
 
 
 def test_example_runs_end_as_the_readme_says(ingested: tuple[Path, dict[str, Any]]) -> None:

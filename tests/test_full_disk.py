@@ -24,7 +24,7 @@ from studyledger.audit.verify import verify
 from studyledger.events import EventKind
 
 from .ingest_helpers import row_line
-from .unprivileged import run_bound
+from .unprivileged import run_cli_unprivileged
 
 WRITER = textwrap.dedent("""
     import json, os, resource, signal, sys
@@ -137,16 +137,17 @@ def test_ingest_past_the_file_size_limit_is_one_line_and_loses_nothing(tmp_path:
         assert report.lines_read == 6_000 and ledger.stats()["observations"] == 6_000 and verify(ledger).ok
 
 
-def test_writing_to_a_read_only_ledger_is_one_line(tmp_path: Path) -> None:
-    """Issue 11, item 15: `attempt to write a readonly database` was a traceback."""
-    ledger_path = tmp_path / "ledger.db"
+def test_writing_to_a_read_only_ledger_is_one_line(open_folder: Path) -> None:
+    """Issue 11, item 15: `attempt to write a readonly database` was a traceback. Run by a
+    user who cannot write the file (tests/unprivileged.py)."""
+    ledger_path = open_folder / "ledger.db"
     Ledger.open(ledger_path).close()
-    (tmp_path / "a.jsonl").write_text(row_line(0))
+    (open_folder / "a.jsonl").write_text(row_line(0))
     ledger_path.chmod(0o444)
     before = ledger_path.read_bytes()
-    result = run_bound("--db", str(ledger_path), "ingest", str(tmp_path / "a.jsonl"))
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines() == [
+    [(code, _, err)] = run_cli_unprivileged([["--db", str(ledger_path), "ingest", str(open_folder / "a.jsonl")]])
+    assert code == 1 and "Traceback" not in err
+    assert err.strip().splitlines() == [
         f"Error: {ledger_path}: cannot write the ledger (attempt to write a readonly database): the file or its "
         "folder is read-only to this user; nothing was written"]
     assert ledger_path.read_bytes() == before

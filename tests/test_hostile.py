@@ -4,7 +4,6 @@ FIFOs swapped in. Every one is one explained refusal; none stops the other files
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
@@ -17,6 +16,7 @@ import pytest
 
 from studyledger import Ledger, Watcher, ingest, query
 from studyledger.events import EventKind
+from studyledger.ingestion.lines import raw_bytes
 from studyledger.ingestion.tailer import Tailer
 
 from .ingest_helpers import count_events, event_ids, own_line, row_line, start_watch, wait_for, write
@@ -41,11 +41,13 @@ def test_a_name_that_is_not_utf8_is_read_and_stopped_nothing(ledger: Ledger, tmp
     report = ingest(ledger, [tmp_path])
     assert (report.errors, report.lines_read, report.lines_rejected) == ([], 3, 1)
     assert len(event_ids(ledger.path, OBS)) == 2
-    [rejection] = [e.data for e in ledger.events() if e.kind == EventKind.LINE_REJECTED]
-    # Stored as text a person can read, and the exact bytes beside it: lossless.
-    assert rejection["file"] == f"{tmp_path}/a\\xff\x1b[2J.jsonl"
-    assert base64.b64decode(rejection["file_base64"]) == os.fsencode(bad)
-    assert {row["path"] for row in query.ingest_files(ledger.conn)} == {str(tmp_path / "good.jsonl"), rejection["file"]}
+    [rejection] = [e for e in ledger.events() if e.kind == EventKind.LINE_REJECTED]
+    # The name is recorded as text a person can read, each byte that is not UTF-8 as \xNN.
+    shown = f"{tmp_path}/a\\xff\x1b[2J.jsonl"
+    assert os.fsencode(bad) == os.fsencode(str(tmp_path)) + b"/a\xff\x1b[2J.jsonl"
+    assert rejection.source == f"file:{shown}:2:{len(own_line(1))}"
+    assert raw_bytes(rejection.data) == b"not json"
+    assert {row["path"] for row in query.ingest_files(ledger.conn)} == {str(tmp_path / "good.jsonl"), shown}
     again = ingest(ledger, [tmp_path])  # its offset was committed like any other's
     assert (again.lines_read, again.errors) == (0, [])
 
@@ -259,8 +261,8 @@ def test_a_hostile_folder_at_once(tmp_path: Path, secret: Path) -> None:
         events = ledger.events()
         records = {e.data.get("record_id") for e in events if e.kind == OBS}
         assert good <= records
-        rejections = [e.data for e in events if e.kind == EventKind.LINE_REJECTED]
-        by_file = {Path(r["file"]).stem: r["reason"] for r in rejections}
+        rejections = [e for e in events if e.kind == EventKind.LINE_REJECTED]
+        by_file = {Path(e.source.removeprefix("file:").rsplit(":", 2)[0]).stem: e.data["reason"] for e in rejections}
         assert len(by_file) == len(rejections) == len(BAD_LINES) + 2, " ".join(sorted(by_file))  # one each
         for name, (_, reason) in BAD_LINES.items():
             assert reason in by_file[name], (name, by_file[name])

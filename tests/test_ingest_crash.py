@@ -21,7 +21,7 @@ def _writer(folder: Path, stop: threading.Event, seed: int) -> None:
     """Append bursts of good lines, bad lines and lines split across two writes."""
     rng = random.Random(seed)
     index = 0
-    handles = [open(folder / f"w{n}.jsonl", "ab") for n in range(3)]  # noqa: SIM115
+    handles = [open(folder / f"w{n}.jsonl", "ab") for n in range(3)]
     try:
         while not stop.is_set():
             handle = rng.choice(handles)

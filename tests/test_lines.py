@@ -66,18 +66,19 @@ def test_integer_too_long_for_int_is_a_rejection() -> None:
 
 def test_rejection_keeps_exact_bytes_and_a_readable_preview() -> None:
     data = b'{"text": "caf\xc3\xa9 \xff\x00 \x1b[31m"}'
-    body = rejection_body("/x/a.jsonl", 3, 120, "invalid UTF-8 at byte 15: invalid start byte", data)
+    body = rejection_body(3, 120, "invalid UTF-8 at byte 15: invalid start byte", data, prefix_sha256="p")
     assert raw_bytes(body) == data
     assert body["raw_complete"] is True
     assert body["length"] == len(data)
     assert body["sha256"] == hashlib.sha256(data).hexdigest()
     assert body["raw"].startswith('{"text": "café \\xff')
-    assert (body["file"], body["line"], body["offset"]) == ("/x/a.jsonl", 3, 120)
+    assert (body["line"], body["offset"], body["prefix_sha256"]) == (3, 120, "p")
+    assert "file" not in body  # where it was read is the event's source, not the fact
 
 
 def test_long_rejected_line_preview_is_bounded_but_bytes_are_complete() -> None:
     data = b"x" * (PREVIEW_BYTES * 10)
-    body = rejection_body("f", 1, 0, "r", data)
+    body = rejection_body(1, 0, "r", data, prefix_sha256="p")
     assert len(body["raw"]) < PREVIEW_BYTES + 40
     assert body["raw"].endswith(f"[{len(data)} bytes]")
     assert raw_bytes(body) == data
@@ -85,20 +86,24 @@ def test_long_rejected_line_preview_is_bounded_but_bytes_are_complete() -> None:
 
 def test_too_long_line_keeps_head_length_and_whole_hash() -> None:
     whole = b"y" * 100_000
-    body = rejection_body("f", 1, 0, "too long", TooLong(whole[:TOO_LONG_KEEP], len(whole), hashlib.sha256(whole).hexdigest()))
+    body = rejection_body(1, 0, "too long", TooLong(whole[:TOO_LONG_KEEP], len(whole), hashlib.sha256(whole).hexdigest()),
+                          prefix_sha256="p")
     assert body["raw_complete"] is False
     assert raw_bytes(body) == whole[:TOO_LONG_KEEP]
     assert body["length"] == len(whole)
     assert body["sha256"] == hashlib.sha256(whole).hexdigest()
 
 
-def test_same_line_at_same_place_is_the_same_rejection_event() -> None:
-    first = rejection_event("f", 2, 10, "bad", b"{")
-    again = rejection_event("f", 2, 10, "bad", b"{")
-    elsewhere = rejection_event("f", 3, 12, "bad", b"{")
+def test_same_line_at_same_place_of_the_same_content_is_the_same_rejection_event() -> None:
+    first = rejection_event("f", 2, 10, "bad", b"{", prefix_sha256="p")
+    again = rejection_event("f", 2, 10, "bad", b"{", prefix_sha256="p")
+    copied = rejection_event("copy/f", 2, 10, "bad", b"{", prefix_sha256="p")
+    elsewhere = rejection_event("f", 3, 12, "bad", b"{", prefix_sha256="q")
+    other_content = rejection_event("f", 2, 10, "bad", b"{", prefix_sha256="q")
     assert first.kind == EventKind.LINE_REJECTED
-    assert first.event_id == again.event_id != elsewhere.event_id
-    assert first.source == "file:f:2:10"
+    assert first.event_id == again.event_id == copied.event_id
+    assert len({first.event_id, elsewhere.event_id, other_content.event_id}) == 3
+    assert (first.source, copied.source) == ("file:f:2:10", "file:copy/f:2:10")
 
 
 @given(st.binary(max_size=300))
@@ -107,7 +112,7 @@ def test_arbitrary_bytes_parse_or_are_rejected_with_recoverable_bytes(data: byte
         parse_line(data)
     except BadLine as exc:
         assert str(exc)
-        assert raw_bytes(rejection_body("f", 1, 0, str(exc), data)) == data
+        assert raw_bytes(rejection_body(1, 0, str(exc), data, prefix_sha256="p")) == data
 
 
 @given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(),

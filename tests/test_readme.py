@@ -1,4 +1,4 @@
-"""The README's promises: its CLI reference is the real --help, its commands are the CI's."""
+"""The README's promises: its CLI reference is the real --help, its commands are the CI's; docs/api.md is current."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from .conftest import REPO
 
 
 def load_updater():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("update_readme", REPO / "scripts" / "update_readme.py")
+    spec = importlib.util.spec_from_file_location("update_docs", REPO / "scripts" / "update_docs.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -22,7 +22,19 @@ def load_updater():  # type: ignore[no-untyped-def]
 
 def test_cli_reference_matches_help() -> None:
     readme = (REPO / "README.md").read_text()
-    assert load_updater().render(readme) == readme, "run: python scripts/update_readme.py"
+    assert load_updater().render(readme) == readme, "run: python scripts/update_docs.py"
+
+
+def test_the_api_page_documents_every_public_name_and_is_current() -> None:
+    import studyledger
+
+    page = (REPO / "docs" / "api.md").read_text()
+    assert load_updater().api_reference() == page, "run: python scripts/update_docs.py"
+    documented = set(re.findall(r"^### `(\w+)`", page, re.M))
+    assert documented == set(studyledger.__all__)
+    for name in studyledger.__all__:  # every name has words, not only a signature
+        section = page.split(f"### `{name}`", 1)[1].split("\n### ", 1)[0]
+        assert len(re.sub(r"```.*?```", "", section, flags=re.S).split()) >= 4, name
 
 
 def test_every_command_is_documented() -> None:
@@ -51,15 +63,18 @@ def test_python_examples_run_as_written(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.chdir(tmp_path)
     blocks = code_blocks("python")
     assert len(blocks) >= 2
+    namespace: dict[str, object] = {}
     for block in blocks:
-        exec(compile(block, "README.md", "exec"), {})  # noqa: S102 - our own README
-    from studyledger import Ledger, ingest, run_id_for
+        exec(compile(block, "README.md", "exec"), namespace)  # our own README, in order
+    from studyledger import IngestReport, Ledger, run_id_for
 
-    with Ledger.open(tmp_path / "studyledger.db") as ledger:
+    # The API example ingests what the DropWriter example wrote: both record the same
+    # observation, one fact, so one event.
+    report = namespace["report"]
+    assert isinstance(report, IngestReport)
+    assert (report.lines_rejected, report.events_appended, report.duplicates) == (0, 4, 1)
+    with Ledger.open(tmp_path / "studyledger.db", readonly=True) as ledger:
         assert [run["status"] for run in ledger.runs()] == ["success"]
-        stats = ingest(ledger, [tmp_path / "drop"])
-        # Both examples record the same observation: one fact, so one event.
-        assert (stats.lines_rejected, stats.events_appended, stats.duplicates) == (0, 4, 1)
         assert [run["run_id"] for run in ledger.runs()] == [run_id_for("s1", "cond-a", 1, None, None)]
 
 

@@ -33,7 +33,6 @@ from studyledger.events import canonical_body, event_id_for
 from .conftest import SHARED
 
 VECTORS_PATH = SHARED / "seed" / "vectors.json"
-pytestmark = pytest.mark.skipif(not VECTORS_PATH.exists(), reason=f"seed vectors not found at {VECTORS_PATH}")
 
 
 @pytest.fixture(scope="module")

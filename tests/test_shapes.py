@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from studyledger import Ledger, ValidationError, ingest, query
+from studyledger import Ledger, ValidationError, ingest, search
 from studyledger.store import chain_hash
 from studyledger.events import BODY_SHAPES, NewEvent, body_problems, event_id_for, indexed_columns, is_unicode
 from studyledger.tui.data import ObservationFilter, Source
@@ -71,8 +71,10 @@ def test_readers_survive_any_stored_body(tmp_path: Path) -> None:
         ledger.append(hostile_events())
         anomalies = {a["kind"] for a in ledger.anomalies()}
     assert anomalies >= {"unreadable_event", "invalid_field"}
-    commands = [["verify"], ["replay"], ["stats"], ["runs"], ["events"], ["audits"], ["rejects"],
-                ["show", run_ids[0]], ["show", "hostile-run_id"], ["diff", run_ids[0], "hostile-run_id"],
+    commands = [["verify"], ["replay"], ["stats"], ["runs"], ["runs", "--metric", "hostile-metric_name"],
+                ["events"], ["audits"], ["rejects"], ["conditions", "s1"], ["conditions", "hostile-study_id"],
+                ["search", "hostile"], ["show", run_ids[0]], ["show", "hostile-run_id"],
+                ["diff", run_ids[0], "hostile-run_id"],
                 ["export", str(tmp_path / "canonical")], ["export", str(tmp_path / "jsonl"), "--format", "jsonl"]]
     for command in commands:
         for as_json in ([], ["--json"]):
@@ -89,8 +91,12 @@ def test_readers_survive_any_stored_body(tmp_path: Path) -> None:
                 source.observation(row["seq"])
         source.ingestion()
         source.anomalies()
-        for study in source.studies():
-            source.read(lambda conn: query.conditions(conn, study["study_id"]))
+        source.search("hostile", search.Filters())
+        source.diff(run_ids[0], "hostile-run_id")
+        studies, _ = source.studies()
+        for study in studies:
+            source.conditions(study["study_id"])
+            source.run_metrics(study["study_id"])
     finally:
         source.close()
     # The JSONL export of it all restores to the same history: restore refuses the bodies

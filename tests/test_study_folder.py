@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from studyledger import Ledger, SeedPolicy, query
 from studyledger.ingestion.service import plan
 from studyledger.ingestion.study_folder import (
+    CheckpointCache,
     StudyFolderError,
     StudyFolderScan,
     scan_study_folder,
@@ -135,7 +136,8 @@ def test_problems_are_reported_and_the_rest_imported(ledger: Ledger, study: Path
     scan = scan_study_folder(study)
     assert scan.problems == [
         f"{study / 'artifacts/runs' / PENDING / 'run.json'}: not JSON "
-        "(Expecting property name enclosed in double quotes: line 1 column 2 (char 1)); run not imported",
+        "(Expecting property name enclosed in double quotes: line 1 column 2 (char 1)); "
+        "not read (the run may still come from its other records)",
         f"{runs}:3: trace 'traces/missing.jsonl' does not exist",
         f"{runs}:3: trace '../../../etc/passwd' is outside the study folder; not imported",
         f"{study / 'notes.jsonl'}: not a file a study folder is known to hold; not imported",
@@ -246,3 +248,30 @@ def test_rescans_notice_a_replaced_runs_jsonl(study: Path, replace: str) -> None
     assert scan_study_folder(study).orphan_traces == [
         stray, study / "traces" / "run_20260302T101600Z_run-222222222222.jsonl"]
 
+
+
+def test_rescans_read_only_the_run_records_that_changed_since_their_events_were_appended(
+        ledger: Ledger, tmp_path: Path) -> None:
+    folder = Path(shutil.copytree(Path(__file__).parent / "fixtures" / "upstream" / "crashed", tmp_path / "crashed"))
+    cache = CheckpointCache()
+    first = scan_study_folder(folder, cache=cache)
+    assert {event.kind for event in first.events} >= {"run_registered", "run_status_changed"}
+    # Not appended yet (say the ledger was busy): the next scan reads everything again.
+    assert len(scan_study_folder(folder, cache=cache).events) == len(first.events)
+    ledger.append(first.events)
+    cache.confirm(first)
+    again = scan_study_folder(folder, cache=cache)
+    assert again.events == [] and again.study_id == "crash-study" and again.problems == []
+    assert again.jsonl_files == first.jsonl_files  # the running run's trace is still known by its id
+    # The runner rewrites one record (atomically, as upstream does): only it is read.
+    record = folder / "artifacts" / "runs" / "run-1e82141caa1a" / "run.json"
+    data = json.loads(record.read_text())
+    data.update(status="running", status_reason="execution_started", attempted=True,
+                timing={"started_at": "2026-11-30T14:40:00+00:00", "ended_at": None, "latency_s": 0.0})
+    (record.parent / ".run.json.tmp").write_text(json.dumps(data))
+    (record.parent / ".run.json.tmp").replace(record)
+    changed = scan_study_folder(folder, cache=cache)
+    assert [(event.kind, event.run_id) for event in changed.events] == [
+        ("run_registered", "run-1e82141caa1a"), ("run_status_changed", "run-1e82141caa1a")]
+    ledger.append(changed.events)
+    assert ledger.run("run-1e82141caa1a")["status"] == "running"

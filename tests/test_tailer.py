@@ -183,7 +183,28 @@ def test_bad_utf8_line_is_rejected_with_exact_bytes(ledger: Ledger, tmp_path: Pa
     [body] = rejections(ledger)
     assert raw_bytes(body) == bad
     assert "UTF-8" in str(body["reason"])
-    assert (body["file"], body["line"], body["offset"]) == (str(path), 2, len(own_line(0)))
+    assert (body["line"], body["offset"]) == (2, len(own_line(0)))
+    assert body["prefix_sha256"] == hashlib.sha256(own_line(0).encode() + bad + b"\n").hexdigest()
+    assert query.rejections(ledger.conn)[0]["file"] == str(path)
+
+
+def test_a_copied_file_is_not_rejected_again(ledger: Ledger, tmp_path: Path) -> None:
+    """The same bad bytes at the same line of the same content are one rejection, wherever
+    the file is read from; the same bad line after other content is another."""
+    original = tmp_path / "study" / "a.jsonl"
+    original.parent.mkdir()
+    write(original, own_line(0) + "{broken\n" + own_line(1))
+    copy = tmp_path / "copy" / "study" / "a.jsonl"
+    copy.parent.mkdir(parents=True)
+    shutil.copy(original, copy)
+    other = tmp_path / "other.jsonl"
+    write(other, own_line(5) + "{broken\n")
+    tailer = Tailer(ledger)
+    for path in (original, copy, other):
+        assert tailer.ingest_path(path).lines_rejected == 1
+    rows = query.rejections(ledger.conn)
+    assert [(row["file"], row["line"]) for row in rows] == [(str(original), 2), (str(other), 2)]
+    assert len(rejections(ledger)) == 2
 
 
 def test_bad_json_line_is_rejected_with_its_column(ledger: Ledger, tmp_path: Path) -> None:

@@ -434,3 +434,20 @@ async def test_each_screen_reads_the_ledger_once_when_it_opens(db: Path, monkeyp
         await until(pilot, lambda: isinstance(app.screen, IngestionScreen))
         await pilot.pause(0.5)
     assert loads == {"StudiesScreen": 1, "RunScreen": 1, "IngestionScreen": 1}
+
+
+@sync
+async def test_the_header_title_is_drawn_at_once_so_quitting_leaves_nothing_queued(tmp_path: Path) -> None:
+    # Textual's own Header redraws its title in a queued coroutine; when the app quit before
+    # the queue ran (a test ending, a user pressing q as a screen appeared), the title widget
+    # was already gone and the app died with NoMatches: HeaderTitle.
+    from textual.widgets._header import HeaderTitle
+
+    path = tmp_path / "notes.db"
+    path.write_text("hello")
+    app = make_app(path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, NoLedgerScreen) and app.screen.query_one(HeaderTitle))
+        title = app.screen.query_one(HeaderTitle)
+        app.screen.sub_title = "changed"
+        assert "changed" in str(title.content)

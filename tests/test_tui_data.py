@@ -101,3 +101,16 @@ def test_stale_and_duration() -> None:
     ended = {**running, "status": "success", "ended_at": "2026-03-02T10:00:02.500000+00:00"}
     assert run_duration(ended, late + timedelta(days=1)) == 2.5
     assert run_duration({"status": "pending"}, late) is None
+
+
+def test_a_replayed_old_trace_is_not_timed_as_if_running_since_its_start() -> None:
+    # A trace of a run killed two days ago, ingested a minute ago: its last event (on its own
+    # clock) came 3 s after its start, and nothing has been heard from it since it arrived.
+    replayed = {"status": "running", "started_at": "2026-02-28T10:00:00+00:00",
+                "last_activity": "2026-02-28T10:00:03+00:00", "last_recorded": "2026-03-02T10:09:00+00:00"}
+    late = NOW.replace(hour=10, minute=10)
+    assert run_duration(replayed, late, 300) == 63  # 3 s of trace + 60 s since it arrived
+    # A clock running 2 h behind does not change a live run's duration.
+    behind = {"status": "running", "started_at": "2026-03-02T08:00:00+00:00",
+              "last_activity": "2026-03-02T08:09:00+00:00", "last_recorded": "2026-03-02T10:09:00+00:00"}
+    assert run_duration(behind, late, 300) == 600

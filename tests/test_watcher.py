@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from studyledger import Ledger, query
 from studyledger.events import EventKind
 from studyledger.ingestion.watcher import Watcher
 
-from .ingest_helpers import count_events, own_line, wait_for, write
+from .ingest_helpers import count_events, own_line, start_watch, wait_for, write
 
 OBS = EventKind.OBSERVATION_RECORDED.value
 
@@ -163,6 +167,103 @@ def test_study_folder_facts_are_read_live(ledger_path: Path, tmp_path: Path) -> 
         (study / "study.yaml").write_text("study_id: [unclosed\n")
         wait_for(lambda: any("study.yaml" in error for error in watcher.stats.errors), what="the broken yaml reported")
         assert watcher.running
+
+
+# -- study output folders dropped into a watched folder ---------------------------------
+
+UPSTREAM = Path(__file__).parent / "fixtures" / "upstream"
+
+
+def runs_by_status(db: Path, study_id: str) -> dict[str, int]:
+    """``{status: runs}`` of one study, read through a separate connection ({} before any)."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            return dict(conn.execute("SELECT status, count(*) FROM runs WHERE study_id = ? GROUP BY status",
+                                     (study_id,)).fetchall())
+    except sqlite3.OperationalError:
+        return {}
+
+
+def test_study_folders_in_the_watched_folder_are_imported_at_start_when_copied_in_and_after_a_restart(
+        ledger_path: Path, tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    shutil.copytree(UPSTREAM / "plain", drop / "plain")
+    with Watcher(ledger_path, drop, reconcile=0.2) as first:
+        wait_for(lambda: runs_by_status(ledger_path, "plain-study") == {"success": 10}, what="a study there at start")
+        shutil.copytree(UPSTREAM / "agents_traced", drop / "incoming" / "agents_traced")
+        wait_for(lambda: runs_by_status(ledger_path, "agents-traced-study") == {"success": 20, "failed": 4},
+                 what="a study copied in while watching")
+    shutil.copytree(UPSTREAM / "crashed", drop / "crashed")
+    with Watcher(ledger_path, drop, reconcile=0.2) as second:
+        wait_for(lambda: runs_by_status(ledger_path, "crash-study") == {"success": 4, "running": 1, "pending": 7},
+                 what="a killed study copied in while stopped")
+    for watcher in (first, second):
+        stats = watcher.stats
+        assert watcher.error is None and stats.errors == [] and stats.problems == [] and stats.lines_rejected == 0
+    assert set(second.stats.studies) == {"plain-study", "agents-traced-study", "crash-study"}
+    with Ledger.open(ledger_path, readonly=True) as ledger:
+        assert len(ledger.anomalies()) == 2  # the two true disagreements of agents_traced
+        assert query.rejections(ledger.conn) == []
+
+
+def _pending(record: dict[str, Any]) -> dict[str, Any]:
+    """The run.json upstream writes for a planned run before the study starts."""
+    return {**record, "status": "pending", "status_reason": "awaiting_execution", "attempted": False,
+            "terminal": False, "error": None, "timing": {"started_at": None, "ended_at": None, "latency_s": 0.0},
+            "observed": {"artifact_refs": [], "evaluations": [], "execution_metadata": {}, "metrics": {},
+                         "observation_count": 0, "outputs": {}, "provenance": {}, "trace_refs": []}}
+
+
+def test_a_study_folder_is_followed_live_as_upstream_writes_it(ledger_path: Path, tmp_path: Path) -> None:
+    """Every run.json pending first, then each run running and finished with its checkpoint
+    line, and study.yaml and the CSV files only at the end: the ledger follows each step."""
+    source, study = UPSTREAM / "plain", tmp_path / "drop" / "plain"
+    runs_dir, checkpoints = study / "artifacts" / "runs", study / "artifacts" / "checkpoints"
+    lines = (source / "artifacts" / "checkpoints" / "runs.jsonl").read_text().splitlines(keepends=True)
+    records = {json.loads(line)["run_id"]: json.loads((source / "artifacts" / "runs" / json.loads(line)["run_id"]
+                                                       / "run.json").read_text()) for line in lines}
+    study.mkdir(parents=True)
+    with Watcher(ledger_path, tmp_path / "drop", reconcile=0.2) as watcher:
+        for run_id, record in records.items():
+            (runs_dir / run_id / "attachments").mkdir(parents=True)
+            (runs_dir / run_id / "observations.jsonl").write_text("")
+            (runs_dir / run_id / "run.json").write_text(json.dumps(_pending(record), indent=2))
+        wait_for(lambda: runs_by_status(ledger_path, "plain-study") == {"pending": 10}, what="the planned runs")
+        checkpoints.mkdir()
+        for done, (line, (run_id, record)) in enumerate(zip(lines, records.items(), strict=True), start=1):
+            running = {**_pending(record), "status": "running", "status_reason": "execution_started",
+                       "attempted": True, "timing": {**record["timing"], "ended_at": None, "latency_s": 0.0}}
+            (runs_dir / run_id / "run.json").write_text(json.dumps(running, indent=2))
+            wait_for(lambda: runs_by_status(ledger_path, "plain-study").get("running") == 1, what=f"{run_id} running")
+            for name in ("observations.jsonl", "run.json"):
+                shutil.copy(source / "artifacts" / "runs" / run_id / name, runs_dir / run_id / name)
+            shutil.copy(source / "artifacts" / "checkpoints" / f"{run_id}.json", checkpoints / f"{run_id}.json")
+            write(checkpoints / "runs.jsonl", line)
+            wait_for(lambda done=done: runs_by_status(ledger_path, "plain-study").get("success") == done,
+                     what=f"{run_id} done")
+        for name in ("study.yaml", "conditions.csv", "evaluations.csv", "manifest.json", "runs.csv", "events.csv"):
+            shutil.copy(source / name, study / name)
+        with Ledger.open(ledger_path, readonly=True) as ledger:
+            wait_for(lambda: bool(query.conditions(ledger.conn, "plain-study")), what="the files written at the end")
+            assert ledger.study("plain-study")["title"] == "Bracket sizing, plain"
+            assert ledger.anomalies() == [] and query.rejections(ledger.conn) == []
+    assert watcher.error is None and watcher.stats.problems == [] and watcher.stats.errors == []
+
+
+def test_watch_imports_a_study_folder_dropped_in(ledger_path: Path, tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    process = start_watch(ledger_path, drop, "--reconcile", "0.2")
+    try:
+        wait_for(lambda: ledger_path.exists(), what="the ledger")
+        shutil.copytree(UPSTREAM / "crashed", drop / "crashed")
+        wait_for(lambda: runs_by_status(ledger_path, "crash-study") == {"success": 4, "running": 1, "pending": 7},
+                 what="the killed study")
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert b"Warning" not in err and b"Error" not in err
 
 
 def test_a_file_truncated_and_regrown_while_watched_loses_nothing(ledger_path: Path, tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ NOW = datetime(2026, 3, 2, 10, 30, tzinfo=UTC)
 HOSTILE = "[bold red]pwned[/] \x1b[2J\x1b]0;owned\x07\x9b31m tail"
 
 
-def CLOCK() -> datetime:  # noqa: N802  (a constant-like function)
+def CLOCK() -> datetime:  # named like a constant: it stands for one fixed moment
     """The fixed "now" of every deterministic test: 30 minutes after the events."""
     return NOW
 

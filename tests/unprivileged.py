@@ -1,44 +1,49 @@
-"""Running a command as a user that file permissions bind, from a suite that runs as root.
+"""Running CLI commands as a user that cannot write, for tests of read-only files and folders.
 
-CI runs the suite as root, for whom a file's mode bits do not bind. The commands that must
-work on (or refuse) a read-only file are run in a subprocess without the capabilities that
-make root exempt (CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH, dropped from the bounding set so
-exec cannot give them back): the kernel then checks the mode bits for it as for any owner.
-``setuid(nobody)`` would do too, where the interpreter is readable by nobody, which it is
-not when Python lives under root's 0700 home. As another user, nothing needs dropping.
+The suite runs as root in CI, and root writes whatever a file's mode says. So the commands
+run in one child that loads studyledger first (the interpreter lives under /root, which an
+unprivileged user cannot enter), then drops to ``nobody`` and only then opens the ledger.
 """
 
 from __future__ import annotations
 
-import ctypes
-import os
+import json
 import subprocess
 import sys
-from collections.abc import Callable
 
-import pytest
+NOBODY = 65534
 
-_PR_CAPBSET_DROP = 24
-_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH = 1, 2
+_SCRIPT = """
+import importlib, json, os, pkgutil, sys
+from click.testing import CliRunner
+import studyledger
+for module in pkgutil.walk_packages(studyledger.__path__, "studyledger."):
+    if ".tui" not in module.name and not module.name.endswith("__main__"):
+        importlib.import_module(module.name)
+if os.getuid() == 0:
+    os.setgroups([])
+    os.setgid(%(uid)d)
+    os.setuid(%(uid)d)
+from studyledger.cli import cli
+results = []
+for args in json.loads(sys.argv[1]):
+    result = CliRunner().invoke(cli, args)
+    error = "" if result.exception is None or isinstance(result.exception, SystemExit) else repr(result.exception)
+    results.append([result.exit_code, result.stdout, result.stderr + error])
+print(json.dumps(results))
+"""
 
 
-def _drop_exemptions() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    for capability in (_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH):
-        if libc.prctl(_PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+def run_cli_unprivileged(commands: list[list[str]], timeout: float = 120) -> list[tuple[int, str, str]]:
+    """Each ``studyledger ARGS`` of ``commands``, as a user without write access.
 
+    As root the child drops to ``nobody``; as anyone else it runs as that user, for whom
+    the modes of the test's files already bind.
 
-def bound_by_permissions() -> Callable[[], None] | None:
-    """A ``preexec_fn`` under which file permissions bind (None when they already do)."""
-    if os.geteuid() != 0:
-        return None
-    if not sys.platform.startswith("linux"):
-        pytest.skip("dropping root's file-permission exemption needs Linux capabilities")
-    return _drop_exemptions
-
-
-def run_bound(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """``studyledger ARGS`` in a subprocess that file permissions bind."""
-    return subprocess.run([sys.executable, "-m", "studyledger", *args], capture_output=True, text=True,
-                          timeout=timeout, preexec_fn=bound_by_permissions())
+    Returns:
+        ``(exit code, stdout, stderr)`` per command; an exception escaping a command shows
+        at the end of its stderr.
+    """
+    result = subprocess.run([sys.executable, "-c", _SCRIPT % {"uid": NOBODY}, json.dumps(commands)],
+                            capture_output=True, text=True, timeout=timeout, check=True)
+    return [(code, out, err) for code, out, err in json.loads(result.stdout)]

@@ -16,54 +16,58 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-# name -> (module, attribute): the public API, loaded on first use.
-_EXPORTS: dict[str, tuple[str, str]] = {
-    # the ledger
-    "Ledger": ("studyledger.ledger", "Ledger"),
-    "run_id_for": ("studyledger.ledger", "run_id_for"),
-    "Head": ("studyledger.store", "Head"),
-    "AppendResult": ("studyledger.store", "AppendResult"),
-    # the seed's vocabulary
-    "ConstraintSeverity": ("studyledger.schema", "ConstraintSeverity"),
-    "Observation": ("studyledger.schema", "Observation"),
-    "ObservationLevel": ("studyledger.schema", "ObservationLevel"),
-    "ProvenanceMetadata": ("studyledger.schema", "ProvenanceMetadata"),
-    "RunBudget": ("studyledger.schema", "RunBudget"),
-    "RunStatus": ("studyledger.schema", "RunStatus"),
-    "SeedPolicy": ("studyledger.schema", "SeedPolicy"),
-    # ingestion
-    "DropWriter": ("studyledger.ingestion.dropwriter", "DropWriter"),
-    "IngestReport": ("studyledger.ingestion.service", "IngestReport"),
-    "LineAdapter": ("studyledger.ingestion.adapters", "LineAdapter"),
-    "Watcher": ("studyledger.ingestion.watcher", "Watcher"),
-    "ingest": ("studyledger.ingestion.service", "ingest"),
-    # audits
-    "Checkpoint": ("studyledger.audit.checkpoint", "Checkpoint"),
-    "MergeReport": ("studyledger.audit.merge", "MergeReport"),
-    "Problem": ("studyledger.audit.verify", "Problem"),
-    "ReplayReport": ("studyledger.audit.replay", "ReplayReport"),
-    "RestoreReport": ("studyledger.audit.restore", "RestoreReport"),
-    "Snapshot": ("studyledger.audit.replay", "Snapshot"),
-    "VerifyReport": ("studyledger.audit.verify", "VerifyReport"),
-    "diff_runs": ("studyledger.audit.diff", "diff_runs"),
-    "export_canonical": ("studyledger.audit.export_canonical", "export_canonical"),
-    "export_jsonl": ("studyledger.audit.export_jsonl", "export_jsonl"),
-    "load_checkpoint": ("studyledger.audit.checkpoint", "load"),
-    "merge": ("studyledger.audit.merge", "merge"),
-    "replay": ("studyledger.audit.replay", "replay"),
-    "restore": ("studyledger.audit.restore", "restore"),
-    "save_checkpoint": ("studyledger.audit.checkpoint", "write"),
-    "state_as_of": ("studyledger.audit.replay", "state_as_of"),
-    "take_checkpoint": ("studyledger.audit.checkpoint", "take"),
-    "verify": ("studyledger.audit.verify", "verify"),
-    # errors
-    **{name: ("studyledger.errors", name) for name in (
-        "CheckpointError", "EventConflictError", "InputError", "LedgerBusyError", "LedgerError",
-        "LedgerFullError", "LedgerMissingError", "LedgerReadOnlyError", "LineRejected", "NewerLedgerError",
-        "NotALedgerError", "StaleProjectionsError", "StudyFolderError", "StudyLedgerError",
-        "UnknownRunError", "UnknownStudyError", "ValidationError",
-    )},
+# The public API by section: name -> (module, attribute), loaded on first use. docs/api.md
+# is generated from this table and the docstrings (scripts/update_docs.py).
+_API: dict[str, dict[str, tuple[str, str]]] = {
+    "The ledger": {
+        "Ledger": ("studyledger.ledger", "Ledger"),
+        "run_id_for": ("studyledger.ledger", "run_id_for"),
+        "Head": ("studyledger.store", "Head"),
+        "AppendResult": ("studyledger.store", "AppendResult"),
+    },
+    "The seed's vocabulary": {
+        name: ("studyledger.schema", name) for name in (
+            "RunStatus", "ObservationLevel", "Observation", "ProvenanceMetadata", "RunBudget", "SeedPolicy",
+            "ConstraintSeverity",
+        )
+    },
+    "Ingestion": {
+        "ingest": ("studyledger.ingestion.service", "ingest"),
+        "IngestReport": ("studyledger.ingestion.service", "IngestReport"),
+        "Watcher": ("studyledger.ingestion.watcher", "Watcher"),
+        "DropWriter": ("studyledger.ingestion.dropwriter", "DropWriter"),
+        "LineAdapter": ("studyledger.ingestion.adapters", "LineAdapter"),
+    },
+    "Audits": {
+        "verify": ("studyledger.audit.verify", "verify"),
+        "VerifyReport": ("studyledger.audit.verify", "VerifyReport"),
+        "Problem": ("studyledger.audit.verify", "Problem"),
+        "take_checkpoint": ("studyledger.audit.checkpoint", "take"),
+        "save_checkpoint": ("studyledger.audit.checkpoint", "write"),
+        "load_checkpoint": ("studyledger.audit.checkpoint", "load"),
+        "Checkpoint": ("studyledger.audit.checkpoint", "Checkpoint"),
+        "replay": ("studyledger.audit.replay", "replay"),
+        "ReplayReport": ("studyledger.audit.replay", "ReplayReport"),
+        "state_as_of": ("studyledger.audit.replay", "state_as_of"),
+        "Snapshot": ("studyledger.audit.replay", "Snapshot"),
+        "diff_runs": ("studyledger.audit.diff", "diff_runs"),
+        "export_canonical": ("studyledger.audit.export_canonical", "export_canonical"),
+        "export_jsonl": ("studyledger.audit.export_jsonl", "export_jsonl"),
+        "merge": ("studyledger.audit.merge", "merge"),
+        "MergeReport": ("studyledger.audit.merge", "MergeReport"),
+        "restore": ("studyledger.audit.restore", "restore"),
+        "RestoreReport": ("studyledger.audit.restore", "RestoreReport"),
+    },
+    "Errors": {
+        name: ("studyledger.errors", name) for name in (
+            "StudyLedgerError", "ValidationError", "LedgerError", "NotALedgerError", "LedgerMissingError",
+            "NewerLedgerError", "LedgerBusyError", "LedgerReadOnlyError", "LedgerFullError", "StaleProjectionsError",
+            "EventConflictError", "UnknownRunError", "UnknownStudyError", "InputError", "LineRejected",
+            "StudyFolderError", "CheckpointError",
+        )
+    },
 }
+_EXPORTS = {name: where for section in _API.values() for name, where in section.items()}
 
 __all__ = sorted(_EXPORTS)
 

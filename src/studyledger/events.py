@@ -243,7 +243,7 @@ BODY_SHAPES: dict[str, Shape] = {
     ),
     "run_status_changed": Shape(
         required={"run_id": ID, "status": STATUS},
-        optional={"study_id": TEXT, "reason": TEXT, "error": TEXT, "at": TIME},
+        optional={"study_id": TEXT, "reason": TEXT, "error": TEXT, "at": TIME, "result": OBJECT},
     ),
     "provenance_captured": Shape(
         required={"run_id": ID},
@@ -251,7 +251,7 @@ BODY_SHAPES: dict[str, Shape] = {
     ),
     "observation_recorded": Shape(
         required={"timestamp": TIME, "record_id": ID, "event_type": ID},
-        optional={"text": TEXT, "session_id": TEXT, "actor_id": TEXT, "meta_json": ANY, "level": LEVEL,
+        optional={"text": TEXT, "session_id": TEXT, "actor_id": TEXT, "meta_json": OBJECT, "level": LEVEL,
                   **_IDS, "condition_id": TEXT, "trial_id": TEXT, "step_id": TEXT, "tool_name": TEXT,
                   "evaluation_id": TEXT},
     ),
@@ -261,9 +261,9 @@ BODY_SHAPES: dict[str, Shape] = {
                   "aggregation_level": TEXT, "notes_json": ANY},
     ),
     "line_rejected": Shape(
-        required={"file": TEXT, "line": INT, "offset": INT, "reason": TEXT},
+        required={"line": INT, "offset": INT, "reason": TEXT},
         optional={"raw": TEXT, "raw_base64": TEXT, "raw_complete": BOOL, "length": INT, "sha256": TEXT,
-                  "file_base64": TEXT},
+                  "prefix_sha256": TEXT, "file": TEXT},
     ),
     "audit_recorded": Shape(
         required={"check": ID, "at": TIME},
@@ -623,14 +623,19 @@ def run_status_changed(
     reason: str | None = None,
     error: str | None = None,
     study_id: str | None = None,
+    result: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Body of a status change.
 
     The previous status is deliberately not part of the body: it depends on what the ledger
     had seen before, so including it would give the same fact from a source different ids
     depending on ingestion order. Projections derive it when they fold.
+
+    ``result`` is what a runner recorded with an outcome (its latency, metrics, outputs,
+    execution metadata and references; see docs/events.md). The key is only present when
+    given, so status changes without one keep the ids they always had.
     """
-    return {
+    body: dict[str, Any] = {
         "run_id": run_id,
         "study_id": study_id,
         "status": RunStatus(status).value,
@@ -638,6 +643,9 @@ def run_status_changed(
         "error": error,
         "at": at,
     }
+    if result is not None:
+        body["result"] = result
+    return body
 
 
 def provenance_captured(

@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from . import events as ev
-from . import projections, query
+from . import projections, query, search
 from .errors import StaleProjectionsError, UnknownRunError, UnknownStudyError, ValidationError
 from .events import EventKind, NewEvent, StoredEvent
 from .schema import (
@@ -170,9 +170,10 @@ class Ledger:
         with self.store.transaction():
             if not current:
                 self._rebuild_in_transaction()
-                return
-            applied = projections.last_applied(self.conn)
-            projections.fold_all(self.conn, self.store.iter_events(after=applied))
+            else:
+                applied = projections.last_applied(self.conn)
+                projections.fold_all(self.conn, self.store.iter_events(after=applied))
+            search.catch_up(self.conn)
 
     def _rebuild_in_transaction(self) -> None:
         projections.drop_tables(self.conn)
@@ -200,6 +201,8 @@ class Ledger:
         with self.store.transaction():
             result = self.store.append(new_events)
             projections.apply(self.conn, result.appended)
+            if result.appended:
+                search.catch_up(self.conn)
             return result
 
     def _emit(self, kind: EventKind, body: dict[str, Any]) -> AppendResult:

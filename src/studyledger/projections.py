@@ -10,12 +10,20 @@ sources were ingested: a terminal status beats a non-terminal one, and among ter
 statuses ``failed`` > ``success`` > ``skipped`` (``running`` > ``pending`` before that).
 Two sources that disagree on the outcome are both kept as transitions and the disagreement
 is an anomaly; the conservative pick is "failed" (see docs/events.md).
+
+Status anomalies do not depend on ingestion order either: whenever a run gets a status
+report, all its reports are judged again in the order they happened (by their times,
+compared at the precision each source writes, see :func:`time_span`), never in the order
+they were read.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import sqlite3
 from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from .events import BODY_SHAPES, EventKind, StoredEvent, canonical_body, misfit_fields, parse_instant
@@ -41,6 +49,13 @@ ANOMALY_SEVERITY: dict[str, ConstraintSeverity] = {
 is a disagreement about what happened to a run; a warning is a value read as missing."""
 
 RUN_FIELDS = ("study_id", "condition_id", "replicate", "agent_id", "problem_id", "seed")
+
+STATUS_ANOMALIES = ("conflicting_outcome", "illegal_transition")
+"""Anomalies judged on a run's status reports together (the others on one event alone)."""
+
+ANOMALY_SLOTS = 256
+"""Anomaly ids per event: one event yields at most one anomaly per typed field, per
+registration field and one for its status, far fewer than this."""
 
 TABLES: dict[str, str] = {
     "studies": """CREATE TABLE studies (
@@ -73,6 +88,7 @@ TABLES: dict[str, str] = {
         anomaly_count INTEGER NOT NULL DEFAULT 0,
         last_activity TEXT,
         last_recorded TEXT,
+        result TEXT,
         first_seq INTEGER NOT NULL,
         last_seq INTEGER NOT NULL
     )""",
@@ -99,6 +115,9 @@ TABLES: dict[str, str] = {
         package_versions TEXT,
         extra TEXT
     )""",
+    # One row per status report. from_status, shown_status, legal and ordinal are derived
+    # from all the run's reports in the order they happened (ordinal 1, 2, ...), and are
+    # rewritten whenever the run gets another report.
     "transitions": """CREATE TABLE transitions (
         seq INTEGER PRIMARY KEY,
         run_id TEXT NOT NULL,
@@ -108,7 +127,8 @@ TABLES: dict[str, str] = {
         reason TEXT,
         error TEXT,
         at TEXT,
-        legal INTEGER NOT NULL
+        legal INTEGER NOT NULL,
+        ordinal INTEGER NOT NULL
     )""",
     "evaluations": """CREATE TABLE evaluations (
         seq INTEGER PRIMARY KEY,
@@ -139,6 +159,8 @@ TABLES: dict[str, str] = {
         reason TEXT,
         raw TEXT
     )""",
+    # id = seq * ANOMALY_SLOTS + n: the n-th anomaly of that event (0 is its status
+    # anomaly), so a rebuild gives every anomaly the id it had.
     "anomalies": """CREATE TABLE anomalies (
         id INTEGER PRIMARY KEY,
         seq INTEGER NOT NULL,
@@ -231,6 +253,8 @@ class _Fold:
         self.studies: dict[str, dict[str, Any]] = {}
         self.observations: list[tuple[Any, ...]] = []
         self.anomalies: list[tuple[Any, ...]] = []
+        self.status_changed: set[str] = set()
+        self.event_anomalies = 0
 
     def _load(self, cache: dict[str, dict[str, Any]], table: str, key: str, value: str,
               **new: Any) -> dict[str, Any]:
@@ -265,11 +289,14 @@ class _Fold:
 
     def anomaly(self, event: StoredEvent, run_id: str | None, kind: str, message: str) -> None:
         severity = ANOMALY_SEVERITY[kind].value
-        self.anomalies.append((event.seq, run_id, event.study_id, kind, severity, message))
+        self.event_anomalies += 1
+        anomaly_id = event.seq * ANOMALY_SLOTS + self.event_anomalies
+        self.anomalies.append((anomaly_id, event.seq, run_id, event.study_id, kind, severity, message))
         if run_id is not None:
             self.run(run_id, event)["anomaly_count"] += 1
 
     def apply(self, event: StoredEvent) -> None:
+        self.event_anomalies = 0
         handler = _HANDLERS.get(event.kind)
         if handler is not None:
             # A stored body is only as good as whatever wrote it (a raw INSERT, an old
@@ -304,9 +331,14 @@ class _Fold:
             )
         if self.anomalies:
             self.conn.executemany(
-                "INSERT INTO anomalies(seq, run_id, study_id, kind, severity, message) VALUES (?,?,?,?,?,?)",
+                "INSERT INTO anomalies(id, seq, run_id, study_id, kind, severity, message) VALUES (?,?,?,?,?,?,?)",
                 self.anomalies,
             )
+        for run_id in sorted(self.status_changed):
+            row = self.runs[run_id]
+            _judge_reports(self.conn, run_id, row["study_id"])
+            row["anomaly_count"] = self.conn.execute(
+                "SELECT count(*) FROM anomalies WHERE run_id = ?", (run_id,)).fetchone()[0]
         _upsert(self.conn, "studies", "study_id", self.studies.values())
         _upsert(self.conn, "runs", "run_id", self.runs.values())
         self.conn.execute("UPDATE projection_state SET last_seq = ? WHERE name = 'all'", (last_seq,))
@@ -370,6 +402,9 @@ def _on_run(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> None:
             fold.anomaly(event, body["run_id"], "conflicting_registration",
                          f"{name} was {old!r}, a later registration says {new!r}")
             continue
+        if name == "study_id" and old is None:
+            # Status anomalies name the run's study: judge them again now it is known.
+            fold.status_changed.add(body["run_id"])
         row[name] = new
 
 
@@ -383,25 +418,108 @@ def _pick(old: str | None, new: str | None, *, latest: bool) -> str | None:
     return (new if b > a else old) if latest else (new if b < a else old)
 
 
-def classify_report(current: str, reported: str, at: str | None, reached_at: str | None) -> str | None:
-    """Why a reported status is an anomaly for a run showing ``current``, or None if it is not.
+_FRACTION = re.compile(r"[.,](\d+)")
+_UNITS = {2: timedelta(hours=1), 4: timedelta(minutes=1), 6: timedelta(seconds=1)}
 
-    ``reached_at`` is when the run reached ``current``. Besides legal transitions, two kinds
-    of report are ordinary when several sources describe one run: a report of the status the
-    run already shows (a trace and the runner both say "running"), and a report of an
-    earlier status that happened before the run reached its current one (a trace's
-    RunStarted ingested after the runner's result). A status reported as happening *after*
-    a terminal one (a study re-run without resume) is not ordinary.
+
+def time_span(text: str | None) -> tuple[datetime, datetime] | None:
+    """The moments an ISO time can mean, ``[start, end)``, at the precision it is written in.
+
+    Sources write times at different precisions: upstream's runner to the whole second
+    (``…T17:49:55+00:00``, cut from a later moment), a trace with microseconds. A time
+    written to the second means any moment of that second; comparing it with a precise one
+    as if it were the second's first microsecond makes a trace event "later" than a
+    runner's outcome that in truth came after it. None when absent or unparseable.
     """
-    if reported == current or is_legal_transition(current, reported):
+    start = parse_instant(text)
+    if start is None or text is None:
         return None
-    if current in TERMINAL_STATUSES and reported in TERMINAL_STATUSES:
-        return "conflicting_outcome"
-    if STATUS_PRECEDENCE[RunStatus(reported)] < STATUS_PRECEDENCE[RunStatus(current)]:
-        reported_at, reached = parse_instant(at), parse_instant(reached_at)
-        if reported_at is not None and reached is not None and reported_at <= reached:
-            return None
-    return "illegal_transition"
+    clock = re.split(r"[Tt ]", text, maxsplit=1)
+    if len(clock) == 1:
+        return start, start + timedelta(days=1)
+    digits = re.split(r"[+\-Zz]", clock[1], maxsplit=1)[0]
+    fraction = _FRACTION.search(digits)
+    if fraction:
+        return start, start + timedelta(microseconds=10 ** (6 - min(len(fraction[1]), 6)))
+    whole = len(digits.replace(":", ""))
+    return start, start + _UNITS.get(whole, timedelta(microseconds=1))
+
+
+def _judge(state: str, reached: tuple[datetime, datetime] | None, reported: str,
+           span: tuple[datetime, datetime] | None) -> tuple[str | None, str]:
+    """One report against the run's state so far: ``(anomaly kind or None, state after)``.
+
+    ``reached`` is when the run reached ``state``. Ordinary: the status it already has
+    (two sources confirming), a legal transition, or an earlier status reported at a
+    moment that may lie before the run reached its state (a trace's RunStarted and the
+    runner's outcome written to the same second). Two different outcomes conflict (the
+    conservative one is kept). Anything else is an illegal transition, and the run is then
+    where the report says: a run started again after it ended is a new attempt, flagged
+    once, whose own reports follow from there.
+    """
+    if reported == state or is_legal_transition(state, reported):
+        return None, reported
+    if state in TERMINAL_STATUSES and reported in TERMINAL_STATUSES:
+        return "conflicting_outcome", shown_status(state, reported)
+    late = STATUS_PRECEDENCE[RunStatus(reported)] < STATUS_PRECEDENCE[RunStatus(state)]
+    if late and span is not None and reached is not None and span[0] < reached[1]:
+        return None, state
+    return "illegal_transition", reported
+
+
+def _report_order(report: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The order reports happened in: by time (unknown times last), then by status (a start
+    before an outcome given in the same second), then by what they say; the sequence number
+    only tells apart reports that say the same thing."""
+    seq, status, reason, error, at = report
+    span = time_span(at)
+    when = (0, span[0], span[1]) if span is not None else (1,)
+    return (when, STATUS_PRECEDENCE[RunStatus(status)], at or "", reason or "", error or "", seq)
+
+
+def _judge_reports(conn: sqlite3.Connection, run_id: str, study_id: str | None) -> None:
+    """Judge all of a run's status reports in the order they happened; rewrite its transitions'
+    derived columns and its status anomalies."""
+    reports = conn.execute("SELECT seq, to_status, reason, error, at FROM transitions WHERE run_id = ?",
+                           (run_id,)).fetchall()
+    state = shown = RunStatus.PENDING.value
+    reached: tuple[datetime, datetime] | None = None
+    updates, anomalies = [], []
+    for ordinal, report in enumerate(sorted(reports, key=_report_order), start=1):
+        seq, reported, _, _, at = report
+        span = time_span(at)
+        kind, after = _judge(state, reached, reported, span)
+        now_shown = shown_status(shown, reported)
+        if kind is not None:
+            message = (f"sources disagree: {state} and {reported}; showing {now_shown}"
+                       if kind == "conflicting_outcome" else f"{state} -> {reported} is not a legal transition")
+            anomalies.append((seq * ANOMALY_SLOTS, seq, run_id, study_id, kind,
+                              ANOMALY_SEVERITY[kind].value, message))
+        updates.append((state, now_shown, int(kind is None), ordinal, seq))
+        if after != state:
+            state, reached = after, span
+        shown = now_shown
+    conn.executemany("UPDATE transitions SET from_status = ?, shown_status = ?, legal = ?, ordinal = ? "
+                     "WHERE seq = ?", updates)
+    kinds = ", ".join("?" * len(STATUS_ANOMALIES))
+    conn.execute(f"DELETE FROM anomalies WHERE run_id = ? AND kind IN ({kinds})", (run_id, *STATUS_ANOMALIES))
+    conn.executemany("INSERT INTO anomalies(id, seq, run_id, study_id, kind, severity, message) "
+                     "VALUES (?,?,?,?,?,?,?)", anomalies)
+
+
+def _later_result(old: str | None, new: dict[str, Any]) -> str:
+    """The runner's record of a run's latest attempt: the one that ended last (ties: the
+    larger canonical text), whatever the order the attempts were read in."""
+    text = canonical_body(new)
+    if old is None:
+        return text
+    kept = json.loads(old)
+    a, b = parse_instant(kept.get("at")), parse_instant(new.get("at"))
+    if a is not None and b is not None and a != b:
+        return text if b > a else old
+    if (a is None) != (b is None):
+        return text if a is None else old
+    return max(old, text)
 
 
 def _on_status(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> None:
@@ -412,12 +530,6 @@ def _on_status(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> None:
     current, reported = row["status"], body["status"]
     at = body.get("at") or event.recorded_at
     shown = shown_status(current, reported)
-    reached_at = row["ended_at"] if current in TERMINAL_STATUSES else row["started_at"]
-    anomaly = classify_report(current, reported, at, reached_at)
-    if anomaly == "conflicting_outcome":
-        fold.anomaly(event, run_id, anomaly, f"sources disagree: {current} and {reported}; showing {shown}")
-    elif anomaly is not None:
-        fold.anomaly(event, run_id, anomaly, f"{current} -> {reported} is not a legal transition")
     # Times and reasons are chosen so that the order sources were ingested in does not
     # matter: the earliest start; for a confirmed outcome the latest end with its reason
     # (a confirmation without a reason does not erase one).
@@ -439,11 +551,17 @@ def _on_status(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> None:
     elif reported in TERMINAL_STATUSES and row["ended_at"] is None:
         row["ended_at"] = at
     row["status"] = shown
+    result = body.get("result")
+    if isinstance(result, dict):
+        record = {**result, **{key: body.get(key) for key in ("status", "reason", "error", "at")}}
+        row["result"] = _later_result(row["result"], record)
+    # Judged with the run's other reports when the batch is written (see _judge_reports).
     fold.conn.execute(
-        "INSERT INTO transitions VALUES (?,?,?,?,?,?,?,?,?)",
+        "INSERT INTO transitions VALUES (?,?,?,?,?,?,?,?,?,?)",
         (event.seq, run_id, current, reported, shown, body.get("reason"), body.get("error"),
-         body.get("at"), int(anomaly is None)),
+         body.get("at"), 1, 0),
     )
+    fold.status_changed.add(run_id)
 
 
 def _on_provenance(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> None:
@@ -464,6 +582,7 @@ def _on_observation(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> No
         row["observation_count"] += 1
         if row["study_id"] is None and body.get("study_id"):
             row["study_id"] = body["study_id"]
+            fold.status_changed.add(run_id)  # its status anomalies name the study
     fold.observations.append(
         (event.seq, run_id, body.get("study_id"), body.get("timestamp"), body.get("level"),
          body.get("event_type"), body.get("tool_name"))
@@ -495,11 +614,21 @@ def _on_condition(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> None
     )
 
 
+def source_file(source: str) -> str | None:
+    """The file a ``file:PATH:LINE:OFFSET`` source names (None for another kind of source)."""
+    if not source.startswith("file:"):
+        return None
+    parts = source[len("file:"):].rsplit(":", 2)
+    return parts[0] if len(parts) == 3 else None
+
+
 def _on_rejection(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> None:
+    # A rejection names no file in its body (so a copy read elsewhere is the same event):
+    # the file is where it was first read. Older bodies still name theirs.
     fold.conn.execute(
         "INSERT INTO rejections VALUES (?,?,?,?,?,?)",
-        (event.seq, body.get("file"), body.get("line"), body.get("offset"), body.get("reason"),
-         body.get("raw")),
+        (event.seq, body.get("file") or source_file(event.source), body.get("line"), body.get("offset"),
+         body.get("reason"), body.get("raw")),
     )
 
 

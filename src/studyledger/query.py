@@ -8,12 +8,15 @@ million-row run costs the same as page 1.
 
 from __future__ import annotations
 
+import json
+import math
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
 from .events import EVENT_COLUMNS, StoredEvent, parse_instant
+from .schema import from_canonical
 from .store import Head, read_head
 
 Row = dict[str, Any]
@@ -56,6 +59,12 @@ def studies(conn: sqlite3.Connection) -> list[Row]:
     return found
 
 
+def runs_without_study(conn: sqlite3.Connection) -> dict[str, int]:
+    """``{status: count}`` of runs no source has tied to a study (trace-only runs)."""
+    cursor = conn.execute("SELECT status, count(*) FROM runs WHERE study_id IS NULL GROUP BY status ORDER BY status")
+    return {status: count for status, count in cursor.fetchall()}
+
+
 def study(conn: sqlite3.Connection, study_id: str) -> Row | None:
     """One study, or None."""
     row = _one(conn.execute("SELECT * FROM studies WHERE study_id = ?", (study_id,)))
@@ -71,12 +80,23 @@ def runs(
     study_id: str | None = None,
     status: str | None = None,
     limit: int | None = None,
+    without_study: bool = False,
+    condition_id: str | None = None,
 ) -> list[Row]:
-    """Runs, optionally of one study and one status, in registration order."""
+    """Runs, optionally of one study, condition and status, in registration order.
+
+    Args:
+        without_study: Only runs no source has tied to a study (trace-only runs).
+    """
     clauses, params = [], []
     if study_id is not None:
         clauses.append("study_id = ?")
         params.append(study_id)
+    if without_study:
+        clauses.append("study_id IS NULL")
+    if condition_id is not None:
+        clauses.append("condition_id = ?")
+        params.append(condition_id)
     if status is not None:
         clauses.append("status = ?")
         params.append(status)
@@ -210,8 +230,8 @@ def observation(conn: sqlite3.Connection, seq: int) -> Row | None:
 
 
 def transitions(conn: sqlite3.Connection, run_id: str) -> list[Row]:
-    """A run's status history in sequence order."""
-    return rows(conn.execute("SELECT * FROM transitions WHERE run_id = ? ORDER BY seq", (run_id,)))
+    """A run's status history in the order it happened (the reports' times), not as ingested."""
+    return rows(conn.execute("SELECT * FROM transitions WHERE run_id = ? ORDER BY ordinal, seq", (run_id,)))
 
 
 def provenance(conn: sqlite3.Connection, run_id: str) -> list[Row]:
@@ -376,7 +396,11 @@ def run_duration(run: Row, now: datetime | None = None, stale_after: float | Non
     """Seconds from a run's start to its end, or None when either is unknown.
 
     Without an end, a running run counts to ``now`` when one is given, and a stale one
-    (see :func:`is_stale`) to its last event, on the same (source) clock as its start.
+    (see :func:`is_stale`) to its last event. Both on the run's own (source) clock, as its
+    start is: "now" on that clock is its last event plus the time since that event was
+    recorded, so a trace of a run killed days ago and ingested a minute ago is timed by
+    what it shows (its last event, then a minute), not by the days since it started, and
+    a source clock running behind or ahead changes nothing.
     """
     start = parse_instant(run.get("started_at"))
     if start is None:
@@ -384,5 +408,372 @@ def run_duration(run: Row, now: datetime | None = None, stale_after: float | Non
     end = parse_instant(run.get("ended_at"))
     if end is None and run.get("status") == "running" and now is not None:
         stale = stale_after is not None and is_stale(run, now, stale_after)
-        end = (parse_instant(run.get("last_activity")) or last_event_time(run)) if stale else now
+        last = parse_instant(run.get("last_activity"))
+        recorded = parse_instant(run.get("last_recorded"))
+        if stale:
+            end = last or last_event_time(run)
+        else:
+            end = last + (now - recorded) if last is not None and recorded is not None else now
     return None if end is None else max(0.0, (end - start).total_seconds())
+
+
+# -- metrics, conditions and their figures -----------------------------------------------
+
+MetricValue = float | int | bool | str | None
+
+
+def metric_values(conn: sqlite3.Connection, *, study_id: str | None = None,
+                  run_id: str | None = None) -> list[Row]:
+    """Every evaluator output of a study's (or one run's) runs, in sequence order.
+
+    Values are read from the event bodies, so they are what the evaluator wrote: a boolean
+    stays a boolean (the projection's column holds it as 0/1), and NaN and Infinity come
+    back as floats, never as null.
+
+    Returns:
+        ``{"seq", "run_id", "condition_id", "status", "evaluator_id", "metric_name",
+        "metric_unit", "aggregation_level", "value"}`` per output.
+    """
+    found_in = [(sql, value) for sql, value in (("r.study_id = ?", study_id), ("v.run_id = ?", run_id))
+                if value is not None]
+    where = f"WHERE {' AND '.join(sql for sql, _ in found_in)}" if found_in else ""
+    params = [value for _, value in found_in]
+    found = []
+    for values in conn.execute(
+        f"SELECT v.seq, v.run_id, r.condition_id, r.status, v.evaluator_id, v.metric_name, v.metric_unit, "
+        f"v.aggregation_level, json_extract(e.body, '$.metric_value'), json_type(e.body, '$.metric_value') "
+        f"FROM evaluations v JOIN runs r ON r.run_id = v.run_id JOIN events e ON e.seq = v.seq "
+        f"{where} ORDER BY v.seq", params):
+        *head, raw, kind = values
+        row = dict(zip(("seq", "run_id", "condition_id", "status", "evaluator_id", "metric_name", "metric_unit",
+                        "aggregation_level"), head, strict=True))
+        row["value"] = _metric_value(raw, kind)
+        found.append(row)
+    return found
+
+
+def _metric_value(raw: Any, kind: str | None) -> Any:
+    """A value as json_extract/json_type read it from a body, decoded as the body meant it."""
+    if kind in ("true", "false"):
+        return kind == "true"
+    if kind in ("object", "array"):
+        return from_canonical(json.loads(raw))
+    return raw
+
+
+def run_metrics(conn: sqlite3.Connection, *, study_id: str | None = None,
+                run_id: str | None = None) -> dict[str, dict[str, Any]]:
+    """``{run_id: {metric name: value}}``: each run's latest value of each metric.
+
+    Two evaluators writing one metric name: the later output counts.
+    """
+    table: dict[str, dict[str, Any]] = {}
+    for row in metric_values(conn, study_id=study_id, run_id=run_id):
+        if row["metric_name"] is not None:
+            table.setdefault(row["run_id"], {})[row["metric_name"]] = row["value"]
+    return table
+
+
+def metric_names(conn: sqlite3.Connection, study_id: str) -> list[str]:
+    """The metric names a study's runs have values for, in the order they first appeared."""
+    return [name for (name,) in conn.execute(
+        "SELECT v.metric_name FROM evaluations v JOIN runs r ON r.run_id = v.run_id "
+        "WHERE r.study_id = ? AND v.metric_name IS NOT NULL GROUP BY v.metric_name ORDER BY min(v.seq)",
+        (study_id,))]
+
+
+def primary_metric(conn: sqlite3.Connection, study_id: str) -> str | None:
+    """The metric a study is judged by: its declared primary outcome when runs have values
+    for it, else the first metric its runs recorded (upstream's ``primary_outcome`` is the
+    run's first evaluator metric), else None."""
+    names = metric_names(conn, study_id)
+    declared = _primary_outcome(study(conn, study_id))
+    if declared is not None and declared in names:
+        return declared
+    return names[0] if names else None
+
+
+def _decoded(text: Any) -> Any:
+    """A JSON text column decoded, or None when it is absent or not JSON."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _primary_outcome(row: Row | None) -> str | None:
+    extra = _decoded(row.get("extra")) if row else None
+    outcomes = extra.get("outcomes") if isinstance(extra, dict) else None
+    for outcome in outcomes if isinstance(outcomes, list) else []:
+        if isinstance(outcome, dict) and outcome.get("primary") and isinstance(outcome.get("name"), str):
+            return str(outcome["name"])
+    return None
+
+
+# Student's t at 97.5% for 1..30 degrees of freedom; beyond, a Cornish-Fisher expansion
+# around the normal quantile is within 0.001 of it.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042)
+_Z975 = 1.959964
+
+
+def t_quantile(df: int) -> float:
+    """The two-sided 95% quantile of Student's t with ``df`` degrees of freedom."""
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = _Z975
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
+def summarize(values: Iterable[Any]) -> Row:
+    """A metric's values summarised: ``{"n", "mean", "low", "high", ...}``.
+
+    ``n`` counts the finite values the mean is of; ``low``/``high`` bound a 95% interval
+    (Student's t for numbers; Wilson's for true/false values, whose mean is the share that
+    is true), null below two values. NaN, Infinity and -Infinity are never averaged: they
+    are counted in ``non_finite`` (``{"NaN": 2}``), so a mean is never silently NaN.
+    Text and null values are counted in ``other``.
+    """
+    numbers: list[float] = []
+    non_finite: dict[str, int] = {}
+    other = 0
+    all_bool = True
+    for value in values:
+        if isinstance(value, bool) or (isinstance(value, (int, float)) and math.isfinite(value)):
+            all_bool = all_bool and isinstance(value, bool)
+            numbers.append(float(value))
+        elif isinstance(value, float):
+            name = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+            non_finite[name] = non_finite.get(name, 0) + 1
+        else:
+            other += 1
+    n = len(numbers)
+    summary: Row = {"n": n, "mean": None, "low": None, "high": None,
+                    "kind": "proportion" if numbers and all_bool else "mean",
+                    "non_finite": non_finite, "other": other}
+    if not n:
+        return summary
+    mean = sum(numbers) / n
+    summary["mean"] = mean
+    if n >= 2 and summary["kind"] == "proportion":
+        z = _Z975
+        centre = (mean + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * math.sqrt(mean * (1 - mean) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        # Rounding must not put an all-true mean (1.0) above its own upper bound.
+        summary["low"], summary["high"] = max(0.0, min(mean, centre - half)), min(1.0, max(mean, centre + half))
+    elif n >= 2:
+        sd = math.sqrt(sum((x - mean) ** 2 for x in numbers) / (n - 1))
+        half = t_quantile(n - 1) * sd / math.sqrt(n)
+        summary["low"], summary["high"] = mean - half, mean + half
+    return summary
+
+
+def planned_runs(study_row: Row | None, conditions_rows: list[Row]) -> dict[str, int] | None:
+    """``{condition_id: runs planned}`` as upstream's runner plans them, or None when unknown.
+
+    Upstream plans, for each admissible condition in order, replicates x agents x problems
+    runs (the agent and problem are the condition's own when it has them as factors, else the
+    study's lists, else one default) and cuts the list at ``max_runs``. Unknown without the
+    study's run budget or its conditions.
+    """
+    budget = _decoded(study_row.get("run_budget")) if study_row else None
+    if not isinstance(budget, dict) or not conditions_rows:
+        return None
+    replicates = budget.get("replicates")
+    if not isinstance(replicates, int) or isinstance(replicates, bool):
+        return None
+    extra = _decoded(study_row.get("extra")) if study_row else None
+    extra = extra if isinstance(extra, dict) else {}
+    max_runs = budget.get("max_runs")
+    left = max_runs if isinstance(max_runs, int) and not isinstance(max_runs, bool) else None
+    planned = {}
+    for row in conditions_rows:
+        factors = _decoded(row.get("factors"))
+        factors = factors if isinstance(factors, dict) else {}
+        count = 0
+        if row.get("admissible", 1):
+            agents = 1 if {"agent_id", "agent", "agent_spec"} & set(factors) else len(extra.get("agent_specs") or []) or 1
+            problems = 1 if {"problem_id", "problem"} & set(factors) else len(extra.get("problem_ids") or []) or 1
+            count = replicates * agents * problems
+            if left is not None:
+                count = min(count, left)
+                left -= count
+        planned[row["condition_id"]] = count
+    return planned
+
+
+def condition_summaries(conn: sqlite3.Connection, study_id: str,
+                        values: dict[str, dict[str, list[Any]]] | None = None) -> list[Row]:
+    """One row per condition of a study: its factors, progress, success rate and metrics.
+
+    ``values`` is :func:`condition_metric_values` when the caller has read it already.
+
+    Conditions come from the study's conditions (in the order they were registered), then
+    any condition its runs name that no conditions file listed.
+
+    Returns:
+        ``{"condition_id", "factors" (name -> level), "admissible" (None when unlisted),
+        "runs_by_status", "runs", "planned" (None when the budget is unknown),
+        "success_rate" (successes of the runs that ended in success or failure, or None),
+        "metrics" (name -> :func:`summarize`), "duration_s" (summary of ended runs' durations),
+        "last_activity"}`` per condition.
+    """
+    listed = rows(conn.execute(
+        "SELECT condition_id, factors, admissible FROM conditions WHERE study_id = ? ORDER BY seq, condition_id",
+        (study_id,)))
+    planned = planned_runs(study(conn, study_id), listed)
+    summaries: dict[str, Row] = {}
+    for row in listed:
+        factors = _decoded(row["factors"])
+        summaries[row["condition_id"]] = _new_condition(row["condition_id"], factors, bool(row["admissible"]))
+    durations: dict[str, list[float]] = {}
+    for run_row in runs(conn, study_id=study_id):
+        key = run_row["condition_id"] or ""
+        summary = summaries.setdefault(key, _new_condition(key, None, None))
+        by_status = summary["runs_by_status"]
+        by_status[run_row["status"]] = by_status.get(run_row["status"], 0) + 1
+        summary["runs"] += 1
+        summary["last_activity"] = max(filter(None, (summary["last_activity"], run_row.get("last_activity"))),
+                                       default=None)
+        seconds = run_duration(run_row) if run_row.get("ended_at") else None
+        if seconds is not None:
+            durations.setdefault(key, []).append(seconds)
+    if values is None:
+        values = condition_metric_values(conn, study_id)
+    for key, summary in summaries.items():
+        by_status = summary["runs_by_status"]
+        ended = by_status.get("success", 0) + by_status.get("failed", 0)
+        summary["success_rate"] = by_status.get("success", 0) / ended if ended else None
+        summary["planned"] = None if planned is None else planned.get(key, 0)
+        summary["metrics"] = {name: summarize(found) for name, found in values.get(key, {}).items()}
+        summary["duration_s"] = summarize(durations.get(key, []))
+    return list(summaries.values())
+
+
+def _new_condition(condition_id: str, factors: Any, admissible: bool | None) -> Row:
+    return {"condition_id": condition_id, "factors": factors if isinstance(factors, dict) else {},
+            "admissible": admissible, "runs_by_status": {}, "runs": 0, "last_activity": None}
+
+
+def condition_metric_values(conn: sqlite3.Connection, study_id: str) -> dict[str, dict[str, list[Any]]]:
+    """``{condition_id: {metric: [each run's latest value]}}``, for distribution pictures."""
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in metric_values(conn, study_id=study_id):
+        if row["metric_name"] is not None:
+            per_metric = table.setdefault(row["condition_id"] or "", {}).setdefault(row["metric_name"], {})
+            per_metric[row["run_id"]] = row["value"]
+    return {key: {name: list(by_run.values()) for name, by_run in metrics.items()} for key, metrics in table.items()}
+
+
+def value_text(value: Any, digits: int = 4) -> str:
+    """A value as a person reads it: ``NaN``, ``Infinity``, ``true``, ``0.75`` (floats to
+    ``digits`` significant digits); ``-`` when missing."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Infinity" if value > 0 else "-Infinity"
+        return f"{value:.{digits}g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return str(value)
+
+
+def summary_text(summary: Row, digits: int = 4) -> str:
+    """A :func:`summarize` result on one line: ``0.62 [0.41,0.83] n=4 +1 NaN``; ``-`` without values."""
+    parts = []
+    if summary["n"]:
+        proportion = summary["kind"] == "proportion"
+        mean = f"{summary['mean'] * 100:.0f}%" if proportion else value_text(summary["mean"], digits)
+        parts.append(mean)
+        if summary["low"] is not None:
+            if proportion:
+                parts.append(f"[{summary['low'] * 100:.0f},{summary['high'] * 100:.0f}]")
+            else:
+                parts.append(f"[{value_text(summary['low'], digits)},{value_text(summary['high'], digits)}]")
+        parts.append(f"n={summary['n']}")
+    parts += [f"+{count} {name}" for name, count in sorted(summary["non_finite"].items())]
+    if summary["other"]:
+        parts.append(f"+{summary['other']} other")
+    return " ".join(parts) or "-"
+
+
+def decode_nested(value: Any) -> Any:
+    """A value with JSON text inside it decoded, at any depth, for display.
+
+    Upstream writes some objects as JSON strings inside JSON (``execution_metadata``,
+    ``condition_fingerprint``); only strings that hold a JSON object or array are decoded.
+    """
+    if isinstance(value, str) and value[:1] in "{[":
+        decoded = _decoded(value)
+        return decode_nested(decoded) if isinstance(decoded, (dict, list)) else value
+    if isinstance(value, dict):
+        return {key: decode_nested(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [decode_nested(item) for item in value]
+    return value
+
+
+def flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """``[(dotted.path, leaf value)]`` of a decoded value, in key order (lists by index)."""
+    if isinstance(value, dict) and value:
+        return [pair for key, item in value.items() for pair in flatten(item, f"{prefix}{key}.")]
+    if isinstance(value, list) and value:
+        return [pair for index, item in enumerate(value) for pair in flatten(item, f"{prefix}{index}.")]
+    return [(prefix[:-1], value)] if prefix else []
+
+
+PROVENANCE_COLUMNS = ("captured_at", "host", "platform", "python_version", "git_sha")
+
+
+def provenance_fields(row: Row) -> list[tuple[str, Any]]:
+    """A provenance snapshot as ``(field, value)`` pairs a person can read: the standard
+    fields that are known, then ``package:NAME``, then every extra field with nested JSON
+    text decoded, as dotted paths (``execution_metadata.agent_id``)."""
+    fields: list[tuple[str, Any]] = [(name, row.get(name)) for name in PROVENANCE_COLUMNS
+                                     if row.get(name) is not None]
+    packages = _decoded(row.get("package_versions"))
+    if isinstance(packages, dict):
+        fields += [(f"package:{name}", version) for name, version in sorted(packages.items())]
+    extra = decode_nested(_decoded(row.get("extra")))
+    fields += flatten(extra) if isinstance(extra, dict) else []
+    return fields
+
+
+def difference(first: Iterable[Any], second: Iterable[Any]) -> Row:
+    """``second``'s mean minus ``first``'s, with a 95% Welch interval: ``{"delta", "low", "high"}``.
+
+    Only finite values count (true/false as 1/0), as in :func:`summarize`; the interval is
+    null when either side has fewer than two values, the delta when either has none.
+    """
+    a, b = finite_values(first), finite_values(second)
+    result: Row = {"delta": None, "low": None, "high": None}
+    if not a or not b:
+        return result
+    mean_a, mean_b = sum(a) / len(a), sum(b) / len(b)
+    result["delta"] = mean_b - mean_a
+    if len(a) < 2 or len(b) < 2:
+        return result
+    var_a = sum((x - mean_a) ** 2 for x in a) / (len(a) - 1) / len(a)
+    var_b = sum((x - mean_b) ** 2 for x in b) / (len(b) - 1) / len(b)
+    se = math.sqrt(var_a + var_b)
+    if se == 0:
+        result["low"] = result["high"] = result["delta"]
+        return result
+    df = (var_a + var_b) ** 2 / (var_a**2 / (len(a) - 1) + var_b**2 / (len(b) - 1))
+    half = t_quantile(max(1, int(df))) * se
+    result["low"], result["high"] = result["delta"] - half, result["delta"] + half
+    return result
+
+
+def finite_values(values: Iterable[Any]) -> list[float]:
+    """The values a mean or a picture can use: finite numbers, true/false as 1/0."""
+    return [float(v) for v in values
+            if isinstance(v, bool) or (isinstance(v, (int, float)) and math.isfinite(v))]

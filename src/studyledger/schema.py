@@ -73,6 +73,16 @@ LEGAL_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
 TERMINAL_STATUSES = frozenset({RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.SKIPPED})
 """Final for an attempt: no legal transition leaves them."""
 
+DEFAULT_STATUS_REASONS: dict[RunStatus, str] = {
+    RunStatus.PENDING: "awaiting_execution",
+    RunStatus.RUNNING: "execution_started",
+    RunStatus.SUCCESS: "completed",
+    RunStatus.FAILED: "exception",
+    RunStatus.SKIPPED: "not_executed",
+}
+"""The reason upstream's run evidence gives a status when the runner gave none
+(``evidence._default_status_reason``): a run.json always has one, a checkpoint line may not."""
+
 STATUS_PRECEDENCE: dict[RunStatus, int] = {
     RunStatus.PENDING: 0,
     RunStatus.RUNNING: 1,

@@ -21,7 +21,6 @@ runs inside the same :meth:`Store.transaction`.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 import sqlite3
@@ -31,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 from urllib.parse import quote
 
 from .errors import (
@@ -173,8 +172,6 @@ class Store:
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True, readonly: bool = False) -> None:
         self.path = Path(path)
         self.readonly = readonly
-        self.read_uri = f"file:{quote(os.path.abspath(self.path))}?mode=ro"
-        """An SQLite URI that reads this file without writing (``ATTACH`` it with uri=True)."""
         self.create = create and not readonly
         if not self.create and not self.path.exists():
             raise LedgerMissingError(
@@ -196,8 +193,8 @@ class Store:
             self.conn.execute("PRAGMA cache_size = -65536")
         except sqlite3.OperationalError as exc:
             self.conn.close()
-            failure = self._write_failure(exc) if not readonly else exc
-            if failure is exc:
+            failure = None if readonly else self._write_failure(exc)
+            if failure is None:
                 raise NotALedgerError(f"{self.path}: not a studyledger ledger ({exc})") from None
             raise failure from None
         except sqlite3.DatabaseError as exc:
@@ -208,7 +205,7 @@ class Store:
             raise
 
     def _connect(self) -> sqlite3.Connection:
-        """A connection in the mode asked for.
+        """A connection in the mode asked for; sets :attr:`read_uri`, how readers open the file.
 
         A read-only connection to a WAL ledger needs its ``-shm`` file, which SQLite cannot
         create in a read-only folder; there nobody can be writing, so the file is opened
@@ -220,11 +217,11 @@ class Store:
             return sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=False,
                                    timeout=BUSY_TIMEOUT_MS / 1000)
 
+        self.read_uri = f"file:{quote(os.path.abspath(self.path))}?mode=ro"
         try:
             if not self.readonly:
                 return connect(self.path)
-            target = self.read_uri = f"file:{quote(os.path.abspath(self.path))}?mode=ro"
-            conn = connect(target, uri=True)
+            conn = connect(self.read_uri, uri=True)
             try:
                 conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
             except sqlite3.OperationalError:
@@ -237,7 +234,7 @@ class Store:
                         f"{self.path}: its write-ahead log {wal.name} holds transactions SQLite cannot read "
                         f"in this read-only folder (it would need to create {self.path.name}-shm); open it once "
                         "where the folder can be written, or copy the ledger with its -wal") from None
-                self.read_uri = target + "&immutable=1"
+                self.read_uri += "&immutable=1"
                 conn = connect(self.read_uri, uri=True)
             conn.execute("PRAGMA query_only = ON")
             return conn
@@ -377,7 +374,7 @@ class Store:
                 break
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
-                    raise self._write_failure(exc)
+                    self._raise_write_failure(exc)
                 time.sleep(min(0.05 * 2**attempt, 1.0) * (0.5 + random.random()))
         else:
             raise LedgerBusyError(
@@ -391,21 +388,20 @@ class Store:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.OperationalError):
-                raise self._write_failure(exc)
+                self._raise_write_failure(exc)
             raise
 
-    def _write_failure(self, exc: sqlite3.OperationalError) -> Exception:
-        """A write SQLite refused, as an error that says what and where (``exc`` itself when
-        it is none of those), caused by ``exc``.
+    def _raise_write_failure(self, exc: sqlite3.OperationalError) -> NoReturn:
+        """Raise a write SQLite refused as an error that says what and where (``exc`` as it
+        is when it is none of those). Nothing of the refused transaction is kept: SQLite
+        rolls it back whole."""
+        described = self._write_failure(exc)
+        if described is None:
+            raise exc
+        raise described from exc
 
-        Nothing of the refused transaction is kept: SQLite rolls it back whole.
-        """
-        found = self._described(exc)
-        if found is not exc:
-            found.__cause__ = exc
-        return found
-
-    def _described(self, exc: sqlite3.OperationalError) -> Exception:
+    def _write_failure(self, exc: sqlite3.OperationalError) -> LedgerError | None:
+        """What a refused write means for the user, or None when it is not a known case."""
         message = str(exc).lower()
         if "readonly" in message or "read-only" in message or "unable to open" in message:
             return LedgerReadOnlyError(f"{self.path}: cannot write the ledger ({exc}): the file or its folder "
@@ -415,7 +411,7 @@ class Store:
                                    "free space and run it again")
         if "disk i/o error" in message:
             return LedgerError(f"{self.path}: the disk refused a write ({exc}); nothing of this write was kept")
-        return exc
+        return None
 
     # -- writing --------------------------------------------------------------------
 

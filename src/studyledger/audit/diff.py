@@ -9,7 +9,7 @@ context of what matched.
 
 from __future__ import annotations
 
-import json
+import math
 import sqlite3
 from typing import Any
 
@@ -29,16 +29,22 @@ def _run(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
 
 
 def _row(field: str, a: Any, b: Any) -> dict[str, Any]:
-    return {"field": field, "a": a, "b": b, "same": a == b}
+    # Two NaN metrics are the same outcome, though NaN != NaN.
+    both_nan = isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
+    return {"field": field, "a": a, "b": b, "same": a == b or both_nan}
 
 
 def _provenance(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
-    """The latest provenance snapshot of a run, with packages decoded ({} when none)."""
+    """The latest provenance snapshot of a run, as readable fields ({} when none).
+
+    Packages are ``package:NAME``; extra fields are dotted paths with nested JSON text
+    decoded (``execution_metadata.agent_id``), so two runs differ field by field rather
+    than as two opaque JSON strings.
+    """
     latest = query.latest_provenance(conn, run_id).get(run_id)
     if latest is None:
         return {}
-    latest["packages"] = json.loads(latest["package_versions"] or "{}")
-    return latest
+    return {name: value for name, value in query.provenance_fields(latest) if name != "captured_at"}
 
 
 def _counts(conn: sqlite3.Connection, run_id: str, column: str) -> dict[str, int]:
@@ -49,9 +55,9 @@ def _counts(conn: sqlite3.Connection, run_id: str, column: str) -> dict[str, int
 
 
 def _metrics(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
-    """The last value of each ``evaluator/metric`` of a run."""
-    return {f"{row['evaluator_id']}/{row['metric_name']}": row["metric_value"]
-            for row in query.evaluations(conn, run_id)}
+    """The last value of each ``evaluator/metric`` of a run, as the evaluator wrote it."""
+    return {f"{row['evaluator_id']}/{row['metric_name']}": row["value"]
+            for row in query.metric_values(conn, run_id=run_id)}
 
 
 def _keyed(prefix: str, a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
@@ -80,7 +86,8 @@ def diff_runs(source: Readable | sqlite3.Connection, run_a: str, run_b: str) -> 
     a, b = _run(conn, run_a), _run(conn, run_b)
     prov_a, prov_b = _provenance(conn, run_a), _provenance(conn, run_b)
     provenance = [_row(name, prov_a.get(name), prov_b.get(name)) for name in PROVENANCE_FIELDS]
-    provenance += _keyed("package:", prov_a.get("packages", {}), prov_b.get("packages", {}))
+    provenance += _keyed("", {k: v for k, v in prov_a.items() if k not in PROVENANCE_FIELDS},
+                         {k: v for k, v in prov_b.items() if k not in PROVENANCE_FIELDS})
     configuration = [_row(name, a[name], b[name]) for name in CONFIGURATION_FIELDS]
     outcome = [_row(name, a[name], b[name]) for name in ("status", "status_reason", "error")]
     outcome.append(_row("duration_s", query.run_duration(a), query.run_duration(b)))

@@ -17,15 +17,30 @@ _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 def atomic_writer(path: Path) -> Iterator[TextIO]:
     """A text handle on a temporary file that replaces ``path`` only when the block succeeds.
 
-    A crash or an error mid-write leaves the previous file (or none) and no temporary one.
+    Readers see the previous file or the whole new one, never a part: the data reaches the
+    disk (fsync) before the rename, and the rename before this returns. An error mid-write
+    removes the temporary file; a process killed mid-write leaves a hidden
+    ``.NAME.tmp-PID`` beside the previous file, never in its place.
     """
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with temporary.open("w", encoding="utf-8", newline="") as out:
             yield out
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(temporary, path)
+        _sync_folder(path.parent)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a crash after it cannot bring the old name back)."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -34,15 +49,21 @@ def write_atomic(path: Path, text: str) -> None:
         out.write(text)
 
 
+NAME_LIMIT = 100
+"""Longest id used as a folder name as it is: file systems refuse names over 255 bytes, and
+an export adds its own prefixes and suffixes to temporary names."""
+
+
 def folder_name(identifier: str) -> str:
     """A file-system-safe folder name for a study or run id.
 
-    A safe id (letters, digits, ``.``, ``_``, ``-``, starting with a letter or digit) is its
-    own name. Otherwise unsafe characters become ``_`` and 8 hex digits of the id's sha256
-    are appended, so two ids never share a folder and no id lands on a reserved name such as
-    ``_unassigned``.
+    A safe id (letters, digits, ``.``, ``_``, ``-``, starting with a letter or digit) of at
+    most :data:`NAME_LIMIT` characters is its own name. Otherwise unsafe characters become
+    ``_``, the name is cut to 80 characters and 8 hex digits of the id's sha256 are
+    appended, so two ids never share a folder, no name is too long, and no id lands on a
+    reserved name such as ``_unassigned``.
     """
-    if _SAFE.fullmatch(identifier):
+    if len(identifier) <= NAME_LIMIT and _SAFE.fullmatch(identifier):
         return identifier
     cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", identifier).strip("._") or "id"
     return f"{cleaned[:80]}-{hashlib.sha256(identifier.encode('utf-8')).hexdigest()[:8]}"

@@ -32,7 +32,7 @@ from ..errors import ValidationError
 from ..events import EVENT_COLUMNS, StoredEvent, parse_instant
 from .. import projections, query
 from ..ledger import Ledger
-from ..schema import TERMINAL_STATUSES, RunStatus, is_legal_transition, shown_status
+from ..schema import STATUS_PRECEDENCE, TERMINAL_STATUSES, RunStatus, is_legal_transition, shown_status
 from ..store import Store
 from .snapshot_read import store_of
 
@@ -133,7 +133,7 @@ def _scratch(store: Store, in_memory: bool) -> tuple[sqlite3.Connection, Path | 
     try:
         conn.execute("PRAGMA journal_mode = OFF")  # a scratch copy: nothing to recover
         conn.execute("PRAGMA synchronous = OFF")
-        # Attached read-only, as the store reads it: a read-only file or folder works.
+        # Read-only, as the store reads it: replay never writes to what it audits.
         conn.execute("ATTACH DATABASE ? AS ledger", (store.read_uri,))
         conn.execute("PRAGMA ledger.busy_timeout = 5000")
     except BaseException:
@@ -400,40 +400,57 @@ def _key(row: tuple[Any, ...], names: list[str], key: list[str]) -> tuple[Any, .
     return tuple(row[names.index(name)] for name in key)
 
 
-_STATUS_ANOMALIES = ("illegal_transition", "conflicting_outcome")
+_STATUS_ANOMALIES = projections.STATUS_ANOMALIES
 
 
-def _transition_problem(from_status: str, to_status: str, shown_before: str, shown_after: str,
-                        legal: int) -> str | None:
+def _state_after(from_status: str, to_status: str, legal: int) -> str:
+    """Where a report leaves the run's attempt, by the state machine alone: a legal move or
+    a flagged report moves it to the reported status, two outcomes keep the conservative
+    one, and an ordinary report of an earlier status leaves it where it was."""
+    if to_status == from_status or is_legal_transition(from_status, to_status):
+        return to_status
+    if from_status in TERMINAL_STATUSES and to_status in TERMINAL_STATUSES:
+        return shown_status(from_status, to_status)
+    return from_status if legal else to_status
+
+
+def _transition_problem(from_status: str, to_status: str, state_before: str, shown_before: str,
+                        shown_after: str, legal: int) -> str | None:
     """What is wrong with one stored transition row, judged by the state machine alone.
 
-    Only rules that hold whatever the ingestion order are checked: the row starts from the
-    status the run showed, shows what the precedence rule picks, never flags a legal
-    transition, and always flags two different outcomes. Whether an out-of-order report is
-    ordinary depends on times and is left to the fold (compared row by row elsewhere).
+    Rows are read in the order the run's reports happened (``ordinal``). Only rules that
+    hold whatever the ingestion order are checked: the row starts from where the previous
+    one left the run, shows what the precedence rule picks, never flags a legal
+    transition, always flags two different outcomes, and passes as ordinary only a report
+    of an earlier status. Whether such a report is ordinary depends on times and is left
+    to the fold (compared row by row elsewhere).
     """
     try:
-        expected_shown = shown_status(from_status, to_status)
-        allowed = is_legal_transition(from_status, to_status)
+        expected_shown = shown_status(shown_before, to_status)
+        allowed = to_status == from_status or is_legal_transition(from_status, to_status)
+        earlier = STATUS_PRECEDENCE[RunStatus(to_status)] < STATUS_PRECEDENCE[RunStatus(from_status)]
     except (ValueError, KeyError):
         return f"unknown status in {from_status!r} -> {to_status!r}"
     terminal = TERMINAL_STATUSES
-    if from_status != shown_before:
-        return f"starts from {from_status} but the run showed {shown_before}"
+    if from_status != state_before:
+        return f"starts from {from_status} but the run was {state_before}"
     if shown_after != expected_shown:
-        return f"shows {shown_after} after {from_status} -> {to_status}, expected {expected_shown}"
+        return f"shows {shown_after} after {shown_before} and a report of {to_status}, expected {expected_shown}"
     if allowed and not legal:
         return f"{from_status} -> {to_status} is legal but flagged as an anomaly"
-    if from_status in terminal and to_status in terminal and from_status != to_status and legal:
-        return f"outcomes {from_status} and {to_status} disagree but are not flagged"
+    if from_status in terminal and to_status in terminal and from_status != to_status:
+        return f"outcomes {from_status} and {to_status} disagree but are not flagged" if legal else None
+    if not allowed and legal and not earlier:
+        return f"{from_status} -> {to_status} is not legal but not flagged"
     return None
 
 
 def _transition_check(conn: sqlite3.Connection, schema: str) -> tuple[dict[str, int], list[dict[str, Any]]]:
     """Re-validate a transitions table against the state machine and the anomalies table.
 
-    Streams in (run, seq) order keeping one run's state; then checks that a transition is
-    flagged (``legal = 0``) exactly when the anomalies table holds a status anomaly for it.
+    Streams in (run, ordinal) order, the order each run's reports happened, keeping one
+    run's state; then checks that a transition is flagged (``legal = 0``) exactly when the
+    anomalies table holds a status anomaly for it.
 
     Returns:
         Counts (``checked``; ``flagged``, the reports the ledger recorded as anomalies,
@@ -451,17 +468,21 @@ def _transition_check(conn: sqlite3.Connection, schema: str) -> tuple[dict[str, 
             found.append({"table": "transitions", "problem": "invalid_transition", "key": {"seq": seq},
                           "run_id": run_id, "message": message})
 
-    run, shown = None, RunStatus.PENDING.value
+    run, state, shown = None, RunStatus.PENDING.value, RunStatus.PENDING.value
     cursor = conn.execute(f"SELECT seq, run_id, from_status, to_status, shown_status, legal "
-                          f"FROM {schema}.transitions ORDER BY run_id, seq")
+                          f"FROM {schema}.transitions ORDER BY run_id, ordinal, seq")
     for seq, run_id, from_status, to_status, shown_after, legal in cursor:
         if run_id != run:
-            run, shown = run_id, RunStatus.PENDING.value
+            run, state, shown = run_id, RunStatus.PENDING.value, RunStatus.PENDING.value
         counts["checked"] += 1
         counts["flagged"] += not legal
-        problem = _transition_problem(from_status, to_status, shown, shown_after, legal)
+        problem = _transition_problem(from_status, to_status, state, shown, shown_after, legal)
         if problem is not None:
             invalid(seq, run_id, problem)
+        try:
+            state = _state_after(from_status, to_status, legal)
+        except ValueError:
+            state = to_status
         shown = shown_after
     if _columns(conn, schema, "anomalies"):
         kinds = ", ".join(f"'{kind}'" for kind in _STATUS_ANOMALIES)

@@ -21,9 +21,7 @@ import sqlite3
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from ..events import EVENT_COLUMNS, depth, event_id_for, has_lone_surrogate, indexed_columns
 from ..ledger import Ledger
@@ -192,8 +190,8 @@ def _check_range(conn: sqlite3.Connection, after: int, until: int | None) -> _Ra
     return result
 
 
-def _check_ranges_in_processes(path: Path, ranges: list[tuple[int, int]]) -> list[_RangeResult]:
-    """Check each range in a fresh interpreter of its own and collect the results.
+def _check_ranges_in_processes(uri: str, ranges: list[tuple[int, int]]) -> list[_RangeResult]:
+    """Check each range in a fresh interpreter of its own, reading ``uri``, and collect the results.
 
     Plain subprocesses rather than multiprocessing: spawn re-imports the caller's main
     module (a user's script without a ``__main__`` guard would start again), and a fork of
@@ -202,7 +200,7 @@ def _check_ranges_in_processes(path: Path, ranges: list[tuple[int, int]]) -> lis
     children = [
         subprocess.Popen(
             [sys.executable, "-c", "from studyledger.audit.verify import _range_worker; _range_worker()",
-             str(path), str(after), str(until)],
+             uri, str(after), str(until)],
             stdout=subprocess.PIPE,
         )
         for after, until in ranges
@@ -220,8 +218,8 @@ def _check_ranges_in_processes(path: Path, ranges: list[tuple[int, int]]) -> lis
 
 def _range_worker() -> None:
     """Entry point of a worker process: check one range, print the result as JSON."""
-    path, after, until = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)
+    uri, after, until = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    conn = sqlite3.connect(uri, uri=True)
     try:
         result = _check_range(conn, after, until)
     finally:
@@ -262,7 +260,7 @@ def verify(ledger: Ledger | Store, *, checkpoint: Checkpoint | None = None,
         workers = min(os.cpu_count() or 1, 4) if size >= PARALLEL_FROM else 1
     ranges = _ranges(store.conn, workers) if workers > 1 else []
     if len(ranges) > 1:
-        results = _check_ranges_in_processes(store.path, ranges)
+        results = _check_ranges_in_processes(store.read_uri, ranges)
     else:
         results = [_check_range(store.conn, 0, None)]
     for result in results:

@@ -1,14 +1,14 @@
 """The ``studyledger`` command.
 
 Each area registers its commands from its own module (``core``, ``ingest``, ``audit``,
-``dashboard``, ``demo``), so the layers below never import the CLI and the dashboard's
+``dashboard``, ``demo``, ``explore``), so the layers below never import the CLI and the dashboard's
 imports are only paid by the commands that use it.
 """
 
 from __future__ import annotations
 
 from .common import cli
-from . import audit, core, dashboard, demo, ingest  # noqa: F401  (they register commands)
+from . import audit, core, dashboard, demo, explore, ingest  # imported for their commands, which they register
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from .. import query
 from ..audit import checkpoint as checkpoints
 from ..audit.diff import diff_runs
 from ..audit.export_canonical import export_canonical
@@ -137,19 +138,21 @@ def diff(ctx: Context, run_a: str, run_b: str, changed: bool, as_json: bool) -> 
     if as_json:
         echo_json(data)
         return
-    say(f"{'':<2}{'field':<34} {'A: ' + run_a:<30} {'B: ' + run_b}")
-    for section in ("provenance", "configuration", "outcome"):
+    sections = ("provenance", "configuration", "outcome")
+    width = max([5, *(len(row["field"]) for section in sections for row in data[section])])
+    say(f"{'':<2}{'field':<{width}} {'A: ' + run_a:<30} {'B: ' + run_b}")
+    for section in sections:
         say(f"{section}")
         for row in data[section]:
             if changed and row["same"]:
                 continue
             mark = " " if row["same"] else "*"
-            say(f"{mark} {row['field']:<34} {_short(row['a']):<30} {_short(row['b'])}")
+            say(f"{mark} {row['field']:<{width}} {_short(row['a']):<30} {_short(row['b'])}")
     say(f"{data['differences']} field(s) differ")
 
 
 def _short(value: Any) -> str:
-    text = "-" if value is None else str(value)
+    text = query.value_text(value)
     return text if len(text) <= 28 else text[:27] + "…"
 
 

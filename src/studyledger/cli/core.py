@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from ..audit import checkpoint as checkpoints
 from ..audit.record import record_audit
 from ..audit.verify import VerifyReport, verify as verify_ledger
 from ..ledger import Ledger
-from ..schema import RunStatus
+from ..schema import RunStatus, from_canonical
 from ..store import Head
 from .common import Context, cli, echo_json, echo_result, json_option, say, user_errors
 
@@ -61,25 +62,34 @@ def stats(ctx: Context, as_json: bool) -> None:
 @cli.command()
 @click.option("--study", "study_id", help="Only runs of this study.")
 @click.option("--status", type=STATUSES, help="Only runs with this status.")
+@click.option("--metric", "metrics", multiple=True, metavar="NAME",
+              help="Add each run's latest value of this metric (repeatable); JSON rows get "
+                   "\"metrics\": {NAME: value}, null when the run has none.")
 @json_option
 @pass_context
 @user_errors
-def runs(ctx: Context, study_id: str | None, status: str | None, as_json: bool) -> None:
+def runs(ctx: Context, study_id: str | None, status: str | None, metrics: tuple[str, ...], as_json: bool) -> None:
     """List runs, optionally of one study and one status."""
     with ctx.reader() as ledger:
         rows = ledger.runs(study_id=study_id, status=status)
+        values = query.run_metrics(ledger.conn, study_id=study_id) if metrics else {}
+    for row in rows if metrics else []:
+        found = values.get(row["run_id"], {})
+        row["metrics"] = {name: found.get(name) for name in metrics}
     if as_json:
         echo_json(rows)
         return
     if not rows:
         say("no runs", err=True)
         return
-    say(f"{'run_id':<20} {'study':<16} {'condition':<18} {'rep':>3} {'status':<8} obs")
+    extra = "".join(f" {name[:12]:>12}" for name in metrics)
+    say(f"{'run_id':<20} {'study':<16} {'condition':<18} {'rep':>3} {'status':<8} {'obs':>6}{extra}")
     for row in rows:
+        shown = "".join(f" {query.value_text(row['metrics'][name]):>12}" for name in metrics)
         say(
             f"{row['run_id']:<20} {str(row['study_id'] or '-'):<16} {str(row['condition_id'] or '-'):<18} "
             f"{row['replicate'] if row['replicate'] is not None else '-':>3} {row['status']:<8} "
-            f"{row['observation_count']}"
+            f"{row['observation_count']:>6}{shown}"
         )
 
 
@@ -97,22 +107,41 @@ def show(ctx: Context, run_id: str, as_json: bool) -> None:
             "provenance": ledger.provenance(run_id),
             "anomalies": ledger.anomalies(run_id),
             "evaluations": query.evaluations(ledger.conn, run_id),
+            "metrics": query.run_metrics(ledger.conn, run_id=run_id).get(run_id, {}),
         }
+        outputs = query.metric_values(ledger.conn, run_id=run_id)
+    run = data["run"]
+    result = from_canonical(json.loads(run["result"])) if run.get("result") else None
     if as_json:
-        echo_json(data)
+        echo_json({**data, "run": {**run, "result": result}})
         return
-    for key, value in data["run"].items():
-        say(f"{key:<18} {value}")
+    for key, value in run.items():
+        if key != "result":
+            say(f"{key:<18} {query.value_text(value)}")
+    if result is not None:
+        # The runner's record of the latest attempt, in one line: the whole record is in --json.
+        say(f"{'runner recorded':<18} {result.get('status')} at {query.value_text(result.get('at'))}, "
+            f"latency {query.value_text(result.get('latency_s'))} s, "
+            f"{len(result.get('metrics') or {})} metric(s)")
     say()
     say("status history")
     for t in data["transitions"]:
         flag = "" if t["legal"] else "  (anomaly)"
         extra = f" — {t['error']}" if t["error"] else ""
-        say(f"  {t['at'] or '?'}  {t['from_status']} -> {t['to_status']}  {t['reason'] or ''}{extra}{flag}")
-    if data["provenance"]:
-        p = data["provenance"][-1]
+        say(f"  {t['at'] or '?'}  {t['from_status'] or '-'} -> {t['to_status']}  {t['reason'] or ''}{extra}{flag}")
+    if outputs:
         say()
-        say(f"provenance: python {p['python_version']} on {p['platform']} ({p['host']}), git {p['git_sha']}")
+        say("evaluator outputs")
+        for e in outputs:
+            unit = f" {e['metric_unit']}" if e["metric_unit"] else ""
+            say(f"  {e['evaluator_id'] or '-'}/{e['metric_name'] or '-'}  {query.value_text(e['value'])}{unit}")
+    if data["provenance"]:
+        say()
+        say("provenance")
+        fields = query.provenance_fields(data["provenance"][-1])
+        width = max(len(name) for name, _ in fields) if fields else 0
+        for name, value in fields:
+            say(f"  {name:<{width}} {query.value_text(value)}")
     for a in data["anomalies"]:
         say(f"anomaly (seq {a['seq']}, {a['severity']}): {a['kind']}: {a['message']}")
 

@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from .. import query
+from ..errors import ValidationError
 from ..ingestion.adapters import LineAdapter, load_adapter
 from ..ingestion.lines import DEFAULT_LINE_LIMIT
 from ..ingestion.service import IngestReport, Progress, ingest as ingest_into
@@ -38,7 +39,10 @@ line_limit_option = click.option(
 
 
 def _load_adapter(_ctx: click.Context, _param: click.Parameter, value: str | None) -> LineAdapter | None:
-    return None if value is None else load_adapter(value)
+    try:
+        return None if value is None else load_adapter(value)
+    except ValidationError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 adapter_option = click.option(
@@ -61,8 +65,8 @@ def ingest(ctx: Context, paths: tuple[Path, ...], line_limit: int, adapter: Line
            as_json: bool) -> None:
     """Import JSONL files and folders (recursively), each line exactly once.
 
-    A study output folder (holding study.yaml) brings its study, conditions, runs and
-    evaluations too. Re-running it reads only what was appended since. A line that cannot
+    A study output folder (holding study.yaml, or upstream's artifacts/ of a study still
+    running or killed) brings its study, conditions, runs and evaluations too. Re-running it reads only what was appended since. A line that cannot
     be used is kept as a rejected line (see `studyledger rejects`); nothing read is dropped.
     """
     with ctx.ledger(create=True) as ledger, _progress() as advance:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -42,6 +43,7 @@ from ..events import (
 )
 from ..events import type_name as _type_name
 from ..schema import (
+    DEFAULT_STATUS_REASONS,
     TERMINAL_STATUSES,
     Observation,
     ObservationLevel,
@@ -52,8 +54,12 @@ from .. import own_lines
 
 OWN = "studyledger"
 AGENTS_TRACE = "agents-trace"
+EXPERIMENTS_EVIDENCE = "experiments-run-evidence"
 EXPERIMENTS_CHECKPOINT = "experiments-checkpoint"
 OBSERVATION_ROW = "observation-row"
+
+RUN_EVIDENCE = "run-evidence"
+"""``record_type`` of upstream's ``artifacts/runs/<run_id>/run.json`` (schema 0.1.0)."""
 
 TRACE_KEYS = ("event_type", "run_id", "span_id", "parent_span_id", "timestamp", "timestamp_ms",
               "duration_ms", "attributes", "event_index")
@@ -74,12 +80,13 @@ def detect_format(obj: Any) -> str:
     """Name the format a parsed line is in, from its shape alone.
 
     Checked in this order, so a line is never claimed by two adapters: the ``studyledger``
-    key marks our own lines; ``span_id`` with ``event_type`` a trace event; ``run_spec`` a
-    checkpoint line; ``record_id`` an observation row.
+    key marks our own lines; ``span_id`` with ``event_type`` a trace event;
+    ``record_type: "run-evidence"`` a run.json record; ``run_spec`` a checkpoint line;
+    ``record_id`` an observation row.
 
     Returns:
-        One of :data:`OWN`, :data:`AGENTS_TRACE`, :data:`EXPERIMENTS_CHECKPOINT`,
-        :data:`OBSERVATION_ROW`.
+        One of :data:`OWN`, :data:`AGENTS_TRACE`, :data:`EXPERIMENTS_EVIDENCE`,
+        :data:`EXPERIMENTS_CHECKPOINT`, :data:`OBSERVATION_ROW`.
 
     Raises:
         LineRejected: the line is not an object, or matches none of the shapes.
@@ -90,13 +97,15 @@ def detect_format(obj: Any) -> str:
         return OWN
     if "span_id" in obj and "event_type" in obj:
         return AGENTS_TRACE
+    if obj.get("record_type") == RUN_EVIDENCE:
+        return EXPERIMENTS_EVIDENCE
     if "run_spec" in obj:
         return EXPERIMENTS_CHECKPOINT
     if "record_id" in obj:
         return OBSERVATION_ROW
     keys = ", ".join(sorted(str(key)[:40] for key in obj)[:8]) or "no keys"
     raise LineRejected(f"unknown line shape (keys: {keys}): not a studyledger line, trace event, "
-                       "checkpoint line or observation row")
+                       "run-evidence record, checkpoint line or observation row")
 
 
 LineAdapter = Callable[[Any], "Iterable[Mapping[str, Any] | Observation] | None"]
@@ -120,7 +129,7 @@ def load_adapter(reference: str) -> LineAdapter:
     try:
         return load_callable(reference)
     except (ImportError, AttributeError, ValueError) as exc:
-        raise ValidationError(f"--adapter {reference!r}: cannot load it ({type(exc).__name__}: {exc})") from None
+        raise ValidationError(f"{reference!r} names no line adapter ({type(exc).__name__}: {exc})") from None
 
 
 def events_from_line(obj: Any, *, source: str, adapter: LineAdapter | None = None) -> list[NewEvent]:
@@ -326,10 +335,11 @@ def _trace_summary(event_type: str, attributes: dict[str, Any], duration_ms: flo
     return text if len(text) <= TEXT_LIMIT else text[: TEXT_LIMIT - 3] + "..."
 
 
-# -- design-research-experiments checkpoint lines ---------------------------------------
+# -- design-research-experiments run records: checkpoint lines and run.json ------------
 
 
 def _checkpoint(obj: dict[str, Any], source: str) -> list[NewEvent]:
+    """A ``runs.jsonl`` line (or ``checkpoints/<run_id>.json``): one finished run."""
     what = "checkpoint line"
     run_id = _text(obj, "run_id", what, required=True)
     spec = obj["run_spec"]
@@ -339,39 +349,144 @@ def _checkpoint(obj: dict[str, Any], source: str) -> list[NewEvent]:
     spec_run = _text(spec, "run_id", "run_spec")
     if spec_run is not None and spec_run != run_id:
         raise LineRejected(f"{what} run_id {run_id!r} differs from run_spec.run_id {spec_run!r}")
-    status = _status(obj, what)
-    study_id = _text(spec, "study_id", "run_spec")
-    registration = run_registration(run_id, spec)
-    started_at = _time(obj, "started_at", what)
-    ended_at = _time(obj, "ended_at", what)
-    reason = _text(obj, "status_reason", what)
-    error = _error_text(obj.get("error_info"))
+    configured = _object(obj, "configured_execution_metadata", what) or _object(spec, "execution_metadata",
+                                                                                "run_spec")
+    record = _RunRecord(
+        run_id=run_id, spec=spec, status=_status(obj, what), started_at=_time(obj, "started_at", what),
+        ended_at=_time(obj, "ended_at", what), reason=_text(obj, "status_reason", what),
+        error=_error_text(obj.get("error_info")), observations=_list(obj, "observations", what),
+        evaluations=_list(obj, "evaluator_outputs", what), evaluations_key="evaluator_outputs",
+        provenance=_provenance_info(obj.get("provenance_info"), what),
+        latency=_number(obj, "latency", what), configured=configured,
+        observed=_object(obj, "observed_execution_metadata", what),
+        metrics=_object(obj, "metrics", what), outputs=obj.get("outputs"),
+        trace_refs=_list(obj, "trace_refs", what), artifact_refs=_list(obj, "artifact_refs", what))
+    return record.events(source)
 
-    def event(kind: EventKind, body: dict[str, Any]) -> NewEvent:
-        return make_event(kind, body, source=source)
 
-    events = [event(EventKind.RUN_REGISTERED, registration)]
-    if started_at is not None and status != RunStatus.PENDING:
-        running = run_status_changed(run_id, RunStatus.RUNNING, at=started_at, study_id=study_id)
-        events.append(event(EventKind.RUN_STATUS_CHANGED, running))
-    for index, row in enumerate(_list(obj, "observations", what)):
-        events.append(event(EventKind.OBSERVATION_RECORDED,
-                            _observation_body(row, f"observations[{index}]")))
-    for index, row in enumerate(_list(obj, "evaluator_outputs", what)):
-        events.append(event(EventKind.EVALUATION_RECORDED,
-                            evaluation_body(row, f"evaluator_outputs[{index}]", run_id=run_id,
-                                            study_id=study_id)))
-    provenance = obj.get("provenance_info")
-    if provenance is not None and not isinstance(provenance, dict):
-        raise LineRejected(f"{what} 'provenance_info' must be an object, not {_type_name(provenance)}")
-    if provenance:
-        events.append(event(EventKind.PROVENANCE_CAPTURED,
-                            provenance_captured(run_id, provenance_shape(provenance), study_id=study_id)))
-    if status in TERMINAL_STATUSES:
-        final = run_status_changed(run_id, status, at=ended_at, reason=reason, error=error,
-                                   study_id=study_id)
-        events.append(event(EventKind.RUN_STATUS_CHANGED, final))
-    return events
+def _evidence(obj: dict[str, Any], source: str) -> list[NewEvent]:
+    """A run-evidence record (``artifacts/runs/<run_id>/run.json``): one run in any state.
+
+    Upstream rewrites it at each step (pending before the study starts, running, then the
+    outcome), so it holds every planned run even when the process died mid-study. A
+    finished one states exactly the events its checkpoint line states.
+    """
+    what = "run.json"
+    run_id = _text(obj, "run_id", what, required=True)
+    assert run_id is not None
+    configured = _object(obj, "configured", what)
+    observed = _object(obj, "observed", what)
+    timing = _object(obj, "timing", what)
+    spec = {**configured, "study_id": _text(obj, "study_id", what),
+            "condition_id": _text(obj, "condition_id", what)}
+    record = _RunRecord(
+        run_id=run_id, spec=spec, status=_status(obj, what), started_at=_time(timing, "started_at", "timing"),
+        ended_at=_time(timing, "ended_at", "timing"), reason=_text(obj, "status_reason", what),
+        error=_error_text(obj.get("error")), observations=[],
+        evaluations=_list(observed, "evaluations", "observed"), evaluations_key="observed.evaluations",
+        provenance=_provenance_info(observed.get("provenance"), "observed"),
+        latency=_number(timing, "latency_s", "timing"),
+        configured=_object(configured, "execution_metadata", "configured"),
+        observed=_object(observed, "execution_metadata", "observed"),
+        metrics=_object(observed, "metrics", "observed"), outputs=observed.get("outputs"),
+        trace_refs=_list(observed, "trace_refs", "observed"),
+        artifact_refs=_list(observed, "artifact_refs", "observed"))
+    return record.events(source)
+
+
+@dataclass(slots=True)
+class _RunRecord:
+    """What a checkpoint line and a run.json both say about one run, read alike.
+
+    The two files hold the same facts under different keys; building the events from one
+    shape makes a finished run's run.json and its checkpoint line the same events (the
+    same ids), so reading both adds nothing twice.
+    """
+
+    run_id: str
+    spec: dict[str, Any]
+    status: RunStatus
+    started_at: str | None
+    ended_at: str | None
+    reason: str | None
+    error: str | None
+    observations: list[Any]
+    evaluations: list[Any]
+    evaluations_key: str
+    provenance: dict[str, Any]
+    latency: float | None
+    configured: dict[str, Any]
+    observed: dict[str, Any]
+    metrics: dict[str, Any]
+    outputs: Any
+    trace_refs: list[Any]
+    artifact_refs: list[Any]
+
+    def events(self, source: str) -> list[NewEvent]:
+        """Registration, start, observations, evaluations, provenance, outcome, in that order.
+
+        A pending run is only registered. The outcome's reason is upstream's default for
+        its status when the line gives none (a checkpoint line's success has null, its
+        run.json says ``completed``), and it carries the runner's result.
+        """
+        run_id, status = self.run_id, self.status
+        study_id = _text(self.spec, "study_id", "run_spec")
+
+        def event(kind: EventKind, body: dict[str, Any]) -> NewEvent:
+            return make_event(kind, body, source=source)
+
+        events = [event(EventKind.RUN_REGISTERED, run_registration(run_id, self.spec))]
+        if self.started_at is not None and status != RunStatus.PENDING:
+            running = run_status_changed(run_id, RunStatus.RUNNING, at=self.started_at, study_id=study_id)
+            events.append(event(EventKind.RUN_STATUS_CHANGED, running))
+        for index, row in enumerate(self.observations):
+            events.append(event(EventKind.OBSERVATION_RECORDED, _observation_body(row, f"observations[{index}]")))
+        for index, row in enumerate(self.evaluations):
+            events.append(event(EventKind.EVALUATION_RECORDED,
+                                evaluation_body(row, f"{self.evaluations_key}[{index}]", run_id=run_id,
+                                                study_id=study_id)))
+        if self.provenance:
+            events.append(event(EventKind.PROVENANCE_CAPTURED,
+                                provenance_captured(run_id, provenance_shape(self.provenance), study_id=study_id)))
+        if status in TERMINAL_STATUSES:
+            result = {
+                "started_at": self.started_at,
+                "latency_s": self.latency,
+                "metrics": self.metrics,
+                "outputs": self.outputs,
+                "configured_execution_metadata": self.configured,
+                "observed_execution_metadata": self.observed,
+                "trace_refs": self.trace_refs,
+                "artifact_refs": self.artifact_refs,
+                "provenance": self.provenance,
+            }
+            final = run_status_changed(run_id, status, at=self.ended_at,
+                                       reason=self.reason or DEFAULT_STATUS_REASONS[status], error=self.error,
+                                       study_id=study_id, result=result)
+            events.append(event(EventKind.RUN_STATUS_CHANGED, final))
+        return events
+
+
+def _provenance_info(value: Any, what: str) -> dict[str, Any]:
+    """Upstream's provenance_info with ``execution_metadata`` decoded, as run.json holds it.
+
+    The runner stores that field as a JSON string in the checkpoint line and run.json
+    decodes it into an object (``evidence._normalize_provenance``); decoding it here makes
+    both sources state one provenance fact.
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise LineRejected(f"{what} 'provenance_info' must be an object, not {_type_name(value)}")
+    metadata = value.get("execution_metadata")
+    if isinstance(metadata, str):
+        try:
+            decoded = json.loads(metadata)
+        except ValueError:
+            return value
+        if isinstance(decoded, dict):
+            return {**value, "execution_metadata": decoded}
+    return value
 
 
 def run_registration(run_id: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -443,8 +558,10 @@ def evaluation_body(
     if not isinstance(row, dict):
         raise LineRejected(f"{what} must be an object, not {_type_name(row)}")
     value = row.get("metric_value")
-    if isinstance(value, bool) or not isinstance(value, (int, float, str, type(None))):
-        raise LineRejected(f"{what} 'metric_value' must be a number, text or null, not {_type_name(value)}")
+    # Booleans are metric values upstream writes (a feasibility check): kept as they are.
+    if not isinstance(value, (int, float, str, type(None))):
+        raise LineRejected(f"{what} 'metric_value' must be a number, boolean, text or null, "
+                           f"not {_type_name(value)}")
     notes = row.get("notes_json")
     if isinstance(notes, str) and notes.strip():
         try:
@@ -503,6 +620,7 @@ def _observation(obj: dict[str, Any], source: str) -> list[NewEvent]:
 _ADAPTERS: dict[str, Callable[[dict[str, Any], str], list[NewEvent]]] = {
     OWN: _own,
     AGENTS_TRACE: _trace,
+    EXPERIMENTS_EVIDENCE: _evidence,
     EXPERIMENTS_CHECKPOINT: _checkpoint,
     OBSERVATION_ROW: _observation,
 }
@@ -552,6 +670,16 @@ def _number(obj: dict[str, Any], key: str, what: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise LineRejected(f"{what} '{key}' must be a number, not {_type_name(value)}")
+    return value
+
+
+def _object(obj: dict[str, Any], key: str, what: str) -> dict[str, Any]:
+    """An object field; null or absent reads as empty."""
+    value = obj.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise LineRejected(f"{what} '{key}' must be an object, not {_type_name(value)}")
     return value
 
 

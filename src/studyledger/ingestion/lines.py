@@ -147,12 +147,11 @@ def preview(data: bytes, length: int | None = None) -> str:
 
 
 def path_text(path: str) -> str:
-    """A file's name as text the ledger can store.
+    """A file's name as text the ledger can store (in sources and ingest state).
 
     A name is bytes on POSIX; Python holds the bytes that are not UTF-8 as lone surrogates,
-    which no text column can store. Those bytes are written ``\\xNN`` here (the exact name
-    is kept beside it where it matters: a rejection's ``file_base64``), so one file with
-    such a name never stops the others.
+    which no text column can store. Those bytes are written ``\\xNN`` here, so one file
+    with such a name is read like any other and never stops the others.
     """
     try:
         path.encode("utf-8")
@@ -162,30 +161,30 @@ def path_text(path: str) -> str:
 
 
 def rejection_body(
-    file: str, line: int, offset: int, reason: str, data: bytes | TooLong
+    line: int, offset: int, reason: str, data: bytes | TooLong, *, prefix_sha256: str
 ) -> dict[str, Any]:
     """Body of a ``line_rejected`` event.
 
     ``raw`` is the readable preview (what ``studyledger rejects`` and the dashboard show);
     ``raw_base64`` holds the exact bytes, complete unless the line was over the limit, in
-    which case ``length`` and ``sha256`` still describe the whole line. The body holds no
-    time, so re-reading the same line at the same place is the same event. ``file`` is the
-    name as text (:func:`path_text`); when the name is not UTF-8, ``file_base64`` holds its
-    exact bytes.
+    which case ``length`` and ``sha256`` still describe the whole line. ``prefix_sha256``
+    names the content the line ends: the file's bytes from its start through this line's
+    newline. The body holds no time and no file name (the event's ``source`` says where it
+    was read), so the same bad line of the same content is one event, read again or read
+    from a copy elsewhere.
 
     Args:
-        file: The file the line was read from (as the filesystem names it).
         line: Its 1-based line number.
         offset: The byte offset where it starts.
         reason: Why it could not be used.
         data: Its bytes without the newline, or a :class:`TooLong` for a line over the limit.
+        prefix_sha256: Hex sha256 of the file's bytes up to and including this line.
     """
     if isinstance(data, TooLong):
         kept, length, digest = data.head, data.length, data.sha256
     else:
         kept, length, digest = data, len(data), hashlib.sha256(data).hexdigest()
-    body: dict[str, Any] = {
-        "file": path_text(file),
+    return {
         "line": line,
         "offset": offset,
         "reason": reason,
@@ -194,21 +193,24 @@ def rejection_body(
         "raw_complete": len(kept) == length,
         "length": length,
         "sha256": digest,
+        "prefix_sha256": prefix_sha256,
     }
-    if body["file"] != file:
-        body["file_base64"] = base64.b64encode(os.fsencode(file)).decode("ascii")
-    return body
 
 
 def rejection_event(
-    file: str, line: int, offset: int, reason: str, data: bytes | TooLong
+    file: str, line: int, offset: int, reason: str, data: bytes | TooLong, *, prefix_sha256: str
 ) -> NewEvent:
-    """The ``line_rejected`` event for a line (see :func:`rejection_body`)."""
+    """The ``line_rejected`` event for a line (see :func:`rejection_body`), read from ``file``."""
     return make_event(
         EventKind.LINE_REJECTED,
-        rejection_body(file, line, offset, reason, data),
+        rejection_body(line, offset, reason, data, prefix_sha256=prefix_sha256),
         source=source_for(file, line, offset),
     )
+
+
+def line_end(offset: int, data: bytes | TooLong) -> int:
+    """The offset just after a line's newline."""
+    return offset + (data.length if isinstance(data, TooLong) else len(data)) + 1
 
 
 def source_for(file: str, line: int, offset: int) -> str:

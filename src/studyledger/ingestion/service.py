@@ -1,7 +1,8 @@
 """Ingesting paths: the one service behind ``studyledger ingest``, ``watch``, the demo and the API.
 
 Ingesting is two steps whatever the caller. :func:`plan` walks the paths once and finds
-the study output folders (those holding study.yaml) and the plain JSONL files outside them.
+the study output folders (study.yaml, or the ``artifacts/`` layout a killed study leaves)
+and the plain JSONL files outside them.
 :func:`import_study_folder` appends what a study folder's whole files state (study.yaml,
 the CSVs, each run.json) and lists the JSONL files it holds; the tailer then reads every
 JSONL file from its committed offset. :func:`ingest` does both once; the watcher does the
@@ -22,7 +23,7 @@ from ..events import check_body, is_unicode
 from ..ledger import Ledger
 from .adapters import LineAdapter
 from .lines import DEFAULT_LINE_LIMIT, path_text
-from .study_folder import STUDY_FILE, CheckpointCache, scan_study_folder
+from .study_folder import CheckpointCache, is_study_folder, scan_study_folder
 from .tailer import FileStats, LineCounts, Tailer, is_jsonl_name
 
 Progress = Callable[[int, int], None]
@@ -85,7 +86,8 @@ class Plan:
 
 
 def plan(paths: Iterable[str | os.PathLike[str]], *, recursive: bool = True) -> Plan:
-    """Walk the paths once: study folders (holding study.yaml) and the JSONL files outside them.
+    """Walk the paths once: study folders (:func:`~studyledger.ingestion.study_folder.is_study_folder`:
+    study.yaml, or upstream's ``artifacts/`` layout) and the JSONL files outside them.
 
     A file named directly is taken whatever its name; under a folder, the JSONL names
     (:func:`~studyledger.ingestion.tailer.is_jsonl_name`) in sorted order, so runs are
@@ -118,8 +120,7 @@ def _walk(folder: Path, root: str, found: Plan, studies: set[str], files: set[st
         entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
     except (FileNotFoundError, NotADirectoryError, PermissionError):
         return
-    # Only a real study.yaml makes a study folder: a link could lead anywhere.
-    if any(entry.name == STUDY_FILE and entry.is_file(follow_symlinks=False) for entry in entries):
+    if is_study_folder(folder):
         key = os.path.abspath(folder)
         if key not in studies:
             studies.add(key)
@@ -160,9 +161,12 @@ def import_study_folder(ledger: Ledger, folder: Path, report: IngestReport, *,
                                    "the study folder is not imported") from None
         events.append(event if is_unicode(event.source) else replace(event, source=path_text(event.source)))
     result = ledger.append(events)
+    if cache is not None:
+        cache.confirm(scan)
     report.events_appended += len(result.appended)
     report.duplicates += result.duplicates
-    report.studies.append(scan.study_id)
+    if scan.study_id is not None and scan.study_id not in report.studies:
+        report.studies.append(scan.study_id)
     report.orphan_traces.extend(str(trace) for trace in scan.orphan_traces)
     report.problems.extend(scan.problems)
     return scan.jsonl_files

@@ -1,10 +1,15 @@
 """A design-research-experiments study output folder -> the events it states, and its JSONL files.
 
 A study folder holds two kinds of files. Whole-file facts (``study.yaml``, ``conditions.csv``,
-``evaluations.csv``, each ``artifacts/runs/<run_id>/run.json``) are read here, at once, into
-events. Growing JSONL files (``artifacts/checkpoints/runs.jsonl``, per-run
-``observations.jsonl``, ``traces/*.jsonl``) are only listed: the tailer reads those with
-committed offsets, so a re-scan never re-reads what it already holds.
+``evaluations.csv``, each ``artifacts/runs/<run_id>/run.json`` and
+``artifacts/checkpoints/<run_id>.json``) are read here, at once, into events. Growing JSONL
+files (``artifacts/checkpoints/runs.jsonl``, per-run ``observations.jsonl``,
+``traces/*.jsonl``) are only listed: the tailer reads those with committed offsets, so a
+re-scan never re-reads what it already holds.
+
+Upstream's runner writes every planned run's run.json (pending) before the first run starts
+and study.yaml and the CSV files only at the end, so a study killed mid-run has run.json
+files and no study.yaml: such a folder is a study folder too, and its runs come from run.json.
 
 Trace files that no run references are kept (listed for ingestion like the others) and
 also returned in :attr:`StudyFolderScan.orphan_traces`, so the caller can report them: an
@@ -37,6 +42,7 @@ from ..events import (
 )
 from ..schema import TERMINAL_STATUSES, RunBudget, RunStatus, SeedPolicy
 from .adapters import (
+    RUN_EVIDENCE,
     evaluation_body,
     events_from_line,
     run_registration,
@@ -45,7 +51,8 @@ from .adapters import (
 STUDY_FILE = "study.yaml"
 CONDITIONS_FILE = "conditions.csv"
 EVALUATIONS_FILE = "evaluations.csv"
-CHECKPOINTS = Path("artifacts") / "checkpoints" / "runs.jsonl"
+CHECKPOINTS_DIR = Path("artifacts") / "checkpoints"
+CHECKPOINTS = CHECKPOINTS_DIR / "runs.jsonl"
 RUNS_DIR = Path("artifacts") / "runs"
 TRACES_DIR = "traces"
 TRACE_NAME = re.compile(r"^run_\d{8}T\d{6}Z_(?P<request_id>.+)\.jsonl$")
@@ -59,7 +66,8 @@ class StudyFolderScan:
     """What a study folder states, and what the tailer must still read.
 
     Attributes:
-        study_id: The study, from study.yaml.
+        study_id: The study, from study.yaml, else from the first run record that names one
+            (a killed study has no study.yaml); None when nothing names it yet.
         events: Study, condition, run and evaluation events from the whole-file sources,
             in an order the projections can fold (registrations before statuses).
         jsonl_files: The JSONL files to ingest: runs.jsonl, per-run observations.jsonl,
@@ -67,40 +75,64 @@ class StudyFolderScan:
         orphan_traces: Trace files that no run references (also in ``jsonl_files``).
         problems: One line per thing found wrong but not fatal (a broken run.json, a
             referenced trace that is missing), each naming its file.
+        read_records: The run record files this scan read, for
+            :meth:`CheckpointCache.confirm` once their events are appended.
+        gone_records: Record files a cache knew that this scan no longer found.
     """
 
-    study_id: str
+    study_id: str | None
     events: list[NewEvent] = field(default_factory=list)
     jsonl_files: list[Path] = field(default_factory=list)
     orphan_traces: list[Path] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    read_records: dict[str, tuple[_Signature, _Record]] = field(default_factory=dict)
+    gone_records: set[str] = field(default_factory=set)
+
+
+def is_study_folder(path: Path) -> bool:
+    """Whether a folder is a study output folder: it holds study.yaml, or the ``artifacts/``
+    layout upstream's runner creates before the first run (``artifacts/runs`` or
+    ``artifacts/checkpoints``), which is all a study killed mid-run leaves."""
+    return (path / STUDY_FILE).is_file() or (path / RUNS_DIR).is_dir() or (path / CHECKPOINTS_DIR).is_dir()
 
 
 def scan_study_folder(path: Path, *, cache: CheckpointCache | None = None) -> StudyFolderScan:
     """Read a study folder's whole-file facts and list its JSONL files.
 
     Args:
-        path: The study output folder (the one holding study.yaml).
+        path: The study output folder (see :func:`is_study_folder`).
         cache: Summaries of runs.jsonl kept from earlier scans of the same folder (a
             watcher's): each scan then reads only what was appended since.
 
     Raises:
-        StudyFolderError: study.yaml is missing or malformed, or conditions.csv /
-            evaluations.csv is malformed; the message names the file and line.
+        StudyFolderError: the folder is not a study folder, study.yaml is malformed, or
+            conditions.csv / evaluations.csv is malformed; the message names the file and line.
     """
     root = path
-    study_id, study_event = _study(root / STUDY_FILE)
-    scan = StudyFolderScan(study_id=study_id, events=[study_event])
-    scan.events.extend(_conditions(root / CONDITIONS_FILE, study_id))
+    if not is_study_folder(root):
+        raise StudyFolderError(f"{root}: not a study output folder (no {STUDY_FILE}, no {RUNS_DIR})")
+    study_id: str | None = None
+    scan = StudyFolderScan(study_id=None)
+    if (root / STUDY_FILE).is_file():
+        study_id, study_event = _study(root / STUDY_FILE)
+        scan.events.append(study_event)
     checkpoints = _read_checkpoints(root / CHECKPOINTS, cache)
     run_ids = set(checkpoints.run_ids)
     references = list(checkpoints.trace_refs)
-    for run_json in sorted((root / RUNS_DIR).glob("*/run.json")):
-        found = _run_json(run_json, study_id, scan)
-        if found is not None:
-            run_ids.add(found[0])
-            references.extend(found[1])
-    scan.events.extend(_evaluations(root / EVALUATIONS_FILE, study_id, checkpoints.evaluations))
+    records = [*sorted((root / RUNS_DIR).glob("*/run.json")), *sorted((root / CHECKPOINTS_DIR).glob("*.json"))]
+    run_events: list[NewEvent] = []
+    summaries = _run_records(root, records, study_id, scan, cache, run_events)
+    study_id = study_id or checkpoints.study_id or next(
+        (record.study_id for record in summaries if record.study_id), None)
+    scan.study_id = study_id
+    stated = set(checkpoints.evaluations)
+    for record in summaries:
+        run_ids.add(record.run_id)
+        references.extend(record.references)
+        stated.update(record.evaluations)
+    scan.events.extend(_conditions(root / CONDITIONS_FILE, study_id))
+    scan.events.extend(run_events)
+    scan.events.extend(_evaluations(root / EVALUATIONS_FILE, study_id, stated))
     if (root / CHECKPOINTS).is_file():
         scan.jsonl_files.append(root / CHECKPOINTS)
     scan.jsonl_files.extend(sorted((root / RUNS_DIR).glob("*/observations.jsonl")))
@@ -110,6 +142,11 @@ def scan_study_folder(path: Path, *, cache: CheckpointCache | None = None) -> St
         if other.resolve() not in listed:
             scan.problems.append(f"{other}: not a file a study folder is known to hold; not imported")
     return scan
+
+
+def _evaluation_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    """What identifies an evaluation row across runs.jsonl, run.json and evaluations.csv."""
+    return row.get("run_id") or None, row.get("evaluator_id") or None, row.get("metric_name") or None
 
 
 # -- study.yaml ------------------------------------------------------------------------
@@ -129,7 +166,7 @@ def _study(path: Path) -> tuple[str, NewEvent]:
     if not path.is_file():
         raise StudyFolderError(f"{path.parent}: not a study output folder (no {STUDY_FILE})")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_NoAliasLoader)  # noqa: S506 - safe subclass
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_NoAliasLoader)  # safe: a SafeLoader without aliases
     except UnicodeDecodeError as exc:
         raise StudyFolderError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:
@@ -212,7 +249,7 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, int, dict[str, str]]]:
         raise StudyFolderError(f"{path}:{reader.line_num}: invalid CSV: {exc}") from None
 
 
-def _conditions(path: Path, study_id: str) -> list[NewEvent]:
+def _conditions(path: Path, study_id: str | None) -> list[NewEvent]:
     if not path.is_file():
         return []
     events = []
@@ -221,6 +258,9 @@ def _conditions(path: Path, study_id: str) -> list[NewEvent]:
         condition_id = row.get("condition_id", "")
         if not condition_id:
             raise StudyFolderError(f"{where}: 'condition_id' is empty")
+        condition_study = row.get("study_id") or study_id
+        if not condition_study:
+            raise StudyFolderError(f"{where}: 'study_id' is empty and no study.yaml names the study")
         factors = {}
         blocks = {}
         for name, value in row.items():
@@ -233,7 +273,7 @@ def _conditions(path: Path, study_id: str) -> list[NewEvent]:
         if not isinstance(meta, dict):
             raise StudyFolderError(f"{where}: 'assignment_meta_json' must be a JSON object")
         body = condition_registered(
-            row.get("study_id") or study_id,
+            condition_study,
             condition_id,
             factors=factors,
             blocks=blocks,
@@ -295,19 +335,18 @@ def _metric(value: str) -> int | float | str | None:
     return value
 
 
-def _evaluations(path: Path, study_id: str, stated: set[tuple[Any, ...]]) -> list[NewEvent]:
-    """Evaluation rows not already stated by runs.jsonl.
+def _evaluations(path: Path, study_id: str | None, stated: set[tuple[Any, ...]]) -> list[NewEvent]:
+    """Evaluation rows not already stated by runs.jsonl or a run's record.
 
-    runs.jsonl holds the same rows with their exact JSON values (a CSV cell cannot tell a
-    NaN from the text "nan", or 1 from 1.0), so a row it states is taken from there and
-    skipped here; rows only the CSV holds are imported.
+    Those hold the same rows with their exact JSON values (a CSV cell cannot tell a NaN
+    from the text "nan", 1 from 1.0, or True from the text "True"), so a row they state is
+    taken from there and skipped here; rows only the CSV holds are imported.
     """
     if not path.is_file():
         return []
     events = []
     for line, offset, row in _csv_rows(path):
-        key = (row.get("run_id") or None, row.get("evaluator_id") or None, row.get("metric_name") or None)
-        if key in stated:
+        if _evaluation_key(row) in stated:
             continue
         cleaned: dict[str, Any] = {name: (value or None) for name, value in row.items()}
         cleaned["metric_value"] = _metric(row.get("metric_value", ""))
@@ -329,31 +368,59 @@ class _Checkpoints:
     run_ids: set[str] = field(default_factory=set)
     trace_refs: list[tuple[str, str]] = field(default_factory=list)
     evaluations: set[tuple[Any, ...]] = field(default_factory=set)
+    study_id: str | None = None
     identity: tuple[int, int] = (0, 0)
     offset: int = 0
     lines: int = 0
     before_offset: bytes = b""
 
     def copy(self) -> _Checkpoints:
-        return _Checkpoints(set(self.run_ids), list(self.trace_refs), set(self.evaluations))
+        return _Checkpoints(set(self.run_ids), list(self.trace_refs), set(self.evaluations), self.study_id)
 
 
 _CHECK_BYTES = 64
 
 
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """What a scan needs of a run record file besides its events: small enough to keep."""
+
+    run_id: str
+    references: list[tuple[str, str]]
+    study_id: str | None
+    evaluations: frozenset[tuple[Any, ...]]
+
+
+_Signature = tuple[int, int, int, int]
+
+
 class CheckpointCache:
-    """Summaries of runs.jsonl files, continued scan after scan.
+    """Summaries of runs.jsonl files, continued scan after scan, and of run record files.
 
     A watcher re-scans its study folders every few seconds while runs.jsonl grows; reading
     the file from the start each time would make every scan as slow as the file is long.
     Each file's summary is kept and continued from where it stopped, if the file is still
     the one it read (same device and inode, not shorter, same bytes just before the stop).
+
+    Likewise a study of thousands of runs rewrites only a few of its run.json and
+    checkpoint files between two scans: a record file whose signature (device, inode, size,
+    modification time) is the one whose events were appended is not read again, and its
+    events are not appended again. A scan's record summaries become that only when its
+    events were appended (:meth:`confirm`), so a busy ledger costs a re-read, never a fact.
     The watcher that owns the cache drops it with itself.
     """
 
     def __init__(self) -> None:
         self.summaries: dict[str, _Checkpoints] = {}
+        self.records: dict[str, tuple[_Signature, _Record]] = {}
         self.lock = threading.Lock()
+
+    def confirm(self, scan: StudyFolderScan) -> None:
+        """The scan's events are in the ledger: skip its unchanged record files from now on."""
+        with self.lock:
+            self.records.update(scan.read_records)
+            for key in scan.gone_records:
+                self.records.pop(key, None)
 
 
 def _read_checkpoints(path: Path, cache: CheckpointCache | None) -> _Checkpoints:
@@ -404,54 +471,113 @@ def _collect(found: _Checkpoints, raw: bytes, where: str) -> None:
         return
     found.run_ids.add(line["run_id"])
     found.trace_refs.extend((where, ref) for ref in _trace_refs(line))
+    spec = line.get("run_spec")
+    if found.study_id is None and isinstance(spec, dict) and isinstance(spec.get("study_id"), str):
+        found.study_id = spec["study_id"] or None
     for row in line.get("evaluator_outputs") or []:
         if isinstance(row, dict):
-            found.evaluations.add((row.get("run_id") or line["run_id"], row.get("evaluator_id"),
-                                   row.get("metric_name")))
+            found.evaluations.add(_evaluation_key({**row, "run_id": row.get("run_id") or line["run_id"]}))
 
 
 def _trace_refs(data: dict[str, Any]) -> list[str]:
-    """Trace paths a run's record names: ``trace_refs`` and provenance's ``trace_path``."""
-    refs = data.get("trace_refs")
-    found = [ref for ref in refs if isinstance(ref, str)] if isinstance(refs, list) else []
-    for holder in (data, data.get("provenance_info")):
-        if isinstance(holder, dict) and isinstance(holder.get("trace_path"), str):
+    """Trace paths a run's record names: ``trace_refs`` and the provenance's ``trace_path``
+    (a checkpoint line's top level and ``provenance_info``, a run.json's ``observed``)."""
+    found: list[str] = []
+    observed = data.get("observed")
+    for holder in (data, observed, data.get("provenance_info"),
+                   observed.get("provenance") if isinstance(observed, dict) else None):
+        if not isinstance(holder, dict):
+            continue
+        refs = holder.get("trace_refs")
+        if isinstance(refs, list):
+            found.extend(ref for ref in refs if isinstance(ref, str))
+        if isinstance(holder.get("trace_path"), str):
             found.append(holder["trace_path"])
     return found
 
 
-def _run_json(path: Path, study_id: str, scan: StudyFolderScan) -> tuple[str, list[tuple[str, str]]] | None:
-    """Events of one run.json; returns its run id and trace references, or None if unusable.
+def _run_records(root: Path, paths: list[Path], study_id: str | None, scan: StudyFolderScan,
+                 cache: CheckpointCache | None, events: list[NewEvent]) -> list[_Record]:
+    """Summaries of the run record files; the events of those read are added to ``events``.
 
-    A finished run's run.json has the checkpoint line's shape and goes through the same
-    adapter, so it states the very events runs.jsonl states. A pending run is registered;
-    a running one also moves to running at its ``started_at``.
+    With a cache, a file unchanged since its events were appended is not read again.
+    """
+    kept: dict[str, tuple[_Signature, _Record]] = {}
+    if cache is not None:
+        with cache.lock:
+            kept = dict(cache.records)
+        prefix = os.path.join(os.path.abspath(root), "")
+        scan.gone_records = {key for key in kept if key.startswith(prefix)}
+    summaries = []
+    for path in paths:
+        key = os.path.abspath(path)
+        scan.gone_records.discard(key)
+        try:
+            info = path.stat()
+            signature: _Signature | None = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        except OSError:
+            signature = None  # gone or unreadable: reading it says which
+        known = kept.get(key)
+        if known is not None and known[0] == signature:
+            summaries.append(known[1])
+            continue
+        found = _run_record(path, study_id, scan)
+        if found is None:
+            continue
+        run_id, references, record_events = found
+        record = _Record(run_id, references, next((e.study_id for e in record_events if e.study_id), None),
+                         frozenset(_evaluation_key(json.loads(event.body)) for event in record_events
+                                   if event.kind == EventKind.EVALUATION_RECORDED))
+        events.extend(record_events)
+        summaries.append(record)
+        if signature is not None:
+            scan.read_records[key] = (signature, record)
+    return summaries
+
+
+def _run_record(path: Path, study_id: str | None,
+                scan: StudyFolderScan) -> tuple[str, list[tuple[str, str]], list[NewEvent]] | None:
+    """Events of one run record file (a run.json, or a checkpoint's ``<run_id>.json``).
+
+    Returns its run id, trace references and events, or None (with the reason in
+    ``scan.problems``) when the file cannot be used.
     """
     try:
         data = json.loads(path.read_bytes())
     except (ValueError, RecursionError) as exc:
-        scan.problems.append(f"{path}: not JSON ({exc}); run not imported")
+        scan.problems.append(f"{path}: not JSON ({exc}); not read (the run may still come from its other records)")
+        return None
+    except OSError as exc:
+        scan.problems.append(f"{path}: cannot be read ({exc.strerror or exc}); not read (the run may still come from its other records)")
         return None
     if not isinstance(data, dict):
-        scan.problems.append(f"{path}: must be a JSON object; run not imported")
+        scan.problems.append(f"{path}: must be a JSON object; not read (the run may still come from its other records)")
         return None
-    run_id = data.get("run_id") or path.parent.name
+    expected = path.parent.name if path.name == "run.json" else path.stem
+    run_id = data.get("run_id") or expected
     if not isinstance(run_id, str):
-        scan.problems.append(f"{path}: 'run_id' must be text; run not imported")
+        scan.problems.append(f"{path}: 'run_id' must be text; not read (the run may still come from its other records)")
         return None
-    if run_id != path.parent.name:
-        scan.problems.append(f"{path}: run_id {run_id!r} differs from its folder name")
+    if run_id != expected:
+        scan.problems.append(f"{path}: run_id {run_id!r} differs from its file's name")
     source = f"file:{path}:1:0"
     try:
-        events = _run_json_events(data, run_id, study_id, source)
+        if data.get("record_type") == RUN_EVIDENCE or path.name != "run.json":
+            found = events_from_line(data, source=source)
+        else:
+            found = _legacy_run_json(data, run_id, study_id, source)
     except LineRejected as exc:
-        scan.problems.append(f"{path}: {exc}; run not imported")
+        scan.problems.append(f"{path}: {exc}; not read (the run may still come from its other records)")
         return None
-    scan.events.extend(events)
-    return run_id, [(str(path), ref) for ref in _trace_refs(data)]
+    return run_id, [(str(path), ref) for ref in _trace_refs(data)], found
 
 
-def _run_json_events(data: dict[str, Any], run_id: str, study_id: str, source: str) -> list[NewEvent]:
+def _legacy_run_json(data: dict[str, Any], run_id: str, study_id: str | None, source: str) -> list[NewEvent]:
+    """A run.json in the checkpoint line's shape, as studyledger's exports before 0.2 wrote it.
+
+    A finished run (with ``run_spec``) goes through the checkpoint adapter; a pending run
+    is registered; a running one also moves to running at its ``started_at``.
+    """
     spec = data.get("run_spec")
     status = data.get("status", RunStatus.PENDING.value)
     if isinstance(spec, dict) and status in TERMINAL_STATUSES:
@@ -479,18 +605,16 @@ def _traces(root: Path, run_ids: set[str], references: list[tuple[str, str]], sc
 
     A trace counts as referenced when a run names its path, or when its file name carries
     a known run id (``run_<time>_<run_id>.jsonl``): a running run's trace is being written
-    before any checkpoint names it.
+    before any checkpoint names it, and a run that raised names none.
     """
     base = root.resolve()
     referenced: dict[Path, Path] = {}
     for where, ref in references:
-        target = (root / ref).resolve()
-        if not target.is_relative_to(base):
-            scan.problems.append(f"{where}: trace {ref!r} is outside the study folder; not imported")
-        elif not target.is_file():
-            scan.problems.append(f"{where}: trace {ref!r} does not exist")
+        found = _find_reference(root, base, ref)
+        if isinstance(found, Path):
+            referenced.setdefault(found.resolve(), found)
         else:
-            referenced.setdefault(target, root / ref)
+            scan.problems.append(f"{where}: trace {ref!r} {found}")
     for trace in sorted((root / TRACES_DIR).rglob("*.jsonl")):
         resolved = trace.resolve()
         if resolved in referenced:
@@ -502,3 +626,24 @@ def _traces(root: Path, run_ids: set[str], references: list[tuple[str, str]], sc
             scan.orphan_traces.append(trace)
     scan.jsonl_files.extend(sorted(referenced.values()))
     scan.jsonl_files.extend(scan.orphan_traces)
+
+
+def _find_reference(root: Path, base: Path, ref: str) -> Path | str:
+    """The file a trace reference names inside the study folder, or why there is none.
+
+    Upstream writes a reference relative to the runner's working directory
+    (``agents_traced/traces/run_….jsonl``) or absolute, not relative to the study folder,
+    and a folder may have been copied since. So the reference is looked up by its longest
+    trailing part that names a file in the folder (``traces/run_….jsonl``); nothing outside
+    the folder is read.
+    """
+    parts = [part for part in Path(ref).parts if part not in (Path(ref).anchor, "")]
+    if ".." not in parts:
+        for start in range(len(parts)):
+            candidate = root.joinpath(*parts[start:])
+            resolved = candidate.resolve()
+            if resolved.is_relative_to(base) and resolved.is_file():
+                return candidate
+    if not (root / ref).resolve().is_relative_to(base):
+        return "is outside the study folder; not imported"
+    return "does not exist"

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import EventConflictError, InputError, LedgerBusyError, ValidationError
+from ..errors import EventConflictError, InputError, ValidationError
 from ..events import NewEvent
 from ..ledger import Ledger
 from ..query import INGEST_FILES_TABLE
@@ -43,6 +43,7 @@ from .lines import (
     TOO_LONG_KEEP,
     TooLong,
     is_blank,
+    line_end,
     parse_line,
     path_text,
     rejection_event,
@@ -168,6 +169,31 @@ class _State:
 
 class _Raced(Exception):
     """Another process moved this file's offset since this pass read it."""
+
+
+class _PrefixDigest:
+    """sha256 of a file's bytes from its start up to a point, read back with ``pread``.
+
+    A pass keeps the digest of what it reads as it reads (:class:`Prefix`); this reads the
+    file again, for a stored offset to check and for a line the store refused after the
+    pass had read on. Each byte is hashed once however far it goes, in chunks.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.digest = hashlib.sha256()
+        self.position = 0
+
+    def upto(self, end: int) -> str:
+        if end < self.position:
+            self.digest, self.position = hashlib.sha256(), 0
+        while self.position < end:
+            chunk = os.pread(self.fd, min(CHUNK, end - self.position), self.position)
+            if not chunk:
+                break
+            self.digest.update(chunk)
+            self.position += len(chunk)
+        return self.digest.copy().hexdigest()
 
 
 def ensure_state_table(ledger: Ledger) -> None:
@@ -376,15 +402,16 @@ class Tailer:
         batch_bytes = 0
         end = state.offset
         number = state.line
+        reread = _PrefixDigest(fd)
         for start, end, data in read_lines(file, state.offset, self.line_limit, state.prefix):
             number += 1
-            batch.append(self._convert(name, number, start, data))
+            batch.append(self._convert(name, number, start, data, state.prefix))
             batch_bytes += end - start
             if len(batch) >= self.batch_lines or batch_bytes >= self.batch_bytes:
-                self._commit(name, state, batch, end, stats)
+                self._commit(name, state, batch, end, stats, reread)
                 batch, batch_bytes = [], 0
         if batch:
-            self._commit(name, state, batch, end, stats)
+            self._commit(name, state, batch, end, stats, reread)
         stats.offset = state.offset
         stats.pending_bytes = max(0, file.tell() - state.offset)
         # Every line read was committed: the digest is that of exactly [0, state.offset).
@@ -457,11 +484,16 @@ class Tailer:
 
     # -- lines ----------------------------------------------------------------------
 
-    def _convert(self, name: str, number: int, offset: int, data: bytes | TooLong) -> _Line:
-        """Turn one line into its events, or into its rejection."""
+    def _convert(self, name: str, number: int, offset: int, data: bytes | TooLong, prefix: Prefix) -> _Line:
+        """Turn one line into its events, or into its rejection.
+
+        ``prefix`` is the digest of the file through this line's newline (read_lines added
+        the line before handing it out): what a rejection names as the content it ends.
+        """
         if isinstance(data, TooLong):
             reason = f"line longer than the limit of {self.line_limit} bytes ({data.length} bytes)"
-            return _Line(number, offset, data, [rejection_event(name, number, offset, reason, data)], False)
+            return _Line(number, offset, data, [rejection_event(name, number, offset, reason, data,
+                                                                prefix_sha256=prefix.hexdigest())], False)
         if is_blank(data):
             return _Line(number, offset, data, [], True)
         try:
@@ -470,11 +502,13 @@ class Tailer:
             return _Line(number, offset, data, found, True)
         except InputError as exc:
             reason = str(exc) or type(exc).__name__
-        return _Line(number, offset, data, [rejection_event(name, number, offset, reason, data)], False)
+        return _Line(number, offset, data, [rejection_event(name, number, offset, reason, data,
+                                                            prefix_sha256=prefix.hexdigest())], False)
 
     # -- committing -----------------------------------------------------------------
 
-    def _commit(self, name: str, state: _State, batch: list[_Line], end: int, stats: FileStats) -> None:
+    def _commit(self, name: str, state: _State, batch: list[_Line], end: int, stats: FileStats,
+                reread: _PrefixDigest) -> None:
         """Append a batch's events and move the offset to ``end``, in one transaction.
 
         ``state.prefix`` holds the digest of exactly the bytes up to ``end`` here: lines
@@ -483,11 +517,11 @@ class Tailer:
         position = _Position(path=name, offset=end, line=batch[-1].number,
                              prefix_sha256=state.prefix.hexdigest())
         try:
-            appended, duplicates, row_id = self._store(state, batch, position, each=False)
+            appended, duplicates, row_id = self._store(state, batch, position, reread, each=False)
         except _LINE_FAULTS:
             # One unstorable line must not block the file: store line by line, keeping the
             # lines the store refuses as rejections.
-            appended, duplicates, row_id = self._store(state, batch, position, each=True)
+            appended, duplicates, row_id = self._store(state, batch, position, reread, each=True)
         state.row_id = row_id
         accepted = sum(1 for item in batch if item.accepted)
         stats.lines_read += len(batch)
@@ -501,7 +535,7 @@ class Tailer:
         state.offset, state.line = end, batch[-1].number
 
     def _store(
-        self, state: _State, batch: list[_Line], position: _Position, *, each: bool
+        self, state: _State, batch: list[_Line], position: _Position, reread: _PrefixDigest, *, each: bool
     ) -> tuple[int, int, int]:
         """One transaction: the batch's events, then the new offset.
 
@@ -523,9 +557,11 @@ class Tailer:
                     except _LINE_FAULTS as exc:
                         self.conn.execute("ROLLBACK TO tail_line")
                         item.accepted = False
+                        # The pass read on past this line: its prefix is read again.
                         item.events = [rejection_event(
                             position.path, item.number, item.offset,
                             f"cannot store ({type(exc).__name__}: {exc})", item.data,
+                            prefix_sha256=reread.upto(line_end(item.offset, item.data)),
                         )]
                         result = self.ledger.append(item.events)
                     self.conn.execute("RELEASE tail_line")
@@ -560,16 +596,10 @@ class Tailer:
 
 
 def _hash_prefix(fd: int, length: int) -> Prefix:
-    """The sha256 of a file's first ``length`` bytes, read in chunks (memory stays flat)."""
-    digest = hashlib.sha256()
-    done = 0
-    while done < length:
-        data = os.pread(fd, min(CHUNK, length - done), done)
-        if not data:
-            break  # shorter than it was a moment ago: the digest will not match
-        digest.update(data)
-        done += len(data)
-    return Prefix(digest)
+    """The digest of a file's first ``length`` bytes, to read on with (memory stays flat)."""
+    reader = _PrefixDigest(fd)
+    reader.upto(length)
+    return Prefix(reader.digest)
 
 
 def open_regular(path: str, *, within: str | None = None) -> IO[bytes]:

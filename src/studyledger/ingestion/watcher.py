@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import replace
@@ -52,6 +53,12 @@ MAX_HANDLES = 128
 """Files kept open, so the last lines of a file deleted or moved out of the folder are read."""
 
 _Signature = tuple[int, int, int, int]
+
+# watchdog's inotify observer warns when a folder tree created in one go (a study folder
+# copied in) makes it watch a subfolder twice: its recursive add and the subfolder's own
+# creation event race. The watch is reused and nothing is missed; the warning would only
+# reach the user's terminal as noise.
+warnings.filterwarnings("ignore", message=r"Callback with id .* already exists for watch", category=RuntimeWarning)
 
 
 class _Hints(FileSystemEventHandler):
@@ -96,7 +103,7 @@ class Watcher:
         line_limit: Longest line parsed, in bytes.
         adapter: A user's line adapter, tried before the built-in formats.
 
-    Study output folders (holding study.yaml) anywhere under the folder are imported as
+    Study output folders (holding study.yaml or upstream's ``artifacts/``) anywhere under the folder are imported as
     ``ingest`` imports them, at every scan, so their run.json files and CSVs are followed
     while a study runs.
     """
@@ -129,6 +136,9 @@ class Watcher:
         self._handles: OrderedDict[str, IO[bytes]] = OrderedDict()
         self._files: set[str] = set()
         self._totals = IngestReport()
+        # What the latest scan of each study folder found wrong: a file caught while a
+        # runner rewrites it is a problem of one scan, gone at the next.
+        self._study_findings: dict[Path, tuple[list[str], list[str], str | None]] = {}
         self._checkpoints = CheckpointCache()
         self._thread: threading.Thread | None = None
 
@@ -166,12 +176,19 @@ class Watcher:
 
     @property
     def stats(self) -> IngestReport:
-        """A snapshot of the totals since start (``files``: distinct files read)."""
+        """A snapshot of the totals since start (``files``: distinct files read).
+
+        ``problems``, ``orphan_traces`` and the study folders' ``errors`` are those of each
+        study folder's latest scan; the other errors (files that could not be read) are kept.
+        """
         with self._lock:
             totals = self._totals
-            return replace(totals, files=len(self._files), errors=list(totals.errors),
-                           studies=list(totals.studies), orphan_traces=list(totals.orphan_traces),
-                           problems=list(totals.problems))
+            findings = list(self._study_findings.values())
+            return replace(totals, files=len(self._files),
+                           errors=[*totals.errors, *(error for _, _, error in findings if error)],
+                           studies=list(totals.studies),
+                           orphan_traces=[trace for _, orphans, _ in findings for trace in orphans],
+                           problems=[problem for problems, _, _ in findings for problem in problems])
 
     def hint(self, paths: Iterable[str]) -> None:
         """Mark files as worth reading soon (called from the observer's thread)."""
@@ -244,6 +261,9 @@ class Watcher:
         """Import the study folders found, then read every file whose signature changed."""
         found = plan([self.folder])
         files = list(found.files)
+        with self._lock:
+            for moved in set(self._study_findings) - set(found.studies):
+                del self._study_findings[moved]  # a study folder moved away has no problems left here
         for study in found.studies:
             files.extend(self._scan_study(tailer.ledger, study))
         present: set[str] = set()
@@ -273,21 +293,24 @@ class Watcher:
             files = import_study_folder(ledger, folder, found, cache=self._checkpoints)
         except (StudyFolderError, OSError) as exc:
             # Often a file caught mid-rewrite: the next scan reads it again.
-            self._note_error(str(exc))
+            self._note_study(folder, [], [], str(exc))
             return []
         except (LedgerBusyError, EventConflictError) as exc:
             # Busy: the next scan appends them. A conflict means the ledger was edited:
             # say so, and keep tailing the rest of the folder.
-            self._note_error(f"{folder}: study folder facts not appended: {exc}")
+            self._note_study(folder, [], [], f"{folder}: study folder facts not appended: {exc}")
             return []
+        self._note_study(folder, found.problems, found.orphan_traces, None)
         with self._lock:
             totals = self._totals
             totals.events_appended += found.events_appended
             totals.duplicates += found.duplicates
-            for name in ("studies", "orphan_traces", "problems"):
-                known = getattr(totals, name)
-                known.extend(item for item in getattr(found, name) if item not in known)
+            totals.studies.extend(study for study in found.studies if study not in totals.studies)
         return files
+
+    def _note_study(self, folder: Path, problems: list[str], orphans: list[str], error: str | None) -> None:
+        with self._lock:
+            self._study_findings[folder] = (problems, orphans, error)
 
     def _note_error(self, message: str) -> None:
         with self._lock:

@@ -27,11 +27,14 @@ from .commands import LedgerCommands
 from .data import Source, SourceClosed, now_utc
 from .screens.audit import AuditScreen
 from .screens.base import LiveScreen
+from .screens.conditions import ConditionsScreen
+from .screens.diff import DiffScreen
 from .screens.ingestion import IngestionScreen
 from .screens.no_ledger import NoLedgerScreen
 from .screens.observation import ObservationScreen
 from .screens.run import RunScreen
 from .screens.runs import RunsScreen
+from .screens.search import SearchScreen
 from .screens.studies import StudiesScreen
 
 DEFAULT_STALE_AFTER = 300.0
@@ -59,6 +62,7 @@ class StudyLedgerApp(App[None]):
         Binding("question_mark", "help", "Keys"),
         Binding("i", "ingestion", "Ingestion"),
         Binding("a", "audit", "Audit"),
+        Binding("s", "search", "Search all"),
         Binding("t", "toggle_theme", "Theme", show=False),
     ]
 
@@ -144,10 +148,30 @@ class StudyLedgerApp(App[None]):
 
     # -- navigation -------------------------------------------------------------------------
 
-    def open_study(self, study_id: str | None) -> None:
-        """Show the runs of a study (None: every run)."""
+    def open_study(self, study_id: str | None, condition_id: str | None = None) -> None:
+        """Show the runs of a study (None: every run), or of one of its conditions."""
         if self.source is not None:
-            self.push_screen(RunsScreen(study_id))
+            self.push_screen(RunsScreen(study_id, condition_id=condition_id))
+
+    def open_runs_without_study(self) -> None:
+        """Show the runs no source tied to a study (trace-only runs)."""
+        if self.source is not None:
+            self.push_screen(RunsScreen(None, without_study=True))
+
+    def open_conditions(self, study_id: str) -> None:
+        """Show a study's conditions side by side."""
+        if self.source is not None:
+            self.push_screen(ConditionsScreen(study_id))
+
+    def open_diff(self, run_a: str, run_b: str) -> None:
+        """Show two runs side by side."""
+        if self.source is not None:
+            self.push_screen(DiffScreen(run_a, run_b))
+
+    def open_run_at(self, run_id: str, seq: int) -> None:
+        """Show a run with the cursor on one of its observations."""
+        if self.source is not None:
+            self.push_screen(RunScreen(run_id, at_seq=seq))
 
     def open_run(self, run_id: str) -> AwaitComplete | None:
         """Show one run; awaiting the result waits until its screen is mounted."""
@@ -166,6 +190,11 @@ class StudyLedgerApp(App[None]):
         """Go back one screen (never past the studies screen)."""
         if len(self.screen_stack) > 2:
             self.pop_screen()
+
+    def action_search(self) -> None:
+        """Search every run (observations, rejected lines, run errors)."""
+        if self.source is not None and not isinstance(self.screen, SearchScreen):
+            self.push_screen(SearchScreen())
 
     def action_ingestion(self) -> None:
         if self.source is not None and not isinstance(self.screen, IngestionScreen):

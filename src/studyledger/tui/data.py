@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .. import query
+from .. import query, search
+from ..audit.diff import diff_runs
 from ..audit.verify import VerifyReport, verify
 from ..errors import LedgerError
 from ..ledger import Ledger
@@ -94,6 +95,18 @@ class SpanDepths:
             self._depth[node] = base
             base += 1
         return self._depth.get(span, 1)
+
+
+@dataclass(frozen=True)
+class ConditionFigures:
+    """What the conditions screen shows of one study."""
+
+    study: Row | None
+    conditions: list[Row]
+    values: dict[str, dict[str, list[Any]]]
+    metrics: list[str]
+    primary: str | None
+    ended: list[str]
 
 
 @dataclass(frozen=True)
@@ -203,16 +216,64 @@ class Source:
 
     # -- screens ----------------------------------------------------------------------
 
-    def studies(self) -> list[Row]:
-        """Every study with its run count and status breakdown."""
-        return self.read(query.studies)
+    def studies(self) -> tuple[list[Row], dict[str, int]]:
+        """Every study with its run count and status breakdown, and ``{status: count}`` of
+        the runs no source tied to a study (trace-only runs)."""
+        return self.read(lambda c: (query.studies(c), query.runs_without_study(c)))
 
-    def runs(self, study_id: str | None, *, status: str | None = None) -> list[Row]:
-        """The runs of one study (or all runs), optionally of one status."""
-        return self.read(lambda c: query.runs(c, study_id=study_id, status=status))
+    def runs(self, study_id: str | None, *, status: str | None = None, condition_id: str | None = None,
+             without_study: bool = False) -> list[Row]:
+        """The runs of one study (or all runs, or those without a study), optionally of one
+        condition and one status."""
+        return self.read(lambda c: query.runs(c, study_id=study_id, status=status, condition_id=condition_id,
+                                              without_study=without_study))
+
+    def run_metrics(self, study_id: str | None) -> tuple[dict[str, dict[str, Any]], list[str], str | None]:
+        """``({run_id: {metric: value}}, metric names, primary metric)`` of a study's runs."""
+
+        def load(conn: sqlite3.Connection) -> tuple[dict[str, dict[str, Any]], list[str], str | None]:
+            if study_id is None:
+                return query.run_metrics(conn), [], None
+            return (query.run_metrics(conn, study_id=study_id), query.metric_names(conn, study_id),
+                    query.primary_metric(conn, study_id))
+
+        return self.read(load)
+
+    def conditions(self, study_id: str) -> ConditionFigures:
+        """Everything the conditions screen draws, read in one go."""
+
+        def load(conn: sqlite3.Connection) -> ConditionFigures:
+            values = query.condition_metric_values(conn, study_id)
+            return ConditionFigures(
+                study=query.study(conn, study_id),
+                conditions=query.condition_summaries(conn, study_id, values),
+                values=values,
+                metrics=query.metric_names(conn, study_id),
+                primary=query.primary_metric(conn, study_id),
+                ended=[r["ended_at"] for r in query.runs(conn, study_id=study_id) if r.get("ended_at")],
+            )
+
+        return self.read(load)
+
+    def diff(self, run_a: str, run_b: str) -> Row:
+        """Two runs side by side (:func:`studyledger.audit.diff.diff_runs`)."""
+        return self.read(lambda c: diff_runs(c, run_a, run_b))
+
+    def search(self, text: str, filters: search.Filters, *, limit: int = 200) -> tuple[list[Row], int]:
+        """``(newest hits, hit count up to the cap)`` of a search across every run.
+
+        The index is built (or caught up) first when it is missing or behind: the one write
+        the dashboard makes besides rebuilding stale derived tables, and like those it is
+        derived state, never history.
+        """
+        if not self.read(search.is_current):
+            with Ledger.open(self.path, create=False) as ledger, ledger.store.transaction():
+                search.build(ledger.conn)
+        return self.read(lambda c: (search.search(c, text, filters=filters, limit=limit),
+                                    search.count(c, text, filters=filters)))
 
     def run_detail(self, run_id: str) -> Row | None:
-        """A run with its transitions, provenance and anomalies, for the run screen's header."""
+        """A run with its transitions, provenance, anomalies and evaluator outputs, for the run screen."""
 
         def load(conn: sqlite3.Connection) -> Row | None:
             row = query.run(conn, run_id)
@@ -221,6 +282,7 @@ class Source:
             row["transitions"] = query.transitions(conn, run_id)
             row["provenance"] = query.provenance(conn, run_id)
             row["anomalies"] = query.anomalies(conn, run_id)
+            row["outputs"] = query.metric_values(conn, run_id=run_id)
             return row
 
         return self.read(load)

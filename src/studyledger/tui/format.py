@@ -5,11 +5,13 @@ Colours are mid-tone so they read on both the dark and the light theme.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 
 from rich.text import Text
 
 from ..events import parse_instant
+from ..query import finite_values, value_text
 from .literal import literal
 
 STATUS_ORDER = ("pending", "running", "success", "failed", "skipped")
@@ -91,3 +93,93 @@ def ago(value: str | None, now: datetime) -> str:
     if seconds < 0:
         return short_time(value)
     return f"{duration(seconds) if seconds >= 1 else 'just now'}{' ago' if seconds >= 1 else ''}"
+
+
+# -- pictures made of text ----------------------------------------------------------------
+#
+# Distributions and progress are drawn with block characters in a Rich Text, not with a
+# plotting widget: they must fit inside a table cell and a comparison row, one line high,
+# and read on dark and light themes alike. NaN and Infinity are never drawn as numbers:
+# they are counted beside the picture (see :func:`distribution`).
+
+BLOCKS = " ▁▂▃▄▅▆▇█"
+
+
+def spark(counts: list[int], style: str = "") -> Text:
+    """One line of block characters, each as high as its count relative to the largest."""
+    top = max(counts, default=0)
+    text = Text(no_wrap=True, end="")
+    for count in counts:
+        level = 0 if not count else max(1, round(count / top * (len(BLOCKS) - 1)))
+        text.append(BLOCKS[level], style)
+    return text
+
+
+def bins(values: list[float], low: float, high: float, width: int) -> list[int]:
+    """Counts of ``values`` in ``width`` equal bins from ``low`` to ``high`` (inclusive)."""
+    counts = [0] * width
+    span = high - low
+    for value in values:
+        index = 0 if span <= 0 else min(width - 1, int((value - low) / span * width))
+        counts[max(0, index)] += 1
+    return counts
+
+
+def distribution(values: list[object], width: int = 12, *, scale: tuple[float, float] | None = None,
+                 style: str = "#3a7bd5") -> Text:
+    """A histogram of the finite values on one line, then the count of each non-finite value.
+
+    Args:
+        scale: ``(low, high)`` to share between pictures that are compared; default the
+            values' own range.
+    """
+    numbers = finite_values(values)
+    low, high = scale if scale is not None else (min(numbers, default=0.0), max(numbers, default=0.0))
+    text = spark(bins(numbers, low, high, width), style) if numbers else Text("·" * width, "dim")
+    for name, count in sorted(non_finite_counts(values).items()):
+        text.append(f" {count} {name}", "#c27c0e")
+    return text
+
+
+def non_finite_counts(values: list[object]) -> dict[str, int]:
+    """``{"NaN": 2, "Infinity": 1}`` for the non-finite floats among ``values``."""
+    found: dict[str, int] = {}
+    for value in values:
+        if isinstance(value, float) and not math.isfinite(value):
+            name = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+            found[name] = found.get(name, 0) + 1
+    return found
+
+
+def progress_bar(by_status: dict[str, int], planned: int | None, width: int = 20) -> Text:
+    """A bar of a condition's (or study's) runs against its plan, one colour per status.
+
+    Ended runs fill from the left (success, failed, skipped), then running, then pending;
+    planned runs no source has mentioned yet are the dotted rest. Without a plan the bar
+    is of the runs known.
+    """
+    known = sum(by_status.values())
+    total = max(planned or 0, known)
+    text = Text(no_wrap=True, end="")
+    if not total:
+        return Text("·" * width, "dim")
+    filled = 0
+    exact = 0.0
+    for status in ("success", "failed", "skipped", "running", "pending"):
+        exact += by_status.get(status, 0) / total * width
+        cells = round(exact) - filled
+        if cells > 0:
+            text.append("█" * cells if status != "pending" else "▒" * cells, STATUS_COLOURS[status])
+            filled += cells
+    text.append("·" * (width - filled), "dim")
+    return text
+
+
+def metric_cell(value: object) -> Text:
+    """A metric value for a table cell: NaN and Infinity spelled out and marked, missing dim."""
+    if value is None:
+        return Text("-", "dim", justify="right")
+    style = "#c27c0e" if isinstance(value, float) and not math.isfinite(value) else ""
+    text = literal(value_text(value), style)  # text metrics come from files: shown literally
+    text.justify = "right"
+    return text

@@ -1,4 +1,4 @@
-"""Small widgets the screens share: a search bar and live-updating tables."""
+"""Small widgets the screens share: a header, a search bar and live-updating tables."""
 
 from __future__ import annotations
 
@@ -7,10 +7,33 @@ from typing import ClassVar
 
 from rich.text import Text
 from textual.binding import Binding, BindingType
+from textual.events import Mount
 from textual.message import Message
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable, Header, Input
+from textual.widgets._header import HeaderTitle
 
 Cells = Sequence[Text | str]
+
+
+class LedgerHeader(Header):
+    """Textual's header, with its title redrawn the moment it changes.
+
+    Textual's own Header redraws the title in a coroutine queued on the header. When the
+    app quits before that queue runs (a user pressing q as a screen appears, a test that
+    ends at once), the title widget has already been removed and the queued redraw raises
+    NoMatches, which Textual reports as the app's crash. A plain watcher runs at once, so
+    nothing is left queued.
+    """
+
+    def _on_mount(self, event: Mount) -> None:
+        event.prevent_default()  # Header's own _on_mount would queue the redraws again.
+        for owner in (self.app, self.screen):
+            self.watch(owner, "title", self._show_title)
+            self.watch(owner, "sub_title", self._show_title)
+
+    def _show_title(self) -> None:
+        for title in self.query(HeaderTitle):
+            title.update(self.format_title())
 
 
 class SearchBar(Input):
@@ -65,6 +88,14 @@ class LiveTable(DataTable[Text | str]):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self._cells: dict[str, list[str]] = {}
+
+    def set_columns(self, columns: Sequence[tuple[str, str]]) -> None:
+        """Replace every column (key, label): for tables whose columns follow the data,
+        such as one per metric. The rows are dropped; the next :meth:`sync` refills them."""
+        self.clear(columns=True)
+        self._cells = {}
+        for key, label in columns:
+            self.add_column(label, key=key)
 
     def current_key(self) -> str | None:
         """The key of the row under the cursor."""

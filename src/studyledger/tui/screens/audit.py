@@ -7,12 +7,12 @@ from typing import ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import Footer, Header, Label, Static
+from textual.widgets import Footer, Label, Static
 
 from ...audit.verify import VerifyReport
 from ..data import Row
 from ..literal import literal
-from ..widgets import LiveTable
+from ..widgets import LedgerHeader, LiveTable
 from .base import LiveScreen
 
 
@@ -25,7 +25,7 @@ class AuditScreen(LiveScreen):
     ]
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield LedgerHeader()
         yield Static("verifying the hash chain…", id="verify", classes="summary")
         yield Label("Anomalies", classes="section")
         table = LiveTable(id="anomalies")

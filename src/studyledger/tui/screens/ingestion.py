@@ -8,12 +8,12 @@ from typing import ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import Footer, Header, Label, Static
+from textual.widgets import Footer, Label, Static
 
 from ..data import Row
 from ..format import short_time
 from ..literal import literal, shorten
-from ..widgets import LiveTable
+from ..widgets import LedgerHeader, LiveTable
 from .base import LiveScreen
 
 
@@ -26,7 +26,7 @@ class IngestionScreen(LiveScreen):
     ]
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield LedgerHeader()
         yield Static(id="watcher", classes="summary")
         yield Label("Files", classes="section")
         files = LiveTable(id="files")

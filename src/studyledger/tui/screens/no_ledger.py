@@ -8,9 +8,10 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Footer, Static
 
 from ..literal import clean
+from ..widgets import LedgerHeader
 
 
 class NoLedgerScreen(Screen[None]):
@@ -24,7 +25,7 @@ class NoLedgerScreen(Screen[None]):
         self.problem = clean(problem)
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield LedgerHeader()
         yield Static(Text.assemble(
             (f"{self.problem}\n\n", "bold"),
             "Create an empty ledger:\n",

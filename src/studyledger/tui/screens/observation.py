@@ -17,10 +17,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.highlight import highlight
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Footer, Static
 
 from ..data import Row
 from ..literal import clean, literal
+from ..widgets import LedgerHeader
 from .base import LiveScreen
 
 PREVIEW_CHARS = 50_000
@@ -68,7 +69,7 @@ class ObservationScreen(LiveScreen):
         self.row: Row | None = None
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield LedgerHeader()
         with VerticalScroll(id="observation"):
             yield Static(id="fields")
             yield Static(id="meta")

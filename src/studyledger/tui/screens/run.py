@@ -1,22 +1,21 @@
-"""One run: its status timeline, provenance and anomalies over its observations."""
+"""One run: its status timeline, metrics, provenance and anomalies over its observations."""
 
 from __future__ import annotations
 
-import json
 from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Footer, Static
 
-from ...query import is_stale, run_duration
+from ...query import is_stale, provenance_fields, run_duration, value_text
 from ..data import ObservationFilter, Row, SpanDepths
-from ..format import duration, full_time, status_text
+from ..format import duration, full_time, metric_cell, status_text
 from ..literal import clean, literal, shorten
 from ..observation_list import ObservationList
-from ..widgets import SearchBar
+from ..widgets import LedgerHeader, SearchBar
 from .base import LiveScreen
 from .filter import FilterScreen
 
@@ -34,15 +33,17 @@ class RunScreen(LiveScreen):
         Binding("d", "details", "Details"),
     ]
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, *, at_seq: int | None = None) -> None:
         super().__init__()
         self.run_id = run_id
+        self.at_seq = at_seq  # put the cursor on this observation once the list is counted
+        self._at_index: int | None = None
         self.search = ""
         self.searching = False  # A search over a huge run takes a moment: say so meanwhile.
         self.run_row: Row | None = None
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield LedgerHeader()
         with VerticalScroll(id="run-details"):
             yield Static(id="run-summary")
         yield Static(id="list-status", classes="summary")
@@ -57,6 +58,13 @@ class RunScreen(LiveScreen):
         observations.focus()
         source, run_id = self.source, self.run_id
         self.load(lambda: source.span_tree(run_id), self._spans, group="spans")
+        if self.at_seq is not None:
+            seq = self.at_seq
+            self.load(lambda: source.index_of(run_id, ObservationFilter(), seq), self._go_to, group="at")
+
+    def _go_to(self, index: int) -> None:
+        self._at_index = index
+        self.on_observation_list_changed(ObservationList.Changed())
 
     def _spans(self, depths: SpanDepths) -> None:
         if depths.parents:
@@ -85,7 +93,7 @@ class RunScreen(LiveScreen):
         text.append_text(literal(run.get("study_id")))
         text.append("  condition ")
         text.append_text(literal(run.get("condition_id")))
-        text.append(f"  rep {run.get('replicate')}  seed {run.get('seed')}")
+        text.append(f"  rep {value_text(run.get('replicate'))}  seed {value_text(run.get('seed'))}")
         if run.get("agent_id") or run.get("problem_id"):
             text.append("  agent ")
             text.append_text(literal(run.get("agent_id")))
@@ -113,6 +121,16 @@ class RunScreen(LiveScreen):
         for anomaly in run["anomalies"]:
             text.append("\n ⚠ ", "#c27c0e")
             text.append_text(literal(anomaly.get("message"), "#c27c0e"))
+        if run["outputs"]:
+            text.append("\nmetrics ")
+            for index, output in enumerate(run["outputs"]):
+                text.append("  " if index else "")
+                text.append_text(literal(output.get("metric_name") or "?", "bold"))
+                text.append(" ")
+                text.append_text(metric_cell(output.get("value")))
+                if output.get("metric_unit") and output["metric_unit"] != "unitless":
+                    text.append(" ")
+                    text.append_text(literal(output["metric_unit"], "dim"))
         if run["provenance"]:
             text.append("\nprovenance ")
             text.append_text(literal(_provenance_line(run["provenance"][-1]), "dim"))
@@ -120,6 +138,9 @@ class RunScreen(LiveScreen):
 
     def on_observation_list_changed(self, event: ObservationList.Changed) -> None:
         observations = self.query_one(ObservationList)
+        if self._at_index is not None and observations.counted and observations.total > self._at_index:
+            observations.move_to(self._at_index)
+            self._at_index = None
         state = observations.status()
         text = Text(no_wrap=True, end="")
         text.append(f"{min(state['cursor'] + 1, state['total']):,}/{state['total']:,} observations")
@@ -211,18 +232,7 @@ class RunScreen(LiveScreen):
 
 
 def _provenance_line(row: Row) -> str:
-    """A snapshot on one line: host, platform, Python, git, packages, then any extra fields."""
-    parts = [f"{k} {row[k]}" for k in ("host", "platform", "python_version", "git_sha") if row.get(k)]
-    for column in ("package_versions", "extra"):
-        try:
-            values = json.loads(row.get(column) or "{}")
-        except ValueError:
-            values = row[column]
-        if isinstance(values, dict):
-            pairs = ", " if column == "package_versions" else "  "
-            if values:
-                listed = pairs.join(f"{k} {v}" for k, v in sorted(values.items()))
-                parts.append(f"packages {listed}" if column == "package_versions" else listed)
-        elif values:
-            parts.append(str(values))
+    """A snapshot as ``field value`` pairs: host, platform, Python, git, packages, then every
+    extra field with nested JSON decoded (``execution_metadata.model_name echo-model``)."""
+    parts = [f"{name} {value_text(value)}" for name, value in provenance_fields(row) if name != "captured_at"]
     return "  ".join(parts) or "(empty snapshot)"

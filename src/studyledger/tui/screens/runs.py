@@ -1,4 +1,8 @@
-"""The runs of one study: filter by status with one key, sort by any column, search."""
+"""The runs of one study: filter by status with one key, sort by any column, search.
+
+The last column is a metric: the study's primary outcome, or the one ``m`` picks. Two runs
+marked with ``c`` open side by side (their diff).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,14 @@ from typing import Any, ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Footer, Static
+from textual.widgets.data_table import ColumnKey
 
-from ...query import is_stale, run_duration
+from ...query import is_stale, run_duration, value_text
 from ..data import Row
-from ..format import STALE, breakdown, duration, short_time, status_text
+from ..format import STALE, breakdown, duration, metric_cell, short_time, status_text
 from ..literal import literal
-from ..widgets import LiveTable, SearchBar
+from ..widgets import LedgerHeader, LiveTable, SearchBar
 from .base import LiveScreen
 
 # Single-key status filters, in lifecycle order ("stale" is derived, not a status).
@@ -29,7 +34,20 @@ COLUMNS: list[tuple[str, str, Callable[[Row], Any]]] = [
     ("started", "started", lambda r: r.get("started_at") or ""),
     ("duration", "duration", lambda r: r["_duration"] if r["_duration"] is not None else -1.0),
     ("obs", "obs", lambda r: r.get("observation_count") or 0),
+    ("metric", "metric", lambda r: _metric_order(r["_metric"])),
 ]
+
+
+def _metric_order(value: Any) -> tuple[int, float, str]:
+    """Sort key of a metric value: numbers (true/false as 1/0) by value, then NaN, text, missing."""
+    if isinstance(value, (int, float)) and value == value:  # not NaN
+        return (0, float(value), "")
+    if isinstance(value, float):
+        return (1, 0.0, "")
+    return (2, 0.0, str(value)) if value is not None else (3, 0.0, "")
+
+
+COLUMN_KEYS = {key: ColumnKey(key) for key, _, _ in COLUMNS}
 
 
 class RunsScreen(LiveScreen):
@@ -44,11 +62,20 @@ class RunsScreen(LiveScreen):
         Binding("o", "sort", "Sort"),
         Binding("O", "reverse", "Reverse", show=False),
         Binding("slash", "search", "Search"),
+        Binding("m", "next_metric", "Metric"),
+        Binding("c", "mark", "Compare"),
+        Binding("v", "conditions", "Conditions"),
     ]
 
-    def __init__(self, study_id: str | None) -> None:
+    def __init__(self, study_id: str | None, *, condition_id: str | None = None,
+                 without_study: bool = False) -> None:
         super().__init__()
         self.study_id = study_id
+        self.condition_id = condition_id
+        self.without_study = without_study
+        self.metric: str | None = None  # None: the study's primary outcome
+        self.metric_names: list[str] = []
+        self.marked: list[str] = []
         self.status: str | None = None
         self.search = ""
         self.sort_column = -1  # -1: registration order
@@ -56,7 +83,7 @@ class RunsScreen(LiveScreen):
         self.rows: list[Row] = []
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield LedgerHeader()
         yield Static(id="summary", classes="summary")
         yield Static(id="empty", classes="empty")
         table = LiveTable(id="runs")
@@ -68,19 +95,35 @@ class RunsScreen(LiveScreen):
 
     def on_mount(self) -> None:
         self.title = "studyledger"
-        self.sub_title = f"runs of {self.study_id}" if self.study_id else "all runs"
+        if self.without_study:
+            self.sub_title = "runs without a study"
+        elif self.condition_id is not None:
+            self.sub_title = f"runs of {self.study_id}, condition {self.condition_id}"
+        else:
+            self.sub_title = f"runs of {self.study_id}" if self.study_id else "all runs"
         self.query_one(LiveTable).focus()
 
     def refresh_data(self) -> None:
-        source, study_id = self.source, self.study_id
-        self.load(lambda: source.runs(study_id), self._apply)
+        source, study_id, condition_id, without = self.source, self.study_id, self.condition_id, self.without_study
 
-    def _apply(self, rows: list[Row]) -> None:
+        def fetch() -> tuple[list[Row], tuple[dict[str, dict[str, Any]], list[str], str | None]]:
+            found = source.runs(study_id, condition_id=condition_id, without_study=without)
+            return found, source.run_metrics(study_id)
+
+        self.load(fetch, self._apply)
+
+    def _apply(self, result: tuple[list[Row], tuple[dict[str, dict[str, Any]], list[str], str | None]]) -> None:
+        rows, (values, names, primary) = result
+        self.metric_names = names or sorted({name for found in values.values() for name in found})
+        if self.metric is None or self.metric not in self.metric_names:
+            self.metric = primary if primary is not None else next(iter(self.metric_names), None)
         now, after = self.now(), self.ledger_app.stale_after
         for row in rows:
             row["_stale"] = is_stale(row, now, after)
             row["_duration"] = run_duration(row, now, after)
+            row["_metric"] = values.get(row["run_id"], {}).get(self.metric) if self.metric else None
         self.rows = rows
+        self.query_one(LiveTable).columns[COLUMN_KEYS["metric"]].label = Text(self.metric or "metric")
         self._show()
 
     def shown_runs(self) -> list[Row]:
@@ -109,6 +152,7 @@ class RunsScreen(LiveScreen):
         shown += [f"search {self.search!r}"] if self.search else []
         shown += [f"sorted by {COLUMNS[self.sort_column][1]}{' desc' if self.descending else ''}"] \
             if self.sort_column >= 0 else []
+        shown += [f"marked {self.marked[0]} (c on another run compares)"] if self.marked else []
         if shown:
             summary.append("   " + ", ".join(shown), "italic")
         self.query_one("#summary", Static).update(summary)
@@ -119,17 +163,17 @@ class RunsScreen(LiveScreen):
                          else "No runs in this study yet. They appear here as they are registered.")
         self.query_one(LiveTable).sync([(r["run_id"], self._cells(r)) for r in rows])
 
-    @staticmethod
-    def _cells(row: Row) -> list[Text | str]:
+    def _cells(self, row: Row) -> list[Text | str]:
         return [
-            literal(row["run_id"], "bold"),
+            literal(("◆ " if row["run_id"] in self.marked else "") + row["run_id"], "bold"),
             literal(row.get("condition_id")),
-            Text(str(row.get("replicate") if row.get("replicate") is not None else ""), justify="right"),
-            Text(str(row.get("seed") if row.get("seed") is not None else ""), justify="right"),
+            Text(value_text(row.get("replicate")), justify="right"),
+            Text(value_text(row.get("seed")), justify="right"),
             status_text(row.get("status"), stale=row["_stale"]),
             short_time(row.get("started_at")),
             Text(duration(row["_duration"]), justify="right"),
             Text(str(row.get("observation_count") or 0), justify="right"),
+            metric_cell(row["_metric"]),
         ]
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
@@ -165,6 +209,34 @@ class RunsScreen(LiveScreen):
 
     def action_search(self) -> None:
         self.query_one(SearchBar).open(self.search)
+
+    def action_next_metric(self) -> None:
+        """Show the next metric of the study in the last column."""
+        if not self.metric_names:
+            self.notify("No run of these has a metric yet.", severity="warning")
+            return
+        index = self.metric_names.index(self.metric) + 1 if self.metric in self.metric_names else 0
+        self.metric = self.metric_names[index % len(self.metric_names)]
+        self.refresh_data()
+
+    def action_mark(self) -> None:
+        """Mark the run under the cursor; marking a second opens the two side by side."""
+        key = self.query_one(LiveTable).current_key()
+        if key is None:
+            return
+        if key in self.marked:
+            self.marked.remove(key)
+        else:
+            self.marked.append(key)
+        if len(self.marked) == 2:
+            first, second = self.marked
+            self.marked = []
+            self.ledger_app.open_diff(first, second)
+        self._show()
+
+    def action_conditions(self) -> None:
+        if self.study_id is not None:
+            self.ledger_app.open_conditions(self.study_id)
 
     def on_search_bar_done(self, event: SearchBar.Done) -> None:
         if event.text is not None:

@@ -1,4 +1,8 @@
-"""The first screen: every study, its runs by status, and when it last moved."""
+"""The first screen: every study, its runs by status, and when it last moved.
+
+Runs that no source tied to a study (trace files ingested alone) have a row of their own,
+so every run in the ledger is reachable from here.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,19 @@ from typing import ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Footer, Static
 
 from ...query import is_stale
 from ..data import Row
 from ..format import ago, breakdown
 from ..literal import literal
-from ..widgets import LiveTable
+from ..widgets import LedgerHeader, LiveTable
 from .base import LiveScreen
+
+
+# The row of runs without a study: a study id is never empty (events require it), so
+# this key cannot collide with one.
+WITHOUT_STUDY = ""
 
 
 class StudiesScreen(LiveScreen):
@@ -22,11 +31,12 @@ class StudiesScreen(LiveScreen):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "open", "Open", show=True),
+        Binding("v", "conditions", "Conditions"),
         Binding("r", "all_runs", "All runs"),
     ]
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield LedgerHeader()
         yield Static(id="empty", classes="empty")
         table = LiveTable(id="studies")
         table.add_column("study", key="study")
@@ -44,23 +54,23 @@ class StudiesScreen(LiveScreen):
     def refresh_data(self) -> None:
         source = self.source
 
-        def fetch() -> tuple[list[Row], dict[str, int]]:
-            studies = source.studies()
+        def fetch() -> tuple[list[Row], dict[str, int], dict[str | None, int]]:
+            studies, without = source.studies()
             now = self.now()
             after = self.ledger_app.stale_after
-            stale: dict[str, int] = {}
+            stale: dict[str | None, int] = {}
             for run in source.runs(None, status="running"):  # only running runs go stale
                 if is_stale(run, now, after):
                     stale[run["study_id"]] = stale.get(run["study_id"], 0) + 1
-            return studies, stale
+            return studies, without, stale
 
         self.load(fetch, self._show)
 
-    def _show(self, result: tuple[list[Row], dict[str, int]]) -> None:
-        studies, stale = result
+    def _show(self, result: tuple[list[Row], dict[str, int], dict[str | None, int]]) -> None:
+        studies, without, stale = result
         table = self.query_one(LiveTable)
         empty = self.query_one("#empty", Static)
-        if not studies:
+        if not studies and not without:
             db = self.source.path
             empty.update(Text.assemble(
                 ("No studies in this ledger yet.\n\n", "bold"),
@@ -71,10 +81,11 @@ class StudiesScreen(LiveScreen):
                 "or record runs from Python with studyledger.Ledger.\n",
                 "This screen updates by itself when they arrive.",
             ))
-        empty.display = not studies
-        table.display = bool(studies)
+        shown = bool(studies or without)
+        empty.display = not shown
+        table.display = shown
         now = self.now()
-        table.sync([
+        rows = [
             (s["study_id"], [
                 literal(s["study_id"], "bold"),
                 literal(s["title"]),
@@ -83,18 +94,38 @@ class StudiesScreen(LiveScreen):
                 Text(ago(s.get("last_activity"), now)),
             ])
             for s in studies
-        ])
-        if studies and self.focused is None:
+        ]
+        if without:
+            rows.append((WITHOUT_STUDY, [
+                Text("(no study)", "italic"),
+                Text("runs from traces no study names", "dim"),
+                Text(str(sum(without.values())), justify="right"),
+                breakdown(without, stale.get(None, 0), short=True),
+                Text(""),
+            ]))
+        table.sync(rows)
+        if shown and self.focused is None:
             table.focus()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.row_key.value is not None:
-            self.ledger_app.open_study(str(event.row_key.value))
+            self._open(str(event.row_key.value))
 
     def action_open(self) -> None:
         key = self.query_one(LiveTable).current_key()
         if key is not None:
+            self._open(key)
+
+    def _open(self, key: str) -> None:
+        if key == WITHOUT_STUDY:
+            self.ledger_app.open_runs_without_study()
+        else:
             self.ledger_app.open_study(key)
+
+    def action_conditions(self) -> None:
+        key = self.query_one(LiveTable).current_key()
+        if key is not None and key != WITHOUT_STUDY:
+            self.ledger_app.open_conditions(key)
 
     def action_all_runs(self) -> None:
         self.ledger_app.open_study(None)

@@ -1,0 +1,102 @@
+"""Commands that look across a study or the whole ledger: conditions and search."""
+
+from __future__ import annotations
+
+import click
+
+from .. import query, search as search_index
+from ..errors import UnknownStudyError
+from ..ledger import Ledger
+from .common import Context, cli, echo_json, json_option, say, user_errors
+from .core import STATUSES
+
+pass_context = click.make_pass_decorator(Context)
+
+
+@cli.command()
+@click.argument("study_id")
+@json_option
+@pass_context
+@user_errors
+def conditions(ctx: Context, study_id: str, as_json: bool) -> None:
+    """A study's conditions: factor levels, progress against the budget, success rate, metrics.
+
+    Each metric is the mean of each run's latest value with a 95% interval (Student's t; for
+    true/false metrics the share that is true, Wilson's interval) and n; NaN and Infinity
+    values are counted beside it, never averaged.
+    """
+    with ctx.reader() as ledger:
+        if query.study(ledger.conn, study_id) is None:
+            raise UnknownStudyError(f"unknown study {study_id!r}")
+        rows = query.condition_summaries(ledger.conn, study_id)
+        primary = query.primary_metric(ledger.conn, study_id)
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        say("no conditions and no runs", err=True)
+        return
+    for row in rows:
+        factors = ", ".join(f"{name}={query.value_text(level)}" for name, level in row["factors"].items())
+        by_status = ", ".join(f"{count} {status}" for status, count in row["runs_by_status"].items()) or "no runs"
+        planned = f" of {row['planned']} planned" if row["planned"] is not None else ""
+        admissible = "  (inadmissible)" if row["admissible"] is False else ""
+        say(f"{row['condition_id']}  {factors or '-'}{admissible}")
+        rate = "-" if row["success_rate"] is None else f"{row['success_rate'] * 100:.0f}%"
+        say(f"  runs     {row['runs']}{planned}: {by_status}; success {rate}")
+        for name in sorted(row["metrics"], key=lambda name: (name != primary, name)):
+            say(f"  {name:<8} {query.summary_text(row['metrics'][name])}")
+        if row["duration_s"]["n"]:
+            say(f"  {'duration_s':<8} {query.summary_text(row['duration_s'])}")
+
+
+@cli.command()
+@click.argument("text")
+@click.option("--study", "study_id", help="Only hits in runs of this study.")
+@click.option("--status", type=STATUSES, help="Only hits in runs with this status.")
+@click.option("--kind", type=click.Choice(sorted(search_index.KINDS)),
+              help="Only observations, rejected lines or run errors.")
+@click.option("--event-type", help="Only observations of this event type.")
+@click.option("--tool", help="Only observations of this tool.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True,
+              help="Show at most this many hits, newest first.")
+@json_option
+@pass_context
+@user_errors
+def search(ctx: Context, text: str, study_id: str | None, status: str | None, kind: str | None,
+           event_type: str | None, tool: str | None, limit: int, as_json: bool) -> None:
+    """Find TEXT in every run: observations, rejected lines and run errors, newest first.
+
+    TEXT's words are found in this order, the last one as a prefix (`unknown mater` finds
+    "unknown material"). The first search builds the ledger's search index (once; every
+    ingest keeps it current from then on).
+    """
+    filters = search_index.Filters(study_id=study_id, status=status, kind=kind, event_type=event_type, tool=tool)
+    if search_index.match_expression(text) is None:
+        raise click.UsageError("TEXT has no word to search for")
+    _ready_index(ctx)
+    with ctx.reader() as ledger:
+        hits = search_index.search(ledger.conn, text, filters=filters, limit=limit)
+        total = search_index.count(ledger.conn, text, filters=filters)
+    if as_json:
+        echo_json(hits)
+        return
+    for hit in hits:
+        where = hit["run_id"] or "-"
+        what = hit["event_type"] or hit["kind"]
+        say(f"{hit['seq']:>8} {where:<20} {what:<24} {hit['snippet']}")
+    more = f"{total:,}+" if total >= search_index.COUNT_CAP else f"{total:,}"
+    say(f"{more} hit(s){f', newest {len(hits)} shown' if len(hits) < total else ''}", err=True)
+
+
+def _ready_index(ctx: Context) -> None:
+    """Build or catch up the search index, a writer's step done once per ledger."""
+    with ctx.reader() as ledger:
+        if search_index.is_current(ledger.conn):
+            return
+    if not ctx.db.exists():
+        return  # the reader above has already said so
+    with Ledger.open(ctx.db, create=False, source="cli") as ledger, ledger.store.transaction():
+        if not search_index.exists(ledger.conn):
+            say("building the search index (first search of this ledger)…", err=True)
+        search_index.build(ledger.conn)

@@ -1,0 +1,248 @@
+"""Full-text search over every run: observations, rejected lines and run errors.
+
+The index is a contentless SQLite FTS5 table keyed by event ``seq``: it holds the tokens
+only, never a second copy of the text (the text stays in the event bodies, where snippets
+are cut from). It is derived state like the projections but optional: a ledger nobody
+searches never pays for it. It is built on first use (:func:`build`, one ``INSERT ...
+SELECT`` over the events, run by SQLite's JSON functions without a Python loop) and from
+then on every append folds its new events into it in the same transaction
+(:func:`catch_up`, called by :meth:`Ledger.append`), so a search never misses an event a
+reader can see. ``search_state`` remembers the last sequence indexed.
+
+What is indexed, by event kind:
+
+* ``observation_recorded``: its text, event type and tool name (kind ``observation``);
+* ``line_rejected``: the reason and the raw line (kind ``rejection``);
+* ``run_status_changed`` with an error, or to ``failed``: the error and reason (kind ``run_error``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+INDEX_TABLE = "search_index"
+STATE_TABLE = "search_state"
+
+KINDS = {"observation": "observation_recorded", "rejection": "line_rejected", "run_error": "run_status_changed"}
+"""Search result kinds and the event kind each comes from."""
+
+SNIPPET_WIDTH = 120
+COUNT_CAP = 10_000
+"""Hits are counted up to this many (a common word in a million rows is "10,000+")."""
+
+_DDL = (
+    # unicode61 folds case and diacritics; '-' '_' '.' '/' ':' separate tokens, so run ids,
+    # paths and dotted names are found by their parts.
+    f"CREATE VIRTUAL TABLE {INDEX_TABLE} USING fts5("
+    "body, event_type, tool, kind, content='', tokenize='unicode61 remove_diacritics 2')",
+    f"CREATE TABLE {STATE_TABLE} (name TEXT PRIMARY KEY, last_seq INTEGER NOT NULL)",
+    f"INSERT INTO {STATE_TABLE} VALUES ('index', 0)",
+)
+
+_ROWS = """
+SELECT seq,
+       CASE kind
+         WHEN 'observation_recorded' THEN coalesce(json_extract(body, '$.text'), '')
+         WHEN 'line_rejected' THEN coalesce(json_extract(body, '$.reason'), '') || ' '
+                                   || coalesce(json_extract(body, '$.raw'), '')
+         ELSE coalesce(json_extract(body, '$.error'), '') || ' ' || coalesce(json_extract(body, '$.reason'), '')
+       END,
+       CASE kind WHEN 'observation_recorded' THEN json_extract(body, '$.event_type') END,
+       CASE kind WHEN 'observation_recorded' THEN json_extract(body, '$.tool_name') END,
+       CASE kind WHEN 'observation_recorded' THEN 'observation'
+                 WHEN 'line_rejected' THEN 'rejection' ELSE 'run_error' END
+FROM events
+WHERE seq > ? AND json_valid(body) -- a body only a raw writer stored may not be JSON
+  AND (kind IN ('observation_recorded', 'line_rejected')
+                   OR (kind = 'run_status_changed'
+                       AND (json_extract(body, '$.error') IS NOT NULL OR json_extract(body, '$.status') = 'failed')))
+ORDER BY seq
+"""
+
+
+def exists(conn: sqlite3.Connection) -> bool:
+    """Whether this ledger has a search index (built by a first search)."""
+    found = conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (STATE_TABLE,)).fetchone()
+    return found is not None
+
+
+def indexed_seq(conn: sqlite3.Connection) -> int:
+    """The last event sequence in the index (0 when there is no index)."""
+    if not exists(conn):
+        return 0
+    return int(conn.execute(f"SELECT last_seq FROM {STATE_TABLE} WHERE name = 'index'").fetchone()[0])
+
+
+def is_current(conn: sqlite3.Connection) -> bool:
+    """Whether the index exists and holds every event."""
+    head = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+    return exists(conn) and indexed_seq(conn) == head
+
+
+def catch_up(conn: sqlite3.Connection) -> int:
+    """Index the events after the last indexed one, if the ledger has an index.
+
+    Call inside the transaction that appended them. Returns the number of events indexed.
+    """
+    if not exists(conn):
+        return 0
+    last = indexed_seq(conn)
+    head = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+    if head <= last:
+        return 0
+    added = conn.execute(f"INSERT INTO {INDEX_TABLE}(rowid, body, event_type, tool, kind) {_ROWS}", (last,)).rowcount
+    conn.execute(f"UPDATE {STATE_TABLE} SET last_seq = ? WHERE name = 'index'", (head,))
+    return added
+
+
+def build(conn: sqlite3.Connection) -> int:
+    """Create the index if missing and bring it up to date (inside a write transaction)."""
+    if not exists(conn):
+        for ddl in _DDL:
+            conn.execute(ddl)
+    return catch_up(conn)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What a search is narrowed to (None: anything)."""
+
+    study_id: str | None = None
+    status: str | None = None
+    kind: str | None = None
+    event_type: str | None = None
+    tool: str | None = None
+
+
+def match_expression(text: str) -> str | None:
+    """The FTS5 query for a user's text: its words as one phrase, the last one as a prefix.
+
+    Every word is quoted, so nothing the user types is read as FTS5 syntax (AND, NEAR,
+    column filters, quotes). None when the text has no word to search for.
+    """
+    words = re.findall(r"\w+", text)
+    if not words:
+        return None
+    return '{body event_type tool} : "' + " ".join(words) + '" *'
+
+
+def _phrase(value: str) -> str:
+    return '"' + value.replace('"', '""') + '"'
+
+
+def search(conn: sqlite3.Connection, text: str, *, filters: Filters = Filters(), limit: int = 100,
+           before_seq: int | None = None) -> list[dict[str, Any]]:
+    """The newest hits for ``text`` (newest first), each with where it is and a snippet.
+
+    Args:
+        text: Words to find, in this order, the last one as a prefix (``unknown mater``).
+        filters: Only hits of this study, run status, result kind, event type, tool.
+        limit: At most this many hits.
+        before_seq: Only hits older than this sequence number (the next page).
+
+    Returns:
+        ``{"seq", "kind", "run_id", "study_id", "status", "event_type", "tool_name",
+        "snippet"}`` per hit.
+    """
+    expression = _expression(text, filters)
+    if expression is None or not exists(conn):
+        return []
+    clauses, params = _clauses(filters)
+    if before_seq is not None:
+        clauses.append("i.rowid < ?")
+        params.append(before_seq)
+    where = "".join(f" AND {clause}" for clause in clauses)
+    cursor = conn.execute(
+        f"SELECT i.rowid, e.kind, e.run_id, coalesce(r.study_id, e.study_id), r.status, e.body "
+        f"FROM {INDEX_TABLE} i JOIN events e ON e.seq = i.rowid LEFT JOIN runs r ON r.run_id = e.run_id "
+        f"WHERE {INDEX_TABLE} MATCH ?{where} ORDER BY i.rowid DESC LIMIT {int(limit)}",
+        [expression, *params],
+    )
+    words = re.findall(r"\w+", text)
+    hits = []
+    for seq, kind, run_id, study_id, status, body_text in cursor:
+        body = json.loads(body_text)
+        hit_kind = next(name for name, event_kind in KINDS.items() if event_kind == kind)
+        hits.append({
+            "seq": seq, "kind": hit_kind, "run_id": run_id, "study_id": study_id, "status": status,
+            "event_type": body.get("event_type") if hit_kind == "observation" else None,
+            "tool_name": body.get("tool_name") if hit_kind == "observation" else None,
+            "snippet": snippet(_searchable_text(hit_kind, body), words),
+        })
+    return hits
+
+
+def count(conn: sqlite3.Connection, text: str, *, filters: Filters = Filters(), cap: int = COUNT_CAP) -> int:
+    """How many hits ``text`` has, counted up to ``cap`` (more reads as ``cap``)."""
+    expression = _expression(text, filters)
+    if expression is None or not exists(conn):
+        return 0
+    clauses, params = _clauses(filters)
+    where = "".join(f" AND {clause}" for clause in clauses)
+    return int(conn.execute(
+        f"SELECT count(*) FROM (SELECT 1 FROM {INDEX_TABLE} i JOIN events e ON e.seq = i.rowid "
+        f"LEFT JOIN runs r ON r.run_id = e.run_id WHERE {INDEX_TABLE} MATCH ?{where} LIMIT {int(cap)})",
+        [expression, *params]).fetchone()[0])
+
+
+def _expression(text: str, filters: Filters) -> str | None:
+    """The MATCH expression: the text, narrowed by the filters the index has columns for.
+
+    Column filters let FTS5 intersect posting lists instead of checking every hit; the
+    exact checks in :func:`_clauses` then drop any looser token match (``tool-call`` is
+    the phrase ``tool call``).
+    """
+    expression = match_expression(text)
+    if expression is None:
+        return None
+    narrowed = [expression]
+    for column, value in (("kind", filters.kind), ("event_type", filters.event_type), ("tool", filters.tool)):
+        words = re.findall(r"\w+", value or "")
+        if words:
+            narrowed.append(f"{column} : {_phrase(' '.join(words))}")
+    return " AND ".join(narrowed)
+
+
+def _clauses(filters: Filters) -> tuple[list[str], list[Any]]:
+    """Exact SQL conditions for the filters (``e`` the event, ``r`` its run)."""
+    checks = (
+        # Trace observations name their run, not its study: the run row knows it.
+        ("coalesce(r.study_id, e.study_id) = ?", filters.study_id),
+        ("r.status = ?", filters.status),
+        ("e.kind = ?", KINDS.get(filters.kind, filters.kind) if filters.kind is not None else None),
+        ("json_extract(e.body, '$.event_type') = ?", filters.event_type),
+        ("json_extract(e.body, '$.tool_name') = ?", filters.tool),
+    )
+    found = [(sql, value) for sql, value in checks if value is not None]
+    return [sql for sql, _ in found], [value for _, value in found]
+
+
+def _searchable_text(kind: str, body: dict[str, Any]) -> str:
+    """The text a hit was found in, as the index read it (see ``_ROWS``)."""
+    if kind == "observation":
+        # Trace texts start with their event type and tool: add them only when the text is empty.
+        parts = [body.get("text") or " ".join(str(p) for p in (body.get("event_type"), body.get("tool_name")) if p)]
+    elif kind == "rejection":
+        parts = [body.get("reason"), body.get("raw")]
+    else:
+        parts = [body.get("error"), body.get("reason")]
+    return " ".join(str(part) for part in parts if part)
+
+
+def snippet(text: str, words: list[str], width: int = SNIPPET_WIDTH) -> str:
+    """A window of ``text`` around the first of ``words`` found in it, on one line."""
+    flat = " ".join(text.split())
+    lowered = flat.casefold()
+    positions = [lowered.find(word.casefold()) for word in words]
+    found = [p for p in positions if p >= 0]
+    start = 0
+    if found and len(flat) > width:
+        start = min(max(0, min(found) - width // 4), len(flat) - width)
+    window = flat[start:start + width]
+    prefix = "…" if start > 0 else ""
+    suffix = "…" if start + width < len(flat) else ""
+    return f"{prefix}{window}{suffix}"
