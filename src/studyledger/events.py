@@ -116,6 +116,9 @@ class ValueType:
     name: str
     accepts: Callable[[Any], bool]
     shape: Shape | None = None
+    plain: type | None = None
+    """Values of exactly this type are accepted without calling ``accepts`` (text: when
+    ASCII, and not empty where it must not be): the common case costs no call."""
 
 
 _ABSENT = object()
@@ -124,13 +127,14 @@ _LEVELS = frozenset(level.value for level in ObservationLevel)
 
 # Each check is one call (every stored event is checked as it is folded): ASCII text, the
 # common case, never reaches the Unicode check.
-TEXT = ValueType("text", lambda v: isinstance(v, str) and (v.isascii() or is_unicode(v)))
-ID = ValueType("non-empty text", lambda v: isinstance(v, str) and v != "" and (v.isascii() or is_unicode(v)))
+TEXT = ValueType("text", lambda v: isinstance(v, str) and (v.isascii() or is_unicode(v)), plain=str)
+ID = ValueType("non-empty text", lambda v: isinstance(v, str) and v != "" and (v.isascii() or is_unicode(v)),
+               plain=str)
 INT = ValueType("a 64-bit integer", _is_int64)
-BOOL = ValueType("true or false", lambda v: isinstance(v, bool))
+BOOL = ValueType("true or false", lambda v: isinstance(v, bool), plain=bool)
 TIME = ValueType("an ISO-8601 time", is_time)
-OBJECT = ValueType("an object", lambda v: isinstance(v, dict))
-LIST = ValueType("a list", lambda v: isinstance(v, list))
+OBJECT = ValueType("an object", lambda v: isinstance(v, dict), plain=dict)
+LIST = ValueType("a list", lambda v: isinstance(v, list), plain=list)
 ANY = ValueType("any JSON value", lambda v: True)
 VALUE = ValueType("a number, text, true, false, an object or a list",
                   lambda v: _is_int64(v) if isinstance(v, int) and not isinstance(v, bool)
@@ -152,13 +156,13 @@ class Shape:
     required: Mapping[str, ValueType]
     optional: Mapping[str, ValueType]
     rule: Callable[[dict[str, Any]], str | None] | None = None
-    _checked: tuple[tuple[str, Callable[[Any], bool], ValueType, bool], ...] = field(
+    _checked: tuple[tuple[str, Callable[[Any], bool], ValueType, bool, type | None], ...] = field(
         init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # (key, check, type, nullable) of every field a value can be wrong for, flat:
         # misfits runs for every event ingested and every event folded.
-        checked = tuple((key, kind.accepts, kind, nullable)
+        checked = tuple((key, kind.accepts, kind, nullable, kind.plain)
                         for fields, nullable in ((self.required, False), (self.optional, True))
                         for key, kind in fields.items() if kind is not ANY)
         object.__setattr__(self, "_checked", checked)
@@ -166,11 +170,14 @@ class Shape:
     def misfits(self, body: dict[str, Any]) -> list[tuple[str, str]]:
         """``(field, why)`` for every field present whose value its type refuses."""
         found = []
-        for key, accepts, kind, nullable in self._checked:
+        for key, accepts, kind, nullable, plain in self._checked:
             value = body.get(key, _ABSENT)
-            if value is _ABSENT or (value is None and nullable) or accepts(value):
+            if value is _ABSENT or (value is None and nullable):
                 continue
-            found.append((key, _refusal(key, kind, value, nullable)))
+            if type(value) is plain and (not isinstance(value, str) or (value.isascii() and (value != "" or kind is TEXT))):
+                continue
+            if not accepts(value):
+                found.append((key, _refusal(key, kind, value, nullable)))
         return found
 
     def problems(self, body: dict[str, Any]) -> list[str]:
