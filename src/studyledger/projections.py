@@ -36,7 +36,7 @@ from .schema import (
     shown_status,
 )
 
-PROJECTION_VERSION = "5"
+PROJECTION_VERSION = "6"
 
 ANOMALY_SEVERITY: dict[str, ConstraintSeverity] = {
     "conflicting_outcome": ConstraintSeverity.ERROR,
