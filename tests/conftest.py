@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,3 +53,14 @@ def study_ledger(ledger: Ledger) -> Ledger:
     """A ledger with study ``s1`` (3 replicates) registered."""
     ledger.register_study("s1", title="Study one", description="d", run_budget=RunBudget(replicates=3))
     return ledger
+
+
+@pytest.fixture
+def open_folder() -> Iterator[Path]:
+    """A temporary folder another user can enter (pytest's own are private to their owner)."""
+    folder = Path(tempfile.mkdtemp(prefix="studyledger-ro-"))
+    folder.chmod(0o755)
+    yield folder
+    for path in folder.rglob("*"):
+        path.chmod(0o777 if path.is_dir() else 0o666)
+    shutil.rmtree(folder)

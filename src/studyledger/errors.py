@@ -10,7 +10,7 @@ error carries a message meant to be shown as it is, on one line, without a trace
     ├── ValidationError (also ValueError)   a value the API or a schema refuses
     ├── LedgerError                          the ledger itself
     │   ├── NotALedgerError, LedgerMissingError, NewerLedgerError
-    │   ├── LedgerBusyError, LedgerReadOnlyError, StaleProjectionsError
+    │   ├── LedgerBusyError, LedgerReadOnlyError, LedgerFullError, StaleProjectionsError
     │   ├── EventConflictError
     │   └── UnknownRunError, UnknownStudyError (also KeyError)
     ├── InputError (also ValueError)         something read from outside cannot be used
@@ -56,6 +56,10 @@ class LedgerBusyError(LedgerError):
 
 class LedgerReadOnlyError(LedgerError):
     """A write was asked of a ledger opened read-only."""
+
+
+class LedgerFullError(LedgerError):
+    """The disk (or the file size limit) left no room for a write; nothing of it was kept."""
 
 
 class StaleProjectionsError(LedgerError):
@@ -122,6 +126,7 @@ __all__ = [
     "InputError",
     "LedgerBusyError",
     "LedgerError",
+    "LedgerFullError",
     "LedgerMissingError",
     "LedgerReadOnlyError",
     "LineRejected",

@@ -56,7 +56,8 @@ SELECT seq,
        CASE kind WHEN 'observation_recorded' THEN 'observation'
                  WHEN 'line_rejected' THEN 'rejection' ELSE 'run_error' END
 FROM events
-WHERE seq > ? AND (kind IN ('observation_recorded', 'line_rejected')
+WHERE seq > ? AND json_valid(body) -- a body only a raw writer stored may not be JSON
+  AND (kind IN ('observation_recorded', 'line_rejected')
                    OR (kind = 'run_status_changed'
                        AND (json_extract(body, '$.error') IS NOT NULL OR json_extract(body, '$.status') = 'failed')))
 ORDER BY seq

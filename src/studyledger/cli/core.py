@@ -15,7 +15,7 @@ from ..audit.verify import VerifyReport, verify as verify_ledger
 from ..ledger import Ledger
 from ..schema import RunStatus
 from ..store import Head
-from .common import Context, cli, echo_json, json_option, user_errors
+from .common import Context, cli, echo_json, echo_result, json_option, say, user_errors
 
 pass_context = click.make_pass_decorator(Context)
 STATUSES = click.Choice([status.value for status in RunStatus])
@@ -32,10 +32,8 @@ def init(ctx: Context, as_json: bool) -> None:
     existed = ctx.db.exists()
     with ctx.ledger(create=True) as ledger:
         head = ledger.head()
-    if as_json:
-        echo_json({"db": str(ctx.db), "created": not existed, "head": head})
-    else:
-        click.echo(f"{'opened existing' if existed else 'created'} ledger {ctx.db} (head seq {head.seq})")
+    echo_result(as_json, {"db": str(ctx.db), "created": not existed, "head": head},
+                f"{'opened existing' if existed else 'created'} ledger {ctx.db} (head seq {head.seq})")
 
 
 @cli.command()
@@ -50,14 +48,14 @@ def stats(ctx: Context, as_json: bool) -> None:
         echo_json(data)
         return
     by_status = ", ".join(f"{k} {v}" for k, v in data["runs_by_status"].items()) or "none"
-    click.echo(f"ledger        {ctx.db}")
+    say(f"ledger        {ctx.db}")
     for name in ("events", "studies", "runs", "observations", "evaluations", "rejected", "anomalies"):
-        click.echo(f"{name:<13} {data[name]}")
-    click.echo(f"runs by status {by_status}")
-    click.echo(f"head          seq {data['head']['seq']}  chain {data['head']['chain'][:16]}…")
+        say(f"{name:<13} {data[name]}")
+    say(f"runs by status {by_status}")
+    say(f"head          seq {data['head']['seq']}  chain {data['head']['chain'][:16]}…")
     if data["unfolded_events"]:
-        click.echo(f"{data['unfolded_events']} event(s) not folded into the derived tables yet; "
-                   f"`studyledger --db {ctx.db} init` folds them", err=True)
+        say(f"{data['unfolded_events']} event(s) not folded into the derived tables yet; "
+            f"`studyledger --db {ctx.db} init` folds them", err=True)
 
 
 @cli.command()
@@ -81,13 +79,13 @@ def runs(ctx: Context, study_id: str | None, status: str | None, metrics: tuple[
         echo_json(rows)
         return
     if not rows:
-        click.echo("no runs", err=True)
+        say("no runs", err=True)
         return
     extra = "".join(f" {name[:12]:>12}" for name in metrics)
-    click.echo(f"{'run_id':<20} {'study':<16} {'condition':<18} {'rep':>3} {'status':<8} {'obs':>6}{extra}")
+    say(f"{'run_id':<20} {'study':<16} {'condition':<18} {'rep':>3} {'status':<8} {'obs':>6}{extra}")
     for row in rows:
         shown = "".join(f" {query.value_text(row['metrics'][name]):>12}" for name in metrics)
-        click.echo(
+        say(
             f"{row['run_id']:<20} {str(row['study_id'] or '-'):<16} {str(row['condition_id'] or '-'):<18} "
             f"{row['replicate'] if row['replicate'] is not None else '-':>3} {row['status']:<8} "
             f"{row['observation_count']:>6}{shown}"
@@ -123,17 +121,18 @@ def show(ctx: Context, run_id: str, as_json: bool) -> None:
         return
     for key, value in run.items():
         if key != "result":
-            click.echo(f"{key:<18} {query.value_text(value)}")
+            say(f"{key:<18} {query.value_text(value)}")
     if result is not None:
         # The runner's record of the latest attempt, in one line: the whole record is in --json.
-        click.echo(f"{'runner recorded':<18} {result.get('status')} at {query.value_text(result.get('at'))}, "
-                   f"latency {query.value_text(result.get('latency_s'))} s, "
-                   f"{len(result.get('metrics') or {})} metric(s)")
-    click.echo("\nstatus history")
+        say(f"{'runner recorded':<18} {result.get('status')} at {query.value_text(result.get('at'))}, "
+            f"latency {query.value_text(result.get('latency_s'))} s, "
+            f"{len(result.get('metrics') or {})} metric(s)")
+    say()
+    say("status history")
     for t in data["transitions"]:
         flag = "" if t["legal"] else "  (anomaly)"
         extra = f" — {t['error']}" if t["error"] else ""
-        click.echo(f"  {t['at'] or '?'}  {t['from_status'] or '-'} -> {t['to_status']}  {t['reason'] or ''}{extra}{flag}")
+        say(f"  {t['at'] or '?'}  {t['from_status'] or '-'} -> {t['to_status']}  {t['reason'] or ''}{extra}{flag}")
     evaluated = [(f"{e['evaluator_id'] or '-'}/{e['metric_name'] or '-'}",
                   query.value_text(e["value"]) + (f" {e['metric_unit']}" if e["metric_unit"] else ""))
                  for e in values if e["source"] == "evaluator"]
@@ -145,12 +144,13 @@ def show(ctx: Context, run_id: str, as_json: bool) -> None:
     for title, pairs in (("evaluator outputs", evaluated), ("run metrics (the runner's)", recorded),
                          ("outputs", outputs), ("provenance", provenance)):
         if pairs:
-            click.echo(f"\n{title}")
+            say()
+            say(title)
             width = max(len(name) for name, _ in pairs)
             for name, shown in pairs:
-                click.echo(f"  {name:<{width}} {shown}")
+                say(f"  {name:<{width}} {shown}")
     for a in data["anomalies"]:
-        click.echo(f"anomaly (seq {a['seq']}, {a['severity']}): {a['kind']}: {a['message']}")
+        say(f"anomaly (seq {a['seq']}, {a['severity']}): {a['kind']}: {a['message']}")
 
 
 @cli.command()
@@ -168,7 +168,7 @@ def events(ctx: Context, run_id: str | None, after: int, limit: int | None, as_j
         echo_json([row.to_dict() for row in rows])
         return
     for row in rows:
-        click.echo(f"{row.seq:>8} {row.event_id} {row.kind:<22} {row.run_id or row.study_id or '-':<20} {row.source}")
+        say(f"{row.seq:>8} {row.event_id} {row.kind:<22} {row.run_id or row.study_id or '-':<20} {row.source}")
 
 
 @cli.command()
@@ -189,13 +189,13 @@ def verify(ctx: Context, checkpoint_file: Path | None, record: bool, as_json: bo
     if as_json:
         echo_json(report.to_dict())
     elif report.ok:
-        click.echo(f"ok: {report.events} events, head seq {report.head_seq}, chain {report.head_chain[:16]}…")
+        say(f"ok: {report.events} events, head seq {report.head_seq}, chain {report.head_chain[:16]}…")
     else:
         first = report.first_failure
         assert first is not None
-        click.echo(f"FAILED: first failing seq {first.seq}: {first.check}: {first.message}", err=True)
+        say(f"FAILED: first failing seq {first.seq}: {first.check}: {first.message}", err=True)
         for problem in report.problems:
-            click.echo(f"  seq {problem.seq}: {problem.check}: {problem.message}", err=True)
+            say(f"  seq {problem.seq}: {problem.check}: {problem.message}", err=True)
     raise SystemExit(0 if report.ok else 1)
 
 

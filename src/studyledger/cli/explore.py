@@ -11,7 +11,7 @@ import click
 from .. import query, search as search_index
 from ..errors import StudyLedgerError, UnknownStudyError
 from ..ledger import Ledger
-from .common import Context, cli, echo_json, json_option, user_errors
+from .common import Context, cli, echo_json, json_option, printable, say, user_errors
 from .core import STATUSES
 
 pass_context = click.make_pass_decorator(Context)
@@ -41,21 +41,21 @@ def conditions(ctx: Context, study_id: str, as_json: bool) -> None:
         echo_json(rows)
         return
     if not rows:
-        click.echo("no conditions and no runs", err=True)
+        say("no conditions and no runs", err=True)
         return
     for row in rows:
         factors = ", ".join(f"{name}={query.value_text(level)}" for name, level in row["factors"].items())
         by_status = ", ".join(f"{count} {status}" for status, count in row["runs_by_status"].items()) or "no runs"
         planned = f" of {row['planned']} planned" if row["planned"] is not None else ""
         admissible = "  (inadmissible)" if row["admissible"] is False else ""
-        click.echo(f"{row['condition_id']}  {factors or '-'}{admissible}")
+        say(f"{row['condition_id']}  {factors or '-'}{admissible}")
         rate = "-" if row["success_rate"] is None else f"{row['success_rate'] * 100:.0f}%"
-        click.echo(f"  runs     {row['runs']}{planned}: {by_status}; success {rate}")
+        say(f"  runs     {row['runs']}{planned}: {by_status}; success {rate}")
         figures = [(name, row["metrics"][name]) for name in sorted(row["metrics"], key=lambda name: name != primary)]
         figures += [("duration_s", row["duration_s"])] if row["duration_s"]["n"] else []
         width = max([8, *(len(name) for name, _ in figures)])
         for name, summary in figures:
-            click.echo(f"  {name:<{width}} {query.summary_text(summary)}")
+            say(f"  {name:<{width}} {query.summary_text(summary)}")
 
 
 @cli.command()
@@ -97,9 +97,11 @@ def search(ctx: Context, text: str, study_id: str | None, status: str | None, ki
     for hit in hits:
         where = hit["run_id"] or "-"
         what = hit["event_type"] or hit["kind"]
-        click.echo(f"{hit['seq']:>8} {where:<20} {what:<24} {_marked(hit['snippet'], hit['marks'])}")
+        # The snippet is escaped part by part, so the bold the marks add is the only style.
+        click.echo(f"{printable(str(hit['seq'])):>8} {printable(where):<20} {printable(what):<24} "
+                   f"{_marked(hit['snippet'], hit['marks'])}")
     more = f"{total:,}+" if total >= search_index.COUNT_CAP else f"{total:,}"
-    click.echo(f"{more} hit(s){f', newest {len(hits)} shown' if len(hits) < total else ''}", err=True)
+    say(f"{more} hit(s){f', newest {len(hits)} shown' if len(hits) < total else ''}", err=True)
 
 
 def _marked(snippet: str, marks: list[tuple[int, int]]) -> str:
@@ -107,9 +109,9 @@ def _marked(snippet: str, marks: list[tuple[int, int]]) -> str:
     when the output is not one)."""
     parts, last = [], 0
     for start, end in marks:
-        parts += [snippet[last:start], click.style(snippet[start:end], bold=True)]
+        parts += [printable(snippet[last:start]), click.style(printable(snippet[start:end]), bold=True)]
         last = end
-    return "".join(parts) + snippet[last:]
+    return "".join(parts) + printable(snippet[last:])
 
 
 def _ready_index(ctx: Context) -> bool:
@@ -128,12 +130,12 @@ def _ready_index(ctx: Context) -> bool:
         try:
             with Ledger.open(ctx.db, create=False, source="cli") as ledger, ledger.store.transaction():
                 if not search_index.exists(ledger.conn):
-                    click.echo("building the search index (first search of this ledger)…", err=True)
+                    say("building the search index (first search of this ledger)…", err=True)
                 search_index.build(ledger.conn)
             return True
         except (StudyLedgerError, OSError, sqlite3.Error) as exc:
             reason = str(exc).removeprefix(f"{ctx.db}: ")
-    click.echo(f"cannot write the search index into {ctx.db} ({reason}): searching with a temporary index, "
+    say(f"cannot write the search index into {ctx.db} ({reason}): searching with a temporary index, "
                "built for this search and not kept", err=True)
     return False
 
