@@ -36,7 +36,7 @@ from studyledger.tui.observation_list import ObservationList
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "ledger_examples"
 SIZE = (110, 32)
-WIDE = (150, 30)  # the study screens: a column per metric
+WIDE = (120, 32)  # the study screens, at the width they are laid out for
 SEARCH = "beam"  # a tool the example traces call
 CRASHED_RUN = "run-14447d5846f9"  # documented in ledger_examples/README.md
 TOOL_RUN = "run-52be32d9b27d"
@@ -138,7 +138,8 @@ async def shoot(db: Path, out: Path, examples_used: bool) -> list[Path]:
 
 
 async def shoot_study_screens(db: Path, out: Path, study: str) -> list[Path]:
-    """The conditions of a study, two of them compared, and a search across every run."""
+    """The conditions of a study, two of them compared, a search across every run, and one
+    run's metrics and outputs."""
     app = StudyLedgerApp(db, clock=pinned_clock(db), stale_after=300.0)
     saved: list[Path] = []
 
@@ -160,6 +161,16 @@ async def shoot_study_screens(db: Path, out: Path, study: str) -> list[Path]:
         await pilot.press("enter")
         await settle(app, pilot, lambda: app.screen.query_one(DataTable).row_count)
         save("11-search")
+        assert app.source is not None
+        finished = [run for run in app.source.runs(study, status="success")]
+        if finished:
+            opened = app.open_run(finished[0]["run_id"])
+            assert opened is not None
+            await opened
+            await settle(app, pilot, lambda: getattr(app.screen, "run_row", None))
+            await pilot.press("D")  # the details on the whole screen: metrics, outputs, history
+            await pilot.pause(0.2)
+            save("12-run-metrics")
     return saved
 
 

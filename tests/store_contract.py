@@ -117,6 +117,24 @@ class StoreContract:
         assert verify(ledger).ok
         assert ledger.store.event_count() == 1
 
+    @pytest.mark.parametrize("where", ["zero", "negative", "gap", "stored id"])
+    def test_a_raw_insert_off_the_end_of_the_chain_is_refused(self, ledger: Ledger, target: str,
+                                                              where: str) -> None:
+        ledger.append([observation_event(1), observation_event(2)])
+        stored = ledger.events()
+        seq, event = {"zero": (0, observation_event(7)), "negative": (-5, observation_event(7)),
+                      "gap": (4, observation_event(7)), "stored id": (3, observation_event(1))}[where]
+        values = (seq, event.event_id, event.kind, event.study_id, event.run_id, event.occurred_at,
+                  "2026-01-01T00:00:00+00:00", "raw", event.body)
+        row = (*values, chain_hash(stored[-1].chain, values))
+        literal = ", ".join("NULL" if v is None else str(v) if isinstance(v, int) else "'" + v.replace("'", "''") + "'"
+                            for v in row)
+        # PostgreSQL keeps ids unique by a constraint, SQLite by the insert trigger.
+        with pytest.raises(Exception, match="append-only|duplicate key"):
+            self.raw(target, f"INSERT INTO events VALUES ({literal})")
+        assert ledger.events() == stored
+        assert verify(ledger).ok
+
     def test_missing_trigger_is_reported(self, ledger: Ledger, target: str) -> None:
         ledger.append([observation_event(1)])
         assert ledger.store.missing_triggers() == []

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from studyledger.audit.restore import restore
 from studyledger import Ledger, query
 from studyledger.events import EventKind, make_event, observation_recorded, run_registered
 from studyledger import own_lines
@@ -354,7 +355,7 @@ OBSERVATION = {"timestamp": "2026-03-02T10:16:00+00:00", "record_id": "evt-1", "
     ({"record_type": "run-evidence", "status": "pending"}, "run.json 'run_id' is required"),
     ({"run_id": "r", "run_spec": {}, "status": "success", "provenance_info": "x"}, "'provenance_info' must be an object"),
     ({"run_id": "r", "run_spec": {}, "status": "success", "provenance_info": {"host": {"a": 1}}},
-     "provenance 'host' must be a single value"),
+     "provenance_captured 'provenance' 'host' must be text or null, not an object"),
     ({"studyledger": 2, "kind": "run_registered", "body": {}}, "format 2 is not supported"),
     ({"studyledger": 1, "kind": "nope", "body": {}}, "unknown event kind 'nope'"),
     ({"studyledger": 1, "kind": "run_registered", "body": {}}, "run_registered body needs 'run_id'"),
@@ -363,7 +364,17 @@ OBSERVATION = {"timestamp": "2026-03-02T10:16:00+00:00", "record_id": "evt-1", "
     ({"studyledger": 1, "kind": "run_registered", "body": {"run_id": "r", "seed": {"$float": "NaN"}}},
      "'seed' must be a 64-bit integer or null, not an object"),
     ({"studyledger": 1, "kind": "run_registered", "body": {"run_id": "r"}, "event_id": "evt-0"}, "does not match"),
-    ({"studyledger": 1, "kind": "run_registered", "body": {"run_id": "r"}, "source": "\udc80"}, "source holds a lone"),
+    ({"studyledger": 1, "kind": "run_registered", "body": {"run_id": "r", "agent_id": "\udc80"}}, "'agent_id' holds a lone"),
+    ({"studyledger": 1, "kind": "run_registered", "body": {"run_id": "r", "extra": {"\udc80": 1}}}, "lone UTF-16"),
+    ({"studyledger": 1, "kind": "condition_registered", "body": {"study_id": "s", "condition_id": "c",
+                                                                 "factors": "notadict"}},
+     "condition_registered 'factors' must be an object or null, not text"),
+    ({"studyledger": 1, "kind": "audit_recorded", "body": {"check": "verify", "ok": True, "at": "2026-01-01",
+                                                           "head": {"seq": 1, "chain": "c"}}},
+     "audit_recorded events are recorded by studyledger itself"),
+    ({"studyledger": 1, "kind": "line_rejected", "body": {"file": "/etc/shadow", "line": 1, "offset": 0,
+                                                          "reason": "forged"}},
+     "line_rejected events are recorded by studyledger itself"),
 ])
 def test_invalid_lines_are_rejected_with_a_precise_reason(line: Any, reason: str) -> None:
     with pytest.raises(LineRejected) as caught:
@@ -454,7 +465,7 @@ def test_nan_is_not_null_in_an_observation_body() -> None:
         make_event(EventKind.OBSERVATION_RECORDED, null, source="x").event_id
 
 
-def test_an_exported_ledger_imports_into_an_empty_one_with_the_same_chain(
+def test_an_exported_ledger_restores_into_an_empty_one_with_the_same_chain(
     ledger: Ledger, tmp_path: Path
 ) -> None:
     ingest_lines(ledger, DATA / "runs-hard.jsonl")
@@ -462,15 +473,14 @@ def test_an_exported_ledger_imports_into_an_empty_one_with_the_same_chain(
     export = tmp_path / "export.jsonl"
     export.write_text("".join(own_lines.line_for_stored(event) for event in ledger.events()))
     with Ledger.open(tmp_path / "copy.db") as copy:
-        _, _, reasons = ingest_lines(copy, export)
-        assert reasons == []
+        restore(copy, export)
         assert [e.event_id for e in copy.events()] == [e.event_id for e in ledger.events()]
         assert copy.head() == ledger.head()
         assert copy.runs() == ledger.runs()
 
 
 @pytest.mark.parametrize("body,reason", [
-    ({"run_id": "r1", "status": "running", "at": 1767225600}, "'at' must be text or null, not a number"),
+    ({"run_id": "r1", "status": "running", "at": 1767225600}, "'at' must be an ISO-8601 time or null, not a number"),
     ({"run_id": "r1", "status": "running", "at": "yesterday"}, "'at' 'yesterday' is not an ISO-8601 time"),
     ({"run_id": "r1", "status": "running", "study_id": 7}, "'study_id' must be text or null"),
 ])

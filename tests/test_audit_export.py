@@ -22,7 +22,6 @@ from studyledger import events as ev
 from studyledger.audit.files import folder_name
 from studyledger.audit.export_jsonl import export_jsonl
 from studyledger.events import EventKind, make_event
-from studyledger.own_lines import event_from_line
 from studyledger import ingest
 
 from .audit_helpers import fill, invoke
@@ -175,28 +174,36 @@ def stored(db: Path) -> list[tuple[Any, ...]]:
         return [(e.seq, e.event_id, e.kind, e.body, e.recorded_at, e.source, e.chain) for e in ledger.events()]
 
 
-def test_jsonl_round_trip_through_append(tmp_path: Path) -> None:
+def test_jsonl_round_trip_through_restore(tmp_path: Path) -> None:
     db = tmp_path / "a.db"
     fill(db)
+    # Recorded audits are events like any other: they travel too (issue 11, item 9).
+    assert invoke("--db", str(db), "verify", "--record")[0] == 0
+    assert invoke("--db", str(db), "replay", "--record")[0] == 0
     code, stdout, _ = invoke("--db", str(db), "export", str(tmp_path / "out"), "--format", "jsonl", "--json")
     result = json.loads(stdout)
-    assert code == 0 and result["events"] == 13
-    lines = Path(result["path"]).read_text().splitlines()
-    with Ledger.open(tmp_path / "b.db") as copy:
-        copy.append([event_from_line(json.loads(line), source="import") for line in lines])
-        assert copy.head().to_dict() == result["head"]
+    assert code == 0 and result["events"] == 15
+    code, stdout, err = invoke("--db", str(tmp_path / "b.db"), "restore", str(tmp_path / "out"), "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["head"] == result["head"]
     assert stored(tmp_path / "b.db") == stored(db)
+    assert invoke("--db", str(tmp_path / "b.db"), "verify")[0] == 0
 
 
-def test_jsonl_round_trip_through_the_ingester(tmp_path: Path, study_db: tuple[Path, dict[str, str]]) -> None:
+def test_jsonl_through_the_ingester_keeps_ids_and_order_but_records_anew(
+        tmp_path: Path, study_db: tuple[Path, dict[str, str]]) -> None:
+    """An export's lines are facts to the ingester: it never takes their recording time or
+    source (a drop line must not set the ledger's own columns), so the ids and their order
+    come back and the chain is this ledger's own."""
     db, _ = study_db
     with Ledger.open(db) as original:
         result = export_jsonl(original.store, tmp_path / "out")
     with Ledger.open(tmp_path / "b.db") as copy:
         stats = ingest(copy, [result["path"]])
-        assert not stats.errors
-        assert copy.head() == result["head"]
-    assert stored(tmp_path / "b.db") == stored(db)
+        assert not stats.errors and stats.lines_rejected == 0
+        assert copy.head().seq == result["head"].seq and copy.head() != result["head"]
+        assert all(event.source.startswith("file:") for event in copy.events())
+    assert [row[1:4] for row in stored(tmp_path / "b.db")] == [row[1:4] for row in stored(db)]
 
 
 def test_canonical_export_reads_back_through_the_ingester(tmp_path: Path,

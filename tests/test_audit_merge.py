@@ -14,7 +14,10 @@ from studyledger import Ledger, NotALedgerError, Observation, RunBudget, RunStat
 from studyledger.audit.merge import merge
 from studyledger.audit.verify import verify
 
-from .audit_helpers import drop_triggers, invoke, raw
+from studyledger.events import event_id_for, indexed_columns
+from studyledger.store import EVENT_COLUMNS
+
+from .audit_helpers import drop_triggers, invoke, raw, restore_triggers, rewrite
 
 
 def ids(db: Path) -> list[str]:
@@ -114,7 +117,11 @@ def test_merge_refuses_an_edited_other_ledger(tmp_path: Path) -> None:
     conn.close()
     before = ids(tmp_path / "a.db")
     code, _, err = invoke("--db", str(tmp_path / "a.db"), "merge", str(tmp_path / "b.db"))
-    assert code != 0 and "does not match" in err and "seq 4" in err
+    assert code != 0 and "fails verify" in err
+    assert ids(tmp_path / "a.db") == before
+    # Trusting the source does not let an event that does not match its id in.
+    code, _, err = invoke("--db", str(tmp_path / "a.db"), "merge", "--trust-source", str(tmp_path / "b.db"))
+    assert code != 0 and "event at seq 4" in err and "does not match" in err
     assert ids(tmp_path / "a.db") == before
 
 
@@ -125,5 +132,59 @@ def test_merge_refuses_a_shared_event_with_another_body(tmp_path: Path) -> None:
     drop_triggers(conn)
     conn.execute("UPDATE events SET body = replace(body, '\"s1\"', '\"s2\"') WHERE seq = 1")
     conn.close()
-    code, _, err = invoke("--db", str(tmp_path / "a.db"), "merge", str(tmp_path / "b.db"))
+    code, _, err = invoke("--db", str(tmp_path / "a.db"), "merge", "--trust-source", str(tmp_path / "b.db"))
     assert code != 0 and "(seq 1) is stored here with a different body" in err
+
+
+def _forge(path: Path, seq: int, body: dict[str, object]) -> None:
+    """Rewrite one row with a recomputed id and chain from it on, triggers put back: the
+    row passes every per-row check, and only the chain of the rows after it (or verify's
+    schema checks, were the triggers left dropped) can tell."""
+    conn = raw(path)
+    drop_triggers(conn)
+    rows = [list(row) for row in conn.execute(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events ORDER BY seq")]
+    rows[seq - 1][3:6] = indexed_columns(body)
+    rows[seq - 1][8] = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    rewrite(conn, rows)
+    restore_triggers(conn)
+    conn.close()
+
+
+def test_merge_verifies_its_source_first_and_records_trust(tmp_path: Path) -> None:
+    """Issue 11, item 8: a source whose triggers were dropped and a row edited with a
+    recomputed id fails verify; it merged cleanly and the target then verified."""
+    machine(tmp_path / "a.db", "a", [])
+    machine(tmp_path / "b.db", "b", [1])
+    conn = raw(tmp_path / "b.db")
+    drop_triggers(conn)
+    row = conn.execute("SELECT seq, kind, body FROM events WHERE kind = 'observation_recorded'").fetchone()
+    body = row[2].replace("b?", "X?")
+    conn.execute("UPDATE events SET body = ?, event_id = ? WHERE seq = ?", (body, event_id_for(row[1], body), row[0]))
+    conn.close()
+    before = ids(tmp_path / "a.db")
+    code, _, err = invoke("--db", str(tmp_path / "a.db"), "merge", str(tmp_path / "b.db"))
+    assert code != 0 and "fails verify" in err and "--trust-source" in err
+    assert ids(tmp_path / "a.db") == before
+    code, out, err = invoke("--db", str(tmp_path / "a.db"), "merge", "--trust-source", str(tmp_path / "b.db"), "--json")
+    assert code == 0, err
+    assert json.loads(out)["source_verified"] is False
+    code, out, _ = invoke("--db", str(tmp_path / "a.db"), "audits", "--json")
+    [record] = json.loads(out)
+    assert (record["check"], record["ok"], record["summary"]["trust_source"]) == ("merge", False, True)
+    assert record["summary"]["source"] == str(tmp_path / "b.db") and record["summary"]["appended"] == 1
+
+
+@pytest.mark.parametrize(("seq", "body", "reason"), [
+    (3, {"run_id": "r", "status": "pwned", "at": None}, "status 'pwned' is not a run status"),
+    (2, {"run_id": ["list"]}, "'run_id' must be non-empty text, not a list"),
+    (1, {"study_id": "s1", "run_budget": "x"}, "study_registered 'run_budget' must be an object or null"),
+])
+def test_merge_checks_every_body_as_ingest_does(tmp_path: Path, seq: int, body: dict[str, object],
+                                                reason: str) -> None:
+    machine(tmp_path / "b.db", "b", [1])
+    _forge(tmp_path / "b.db", seq, body)
+    with Ledger.open(tmp_path / "b.db", readonly=True) as other:
+        assert verify(other).ok  # consistently rewritten: the chain cannot tell
+    code, _, err = invoke("--db", str(tmp_path / "a.db"), "merge", str(tmp_path / "b.db"))
+    assert code != 0 and f"event at seq {seq}" in err and reason in err, err
+    assert ids(tmp_path / "a.db") == []

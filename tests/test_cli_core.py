@@ -140,8 +140,9 @@ def test_out_of_range_numbers_are_one_line_errors(populated: tuple[Path, str], a
 def test_a_raw_insert_of_garbage_is_reported_not_a_crash(populated: tuple[Path, str]) -> None:
     db, _ = populated
     conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("INSERT INTO events (event_id, kind, study_id, run_id, occurred_at, recorded_at, source, body, chain) "
-                 "VALUES ('evt-x', 'run_status_changed', NULL, NULL, NULL, 't', 'raw', 'not json', ?)", ("0" * 64,))
+    conn.execute("INSERT INTO events (seq, event_id, kind, study_id, run_id, occurred_at, recorded_at, source, body, "
+                 "chain) VALUES (7, 'evt-x', 'run_status_changed', NULL, NULL, NULL, 't', 'raw', 'not json', ?)",
+                 ("0" * 64,))
     conn.close()
     code, _, err = invoke("--db", str(db), "verify")
     assert code == 1 and "seq 7: body: body is not a JSON object" in err
@@ -151,3 +152,40 @@ def test_a_raw_insert_of_garbage_is_reported_not_a_crash(populated: tuple[Path, 
     assert invoke("--db", str(db), "init")[0] == 0
     code, out, _ = invoke("--db", str(db), "stats", "--json")
     assert code == 0 and json.loads(out)["anomalies"] == 1 and json.loads(out)["unfolded_events"] == 0
+
+
+HOSTILE_TEXT = "\x1b]52;c;cHduZWQ=\x07\x1b[2J\u202eevil\nforged line\x00"
+
+
+def test_every_human_output_escapes_control_characters(tmp_path: Path) -> None:
+    """Issue 11, item 6: show, runs and events printed an OSC 52 (writes the clipboard) and
+    ESC [2J (clears the screen) from a drop line as they were; --json stays exact."""
+    folder = tmp_path / f"drop{HOSTILE_TEXT.replace(chr(0), '').replace(chr(10), '')}"
+    folder.mkdir()
+    run_id = f"run-{HOSTILE_TEXT}"
+    lines = [
+        {"studyledger": 1, "kind": "study_registered", "body": {"study_id": f"s-{HOSTILE_TEXT}", "title": HOSTILE_TEXT}},
+        {"studyledger": 1, "kind": "run_registered", "body": {"run_id": run_id, "study_id": f"s-{HOSTILE_TEXT}",
+                                                              "condition_id": HOSTILE_TEXT, "agent_id": HOSTILE_TEXT}},
+        {"studyledger": 1, "kind": "run_status_changed", "body": {"run_id": run_id, "status": "failed",
+                                                                  "reason": HOSTILE_TEXT, "error": HOSTILE_TEXT,
+                                                                  "at": "2026-01-01T00:00:00+00:00"}},
+        {"studyledger": 1, "kind": "run_status_changed", "body": {"run_id": run_id, "status": "success",
+                                                                  "at": "2026-01-01T00:00:01+00:00"}},
+    ]
+    (folder / "a.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines) + HOSTILE_TEXT + "\n")
+    db = str(tmp_path / "ledger.db")
+    assert invoke("--db", db, "ingest", str(folder))[0] == 0
+    for command in (["runs"], ["show", run_id], ["events"], ["rejects"], ["diff", run_id, run_id], ["stats"],
+                    ["replay"], ["verify"], ["ingest", str(folder)], ["export", str(tmp_path / "out")]):
+        code, out, err = invoke("--db", db, *command)
+        assert code == 0, (command, err)
+        for stream in (out, err):
+            assert not any(ch in stream for ch in "\x1b\x07\x00\u202e"), (command, stream)
+            assert "forged line" not in stream.splitlines()[0:1] and "\nforged line" not in stream
+    code, out, _ = invoke("--db", db, "show", run_id, "--json")
+    data = json.loads(out)
+    assert data["run"]["run_id"] == run_id and data["run"]["status_reason"] == HOSTILE_TEXT
+    assert data["transitions"][0]["reason"] == HOSTILE_TEXT
+    code, out, err = invoke("--db", db, "show", f"nope{HOSTILE_TEXT}")
+    assert code != 0 and "\x1b" not in err and "\\x1b" in err

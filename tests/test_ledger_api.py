@@ -296,8 +296,11 @@ def test_bodies_the_fold_cannot_use_become_anomalies(ledger: Ledger) -> None:
         raw_event(EventKind.LINE_REJECTED, '{"file":"f","line":1,"offset":0,"raw":{"an":"object"}}'),
     ])
     kinds = [a["kind"] for a in ledger.anomalies()]
-    assert kinds.count("unreadable_event") == 7
-    assert kinds.count("invalid_field") == 3  # at, replicate, seed
+    # Unreadable: not JSON, not an object, no run_id, no usable status, a rejection without
+    # a reason. A field of the wrong type reads as null: the unusable status, at, replicate,
+    # seed, both provenances and the rejection's raw.
+    assert kinds.count("unreadable_event") == 5
+    assert kinds.count("invalid_field") == 7
     run = ledger.run("run-q")
     assert (run["status"], run["started_at"], run["replicate"], run["seed"]) == (
         "running", "2026-01-01T00:00:00+00:00", None, None)

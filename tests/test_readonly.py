@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import shutil
 import sqlite3
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -85,17 +83,6 @@ def test_read_commands_say_how_to_rebuild_stale_tables_and_change_nothing(filled
         assert "Traceback" not in err, command
     assert invoke("--db", str(filled), "verify")[0] == 0
     assert fingerprint(filled.parent) == before
-
-
-@pytest.fixture
-def open_folder() -> Iterator[Path]:
-    """A temporary folder another user can enter (pytest's own are private to their owner)."""
-    folder = Path(tempfile.mkdtemp(prefix="studyledger-ro-"))
-    folder.chmod(0o755)
-    yield folder
-    for path in folder.rglob("*"):
-        path.chmod(0o777 if path.is_dir() else 0o666)
-    shutil.rmtree(folder)
 
 
 def test_audits_work_on_a_read_only_file_in_a_read_only_folder(filled: Path, open_folder: Path) -> None:

@@ -12,7 +12,8 @@ from studyledger import Ledger, NewerLedgerError, NotALedgerError
 from studyledger.events import make_event
 from studyledger.errors import LedgerMissingError
 from studyledger.events import EventKind, NewEvent
-from studyledger.store import GENESIS_CHAIN, SQLiteStore
+from studyledger.audit.verify import verify
+from studyledger.store import GENESIS_CHAIN, SQLiteStore, chain_hash
 
 
 def observation_event(index: int, run_id: str = "run-x", text: str = "t") -> NewEvent:
@@ -68,3 +69,54 @@ def test_store_without_projections_still_reads(ledger_path: Path) -> None:
     assert store.event_count() == 0
     assert store.meta()["application"] == "studyledger"
     store.close()
+
+
+def _next_row(conn: sqlite3.Connection, seq: int, event: NewEvent) -> tuple[object, ...]:
+    """A row as an attacker would craft it: valid id and chain, any seq."""
+    row = conn.execute("SELECT chain FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+    values = (seq, event.event_id, event.kind, event.study_id, event.run_id, event.occurred_at,
+              "2026-01-01T00:00:00+00:00", "raw", event.body)
+    return (*values, chain_hash(row[0] if row else GENESIS_CHAIN, values))
+
+
+@pytest.mark.parametrize("conflict", ["REPLACE", "IGNORE", "ABORT", "FAIL", "ROLLBACK"])
+@pytest.mark.parametrize("target", ["seq", "event_id"])
+def test_no_insert_can_replace_or_skip_a_stored_row(ledger: Ledger, conflict: str, target: str) -> None:
+    """REPLACE deletes the conflicting row without firing delete triggers: the insert
+    trigger refuses every insert that is not the next seq with a new id, whatever the
+    conflict clause."""
+    first = observation_event(1)
+    ledger.append([first, observation_event(2)])
+    conn = raw(ledger.path)
+    # A new id at a stored seq, or a stored id at the next seq.
+    row = _next_row(conn, 1, observation_event(9)) if target == "seq" else _next_row(conn, 3, first)
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute(f"INSERT OR {conflict} INTO events VALUES (?,?,?,?,?,?,?,?,?,?)", row)
+    assert [e.event_id for e in ledger.events()] == [first.event_id, observation_event(2).event_id]
+    assert verify(ledger.store).ok
+
+
+@pytest.mark.parametrize("seq", [0, -5, 4, 100])
+def test_an_insert_off_the_end_of_the_chain_is_refused(ledger: Ledger, seq: int) -> None:
+    ledger.append([observation_event(1), observation_event(2)])
+    conn = raw(ledger.path)
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?)", _next_row(conn, seq, observation_event(7)))
+    # The honest next row is accepted from a raw session too: the trigger only guards the shape.
+    conn.execute("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?)", _next_row(conn, 3, observation_event(7)))
+    assert ledger.store.event_count() == 3
+
+
+def test_an_older_ledger_gains_the_insert_trigger_when_a_writer_opens_it(ledger_path: Path) -> None:
+    Ledger.open(ledger_path).close()
+    conn = raw(ledger_path)
+    conn.execute("DROP TRIGGER events_append_only")
+    conn.execute("UPDATE ledger_meta SET value = '1' WHERE key = 'schema_version'")
+    conn.close()
+    with Ledger.open(ledger_path, readonly=True) as reader:  # readable as it is, and unchanged
+        assert reader.store.missing_triggers() == ["events_append_only"]
+        assert not verify(reader).ok
+    with Ledger.open(ledger_path) as writer:
+        assert writer.store.missing_triggers() == []
+        assert writer.store.meta()["schema_version"] == "2"
+        assert verify(writer).ok

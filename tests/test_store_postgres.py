@@ -382,15 +382,22 @@ def test_merge_moves_a_ledger_between_backends(pg_url: str, tmp_path: Path) -> N
 
 
 def test_chain_is_backend_independent(pg_url: str, tmp_path: Path) -> None:
-    """An export of one backend, ingested into the other, has the same ids and head chain."""
+    """An export of one backend, restored into the other, has the same ids and head chain;
+    and back again."""
     source = tmp_path / "node.db"
     fill(source, runs=2)
     code, _, err = invoke("--db", str(source), "export", str(tmp_path / "out"), "--format", "jsonl")
     assert code == 0, err
-    code, _, err = invoke("--db", pg_url, "ingest", str(tmp_path / "out" / "events.jsonl"))
+    code, _, err = invoke("--db", pg_url, "restore", str(tmp_path / "out"))
     assert code == 0, err
-    with Ledger.open(source, readonly=True) as a, Ledger.open(pg_url, readonly=True) as b:
-        assert a.head() == b.head()
+    code, _, err = invoke("--db", pg_url, "export", str(tmp_path / "back"), "--format", "jsonl")
+    assert code == 0, err
+    code, _, err = invoke("--db", str(tmp_path / "again.db"), "restore", str(tmp_path / "back"))
+    assert code == 0, err
+    with Ledger.open(source, readonly=True) as a, Ledger.open(pg_url, readonly=True) as b, \
+            Ledger.open(tmp_path / "again.db", readonly=True) as c:
+        assert a.head() == b.head() == c.head()
+        assert [e.event_id for e in a.events()] == [e.event_id for e in b.events()] == [e.event_id for e in c.events()]
 
 
 VOLATILE = {"recorded_at", "registered_at", "last_recorded", "last_activity", "chain", "head_chain", "at",
@@ -518,3 +525,11 @@ def test_any_text_comes_back_from_columns_and_from_bodies(pg_url: str, text: str
                                         "WHERE event_id = ?", (event.event_id,)).fetchone()
         assert row == ("r " + text, text)
         assert ledger.run("r " + text)["run_id"] == "r " + text
+
+
+def test_a_bare_number_as_a_condition_is_a_boolean() -> None:
+    assert translate("SELECT a FROM t WHERE 1 ORDER BY a").text == "SELECT a FROM t WHERE TRUE ORDER BY a"
+    assert translate("SELECT a FROM t WHERE b = ? AND 1").text == "SELECT a FROM t WHERE b = %s AND TRUE"
+    assert translate("SELECT 1 FROM t WHERE a = 1 LIMIT 1").text == "SELECT 1 FROM t WHERE a = 1 LIMIT 1"
+    assert translate("SELECT CASE WHEN a THEN 1 ELSE 0 END FROM t").text == \
+        "SELECT CASE WHEN a THEN 1 ELSE 0 END FROM t"

@@ -9,7 +9,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from .ingest_helpers import event_ids, own_line, row_line, write
@@ -103,7 +103,7 @@ def test_copytruncate_restarts_at_zero(ledger: Ledger, tmp_path: Path) -> None:
     assert len(event_ids(ledger.path, OBS)) == 13
 
 
-def test_truncated_and_regrown_past_offset_is_detected_by_the_check_hash(ledger: Ledger, tmp_path: Path) -> None:
+def test_rewritten_under_the_same_inode_past_the_offset_is_detected_by_the_prefix_digest(ledger: Ledger, tmp_path: Path) -> None:
     path = tmp_path / "a.jsonl"
     write(path, lines(0, 3))
     tailer = Tailer(ledger)
@@ -119,7 +119,7 @@ def test_truncated_and_regrown_past_offset_is_detected_by_the_check_hash(ledger:
     assert len(event_ids(ledger.path, OBS)) == 13
 
 
-def test_changed_first_bytes_under_same_inode_are_detected_by_the_fingerprint(ledger: Ledger, tmp_path: Path) -> None:
+def test_changed_first_bytes_under_same_inode_are_detected_by_the_prefix_digest(ledger: Ledger, tmp_path: Path) -> None:
     path = tmp_path / "a.jsonl"
     first = row_line(0, tag="aaaa")
     write(path, first + lines(1, 40))
@@ -354,3 +354,142 @@ def test_arbitrary_bytes_every_line_accounted_for(chunks: list[bytes], limit: in
             assert len(event_ids(ledger.path, REJ)) == stats.lines_rejected
             again = Tailer(ledger, line_limit=limit).ingest_path(path)
             assert (again.lines_read, again.events_appended) == (0, 0)
+
+
+def same_tail_line(index: int, tag: str) -> bytes:
+    """Lines of one writer: the same length and the same last 64+ bytes, as a real
+    writer's lines often are (only an id near the start differs)."""
+    return f'{{"record_id":"{tag}-{index:06d}","timestamp":"2026-03-02T10:16:00+00:00","event_type":"x",' \
+           f'"text":"{"same text for every line of this writer " * 3}"}}\n'.encode()
+
+
+def test_truncated_to_a_shorter_prefix_and_regrown_past_the_offset_loses_nothing(
+        ledger: Ledger, tmp_path: Path) -> None:
+    """Issue 11, item 2: the old check compared the first 1 KiB and the 64 bytes before the
+    offset; both matched, so the 20 new lines before the old offset were never read."""
+    path = tmp_path / "a.jsonl"
+    write(path, b"".join(same_tail_line(i, "old") for i in range(30)))
+    tailer = Tailer(ledger)
+    tailer.ingest_path(path)
+    with open(path, "r+b") as handle:  # same inode: truncate to 10 lines, then regrow
+        handle.truncate(len(same_tail_line(0, "old")) * 10)
+        handle.seek(0, os.SEEK_END)
+        handle.write(b"".join(same_tail_line(i, "new") for i in range(30)))
+    stats = tailer.ingest_path(path)
+    assert stats.reset == "replaced"
+    assert stats.events_appended == 30
+    assert len(event_ids(ledger.path, OBS)) == 60
+
+
+def _file_events(path: Path) -> set[str]:
+    """The event ids the complete lines of a file state (every line here is an observation row)."""
+    from studyledger.ingestion.adapters import events_from_line
+    from studyledger.ingestion.lines import parse_line
+
+    data = path.read_bytes()
+    lines = data.split(b"\n")[:-1]
+    return {event.event_id for line in lines for event in events_from_line(parse_line(line), source="x")}
+
+
+_ROUNDS = st.lists(st.tuples(
+    st.sampled_from(["none", "truncate", "rewrite", "rotate"]),  # what happens to the file first
+    st.integers(0, 12),                                          # lines kept (truncate) or written (rewrite)
+    st.integers(0, 25),                                          # lines appended after it
+    st.booleans(),                                               # a pass reads the folder then
+), min_size=1, max_size=8)
+
+
+@settings(max_examples=80, deadline=None)
+@given(rounds=_ROUNDS)
+@example(rounds=[("none", 0, 10, True), ("truncate", 5, 10, False)])  # issue 11's case
+def test_no_sequence_of_truncate_regrow_rotate_append_loses_a_line(rounds: list[tuple[str, int, int, bool]]) -> None:
+    """A model of what was written: after a final pass, every line in every file is stored."""
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        path, counter, rotations = root / "app.jsonl", 0, 0
+        path.touch()
+
+        def lines(n: int) -> bytes:
+            nonlocal counter
+            counter += n
+            return b"".join(same_tail_line(i, "w") for i in range(counter - n, counter))
+
+        with Ledger.open(root / "ledger.db") as ledger:
+            for disturbance, n, appended, read in rounds:
+                if disturbance == "truncate":  # in place, to a prefix of whole lines (copytruncate: 0)
+                    kept = path.read_bytes().split(b"\n")[:-1][:n]
+                    os.truncate(path, sum(len(line) + 1 for line in kept))
+                elif disturbance == "rewrite":  # same inode, new content
+                    with open(path, "r+b") as handle:
+                        handle.truncate(0)
+                        handle.write(lines(n))
+                elif disturbance == "rotate":
+                    rotations += 1
+                    path.rename(root / f"app.jsonl.{rotations}")
+                    path.touch()
+                write(path, lines(appended))
+                if read:
+                    ingest(ledger, [root])
+            ingest(ledger, [root])
+            stored = {event.event_id for event in ledger.events()}
+            written = set().union(*(_file_events(file) for file in root.glob("app.jsonl*")))
+            assert written <= stored
+
+
+def test_offsets_from_before_prefix_digests_are_doubted_and_reread(ledger_path: Path, tmp_path: Path) -> None:
+    """A state table of the older layout (first KiB and 64 bytes checked) is rebuilt with
+    every digest unknown: the file is read again from its start, storing nothing twice."""
+    path = tmp_path / "a.jsonl"
+    write(path, lines(0, 10))
+    with Ledger.open(ledger_path) as ledger:
+        ingest(ledger, [path])
+        size = path.stat().st_size
+        ledger.conn.execute("DROP TABLE ingest_files")
+        ledger.conn.execute(
+            "CREATE TABLE ingest_files (id INTEGER PRIMARY KEY, path TEXT NOT NULL, device INTEGER NOT NULL, "
+            "inode INTEGER NOT NULL, fingerprint TEXT NOT NULL, fingerprint_len INTEGER NOT NULL, offset INTEGER "
+            "NOT NULL, line INTEGER NOT NULL, check_hash TEXT NOT NULL, lines_accepted INTEGER NOT NULL DEFAULT 0, "
+            "lines_rejected INTEGER NOT NULL DEFAULT 0, resets INTEGER NOT NULL DEFAULT 0, updated_at TEXT NOT NULL, "
+            "UNIQUE (device, inode))")
+        info = path.stat()
+        ledger.conn.execute("INSERT INTO ingest_files VALUES (1, ?, ?, ?, 'x', 1024, ?, 10, 'y', 10, 0, 0, 't')",
+                            (str(path), info.st_dev, info.st_ino, size))
+    write(path, lines(10, 12))
+    with Ledger.open(ledger_path) as ledger:
+        report = ingest(ledger, [path])
+        assert (report.lines_read, report.events_appended, report.duplicates) == (12, 2, 10)
+        [row] = file_states(ledger.conn)
+        assert (row["offset"], row["line"], row["resets"], row["lines_accepted"]) == (path.stat().st_size, 12, 1, 22)
+        assert ingest(ledger, [path]).lines_read == 0  # and trusted from then on
+
+
+def test_a_pass_that_trusts_its_held_digest_is_caught_up_by_the_next_verifying_one(
+        ledger: Ledger, tmp_path: Path) -> None:
+    """The watcher's hint passes skip hashing the prefix; the digest they commit is of the
+    bytes they read, so the next verifying pass finds a change made in between."""
+    path = tmp_path / "a.jsonl"
+    write(path, b"".join(same_tail_line(i, "old") for i in range(30)))
+    tailer = Tailer(ledger)
+    tailer.ingest_path(path)
+    with open(path, "r+b") as handle:
+        handle.truncate(len(same_tail_line(0, "old")) * 10)
+        handle.seek(0, os.SEEK_END)
+        handle.write(b"".join(same_tail_line(i, "new") for i in range(30)))
+    with open(path, "rb") as handle:
+        trusting = tailer.ingest_file(handle, str(path), verify=False)
+    assert trusting.reset is None and trusting.events_appended == 10  # read on from the old offset
+    with open(path, "rb") as handle:
+        checking = tailer.ingest_file(handle, str(path))
+    assert checking.reset == "replaced" and checking.events_appended == 20
+    assert len(event_ids(ledger.path, OBS)) == 60
+    # Only the very offset and digest this tailer committed stand in for hashing: once
+    # another reader has moved the offset, a trusting pass hashes and finds the change.
+    write(path, same_tail_line(100, "new"))
+    Tailer(ledger).ingest_path(path)
+    with open(path, "r+b") as handle:
+        handle.truncate(len(same_tail_line(0, "old")) * 10)
+        handle.seek(0, os.SEEK_END)
+        handle.write(b"".join(same_tail_line(i, "newer") for i in range(32)))
+    with open(path, "rb") as handle:
+        assert tailer.ingest_file(handle, str(path), verify=False).reset == "replaced"
+    assert len(event_ids(ledger.path, OBS)) == 61 + 32

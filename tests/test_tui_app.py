@@ -46,6 +46,12 @@ def column(table: DataTable[object], key: str) -> list[str]:
     return values
 
 
+def details_text(screen: object) -> str:
+    """Everything a run screen's details pane shows, as plain text."""
+    query = screen.query_one
+    return "\n".join(static_text(query(f"#run-{part}", Static)) for part in ("summary", "figures", "history", "provenance"))
+
+
 def static_text(widget: Static) -> str:
     """What a Static shows, as plain text."""
     content = widget.content
@@ -143,7 +149,8 @@ async def test_sorting_by_clicking_a_column_header(db: Path) -> None:
         seeds = table.columns["seed"]
         assert seeds is not None
         await pilot.press("o", "O")  # run id descending, then a header click sorts by seed
-        app.screen.post_message(DataTable.HeaderSelected(table, "seed", 3, seeds.label))  # type: ignore[arg-type]
+        index = list(table.columns).index("seed")  # type: ignore[arg-type]
+        app.screen.post_message(DataTable.HeaderSelected(table, "seed", index, seeds.label))  # type: ignore[arg-type]
         await until(pilot, lambda: column(table, "seed") == ["101", "102", "103", "104", "105"])
 
 
@@ -170,7 +177,7 @@ async def test_run_screen_shows_timeline_provenance_and_call_structure(db: Path)
         await app.open_run("run-ok")
         observations = app.screen.query_one(ObservationList)
         await until(pilot, lambda: observations.total == 7 and observations.loaded_row(6) is not None)
-        summary = static_text(app.screen.query_one("#run-summary", Static))
+        summary = details_text(app.screen)
         assert "pending → running" in summary and "running → success" in summary and "completed" in summary
         assert "host lab-7" in summary and "numpy 2.1.0" in summary
         await pilot.pause(0.2)
@@ -187,8 +194,8 @@ async def test_run_screen_shows_errors_of_a_failed_run(db: Path) -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: app.source is not None)
         await app.open_run("run-fail")
-        await until(pilot, lambda: "error" in static_text(app.screen.query_one("#run-summary", Static)))
-        summary = static_text(app.screen.query_one("#run-summary", Static))
+        await until(pilot, lambda: "error" in details_text(app.screen))
+        summary = details_text(app.screen)
         assert "RuntimeError: beam solver diverged" in summary and "tool error" in summary
 
 

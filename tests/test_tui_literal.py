@@ -9,7 +9,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 from rich.text import Text
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable
 
 from studyledger.tui.app import StudyLedgerApp
 from studyledger.tui.literal import clean, literal
@@ -17,6 +17,7 @@ from studyledger.tui.observation_list import ObservationList
 from studyledger.tui.screens.observation import ObservationScreen
 from studyledger.tui.screens.studies import StudiesScreen
 
+from .test_tui_app import details_text
 from .tui_helpers import CLOCK, build, sync, until
 
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -68,8 +69,7 @@ async def test_hostile_titles_errors_and_trace_text_are_shown_literally(tmp_path
         await pilot.pause(0.1)
         line = observations.render_line(0).text
         assert "[bold red]pwned[/] \\x1b[2J\\x1b]0;owned\\x07\\x9b31m tail" in line
-        summary = app.screen.query_one("#run-summary", Static).content
-        assert "[bold red]pwned[/]" in str(getattr(summary, "plain", summary))
+        assert "[bold red]pwned[/]" in details_text(app.screen)
         screen = screen_text(app)
         assert "[bold red]pwned[/] \\x1b[2J" in screen
         assert not CONTROL.search(app.export_screenshot().replace("\n", ""))

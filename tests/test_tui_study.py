@@ -113,7 +113,7 @@ async def test_ten_thousand_runs_in_fifty_conditions_sort_and_open(big_study: Pa
         ended = sum(n for want in expected.values() for s, n in want["by_status"].items()
                     if s in ("success", "failed", "skipped"))
         assert f"{ended}/10000 ended" in static_text(screen.query_one("#summary", Static))
-        success = [column for column, (key, _, _) in enumerate(screen.columns) if key == "success"][0]
+        success = [index for index, column in enumerate(screen.columns) if column.key == "success"][0]
         while screen.sort_column != success:
             await pilot.press("o")
         await pilot.press("O")  # best first
@@ -232,11 +232,11 @@ async def test_runs_show_the_primary_outcome_with_nan_spelled_out(nan_study: Pat
         app.open_study("study")
         await until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.query_one(DataTable).row_count)
         table = app.screen.query_one(DataTable)
-        assert str(list(table.columns.values())[-1].label) == "score"
+        assert str(table.columns["metric"].label) == "score"  # type: ignore[index]
         shown = cells(table, "metric")
         assert "NaN" in shown and "Infinity" in shown and "nan" not in shown
         await pilot.press("m")
-        await until(pilot, lambda: str(list(table.columns.values())[-1].label) != "score")
+        await until(pilot, lambda: str(table.columns["metric"].label) != "score")  # type: ignore[index]
 
 
 # -- snapshots ------------------------------------------------------------------------------

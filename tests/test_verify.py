@@ -26,8 +26,8 @@ def filled(study_ledger: Ledger) -> Ledger:
 def tamper(ledger: Ledger, *statements: str) -> None:
     """Edit history the way an attacker with the file would: drop the triggers first."""
     conn = sqlite3.connect(ledger.path, isolation_level=None)
-    conn.execute("DROP TRIGGER events_refuse_update")
-    conn.execute("DROP TRIGGER events_refuse_delete")
+    for name in TRIGGER_DDL:
+        conn.execute(f"DROP TRIGGER {name}")
     for statement in statements:
         conn.execute(statement)
     conn.close()
@@ -119,3 +119,38 @@ def test_a_body_too_deep_for_sqlites_json_functions_is_checked_in_python(filled:
     assert [(p.seq, p.check) for p in report.problems] == [(11, "body")]
     assert "nested too deeply" in report.problems[0].message
     assert report.events == 11
+
+
+def test_same_named_triggers_that_do_nothing_are_reported(filled: Ledger) -> None:
+    conn = sqlite3.connect(filled.path, isolation_level=None)
+    for name in TRIGGER_DDL:
+        conn.execute(f"DROP TRIGGER {name}")
+        conn.execute(f"CREATE TRIGGER {name} BEFORE UPDATE ON events BEGIN SELECT 1; END")
+    conn.close()
+    report = verify(filled.store)
+    assert {p.check for p in report.problems} == {"triggers"}
+    assert len(report.problems) == len(TRIGGER_DDL)
+    assert "not the one studyledger installs" in report.problems[0].message
+
+
+def test_an_extra_trigger_on_events_is_reported(filled: Ledger) -> None:
+    conn = sqlite3.connect(filled.path, isolation_level=None)
+    conn.execute("CREATE TRIGGER sneaky AFTER INSERT ON events BEGIN SELECT 1; END")
+    conn.close()
+    report = verify(filled.store)
+    assert [(p.check, "sneaky" in p.message) for p in report.problems] == [("triggers", True)]
+
+
+def test_a_row_at_seq_zero_is_seen_and_does_not_hide_the_count(filled: Ledger) -> None:
+    """A forged row below seq 1 with a genesis-looking chain was invisible to verify."""
+    from studyledger.events import make_event
+    from studyledger.store import GENESIS_CHAIN
+
+    forged = make_event("observation_recorded", {"record_id": "x", "timestamp": "2026-01-01T00:00:00+00:00",
+                                                 "event_type": "e"}, source="raw")
+    tamper(filled, f"INSERT INTO events VALUES (0, '{forged.event_id}', '{forged.kind}', NULL, NULL, NULL, "
+           f"'2026-01-01', 'raw', '{forged.body}', '{GENESIS_CHAIN}')", *_restore_triggers())
+    report = verify(filled.store)
+    assert not report.ok
+    assert report.events == 11
+    assert (0, "sequence") in [(p.seq, p.check) for p in report.problems]

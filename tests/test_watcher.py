@@ -264,3 +264,20 @@ def test_watch_imports_a_study_folder_dropped_in(ledger_path: Path, tmp_path: Pa
         _, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
     assert b"Warning" not in err and b"Error" not in err
+
+
+def test_a_file_truncated_and_regrown_while_watched_loses_nothing(ledger_path: Path, tmp_path: Path) -> None:
+    """Issue 11, item 2: a live watcher missed the lines regrown before its old offset."""
+    from .test_tailer import same_tail_line
+
+    path = tmp_path / "a.jsonl"
+    write(path, b"".join(same_tail_line(i, "old") for i in range(30)))
+    # Polling slowly, so that no notification runs a pass between the truncate and the
+    # regrow (inotify often did, which hid the bug): the reconcile scan sees both at once.
+    with Watcher(ledger_path, tmp_path, poll=60, reconcile=0.2):
+        wait_for(lambda: count_events(ledger_path, OBS) == 30, what="the first lines")
+        with open(path, "r+b") as handle:
+            handle.truncate(len(same_tail_line(0, "old")) * 10)
+            handle.seek(0, 2)
+            handle.write(b"".join(same_tail_line(i, "new") for i in range(30)))
+        wait_for(lambda: count_events(ledger_path, OBS) == 60, what="every regrown line")

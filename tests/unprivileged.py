@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
 
 NOBODY = 65534
 
@@ -47,3 +48,25 @@ def run_cli_unprivileged(commands: list[list[str]], timeout: float = 120) -> lis
     result = subprocess.run([sys.executable, "-c", _SCRIPT % {"uid": NOBODY}, json.dumps(commands)],
                             capture_output=True, text=True, timeout=timeout, check=True)
     return [(code, out, err) for code, out, err in json.loads(result.stdout)]
+
+
+_PYTHON = """
+import json, os, sys
+import studyledger.tui.data
+if os.getuid() == 0:
+    os.setgroups([])
+    os.setgid(%(uid)d)
+    os.setuid(%(uid)d)
+namespace = {}
+exec(sys.argv[1], namespace)
+print(json.dumps(namespace["result"]))
+"""
+
+
+def run_python_unprivileged(code: str, timeout: float = 120) -> Any:
+    """Run ``code`` (which sets ``result``, a JSON value) as a user without write access,
+    with the dashboard's read side loaded first; returns ``result``."""
+    found = subprocess.run([sys.executable, "-c", _PYTHON % {"uid": NOBODY}, code],
+                           capture_output=True, text=True, timeout=timeout, check=False)
+    assert found.returncode == 0, found.stderr
+    return json.loads(found.stdout)

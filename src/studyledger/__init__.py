@@ -2,7 +2,7 @@
 
 What a user calls, and the types those calls return, are here; each is documented in
 docs/api.md (generated from these docstrings). The CLI's verbs have the same names:
-``ingest``, ``verify``, ``replay``, ``merge``, ``export_*``, ``diff_runs``, checkpoints.
+``ingest``, ``verify``, ``replay``, ``merge``, ``restore``, ``export_*``, ``diff_runs``, checkpoints.
 
 Names load on first use, so ``import studyledger`` costs almost nothing: a program that
 only records runs never loads the watcher, YAML or the command line, and nothing here
@@ -55,11 +55,13 @@ _API: dict[str, dict[str, tuple[str, str]]] = {
         "export_jsonl": ("studyledger.audit.export_jsonl", "export_jsonl"),
         "merge": ("studyledger.audit.merge", "merge"),
         "MergeReport": ("studyledger.audit.merge", "MergeReport"),
+        "restore": ("studyledger.audit.restore", "restore"),
+        "RestoreReport": ("studyledger.audit.restore", "RestoreReport"),
     },
     "Errors": {
         name: ("studyledger.errors", name) for name in (
             "StudyLedgerError", "ValidationError", "LedgerError", "NotALedgerError", "LedgerMissingError",
-            "NewerLedgerError", "LedgerBusyError", "LedgerReadOnlyError", "StaleProjectionsError",
+            "NewerLedgerError", "LedgerBusyError", "LedgerReadOnlyError", "LedgerFullError", "StaleProjectionsError",
             "EventConflictError", "UnknownRunError", "UnknownStudyError", "InputError", "LineRejected",
             "StudyFolderError", "CheckpointError",
         )
@@ -94,6 +96,7 @@ if TYPE_CHECKING:
     from .audit.export_jsonl import export_jsonl
     from .audit.merge import MergeReport, merge
     from .audit.replay import ReplayReport, Snapshot, replay, state_as_of
+    from .audit.restore import RestoreReport, restore
     from .audit.verify import Problem, VerifyReport, verify
     from .errors import (
         CheckpointError,
@@ -101,6 +104,7 @@ if TYPE_CHECKING:
         InputError,
         LedgerBusyError,
         LedgerError,
+        LedgerFullError,
         LedgerMissingError,
         LedgerReadOnlyError,
         LineRejected,

@@ -10,7 +10,8 @@ error carries a message meant to be shown as it is, on one line, without a trace
     ├── ValidationError (also ValueError)   a value the API or a schema refuses
     ├── LedgerError                          the ledger itself
     │   ├── NotALedgerError, LedgerMissingError, NewerLedgerError
-    │   ├── LedgerBusyError > LedgerConnectionLost, LedgerReadOnlyError, StaleProjectionsError
+    │   ├── LedgerBusyError > LedgerConnectionLost, LedgerReadOnlyError, LedgerFullError,
+    │   │   StaleProjectionsError
     │   ├── LedgerPermissionError            a server role may not do this
     │   ├── EventConflictError
     │   └── UnknownRunError, UnknownStudyError (also KeyError)
@@ -70,6 +71,10 @@ class LedgerPermissionError(LedgerError):
 
 class LedgerReadOnlyError(LedgerError):
     """A write was asked of a ledger opened read-only."""
+
+
+class LedgerFullError(LedgerError):
+    """The disk (or the file size limit) left no room for a write; nothing of it was kept."""
 
 
 class StaleProjectionsError(LedgerError):
@@ -136,6 +141,7 @@ __all__ = [
     "InputError",
     "LedgerBusyError",
     "LedgerError",
+    "LedgerFullError",
     "LedgerMissingError",
     "LedgerReadOnlyError",
     "LineRejected",

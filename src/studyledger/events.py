@@ -14,7 +14,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -34,45 +35,7 @@ from .schema import (
 
 EVENT_ID_LENGTH = 32
 
-TEXT_FIELDS = frozenset({
-    "study_id", "run_id", "condition_id", "agent_id", "problem_id", "at", "timestamp", "status",
-    "reason", "error", "title", "description", "level", "event_type", "tool_name", "step_id",
-    "record_id", "evaluator_id", "metric_name", "metric_unit", "aggregation_level", "file",
-})
-"""Top-level body fields that are text or null in every kind (projections keep them in TEXT columns)."""
-
-INT_FIELDS = frozenset({"replicate", "seed", "line", "offset"})
-"""Top-level body fields that are 64-bit integers or null in every kind."""
-
-TIME_FIELDS = frozenset({"at", "timestamp"})
-"""Top-level body fields that are ISO-8601 times: ledgers order and compare by them."""
-
 INT64 = (-(2**63), 2**63 - 1)
-
-REQUIRED_TEXT: dict[str, tuple[str, ...]] = {
-    "study_registered": ("study_id",),
-    "run_registered": ("run_id",),
-    "run_status_changed": ("run_id", "status"),
-    "provenance_captured": ("run_id",),
-    "condition_registered": ("study_id", "condition_id"),
-}
-"""Fields a kind's body must have as non-empty text: the ids its projection rows are keyed by."""
-_TYPED_FIELDS = TEXT_FIELDS | INT_FIELDS
-
-
-def misfit_fields(body: dict[str, Any]) -> list[str]:
-    """Top-level fields whose value has the wrong type for its name (see TEXT/INT_FIELDS), sorted."""
-    wrong = []
-    for key in _TYPED_FIELDS.intersection(body):
-        value = body[key]
-        if value is None:
-            continue
-        if key in TEXT_FIELDS:
-            if not isinstance(value, str):
-                wrong.append(key)
-        elif isinstance(value, bool) or not isinstance(value, int) or not INT64[0] <= value <= INT64[1]:
-            wrong.append(key)
-    return sorted(wrong)
 
 
 class EventKind(StrEnum):
@@ -87,6 +50,320 @@ class EventKind(StrEnum):
     CONDITION_REGISTERED = "condition_registered"
     LINE_REJECTED = "line_rejected"
     AUDIT_RECORDED = "audit_recorded"
+
+
+# -- body shapes ------------------------------------------------------------------------
+#
+# One table says what every kind's body holds. Ingestion checks the bodies it is given
+# whole (own lines, a user's adapter output) and merge and restore check every body
+# against it before anything is appended; the fold reads a stored field its type refuses
+# as null (and flags it), so what a raw writer stored can never crash a reader.
+
+
+def type_name(value: Any) -> str:
+    """A value's JSON type, as a user who wrote JSON would call it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def is_unicode(text: str) -> bool:
+    """Whether text can be stored as text: UTF-8 has no lone UTF-16 surrogates."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def is_time(value: Any) -> bool:
+    """An ISO-8601 time as ``datetime.fromisoformat`` reads it (ledgers compare by these)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_int64(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and INT64[0] <= value <= INT64[1]
+
+
+@dataclass(frozen=True, slots=True)
+class ValueType:
+    """What a body field may hold.
+
+    Attributes:
+        name: How a reason says it ("text", "a 64-bit integer").
+        accepts: Whether a decoded value is one.
+        shape: For an object with fields of its own, their :class:`Shape`.
+    """
+
+    name: str
+    accepts: Callable[[Any], bool]
+    shape: Shape | None = None
+    plain: type | None = None
+    """Values of exactly this type are accepted without calling ``accepts`` (text: when
+    ASCII, and not empty where it must not be): the common case costs no call."""
+
+
+_ABSENT = object()
+_STATUSES = frozenset(status.value for status in RunStatus)
+_LEVELS = frozenset(level.value for level in ObservationLevel)
+
+# Each check is one call (every stored event is checked as it is folded): ASCII text, the
+# common case, never reaches the Unicode check.
+TEXT = ValueType("text", lambda v: isinstance(v, str) and (v.isascii() or is_unicode(v)), plain=str)
+ID = ValueType("non-empty text", lambda v: isinstance(v, str) and v != "" and (v.isascii() or is_unicode(v)),
+               plain=str)
+INT = ValueType("a 64-bit integer", _is_int64)
+BOOL = ValueType("true or false", lambda v: isinstance(v, bool), plain=bool)
+TIME = ValueType("an ISO-8601 time", is_time)
+OBJECT = ValueType("an object", lambda v: isinstance(v, dict), plain=dict)
+LIST = ValueType("a list", lambda v: isinstance(v, list), plain=list)
+ANY = ValueType("any JSON value", lambda v: True)
+VALUE = ValueType("a number, text, true, false, an object or a list",
+                  lambda v: _is_int64(v) if isinstance(v, int) and not isinstance(v, bool)
+                  else (v.isascii() or is_unicode(v)) if isinstance(v, str) else True)
+"""A value a projection keeps in a column as it is (a metric): integers must fit SQLite's."""
+STATUS = ValueType(f"a run status ({', '.join(sorted(_STATUSES))})", lambda v: v in _STATUSES)
+LEVEL = ValueType(f"an observation level ({', '.join(sorted(_LEVELS))})", lambda v: v in _LEVELS)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The fields of a body (or of an object inside one).
+
+    Required fields must be present with a value of their type; optional fields may be
+    absent or null. Other keys are kept and read by nothing, so they may hold anything.
+    ``rule`` checks what types cannot say (a seed policy SeedPolicy accepts).
+    """
+
+    required: Mapping[str, ValueType]
+    optional: Mapping[str, ValueType]
+    rule: Callable[[dict[str, Any]], str | None] | None = None
+    _checked: tuple[tuple[str, Callable[[Any], bool], ValueType, bool, type | None], ...] = field(
+        init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # (key, check, type, nullable) of every field a value can be wrong for, flat:
+        # misfits runs for every event ingested and every event folded.
+        checked = tuple((key, kind.accepts, kind, nullable, kind.plain)
+                        for fields, nullable in ((self.required, False), (self.optional, True))
+                        for key, kind in fields.items() if kind is not ANY)
+        object.__setattr__(self, "_checked", checked)
+
+    def misfits(self, body: dict[str, Any]) -> list[tuple[str, str]]:
+        """``(field, why)`` for every field present whose value its type refuses."""
+        found = []
+        for key, accepts, kind, nullable, plain in self._checked:
+            value = body.get(key, _ABSENT)
+            if value is _ABSENT or (value is None and nullable):
+                continue
+            if type(value) is plain and (not isinstance(value, str) or (value.isascii() and (value != "" or kind is TEXT))):
+                continue
+            if not accepts(value):
+                found.append((key, _refusal(key, kind, value, nullable)))
+        return found
+
+    def problems(self, body: dict[str, Any]) -> list[str]:
+        """Why the body does not have this shape (empty when it does)."""
+        found = [f"needs '{key}' as {kind.name}" for key, kind in self.required.items() if key not in body]
+        found.extend(why for _, why in self.misfits(body))
+        if not found and self.rule is not None:
+            broken = self.rule(body)
+            if broken:
+                found.append(broken)
+        return found
+
+    def as_type(self, name: str) -> ValueType:
+        """This shape as the type of a field holding an object of it."""
+        return ValueType(name, lambda v: isinstance(v, dict) and not self.problems(v), self)
+
+
+def _refusal(key: str, kind: ValueType, value: Any, nullable: bool) -> str:
+    """Why ``value`` cannot be field ``key``, in the words a writer of JSON would use."""
+    if kind.shape is not None and isinstance(value, dict):
+        return f"'{key}' {kind.shape.problems(value)[0]}"
+    if isinstance(value, str):
+        if kind is TIME:
+            return f"'{key}' {value[:40]!r} is not an ISO-8601 time"
+        if kind in (STATUS, LEVEL):
+            return f"{key} {value[:40]!r} is not {kind.name}"
+        if not is_unicode(value):
+            return f"'{key}' holds a lone UTF-16 surrogate, which is not valid Unicode"
+    return f"'{key}' must be {kind.name}{' or null' if nullable else ''}, not {type_name(value)}"
+
+
+def _study_rules(body: dict[str, Any]) -> str | None:
+    """A study's seed policy and run budget must be what SeedPolicy and RunBudget accept:
+    ``register_run`` builds them from what the ledger stores."""
+    for key, kind in (("seed_policy", SeedPolicy), ("run_budget", RunBudget)):
+        value = body.get(key)
+        if value is None:
+            continue
+        try:
+            kind(**value)
+        except (TypeError, ValueError) as exc:
+            return f"'{key}' is not a valid {kind.__name__}: {exc}"
+    return None
+
+
+PROVENANCE_SHAPE = Shape(
+    required={},
+    optional={"captured_at": TEXT, "host": TEXT, "platform": TEXT, "python_version": TEXT, "git_sha": TEXT,
+              "package_versions": OBJECT, "extra": ANY},
+)
+HEAD_SHAPE = Shape(required={"seq": INT, "chain": TEXT}, optional={})
+_IDS = {"study_id": TEXT, "run_id": TEXT}
+
+BODY_SHAPES: dict[str, Shape] = {
+    "study_registered": Shape(
+        required={"study_id": ID},
+        optional={"title": TEXT, "description": TEXT, "seed_policy": OBJECT, "run_budget": OBJECT,
+                  "extra": OBJECT, "at": TIME},
+        rule=_study_rules,
+    ),
+    "condition_registered": Shape(
+        required={"study_id": ID, "condition_id": ID},
+        optional={"factors": OBJECT, "blocks": OBJECT, "admissible": BOOL, "constraint_messages": LIST,
+                  "assignment_meta": OBJECT},
+    ),
+    "run_registered": Shape(
+        required={"run_id": ID},
+        optional={"study_id": TEXT, "condition_id": TEXT, "replicate": INT, "agent_id": TEXT,
+                  "problem_id": TEXT, "seed": INT, "at": TIME},
+    ),
+    "run_status_changed": Shape(
+        required={"run_id": ID, "status": STATUS},
+        optional={"study_id": TEXT, "reason": TEXT, "error": TEXT, "at": TIME, "result": OBJECT},
+    ),
+    "provenance_captured": Shape(
+        required={"run_id": ID},
+        optional={"study_id": TEXT, "provenance": PROVENANCE_SHAPE.as_type("an object"), "at": TIME},
+    ),
+    "observation_recorded": Shape(
+        required={"timestamp": TIME, "record_id": ID, "event_type": ID},
+        optional={"text": TEXT, "session_id": TEXT, "actor_id": TEXT, "meta_json": OBJECT, "level": LEVEL,
+                  **_IDS, "condition_id": TEXT, "trial_id": TEXT, "step_id": TEXT, "tool_name": TEXT,
+                  "evaluation_id": TEXT},
+    ),
+    "evaluation_recorded": Shape(
+        required={},
+        optional={**_IDS, "evaluator_id": TEXT, "metric_name": TEXT, "metric_value": VALUE, "metric_unit": TEXT,
+                  "aggregation_level": TEXT, "notes_json": ANY},
+    ),
+    "line_rejected": Shape(
+        required={"line": INT, "offset": INT, "reason": TEXT},
+        optional={"raw": TEXT, "raw_base64": TEXT, "raw_complete": BOOL, "length": INT, "sha256": TEXT,
+                  "prefix_sha256": TEXT, "file": TEXT},
+    ),
+    "audit_recorded": Shape(
+        required={"check": ID, "at": TIME},
+        optional={"ok": BOOL, "head": HEAD_SHAPE.as_type("an object"), "summary": OBJECT},
+    ),
+}
+"""Every kind's body: required and optional fields and their types (docs/events.md lists them)."""
+
+RECORDED_BY_STUDYLEDGER = frozenset({"line_rejected", "audit_recorded"})
+"""Kinds that state what studyledger itself did (a line it could not use, an audit it ran).
+Untrusted input (a drop-folder line, a user's adapter) may not state them: a forged
+rejection or audit would read as the ledger's own word. They arrive only from studyledger,
+or by merge and restore, which verify their source first."""
+
+
+def body_problems(kind: str, body: Any, text: str | None = None) -> list[str]:
+    """Why a body is not what its kind holds (empty when it is).
+
+    Args:
+        kind: The event kind.
+        body: The decoded body.
+        text: Its canonical JSON text, when known: a lone surrogate escaped inside it
+            (``\\udXXX``) sends every string of the body through the Unicode check, so
+            nothing that cannot be stored as text gets in, however deep.
+    """
+    shape = BODY_SHAPES.get(kind)
+    if shape is None:
+        return [f"unknown event kind {kind!r}"]
+    if not isinstance(body, dict):
+        return [f"{kind} body must be an object, not {type_name(body)}"]
+    problems = [f"{kind} body {why}" if why.startswith("needs") else f"{kind} {why}" for why in shape.problems(body)]
+    if not problems and (text is None or "\\ud" in text) and not _all_unicode(body):
+        problems.append(f"{kind} body holds a lone UTF-16 surrogate, which is not valid Unicode")
+    return problems
+
+
+def check_body(kind: str, body: Any, text: str | None = None) -> None:
+    """Refuse a body that is not what its kind holds (see :data:`BODY_SHAPES`).
+
+    Raises:
+        ValidationError: naming the first field that is wrong and why.
+    """
+    problems = body_problems(kind, body, text)
+    if problems:
+        raise ValidationError(problems[0])
+
+
+def misfit_fields(kind: str, body: dict[str, Any]) -> list[str]:
+    """Fields of a stored body whose value its kind's type refuses (read them as null)."""
+    shape = BODY_SHAPES.get(kind)
+    return [] if shape is None else [key for key, _ in shape.misfits(body)]
+
+
+def readable_body(kind: str, body: Any) -> dict[str, Any]:
+    """A stored body as readers may use it: fields of the wrong type read as null.
+
+    What a raw writer stored is only as good as the writer; readers of raw bodies (the
+    recorded audits, the fold) go through here so that no stored value crashes them.
+    """
+    if not isinstance(body, dict):
+        return {}
+    wrong = misfit_fields(kind, body)
+    return {**body, **dict.fromkeys(wrong)} if wrong else body
+
+
+def has_lone_surrogate(text: str) -> bool:
+    """Whether canonical JSON text escapes a lone UTF-16 surrogate anywhere (``\\ud800``).
+
+    Canonical text is ASCII, so such a body can be stored, but SQLite's JSON functions
+    turn the escape into bytes that are not UTF-8, which no reader can decode.
+    """
+    if "\\ud" not in text:
+        return False
+    try:
+        return not _all_unicode(json.loads(text))
+    except (ValueError, RecursionError):
+        return False
+
+
+def _all_unicode(value: Any) -> bool:
+    """Every string in a value, keys included, is valid Unicode (walked without recursion)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not is_unicode(item):
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
 
 
 # Built once: json.dumps with non-default options builds a new encoder on every call, which
@@ -156,8 +433,10 @@ def event_id_for(kind: str, body_json: str) -> str:
     Equal to ``hash_identifier("evt", {"body": body, "kind": kind}, length=32)``; written
     out so the body is not serialised a second time on the hot path.
     """
-    payload = '{"body":' + body_json + ',"kind":' + _kind_json(kind) + "}"
-    return "evt-" + hashlib.sha256(payload.encode("utf-8")).hexdigest()[:EVENT_ID_LENGTH]
+    digest = hashlib.sha256(b'{"body":')
+    digest.update(body_json.encode("utf-8"))
+    digest.update(f',"kind":{_kind_json(kind)}}}'.encode("utf-8"))
+    return "evt-" + digest.hexdigest()[:EVENT_ID_LENGTH]
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,9 +486,15 @@ class StoredEvent:
         return value
 
     def to_dict(self) -> dict[str, Any]:
-        """The row as a plain mapping with the body decoded (NaN tags turned back to floats)."""
+        """The row as a plain mapping with the body decoded (NaN tags turned back to floats).
+
+        A body that is not JSON (only a raw writer can store one) stays the text it is.
+        """
         row = {name: getattr(self, name) for name in EVENT_COLUMNS}
-        row["body"] = from_canonical(self.data)
+        try:
+            row["body"] = from_canonical(self.data)
+        except (ValueError, RecursionError):
+            pass
         return row
 
 

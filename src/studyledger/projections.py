@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from .events import REQUIRED_TEXT, EventKind, StoredEvent, canonical_body, misfit_fields, parse_instant
+from .events import BODY_SHAPES, EventKind, StoredEvent, canonical_body, misfit_fields, parse_instant
 from .schema import (
     STATUS_PRECEDENCE,
     TERMINAL_STATUSES,
@@ -36,7 +36,7 @@ from .schema import (
     shown_status,
 )
 
-PROJECTION_VERSION = "5"
+PROJECTION_VERSION = "6"
 
 ANOMALY_SEVERITY: dict[str, ConstraintSeverity] = {
     "conflicting_outcome": ConstraintSeverity.ERROR,
@@ -307,11 +307,11 @@ class _Fold:
                 if not isinstance(body, dict):
                     raise ValueError("the body is not a JSON object")
                 body = _clean(self, event, body)
-                for key in REQUIRED_TEXT.get(event.kind, ()):
-                    if not body.get(key):
+                for key in BODY_SHAPES[event.kind].required:
+                    if body.get(key) is None:
                         raise ValueError(f"its body has no {key!r}")
                 handler(self, event, body)
-            except (ValueError, KeyError, TypeError, AttributeError, sqlite3.InterfaceError,
+            except (ValueError, KeyError, TypeError, AttributeError, OverflowError, sqlite3.InterfaceError,
                     sqlite3.ProgrammingError) as exc:
                 # Binding errors mean a value SQLite cannot store (an object where text
                 # belongs); a failed statement leaves no row, so the fold stays consistent.
@@ -345,19 +345,25 @@ class _Fold:
 
 
 def _clean(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> dict[str, Any]:
-    """The body with top-level fields of the wrong type read as null, each flagged.
+    """The body with fields its kind's shape refuses (events.BODY_SHAPES) read as null, each flagged.
 
     Projections keep these fields in typed columns and compare them (times, ids); a number
     where a time belongs would otherwise be stored as text by SQLite's column affinity in one
-    batch and compared as a number in the next, and rebuilds would disagree.
+    batch and compared as a number in the next, and rebuilds would disagree; and every
+    reader of the tables may then rely on the shape (factors is an object, a head has a seq).
     """
-    wrong = misfit_fields(body)
+    wrong = misfit_fields(event.kind, body)
     if not wrong:
         return body
     for key in wrong:
         fold.anomaly(event, event.run_id, "invalid_field",
-                     f"{event.kind} field {key!r} has the wrong type ({type(body[key]).__name__}); read as null")
+                     f"{event.kind} field {key!r} is not {_wanted(event.kind, key)}; read as null")
     return {**body, **dict.fromkeys(wrong)}
+
+
+def _wanted(kind: str, key: str) -> str:
+    shape = BODY_SHAPES[kind]
+    return (shape.required.get(key) or shape.optional[key]).name
 
 
 def _upsert(conn: sqlite3.Connection, table: str, key: str, rows: Iterable[dict[str, Any]]) -> None:

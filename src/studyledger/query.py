@@ -420,84 +420,159 @@ def run_duration(run: Row, now: datetime | None = None, stale_after: float | Non
 
 # -- metrics, conditions and their figures -----------------------------------------------
 
-MetricValue = float | int | bool | str | None
+RUN_METRIC_PREFIX = "run:"
+"""The prefix of a run metric whose name an evaluator of the same study also writes.
+
+A run has two kinds of metrics: its evaluators' outputs (upstream's evaluations.csv) and
+the runner's ``metrics`` (upstream's run.json ``observed.metrics``: ``latency_s``,
+``cost_usd``, ``input_tokens``, ``output_tokens``, ``primary_outcome``, process counts and
+whatever the agent itself reported). When both have a name (upstream's agents may report
+an ``is_feasible`` that the problem's evaluator judges separately), neither hides the
+other: the evaluator's output keeps the name (it is the study's measurement, and what
+upstream's analyses read by metric name) and the runner's value is ``run:is_feasible``.
+Decided per study, so a name means the same thing in every run of a study.
+"""
+
+_EVALUATOR_COLUMNS = ("seq", "run_id", "condition_id", "status", "evaluator_id", "metric_name", "metric_unit",
+                      "aggregation_level")
+# The runner's metrics, one row per key, of runs whose record has a metrics object.
+_RUN_METRICS = ("FROM runs r, json_each(r.result, '$.metrics') j "
+                "WHERE r.result IS NOT NULL AND json_type(r.result, '$.metrics') = 'object'")
+
+
+def _run_scope(study_id: str | None, run_id: str | None) -> tuple[str, list[Any]]:
+    """An SQL condition on runs ``r`` (``1`` for every run) and its parameters."""
+    found = [(sql, value) for sql, value in (("r.study_id = ?", study_id), ("r.run_id = ?", run_id))
+             if value is not None]
+    return " AND ".join(sql for sql, _ in found) or "1", [value for _, value in found]
+
+
+def _study_key(study_id: str | None, run_id: str) -> tuple[str | None, str | None]:
+    """What metric names are decided per: the study, or the run itself when it has none."""
+    return (study_id, None if study_id is not None else run_id)
+
+
+def _evaluator_names(conn: sqlite3.Connection, study_id: str | None,
+                     run_id: str | None) -> dict[tuple[str | None, str | None], set[str]]:
+    """The metric names evaluators wrote, per :func:`_study_key`, for the runs in scope."""
+    if study_id is None and run_id is not None:
+        # A run's names are its study's: read every run of its study.
+        scope, params = "(r.run_id = ? OR r.study_id = (SELECT study_id FROM runs WHERE run_id = ?))", [run_id, run_id]
+    else:
+        scope, params = _run_scope(study_id, None)
+    names: dict[tuple[str | None, str | None], set[str]] = {}
+    for study, run, name in conn.execute(
+            f"SELECT DISTINCT r.study_id, r.run_id, v.metric_name FROM evaluations v "
+            f"JOIN runs r ON r.run_id = v.run_id WHERE v.metric_name IS NOT NULL AND {scope}", params):
+        names.setdefault(_study_key(study, run), set()).add(name)
+    return names
 
 
 def metric_values(conn: sqlite3.Connection, *, study_id: str | None = None,
                   run_id: str | None = None) -> list[Row]:
-    """Every evaluator output of a study's (or one run's) runs, in sequence order.
+    """Every metric value of a study's (or one run's, or every) run: evaluator outputs in
+    sequence order, then the runner's metrics in the order runs were registered.
 
-    Values are read from the event bodies, so they are what the evaluator wrote: a boolean
-    stays a boolean (the projection's column holds it as 0/1), and NaN and Infinity come
-    back as floats, never as null.
+    Evaluator outputs are read from the event bodies, so they are what the evaluator
+    wrote: a boolean stays a boolean (the projection's column holds it as 0/1), and NaN and
+    Infinity come back as floats, never as null. The runner's metrics are those of its
+    record of the run's latest attempt (the run's ``result``), decoded the same way.
 
     Returns:
-        ``{"seq", "run_id", "condition_id", "status", "evaluator_id", "metric_name",
-        "metric_unit", "aggregation_level", "value"}`` per output.
+        ``{"seq" (the evaluation's event; None for a runner's metric), "run_id",
+        "condition_id", "status", "source" (``evaluator`` or ``run``), "name" (what figures
+        call it: the recorded name, or ``run:NAME``, see :data:`RUN_METRIC_PREFIX`),
+        "evaluator_id", "metric_name" (as recorded), "metric_unit", "aggregation_level",
+        "value"}`` per value.
     """
-    found_in = [(sql, value) for sql, value in (("r.study_id = ?", study_id), ("v.run_id = ?", run_id))
-                if value is not None]
-    where = f"WHERE {' AND '.join(sql for sql, _ in found_in)}" if found_in else ""
-    params = [value for _, value in found_in]
+    scope, params = _run_scope(study_id, run_id)
     found = []
     for values in conn.execute(
         f"SELECT v.seq, v.run_id, r.condition_id, r.status, v.evaluator_id, v.metric_name, v.metric_unit, "
         f"v.aggregation_level, json_extract(e.body, '$.metric_value'), json_type(e.body, '$.metric_value') "
         f"FROM evaluations v JOIN runs r ON r.run_id = v.run_id JOIN events e ON e.seq = v.seq "
-        f"{where} ORDER BY v.seq", params):
+        f"WHERE {scope} ORDER BY v.seq", params):
         *head, raw, kind = values
-        row = dict(zip(("seq", "run_id", "condition_id", "status", "evaluator_id", "metric_name", "metric_unit",
-                        "aggregation_level"), head, strict=True))
-        row["value"] = _metric_value(raw, kind)
+        row = dict(zip(_EVALUATOR_COLUMNS, head, strict=True))
+        row.update(source="evaluator", name=row["metric_name"], value=_metric_value(raw, kind))
         found.append(row)
+    taken = _evaluator_names(conn, study_id, run_id)
+    for run, study, condition, status, key, raw, kind in conn.execute(
+            f"SELECT r.run_id, r.study_id, r.condition_id, r.status, j.key, j.value, j.type {_RUN_METRICS} "
+            f"AND {scope} ORDER BY r.first_seq, j.id", params):
+        name = RUN_METRIC_PREFIX + key if key in taken.get(_study_key(study, run), ()) else key
+        found.append({"seq": None, "run_id": run, "condition_id": condition, "status": status, "source": "run",
+                      "name": name, "evaluator_id": None, "metric_name": key, "metric_unit": None,
+                      "aggregation_level": "run", "value": _metric_value(raw, kind)})
     return found
 
 
 def _metric_value(raw: Any, kind: str | None) -> Any:
-    """A value as json_extract/json_type read it from a body, decoded as the body meant it.
-
-    A number is taken by its type, not by how the database returned it: PostgreSQL's
-    json_extract returns text (docs/store.md).
-    """
+    """A value as json_extract/json_type (or json_each) read it, decoded as the body meant it."""
     if kind in ("true", "false"):
         return kind == "true"
     if kind in ("object", "array"):
         return from_canonical(json.loads(raw))
-    if kind in ("integer", "real") and isinstance(raw, str):
-        return int(raw) if kind == "integer" else float(raw)
     return raw
 
 
 def run_metrics(conn: sqlite3.Connection, *, study_id: str | None = None,
                 run_id: str | None = None) -> dict[str, dict[str, Any]]:
-    """``{run_id: {metric name: value}}``: each run's latest value of each metric.
+    """``{run_id: {metric name: value}}``: each run's latest value of each metric, by the
+    names of :func:`metric_values` (evaluator outputs and the runner's metrics).
 
     Two evaluators writing one metric name: the later output counts.
     """
     table: dict[str, dict[str, Any]] = {}
     for row in metric_values(conn, study_id=study_id, run_id=run_id):
-        if row["metric_name"] is not None:
-            table.setdefault(row["run_id"], {})[row["metric_name"]] = row["value"]
+        if row["name"] is not None:
+            table.setdefault(row["run_id"], {})[row["name"]] = row["value"]
     return table
 
 
-def metric_names(conn: sqlite3.Connection, study_id: str) -> list[str]:
-    """The metric names a study's runs have values for, in the order they first appeared."""
-    return [name for (name,) in conn.execute(
+def _metric_catalogue(conn: sqlite3.Connection, study_id: str) -> list[tuple[str, str, str]]:
+    """``(name, source, recorded name)`` of every metric a study's runs have values for:
+    evaluator outputs in the order they first appeared, then the runner's metrics by name."""
+    evaluated = [name for (name,) in conn.execute(
         "SELECT v.metric_name FROM evaluations v JOIN runs r ON r.run_id = v.run_id "
         "WHERE r.study_id = ? AND v.metric_name IS NOT NULL GROUP BY v.metric_name ORDER BY min(v.seq)",
         (study_id,))]
+    recorded = [key for (key,) in conn.execute(
+        f"SELECT DISTINCT j.key {_RUN_METRICS} AND r.study_id = ? ORDER BY j.key", (study_id,))]
+    taken = set(evaluated)
+    return ([(name, "evaluator", name) for name in evaluated]
+            + [(RUN_METRIC_PREFIX + key if key in taken else key, "run", key) for key in recorded])
+
+
+def metric_names(conn: sqlite3.Connection, study_id: str) -> list[str]:
+    """The metric names a study's runs have values for: evaluator outputs in the order they
+    first appeared, then the runner's metrics by name (see :data:`RUN_METRIC_PREFIX`)."""
+    return [name for name, _, _ in _metric_catalogue(conn, study_id)]
 
 
 def primary_metric(conn: sqlite3.Connection, study_id: str) -> str | None:
-    """The metric a study is judged by: its declared primary outcome when runs have values
-    for it, else the first metric its runs recorded (upstream's ``primary_outcome`` is the
-    run's first evaluator metric), else None."""
-    names = metric_names(conn, study_id)
-    declared = _primary_outcome(study(conn, study_id))
-    if declared is not None and declared in names:
-        return declared
-    return names[0] if names else None
+    """The metric a study is judged by, or None when its runs have no metric.
+
+    Its declared primary outcome (upstream's study.yaml ``outcomes``, the one with
+    ``primary: true``) when runs have values for it: an outcome of ``source_table: runs``
+    is the runner's metric named by its ``column`` (upstream's ``primary_outcome`` column
+    is ``metrics.primary_outcome``), any other an evaluator's metric of its name. Without
+    one, the runner's ``primary_outcome`` (upstream's runs.csv column: the run's first
+    evaluator value), else the first metric an evaluator recorded, else the first name.
+    """
+    catalogue = _metric_catalogue(conn, study_id)
+    outcome = declared_primary_outcome(study(conn, study_id))
+    wanted: list[tuple[str, Any]] = [("run", "primary_outcome"), ("evaluator", None)]
+    if outcome is not None:
+        name, column = outcome.get("name"), outcome.get("column")
+        by_table = [("run", column), ("run", name), ("evaluator", name), ("evaluator", column)]
+        declared = by_table if outcome.get("source_table") == "runs" else by_table[2:] + by_table[:2]
+        wanted = [(source, recorded) for source, recorded in declared if isinstance(recorded, str)] + wanted
+    for source, recorded in wanted:
+        for name, found_source, found_recorded in catalogue:
+            if found_source == source and recorded in (None, found_recorded):
+                return name
+    return catalogue[0][0] if catalogue else None
 
 
 def _decoded(text: Any) -> Any:
@@ -510,13 +585,82 @@ def _decoded(text: Any) -> Any:
         return None
 
 
-def _primary_outcome(row: Row | None) -> str | None:
+def declared_primary_outcome(row: Row | None) -> Row | None:
+    """A study's primary outcome as its study.yaml declared it (``name``, ``source_table``,
+    ``column``...), or None when it declared none."""
     extra = _decoded(row.get("extra")) if row else None
     outcomes = extra.get("outcomes") if isinstance(extra, dict) else None
     for outcome in outcomes if isinstance(outcomes, list) else []:
-        if isinstance(outcome, dict) and outcome.get("primary") and isinstance(outcome.get("name"), str):
-            return str(outcome["name"])
+        if isinstance(outcome, dict) and outcome.get("primary") is True and isinstance(outcome.get("name"), str):
+            return outcome
     return None
+
+
+def run_result(run: Row) -> Row | None:
+    """The runner's record of a run's latest attempt (its ``result``), decoded, or None.
+
+    ``metrics``, ``outputs``, ``latency_s``, execution metadata, trace and artifact
+    references and provenance, with the ``status``, ``reason``, ``error`` and ``at`` of the
+    outcome it came with (docs/events.md); NaN and Infinity as floats.
+    """
+    found = _decoded(run.get("result"))
+    return from_canonical(found) if isinstance(found, dict) else None
+
+
+def run_latencies(conn: sqlite3.Connection, *, study_id: str | None = None, run_id: str | None = None,
+                  condition_id: str | None = None) -> dict[str, float]:
+    """``{run_id: seconds}`` of the ended runs in scope: the runner's own ``latency_s`` when
+    it recorded one, else end minus start by the ledger's times.
+
+    The runner measures with a monotonic clock and writes times to the second, so its
+    latency is the figure to trust: a 60 ms run that crossed a second boundary is 1.0 s by
+    its times.
+    """
+    scope, params = _run_scope(study_id, run_id)
+    if condition_id is not None:
+        scope, params = f"{scope} AND r.condition_id = ?", [*params, condition_id]
+    latencies: dict[str, float] = {}
+    for row in rows(conn.execute(
+            f"SELECT r.run_id, r.status, r.started_at, r.ended_at, "
+            f"CASE WHEN json_type(r.result, '$.latency_s') IN ('integer', 'real') "
+            f"THEN json_extract(r.result, '$.latency_s') END AS latency "
+            f"FROM runs r WHERE r.ended_at IS NOT NULL AND {scope}", params)):
+        seconds = row["latency"] if row["latency"] is not None else run_duration(row)
+        if seconds is not None:
+            latencies[row["run_id"]] = float(seconds)
+    return latencies
+
+
+_TOKENS = ("total_tokens", "input_tokens", "output_tokens")
+
+
+def resource_values(conn: sqlite3.Connection, study_id: str, condition_id: str | None = None) -> dict[str, list[float]]:
+    """What a study's (or one condition's) runs cost, from the runner's records.
+
+    Returns:
+        ``{"latency_s": [...], "cost_usd": [...], "tokens": [...]}``, one value per run that
+        has it: :func:`run_latencies`; the runner's ``metrics.cost_usd``; its
+        ``metrics.total_tokens``, else ``input_tokens`` plus ``output_tokens`` (upstream's
+        names). Only numbers count (a boolean or NaN is not a cost); an empty list means
+        no run recorded that figure.
+    """
+    scope, params = _run_scope(study_id, None)
+    if condition_id is not None:
+        scope, params = f"{scope} AND r.condition_id = ?", [*params, condition_id]
+    numbers = ", ".join(f"CASE WHEN json_type(r.result, '$.metrics.{key}') IN ('integer', 'real') "
+                        f"THEN json_extract(r.result, '$.metrics.{key}') END"
+                        for key in ("cost_usd", *_TOKENS))
+    found: dict[str, list[float]] = {"latency_s": [], "cost_usd": [], "tokens": []}
+    for cost, total, tokens_in, tokens_out in conn.execute(
+            f"SELECT {numbers} FROM runs r WHERE r.result IS NOT NULL AND {scope}", params):
+        if cost is not None:
+            found["cost_usd"].append(float(cost))
+        if total is not None:
+            found["tokens"].append(float(total))
+        elif tokens_in is not None or tokens_out is not None:
+            found["tokens"].append(float((tokens_in or 0) + (tokens_out or 0)))
+    found["latency_s"] = list(run_latencies(conn, study_id=study_id, condition_id=condition_id).values())
+    return found
 
 
 # Student's t at 97.5% for 1..30 degrees of freedom; beyond, a Cornish-Fisher expansion
@@ -625,7 +769,7 @@ def condition_summaries(conn: sqlite3.Connection, study_id: str,
         ``{"condition_id", "factors" (name -> level), "admissible" (None when unlisted),
         "runs_by_status", "runs", "planned" (None when the budget is unknown),
         "success_rate" (successes of the runs that ended in success or failure, or None),
-        "metrics" (name -> :func:`summarize`), "duration_s" (summary of ended runs' durations),
+        "metrics" (name -> :func:`summarize`), "duration_s" (summary of the ended runs' :func:`run_latencies`),
         "last_activity"}`` per condition.
     """
     listed = rows(conn.execute(
@@ -636,6 +780,7 @@ def condition_summaries(conn: sqlite3.Connection, study_id: str,
     for row in listed:
         factors = _decoded(row["factors"])
         summaries[row["condition_id"]] = _new_condition(row["condition_id"], factors, bool(row["admissible"]))
+    latencies = run_latencies(conn, study_id=study_id)
     durations: dict[str, list[float]] = {}
     for run_row in runs(conn, study_id=study_id):
         key = run_row["condition_id"] or ""
@@ -645,7 +790,7 @@ def condition_summaries(conn: sqlite3.Connection, study_id: str,
         summary["runs"] += 1
         summary["last_activity"] = max(filter(None, (summary["last_activity"], run_row.get("last_activity"))),
                                        default=None)
-        seconds = run_duration(run_row) if run_row.get("ended_at") else None
+        seconds = latencies.get(run_row["run_id"])
         if seconds is not None:
             durations.setdefault(key, []).append(seconds)
     if values is None:
@@ -669,8 +814,8 @@ def condition_metric_values(conn: sqlite3.Connection, study_id: str) -> dict[str
     """``{condition_id: {metric: [each run's latest value]}}``, for distribution pictures."""
     table: dict[str, dict[str, dict[str, Any]]] = {}
     for row in metric_values(conn, study_id=study_id):
-        if row["metric_name"] is not None:
-            per_metric = table.setdefault(row["condition_id"] or "", {}).setdefault(row["metric_name"], {})
+        if row["name"] is not None:
+            per_metric = table.setdefault(row["condition_id"] or "", {}).setdefault(row["name"], {})
             per_metric[row["run_id"]] = row["value"]
     return {key: {name: list(by_run.values()) for name, by_run in metrics.items()} for key, metrics in table.items()}
 

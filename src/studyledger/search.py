@@ -58,7 +58,8 @@ SELECT seq,
        CASE kind WHEN 'observation_recorded' THEN 'observation'
                  WHEN 'line_rejected' THEN 'rejection' ELSE 'run_error' END
 FROM events
-WHERE seq > ? AND (kind IN ('observation_recorded', 'line_rejected')
+WHERE seq > ? AND json_valid(body) -- a body only a raw writer stored may not be JSON
+  AND (kind IN ('observation_recorded', 'line_rejected')
                    OR (kind = 'run_status_changed'
                        AND (json_extract(body, '$.error') IS NOT NULL OR json_extract(body, '$.status') = 'failed')))
 ORDER BY seq
@@ -66,8 +67,12 @@ ORDER BY seq
 
 
 def exists(conn: sqlite3.Connection) -> bool:
-    """Whether this ledger has a search index (built by a first search)."""
-    found = conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (STATE_TABLE,)).fetchone()
+    """Whether this connection has a search index: the ledger's (built by a first search)
+    or a temporary one (:func:`build_temporary`)."""
+    if not has_sqlite_json(conn):  # PostgreSQL finds a temporary table first by name
+        return bool(conn.execute("SELECT to_regclass(?) IS NOT NULL", (STATE_TABLE,)).fetchone()[0])
+    found = conn.execute("SELECT 1 FROM sqlite_master WHERE name = ? UNION ALL "
+                         "SELECT 1 FROM temp.sqlite_master WHERE name = ?", (STATE_TABLE, STATE_TABLE)).fetchone()
     return found is not None
 
 
@@ -112,6 +117,42 @@ def build(conn: sqlite3.Connection) -> int:
     return catch_up(conn)
 
 
+def build_temporary(conn: sqlite3.Connection) -> int:
+    """Build (or catch up) an index in the connection's temporary database, for a ledger
+    that cannot be written: a read-only file or folder, another user's ledger.
+
+    The ledger stays untouched (its connection is still ``mode=ro``); the index lives in
+    SQLite's temporary storage and goes with the connection, so every search through this
+    connection finds every event, and the next process builds it again. Costs what a first
+    search costs (one pass over the events).
+
+    Returns:
+        The number of events indexed.
+    """
+    if not has_sqlite_json(conn):
+        return _build_temporary_postgres(conn)
+    query_only = conn.execute("PRAGMA query_only").fetchone()[0]
+    # query_only forbids writing the temporary database too; the ledger itself is still
+    # protected by its read-only open.
+    conn.execute("PRAGMA query_only = OFF")
+    try:
+        conn.execute("BEGIN")
+        try:
+            if not exists(conn):
+                for ddl in _DDL:
+                    conn.execute(ddl.replace("CREATE VIRTUAL TABLE ", "CREATE VIRTUAL TABLE temp.")
+                                 .replace("CREATE TABLE ", "CREATE TABLE temp.")
+                                 .replace("INSERT INTO ", "INSERT INTO temp."))
+            added = catch_up(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.execute(f"PRAGMA query_only = {int(query_only)}")
+    return added
+
+
 @dataclass(frozen=True)
 class Filters:
     """What a search is narrowed to (None: anything)."""
@@ -151,7 +192,8 @@ def search(conn: sqlite3.Connection, text: str, *, filters: Filters = Filters(),
 
     Returns:
         ``{"seq", "kind", "run_id", "study_id", "status", "event_type", "tool_name",
-        "snippet"}`` per hit.
+        "snippet", "marks"}`` per hit; ``marks`` are the ``[start, end)`` character offsets
+        of the searched words in the snippet (:func:`marks`).
     """
     expression = _expression(text, filters)
     if expression is None or not exists(conn):
@@ -179,6 +221,7 @@ def search(conn: sqlite3.Connection, text: str, *, filters: Filters = Filters(),
             "tool_name": body.get("tool_name") if hit_kind == "observation" else None,
             "snippet": snippet(_searchable_text(hit_kind, body), words),
         })
+        hits[-1]["marks"] = marks(hits[-1]["snippet"], words)
     return hits
 
 
@@ -208,6 +251,23 @@ _PG_DDL = (
 _PG_INSERT = (f"INSERT INTO {INDEX_TABLE} (seq, kind, words) SELECT found.seq, found.kind, "
               "to_tsvector('simple', concat_ws(' ', found.body, found.event_type, found.tool)) FROM")
 _PG_ROWS_ALIAS = " AS found(seq, body, event_type, tool, kind)"
+
+
+def _build_temporary_postgres(conn: sqlite3.Connection) -> int:
+    """:func:`build_temporary` on PostgreSQL: temporary tables of this session, made in a
+    transaction that may write them (the session reads only; the reader role still cannot
+    write the ledger)."""
+    conn.execute("BEGIN READ WRITE")
+    try:
+        if not exists(conn):
+            for ddl in _PG_DDL:
+                conn.execute(ddl.replace("CREATE TABLE ", "CREATE TEMPORARY TABLE "))
+        added = catch_up(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return added
 
 
 def _matching(conn: sqlite3.Connection, text: str, expression: str) -> tuple[str, str, str]:
@@ -279,3 +339,24 @@ def snippet(text: str, words: list[str], width: int = SNIPPET_WIDTH) -> str:
     prefix = "…" if start > 0 else ""
     suffix = "…" if start + width < len(flat) else ""
     return f"{prefix}{window}{suffix}"
+
+
+def marks(text: str, words: list[str]) -> list[tuple[int, int]]:
+    """``[(start, end)]`` of each place in ``text`` where one of ``words`` begins a word,
+    case-folded as the index folds it, in order and not overlapping: where to highlight
+    the words in a snippet. (Diacritics the index ignores are not matched here.)"""
+    folded = text.casefold()
+    spans = sorted(
+        (found.start(), found.start() + len(word))
+        for word in {w.casefold() for w in words if w}
+        # Words are found as the index finds tokens: at the start of a word (and the last
+        # query word as a prefix, so no end boundary).
+        for found in re.finditer(rf"(?<!\w){re.escape(word)}", folded)
+    )
+    merged: list[tuple[int, int]] = []
+    for start, end in spans:
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged

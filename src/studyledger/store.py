@@ -5,7 +5,9 @@
 ``store_postgres.PostgresStore`` keeps a lab's ledger on a server. Guarantees:
 
 1. A stored event is never changed or removed: triggers refuse UPDATE and DELETE on
-   ``events``, even from a raw ``sqlite3`` session.
+   ``events``, even from a raw ``sqlite3`` session, and an INSERT that is not the next
+   seq with a new id (so ``INSERT OR REPLACE`` cannot delete a row, and no row lands
+   below seq 1, outside the chain).
 2. Sequence numbers are contiguous from 1 and give a total order.
 3. Appending an event whose id is stored is a no-op; the same id with a different body
    raises :class:`~studyledger.errors.EventConflictError`.
@@ -31,42 +33,45 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple, TypeVar
+from typing import Any, ClassVar, NamedTuple, NoReturn, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from .errors import (
     EventConflictError,
     LedgerBusyError,
     LedgerConnectionLost,
+    LedgerError,
+    LedgerFullError,
     LedgerMissingError,
     LedgerReadOnlyError,
     NewerLedgerError,
     NotALedgerError,
+    ValidationError,
 )
-from .events import EVENT_COLUMNS, NewEvent, StoredEvent
+from .events import EVENT_COLUMNS, NewEvent, StoredEvent, has_lone_surrogate
 
 APPLICATION = "studyledger"
-STORE_SCHEMA_VERSION = 1
+STORE_SCHEMA_VERSION = 2
 GENESIS_CHAIN = "0" * 64
 BUSY_TIMEOUT_MS = 5_000
 BEGIN_ATTEMPTS = 12
 _ID_LOOKUP_CHUNK = 500
 ATOMIC_ATTEMPTS = 5
+_JOIN_UP_TO = 1 << 16
 
 META_DDL = "CREATE TABLE ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 EVENTS_DDL = """CREATE TABLE events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id TEXT NOT NULL UNIQUE,
-    kind TEXT NOT NULL,
-    study_id TEXT,
-    run_id TEXT,
-    occurred_at TEXT,
-    recorded_at TEXT NOT NULL,
-    source TEXT NOT NULL,
-    body TEXT NOT NULL,
-    chain TEXT NOT NULL CHECK (length(chain) = 64)
-)"""
-"""The ledger's own tables, in SQLite's words (the PostgreSQL connection translates them)."""
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                    event_id TEXT NOT NULL UNIQUE,
+                    kind TEXT NOT NULL,
+                    study_id TEXT,
+                    run_id TEXT,
+                    occurred_at TEXT,
+                    recorded_at TEXT NOT NULL,
+                    source TEXT NOT NULL,
+                    body TEXT NOT NULL,
+                    chain TEXT NOT NULL CHECK (length(chain) = 64)
+                )"""
 
 TRIGGER_DDL = {
     "events_refuse_update": (
@@ -76,6 +81,16 @@ TRIGGER_DDL = {
     "events_refuse_delete": (
         "CREATE TRIGGER events_refuse_delete BEFORE DELETE ON events BEGIN "
         "SELECT RAISE(ABORT, 'studyledger events are append-only: DELETE refused'); END"
+    ),
+    # REPLACE deletes a conflicting row without firing delete triggers, and a row below
+    # seq 1 is outside every range verify and replay read: an insert must be the next seq
+    # with an id not stored yet, whatever its conflict clause.
+    "events_append_only": (
+        "CREATE TRIGGER events_append_only BEFORE INSERT ON events "
+        "WHEN NEW.seq IS NOT (SELECT coalesce(max(seq), 0) + 1 FROM events) "
+        "OR EXISTS (SELECT 1 FROM events WHERE event_id = NEW.event_id) BEGIN "
+        "SELECT RAISE(ABORT, 'studyledger events are append-only: an INSERT must add the next seq "
+        "with a new event id'); END"
     ),
 }
 TRIGGER_NAMES = tuple(TRIGGER_DDL)
@@ -126,8 +141,15 @@ def chain_hash(previous: str, row: Sequence[Any]) -> str:
             parts.append("-")
         else:
             text = str(value)
-            parts.append(f"{len(text.encode()) if not text.isascii() else len(text)}:{text}")
-    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
+            parts.append(f"{len(text) if text.isascii() else len(text.encode())}:{text}")
+    if len(parts[-1]) < _JOIN_UP_TO:
+        return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
+    # A body of megabytes is hashed part by part: joined, it would be copied twice more.
+    digest = hashlib.sha256(parts[0].encode("utf-8"))
+    for part in parts[1:]:
+        digest.update(b"\n")
+        digest.update(part.encode("utf-8"))
+    return digest.hexdigest()
 
 
 def read_head(conn: sqlite3.Connection) -> Head:
@@ -232,9 +254,23 @@ class Store(ABC):
     def tables(self) -> set[str]:
         """Names of the ledger's tables."""
 
+    events_ddl: ClassVar[str]
+    """The events table as this backend describes it (see :meth:`events_definition`)."""
+    trigger_ddl: ClassVar[dict[str, str]]
+    """The immutability triggers, by name, as :meth:`events_triggers` describes them."""
+
     @abstractmethod
+    def events_definition(self) -> str | None:
+        """The events table's definition as stored, in this backend's words (None: no table)."""
+
+    @abstractmethod
+    def events_triggers(self) -> dict[str, str]:
+        """Every trigger on ``events``, by name, with what defines it."""
+
     def missing_triggers(self) -> list[str]:
         """Names of the immutability triggers that are not installed."""
+        present = self.events_triggers()
+        return [name for name in self.trigger_ddl if name not in present]
 
     @abstractmethod
     def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
@@ -340,11 +376,16 @@ class Store(ABC):
         Raises:
             EventConflictError: an id is stored (or repeated in ``events``) with a
                 different body.
+            ValidationError: a body holds a lone UTF-16 surrogate (readers could not decode
+                what SQLite makes of it).
         """
         if not self.conn.in_transaction:
             raise RuntimeError("Store.append must run inside Store.transaction()")
         fresh: dict[str, NewEvent] = {}
         for event in events:
+            if has_lone_surrogate(event.body):
+                raise ValidationError(f"event {event.event_id} ({event.kind}, source {event.source}): its body "
+                                      "holds a lone UTF-16 surrogate, which is not valid Unicode")
             seen = fresh.get(event.event_id)
             if seen is None:
                 fresh[event.event_id] = event
@@ -391,7 +432,11 @@ class Store(ABC):
         run_id: str | None = None,
         batch: int = 5_000,
     ) -> Iterator[StoredEvent]:
-        """Events in sequence order, fetched in batches so memory stays flat."""
+        """Events in sequence order, fetched in batches so memory stays flat.
+
+        Rows are taken from the cursor one at a time, not a batch at once: with bodies of
+        many megabytes, a batch held whole would cost their sum.
+        """
         last = after
         while True:
             clauses = ["seq > ?"]
@@ -402,16 +447,18 @@ class Store(ABC):
             if run_id is not None:
                 clauses.append("run_id = ?")
                 params.append(run_id)
-            rows = self.conn.execute(
+            cursor = self.conn.execute(
                 f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE {' AND '.join(clauses)} "
                 f"ORDER BY seq LIMIT {int(batch)}",
                 params,
-            ).fetchall()
-            if not rows:
-                return
-            for row in rows:
+            )
+            found = 0
+            for row in cursor:
+                found += 1
+                last = row[0]
                 yield StoredEvent(*row)
-            last = rows[-1][0]
+            if not found:
+                return
 
     def event_count(self) -> int:
         """Number of stored events."""
@@ -430,6 +477,10 @@ class SQLiteStore(Store):
             mount can be read. Implies ``create=False``.
     """
 
+    backend = "sqlite"
+    events_ddl = EVENTS_DDL
+    trigger_ddl = TRIGGER_DDL
+
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True, readonly: bool = False) -> None:
         self.path: Path = Path(path)
         self.readonly = readonly
@@ -441,6 +492,8 @@ class SQLiteStore(Store):
             )
         if self.path.is_dir():
             raise NotALedgerError(f"{self.path}: is a directory, not a ledger file")
+        if not self.path.parent.is_dir():
+            raise LedgerMissingError(f"{self.path}: no folder {self.path.parent} to hold the ledger")
         self.conn = self._connect()
         try:
             self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -450,6 +503,12 @@ class SQLiteStore(Store):
             # The unique event_id index takes scattered inserts (its keys are hashes); a page
             # cache larger than the 2 MiB default keeps more of it in memory at ingest rates.
             self.conn.execute("PRAGMA cache_size = -65536")
+        except sqlite3.OperationalError as exc:
+            self.conn.close()
+            failure = None if readonly else self._write_failure(exc)
+            if failure is None:
+                raise NotALedgerError(f"{self.path}: not a studyledger ledger ({exc})") from None
+            raise failure from None
         except sqlite3.DatabaseError as exc:
             self.conn.close()
             raise NotALedgerError(f"{self.path}: not a studyledger ledger ({exc})") from None
@@ -462,7 +521,9 @@ class SQLiteStore(Store):
 
         A read-only connection to a WAL ledger needs its ``-shm`` file, which SQLite cannot
         create in a read-only folder; there nobody can be writing, so the file is opened
-        as immutable instead.
+        as immutable instead. Immutable, SQLite reads no write-ahead log: a ledger whose
+        ``-wal`` still holds transactions (its writer was killed) is refused rather than
+        shown as it was before them.
         """
         def connect(target: str | Path, uri: bool = False) -> sqlite3.Connection:
             return sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=False,
@@ -479,10 +540,18 @@ class SQLiteStore(Store):
                 conn.close()
                 if os.access(self.path.parent, os.W_OK):
                     raise
+                wal = Path(f"{self.path}-wal")
+                if wal.exists() and wal.stat().st_size > 0:
+                    raise LedgerError(
+                        f"{self.path}: its write-ahead log {wal.name} holds transactions SQLite cannot read "
+                        f"in this read-only folder (it would need to create {self.path.name}-shm); open it once "
+                        "where the folder can be written, or copy the ledger with its -wal") from None
                 self.read_uri += "&immutable=1"
                 conn = connect(self.read_uri, uri=True)
             conn.execute("PRAGMA query_only = ON")
             return conn
+        except LedgerError:
+            raise
         except sqlite3.Error as exc:
             raise NotALedgerError(f"{self.path}: not a studyledger ledger ({exc})") from None
 
@@ -518,12 +587,11 @@ class SQLiteStore(Store):
             self._create()
             return
         version = self._check_meta()
-        if version < STORE_SCHEMA_VERSION:
-            if self.readonly:
-                raise NotALedgerError(
-                    f"{self.path}: written by an older studyledger (ledger schema {version}); "
-                    "open it once with a writing command (`studyledger init`) to upgrade it"
-                )
+        if version < 1:
+            raise NotALedgerError(f"{self.path}: unknown ledger schema version {version}")
+        # Every older layout reads as this one does: a reader leaves it as it is (verify
+        # reports what it lacks), a writer upgrades it.
+        if version < STORE_SCHEMA_VERSION and not self.readonly:
             self._migrate(version)
 
     def _create(self) -> None:
@@ -541,20 +609,29 @@ class SQLiteStore(Store):
             self.created = True
 
     def _migrate(self, version: int) -> None:
-        """Bring an older ledger up to :data:`STORE_SCHEMA_VERSION`.
+        """Bring an older ledger up to :data:`STORE_SCHEMA_VERSION`, in one write transaction.
 
-        Version 1 is the first released schema, so there is nothing to migrate yet; each
-        later version adds one step here, applied in its own write transaction.
+        Version 2 added the ``events_append_only`` trigger. Another process may have
+        migrated meanwhile, so the version is read again under the write lock.
         """
-        raise NotALedgerError(f"{self.path}: unknown ledger schema version {version}")
+        with self.transaction():
+            current = int(self.meta().get("schema_version", "0"))
+            if current < 2:
+                self.conn.execute("DROP TRIGGER IF EXISTS events_append_only")
+                self.conn.execute(TRIGGER_DDL["events_append_only"])
+            if current < STORE_SCHEMA_VERSION:
+                self.set_meta("schema_version", str(STORE_SCHEMA_VERSION))
 
-    def missing_triggers(self) -> list[str]:
-        """Names of the immutability triggers that are not installed."""
+    def events_definition(self) -> str | None:
+        row = self.conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'events'").fetchone()
+        return None if row is None else str(row[0])
+
+    def events_triggers(self) -> dict[str, str]:
+        """Every trigger on ``events``, by name, with the SQL that created it."""
         rows = self.conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'events'"
+            "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'events'"
         )
-        present = {row[0] for row in rows}
-        return [name for name in TRIGGER_NAMES if name not in present]
+        return {str(name): str(sql) for name, sql in rows}
 
     # -- transactions ---------------------------------------------------------------
 
@@ -580,7 +657,7 @@ class SQLiteStore(Store):
                 break
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
-                    raise
+                    self._raise_write_failure(exc)
                 time.sleep(min(0.05 * 2**attempt, 1.0) * (0.5 + random.random()))
         else:
             raise LedgerBusyError(
@@ -588,11 +665,36 @@ class SQLiteStore(Store):
             )
         try:
             yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        else:
             self.conn.execute("COMMIT")
+        except BaseException as exc:
+            # SQLite may have rolled back already (a full disk does that).
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                self._raise_write_failure(exc)
+            raise
+
+    def _raise_write_failure(self, exc: sqlite3.OperationalError) -> NoReturn:
+        """Raise a write SQLite refused as an error that says what and where (``exc`` as it
+        is when it is none of those). Nothing of the refused transaction is kept: SQLite
+        rolls it back whole."""
+        described = self._write_failure(exc)
+        if described is None:
+            raise exc
+        raise described from exc
+
+    def _write_failure(self, exc: sqlite3.OperationalError) -> LedgerError | None:
+        """What a refused write means for the user, or None when it is not a known case."""
+        message = str(exc).lower()
+        if "readonly" in message or "read-only" in message or "unable to open" in message:
+            return LedgerReadOnlyError(f"{self.path}: cannot write the ledger ({exc}): the file or its folder "
+                                       "is read-only to this user; nothing was written")
+        if "full" in message:
+            return LedgerFullError(f"{self.path}: the disk is full ({exc}); nothing of this write was kept: "
+                                   "free space and run it again")
+        if "disk i/o error" in message:
+            return LedgerError(f"{self.path}: the disk refused a write ({exc}); nothing of this write was kept")
+        return None
 
     # -- writing --------------------------------------------------------------------
 

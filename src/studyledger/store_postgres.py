@@ -49,7 +49,7 @@ from .errors import (
     NotALedgerError,
 )
 from .events import EVENT_COLUMNS, StoredEvent
-from .store import EVENTS_DDL, META_DDL, STORE_SCHEMA_VERSION, DatabaseURL, Store
+from .store import EVENTS_DDL, META_DDL, DatabaseURL, Store
 
 CHANNEL = "studyledger"
 """The LISTEN/NOTIFY channel every write transaction signals on commit."""
@@ -71,11 +71,11 @@ MARK + MARK (a noncharacter, so real text almost never pays for it)."""
 _ESCAPES = {"0": "\x00", _MARK: _MARK}
 _UNESCAPE = re.compile(_MARK + "(.)", re.DOTALL)
 
-TRIGGERS = ("events_refuse_update", "events_refuse_delete", "events_refuse_truncate")
-
 # Functions with SQLite's names and meaning, so the projections' view and the queries run
 # as written (json_type answers in SQLite's words: text, integer, real, true, false, null,
-# object, array). json_extract parses with PostgreSQL's json type; text it cannot hold or parse
+# object, array). A function returns one type, so json_extract and json_each return text, and
+# mark a number (SQLite returns it as a number, true and false as 1 and 0) by the escape mark
+# and 'i' or 'r': the connection reads it back as an int or a float. json_extract parses with PostgreSQL's json type; text it cannot hold or parse
 # (\u0000, lone surrogates, the escape mark) takes the slow path, which escapes it as the
 # connection does, or gives NULL for a body PostgreSQL cannot read.
 SCHEMA_FUNCTIONS = r"""
@@ -84,39 +84,65 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT CASE WHEN path = '$' THEN '{}'::text[]
          ELSE string_to_array(regexp_replace(substr(path, 3), '\[(\d+)\]', '.\1', 'g'), '.') END
 $$;
+CREATE OR REPLACE FUNCTION sl_json_type(v json) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE json_typeof(v)
+    WHEN 'string' THEN 'text'
+    WHEN 'boolean' THEN v::text
+    WHEN 'number' THEN CASE WHEN v::text ~ '^-?[0-9]+$' THEN 'integer' ELSE 'real' END
+    ELSE json_typeof(v) END
+$$;
+CREATE OR REPLACE FUNCTION sl_json_value(v json, original json) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE json_typeof(v)
+    WHEN 'string' THEN v #>> '{}'
+    WHEN 'number' THEN U&'\FFFF' || CASE WHEN v::text ~ '^-?[0-9]+$' THEN 'i' ELSE 'r' END || v::text
+    WHEN 'boolean' THEN U&'\FFFF' || CASE WHEN v::text = 'true' THEN 'i1' ELSE 'i0' END
+    WHEN 'null' THEN NULL
+    ELSE original::text END
+$$;
 CREATE OR REPLACE FUNCTION sl_json_extract_slow(doc text, path text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE escaped text;
 BEGIN
-  doc := replace(doc, U&'\FFFF', U&'\FFFF\FFFF');
-  doc := regexp_replace(doc, '(?<!\\)((?:\\\\)*)\\u[fF]{4}', '\1\\uffff\\uffff', 'g');
-  doc := regexp_replace(doc, '(?<!\\)((?:\\\\)*)\\u0000', '\1\\uffff0', 'g');
-  RETURN (doc::json) #>> sl_json_path(path);
+  escaped := replace(doc, U&'\FFFF', U&'\FFFF\FFFF');
+  escaped := regexp_replace(escaped, '(?<!\\)((?:\\\\)*)\\u[fF]{4}', '\1\\uffff\\uffff', 'g');
+  escaped := regexp_replace(escaped, '(?<!\\)((?:\\\\)*)\\u0000', '\1\\uffff0', 'g');
+  RETURN sl_json_value((escaped::json) #> sl_json_path(path), (doc::json) #> sl_json_path(path));
 EXCEPTION WHEN others THEN
   RETURN NULL;
 END $$;
 CREATE OR REPLACE FUNCTION json_extract(doc text, path text) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
   SELECT CASE
-    WHEN strpos(doc, '\u') = 0 AND strpos(doc, U&'\FFFF') = 0 THEN (doc::json) #>> sl_json_path(path)
+    WHEN strpos(doc, '\u') = 0 AND strpos(doc, U&'\FFFF') = 0
+      THEN sl_json_value((doc::json) #> sl_json_path(path), (doc::json) #> sl_json_path(path))
     WHEN strpos(doc, U&'\FFFF') > 0 OR doc ~ '\\u(0000|[dD][89a-fA-F]|[fF]{4})'
       THEN sl_json_extract_slow(doc, path)
-    ELSE (doc::json) #>> sl_json_path(path) END
+    ELSE sl_json_value((doc::json) #> sl_json_path(path), (doc::json) #> sl_json_path(path)) END
 $$;
 CREATE OR REPLACE FUNCTION json_type(doc text, path text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$ SELECT sl_json_type((doc::json) #> sl_json_path(path)) $$;
+CREATE OR REPLACE FUNCTION json_each(doc text, path text)
+RETURNS TABLE (key text, value text, type text, id bigint)
 LANGUAGE sql IMMUTABLE AS $$
-  SELECT CASE json_typeof(v)
-    WHEN 'string' THEN 'text'
-    WHEN 'boolean' THEN v::text
-    WHEN 'number' THEN CASE WHEN v::text ~ '^-?[0-9]+$' THEN 'integer' ELSE 'real' END
-    ELSE json_typeof(v) END
-  FROM (SELECT (doc::json) #> sl_json_path(path) AS v) AS found
+  SELECT e.key, sl_json_value(e.value, e.value), sl_json_type(e.value), e.n
+  FROM (SELECT (doc::json) #> sl_json_path(path) AS v) AS found,
+       json_each(CASE WHEN json_typeof(found.v) = 'object' THEN found.v END) WITH ORDINALITY AS e(key, value, n)
+  UNION ALL
+  SELECT (e.n - 1)::text, sl_json_value(e.value, e.value), sl_json_type(e.value), e.n
+  FROM (SELECT (doc::json) #> sl_json_path(path) AS v) AS found,
+       json_array_elements(CASE WHEN json_typeof(found.v) = 'array' THEN found.v END) WITH ORDINALITY AS e(value, n)
 $$;
+CREATE OR REPLACE FUNCTION json_valid(doc text) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+  PERFORM doc::json;
+  RETURN true;
+EXCEPTION WHEN others THEN
+  RETURN false;
+END $$;
 CREATE OR REPLACE FUNCTION instr(haystack text, needle text) RETURNS integer
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT strpos(haystack, needle) $$;
-CREATE OR REPLACE FUNCTION sl_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  RAISE EXCEPTION 'studyledger events are append-only: % refused', TG_OP USING ERRCODE = 'restrict_violation';
-END $$;
 CREATE OR REPLACE FUNCTION sl_rowid(tbl text, col text) RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE found bigint;
 BEGIN
@@ -136,6 +162,28 @@ CREATE OR REPLACE VIEW sqlite_master AS
   WHERE c.relnamespace = current_schema()::regnamespace AND NOT g.tgisinternal AND g.tgenabled <> 'D';
 """
 
+REFUSE_CHANGE = """
+BEGIN
+  RAISE EXCEPTION 'studyledger events are append-only: % refused', TG_OP USING ERRCODE = 'restrict_violation';
+END """
+CHECK_APPEND = """
+DECLARE low bigint; high bigint; added bigint; before bigint;
+BEGIN
+  SELECT min(seq), max(seq), count(*) INTO low, high, added FROM new_rows;
+  IF added > 0 THEN
+    SELECT coalesce(max(seq), 0) INTO before FROM events WHERE seq < low;
+    IF low <> before + 1 OR high - low + 1 <> added OR EXISTS (SELECT 1 FROM events WHERE seq > high) THEN
+      RAISE EXCEPTION 'studyledger events are append-only: an INSERT must add the next seq with a new event id'
+        USING ERRCODE = 'restrict_violation';
+    END IF;
+  END IF;
+  RETURN NULL;
+END """
+"""The check behind SQLite's events_append_only trigger, once per statement (a COPY of
+5,000 rows costs three index lookups): the new rows must be the next seqs, contiguous.
+Ids are kept unique by the UNIQUE constraint, and PostgreSQL has no INSERT OR REPLACE."""
+TRIGGER_FUNCTIONS = {"sl_refuse_change": REFUSE_CHANGE, "sl_check_append": CHECK_APPEND}
+
 TRIGGER_DDL = {
     "events_refuse_update": "CREATE TRIGGER events_refuse_update BEFORE UPDATE ON events "
                             "FOR EACH ROW EXECUTE FUNCTION sl_refuse_change()",
@@ -143,7 +191,40 @@ TRIGGER_DDL = {
                             "FOR EACH ROW EXECUTE FUNCTION sl_refuse_change()",
     "events_refuse_truncate": "CREATE TRIGGER events_refuse_truncate BEFORE TRUNCATE ON events "
                               "FOR EACH STATEMENT EXECUTE FUNCTION sl_refuse_change()",
+    "events_append_only": "CREATE TRIGGER events_append_only AFTER INSERT ON events "
+                          "REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION sl_check_append()",
 }
+"""Written as PostgreSQL prints them back (``pg_get_triggerdef``), so verify can compare."""
+
+
+_EVENTS_DEFINITION = """SELECT
+  (SELECT string_agg(format('%I %s%s%s', a.attname, format_type(a.atttypid, a.atttypmod),
+                            CASE WHEN a.attcollation <> t.typcollation THEN ' COLLATE ' || quote_ident(c.collname) END,
+                            CASE WHEN a.attnotnull THEN ' NOT NULL' END), ', ' ORDER BY a.attnum)
+   FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid LEFT JOIN pg_collation c ON c.oid = a.attcollation
+   WHERE a.attrelid = to_regclass('events') AND a.attnum > 0 AND NOT a.attisdropped),
+  (SELECT string_agg(pg_get_constraintdef(oid), ', ' ORDER BY pg_get_constraintdef(oid))
+   FROM pg_constraint WHERE conrelid = to_regclass('events'))"""
+PG_EVENTS_TABLE = (
+    'events (seq bigint NOT NULL, event_id text COLLATE "C" NOT NULL, kind text COLLATE "C" NOT NULL, '
+    'study_id text COLLATE "C", run_id text COLLATE "C", occurred_at text COLLATE "C", '
+    'recorded_at text COLLATE "C" NOT NULL, source text COLLATE "C" NOT NULL, body text COLLATE "C" NOT NULL, '
+    'chain text COLLATE "C" NOT NULL) CHECK ((length(chain) = 64)), PRIMARY KEY (seq), UNIQUE (event_id)'
+)
+"""What :meth:`PostgresStore.events_definition` gives for the table :data:`EVENTS_DDL` creates."""
+
+
+def _trigger_definition(ddl: str, body: str) -> str:
+    """What verify compares for one trigger: its DDL and its function's code, spaces folded."""
+    return " ".join(f"{ddl} AS {body}".split())
+
+
+def _function_ddl(name: str, body: str) -> str:
+    return f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $${body}$$"
+
+
+TRIGGER_DEFINITIONS = {name: _trigger_definition(ddl, TRIGGER_FUNCTIONS[ddl.rsplit(" ", 1)[1].removesuffix("()")])
+                       for name, ddl in TRIGGER_DDL.items()}
 
 
 def escape_text(value: str) -> str:
@@ -162,10 +243,21 @@ def unescape_text(value: str) -> str:
     return _UNESCAPE.sub(lambda m: _ESCAPES.get(m.group(1), m.group(0)), value) if _MARK in value else value
 
 
+def _value(value: str) -> str | int | float:
+    """A text the server returned, as SQLite would return it: unescaped, or the number
+    json_extract marked as one."""
+    if value[:1] == _MARK and value[1:2] in _NUMBERS:
+        return _NUMBERS[value[1]](value[2:])
+    return unescape_text(value)
+
+
+_NUMBERS: dict[str, type[int] | type[float]] = {"i": int, "r": float}
+
+
 # -- SQLite's dialect -> PostgreSQL's ------------------------------------------------------
 
 _TOKENS = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|\?|%|\w+|\s+|.""", re.DOTALL)
-_CREATE_TABLE = re.compile(r"^\s*CREATE\s+TABLE\s+(IF\s+NOT\s+EXISTS\s+)?(\w+)\s*\((.*)\)\s*$",
+_CREATE_TABLE = re.compile(r"^\s*CREATE\s+(TEMP\s+|TEMPORARY\s+)?TABLE\s+(IF\s+NOT\s+EXISTS\s+)?(\w+)\s*\((.*)\)\s*$",
                            re.IGNORECASE | re.DOTALL)
 _INSERT = re.compile(r"^\s*INSERT\s+INTO\s+(\w+)\s*(?:\(([^)]*)\))?\s*VALUES\s*\(([\s?,]*)\)",
                      re.IGNORECASE)
@@ -178,7 +270,7 @@ _TYPES = {"INTEGER": "BIGINT", "INT": "BIGINT", "TEXT": 'TEXT COLLATE "C"', "REA
 class Statement(NamedTuple):
     """One SQLite statement as the connection runs it on PostgreSQL."""
 
-    kind: str  # "sql", "begin", "commit", "rollback", "data_version", "create_table"
+    kind: str  # "sql", "begin", "commit", "rollback", "data_version", "create_table", "table_info"
     text: str
     table: str | None = None  # the table an INSERT writes or a CREATE TABLE creates
     columns: tuple[str, ...] | None = None  # an INSERT's named columns (None: all, in order)
@@ -187,25 +279,32 @@ class Statement(NamedTuple):
     if_not_exists: bool = False
 
 
+_CONDITION_BEFORE = {"WHERE", "AND", "OR", "NOT", "ON", "HAVING"}
+_CONDITION_AFTER = {"", "AND", "OR", "ORDER", "GROUP", "LIMIT", "HAVING", ")", ";"}
+
+
 def _placeholders(text: str) -> str:
-    """``?`` -> ``%s``, ``%`` -> ``%%`` (literals too), and the column name ``offset`` quoted.
+    """``?`` -> ``%s``, ``%`` -> ``%%`` (literals too), the column name ``offset`` quoted,
+    and a bare ``1`` or ``0`` standing for a condition (``WHERE 1``) as TRUE or FALSE.
 
     ``offset`` is a keyword only right after ``LIMIT <value>``; anywhere else in the
     statements studyledger writes it names the column (reserved in PostgreSQL).
     """
-    out: list[str] = []
-    significant: list[str] = []
-    for token in _TOKENS.findall(text):
+    tokens = _TOKENS.findall(text)
+    significant = [i for i, token in enumerate(tokens) if not token.isspace()]
+    out = list(tokens)
+    for place, i in enumerate(significant):
+        token = tokens[i]
+        before = [tokens[j].upper() for j in significant[max(0, place - 2):place]]
+        after = tokens[significant[place + 1]].upper() if place + 1 < len(significant) else ""
         if token == "?":
-            out.append("%s")
+            out[i] = "%s"
         elif "%" in token:  # psycopg reads % everywhere, in string literals too
-            out.append(token.replace("%", "%%"))
-        elif token.lower() == "offset" and not (len(significant) >= 2 and significant[-2].upper() == "LIMIT"):
-            out.append('"offset"')
-        else:
-            out.append(token)
-        if not token.isspace():
-            significant.append(token)
+            out[i] = token.replace("%", "%%")
+        elif token.lower() == "offset" and not (len(before) == 2 and before[0] == "LIMIT"):
+            out[i] = '"offset"'
+        elif token in ("0", "1") and before[-1:] and before[-1] in _CONDITION_BEFORE and after in _CONDITION_AFTER:
+            out[i] = "TRUE" if token == "1" else "FALSE"
     return "".join(out)
 
 
@@ -231,7 +330,7 @@ def _split_top_level(text: str) -> list[str]:
 
 def _create_table(match: re.Match[str]) -> Statement:
     """SQLite column types in PostgreSQL's words; a rowid column gets its trigger."""
-    if_not_exists, table, body = match.group(1), match.group(2), match.group(3)
+    temporary, if_not_exists, table, body = match.group(1), match.group(2), match.group(3), match.group(4)
     columns = []
     for definition in _split_top_level(body):
         words = definition.split()
@@ -251,7 +350,7 @@ def _create_table(match: re.Match[str]) -> Statement:
             rest = [w for w in rest if w.upper() != "AUTOINCREMENT"]
         rest[0] = _TYPES.get(rest[0].upper(), rest[0])
         columns.append(" ".join([name, *rest]))
-    text = f"CREATE TABLE {table} ({', '.join(columns)})"
+    text = f"CREATE {'TEMPORARY ' if temporary else ''}TABLE {table} ({', '.join(columns)})"
     return Statement("create_table", _placeholders(text), table, if_not_exists=bool(if_not_exists))
 
 
@@ -267,8 +366,12 @@ def translate(text: str) -> Statement:
     if upper in (["ROLLBACK"], ["ROLLBACK", "TRANSACTION"]):
         return Statement("rollback", "ROLLBACK")
     if upper[:1] == ["PRAGMA"]:
-        if " ".join(words[1:]).lower() == "data_version":
+        pragma = " ".join(words[1:]).lower()
+        if pragma == "data_version":
             return Statement("data_version", "")
+        info = re.fullmatch(r"table_info\s*\(\s*(\w+)\s*\)", pragma)
+        if info is not None:
+            return Statement("table_info", _TABLE_INFO, info.group(1))
         raise sqlite3.OperationalError(f"{text.strip()}: a SQLite PRAGMA, not available on PostgreSQL")
     created = _CREATE_TABLE.match(text)
     if created is not None:
@@ -280,6 +383,17 @@ def translate(text: str) -> Statement:
         return Statement("sql", _placeholders(text), inserted.group(1), names, _answers_nothing(words),
                          inserted.group(1) if plain else None)
     return Statement("sql", _placeholders(text), deferrable=_answers_nothing(words))
+
+
+_TABLE_INFO = """SELECT row_number() OVER (ORDER BY a.attnum) - 1 AS cid, a.attname AS name,
+       format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull::int AS notnull,
+       pg_get_expr(d.adbin, d.adrelid) AS dflt_value,
+       coalesce(array_position(i.indkey::int2[], a.attnum), 0) AS pk
+FROM pg_attribute a
+LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
+WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"""
+"""``PRAGMA table_info(t)``'s rows: cid, name, type, notnull, dflt_value, pk (position in the key)."""
 
 
 def _answers_nothing(words: list[str]) -> bool:
@@ -314,7 +428,7 @@ def _row(row: tuple[Any, ...]) -> tuple[Any, ...]:
     for value in row:
         kind = value.__class__
         if kind is bool or (kind is str and _MARK in value):
-            return tuple(unescape_text(v) if v.__class__ is str else int(v) if v.__class__ is bool else v
+            return tuple(_value(v) if v.__class__ is str else int(v) if v.__class__ is bool else v
                          for v in row)
     return row
 
@@ -528,10 +642,13 @@ class PgConnection(sqlite3.Connection):
                 raise LedgerConnectionLost(f"{self.display}: the connection was lost in this transaction")
             return PgCursor(self, [], None, -1)
         pg = self._live()
+        if statement.kind == "table_info":
+            parameters = (statement.table,)
         if statement.kind == "create_table" and statement.if_not_exists and self._exists(pg, statement.table):
             return PgCursor(self, [], None, -1)  # SQLite needs no CREATE privilege to find it there
         params = self._params(pg, statement, parameters)
-        reading = statement.kind == "sql" and statement.text.lstrip()[:6].upper() == "SELECT"
+        reading = statement.kind == "table_info" or (
+            statement.kind == "sql" and statement.text.lstrip()[:6].upper() == "SELECT")
         if statement.deferrable and self._writing:
             held = _Held()
             self._queued.append((statement.text, params, held))
@@ -739,6 +856,8 @@ class PostgresStore(Store):
     """
 
     backend = "postgresql"
+    events_ddl = PG_EVENTS_TABLE
+    trigger_ddl = TRIGGER_DEFINITIONS
 
     def __init__(self, target: DatabaseURL, *, create: bool = True, readonly: bool = False) -> None:
         self.path: DatabaseURL = target
@@ -776,7 +895,7 @@ class PostgresStore(Store):
             self._create()
             return
         version = self._check_meta()
-        if version < STORE_SCHEMA_VERSION:
+        if version < 2:  # every PostgreSQL ledger was created at version 2 or later
             raise NotALedgerError(f"{self.path}: unknown ledger schema version {version}")
 
     def _create(self) -> None:
@@ -785,19 +904,28 @@ class PostgresStore(Store):
             if "ledger_meta" in self.tables():  # another process created it while we waited
                 return
             self.conn.run(SCHEMA_FUNCTIONS)
+            self.conn.run("; ".join(_function_ddl(name, body) for name, body in TRIGGER_FUNCTIONS.items()))
             self.conn.execute(META_DDL)
             self.conn.execute(EVENTS_DDL)
             self.conn.run("; ".join(TRIGGER_DDL.values()))
             self.conn.executemany("INSERT INTO ledger_meta(key, value) VALUES (?, ?)", self._initial_meta())
             self.created = True
 
-    def missing_triggers(self) -> list[str]:
-        """Names of the immutability triggers that are not installed, or installed but disabled."""
+    def events_definition(self) -> str | None:
+        """The events table as the catalogue describes it: columns (type, collation, NOT
+        NULL) and constraints, in a fixed order."""
+        row = self.conn.execute(_EVENTS_DEFINITION).fetchone()
+        return None if row is None or row[0] is None else f"events ({row[0]}) {row[1] or ''}".strip()
+
+    def events_triggers(self) -> dict[str, str]:
+        """Every enabled trigger on ``events`` (a disabled one protects nothing), by name, with
+        its definition and its function's code (a function replaced by a no-op would leave
+        the trigger in place but do nothing)."""
         rows = self.conn.execute(
-            "SELECT tgname FROM pg_trigger WHERE tgrelid = to_regclass('events') AND NOT tgisinternal "
-            "AND tgenabled <> 'D'")
-        present = {row[0] for row in rows}
-        return [name for name in TRIGGERS if name not in present]
+            "SELECT t.tgname, pg_get_triggerdef(t.oid), f.prosrc, current_schema() FROM pg_trigger t "
+            "JOIN pg_proc f ON f.oid = t.tgfoid WHERE t.tgrelid = to_regclass('events') AND NOT t.tgisinternal "
+            "AND t.tgenabled <> 'D'")
+        return {name: _trigger_definition(ddl.replace(f" {schema}.", " "), body) for name, ddl, body, schema in rows}
 
     def create_roles(self, writer: str, reader: str) -> None:
         """Create (when missing) and grant the writer and reader roles; run as the owner.

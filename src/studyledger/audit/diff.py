@@ -55,9 +55,15 @@ def _counts(conn: sqlite3.Connection, run_id: str, column: str) -> dict[str, int
 
 
 def _metrics(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
-    """The last value of each ``evaluator/metric`` of a run, as the evaluator wrote it."""
-    return {f"{row['evaluator_id']}/{row['metric_name']}": row["value"]
-            for row in query.metric_values(conn, run_id=run_id)}
+    """The last value of each ``metric:EVALUATOR/NAME`` of a run, as the evaluator wrote
+    it, each of the runner's metrics (``run_metric:NAME``) and each output leaf
+    (``output:PATH``)."""
+    found = {f"metric:{row['evaluator_id']}/{row['metric_name']}" if row["source"] == "evaluator"
+             else f"run_metric:{row['metric_name']}": row["value"]
+             for row in query.metric_values(conn, run_id=run_id)}
+    result = query.run_result(_run(conn, run_id)) or {}
+    found.update((f"output:{name}", value) for name, value in query.flatten(result.get("outputs") or {}))
+    return found
 
 
 def _keyed(prefix: str, a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
@@ -77,7 +83,8 @@ def diff_runs(source: Readable | sqlite3.Connection, run_a: str, run_b: str) -> 
         "outcome": [...], "differences": n}``; each section is a list of
         ``{"field", "a", "b", "same"}``. Packages appear as ``package:NAME`` fields, observation
         counts as ``observations.event_type:TYPE`` and ``observations.level:LEVEL``, metrics as
-        ``metric:EVALUATOR/NAME``.
+        ``metric:EVALUATOR/NAME`` and ``run_metric:NAME`` (the runner's), outputs as
+        ``output:PATH``.
 
     Raises:
         UnknownRunError: either run is not in the ledger.
@@ -90,13 +97,14 @@ def diff_runs(source: Readable | sqlite3.Connection, run_a: str, run_b: str) -> 
                          {k: v for k, v in prov_b.items() if k not in PROVENANCE_FIELDS})
     configuration = [_row(name, a[name], b[name]) for name in CONFIGURATION_FIELDS]
     outcome = [_row(name, a[name], b[name]) for name in ("status", "status_reason", "error")]
-    outcome.append(_row("duration_s", query.run_duration(a), query.run_duration(b)))
+    latency_a, latency_b = (query.run_latencies(conn, run_id=run).get(run) for run in (run_a, run_b))
+    outcome.append(_row("duration_s", latency_a, latency_b))
     outcome.append(_row("observations", a["observation_count"], b["observation_count"]))
     outcome.append(_row("anomalies", a["anomaly_count"], b["anomaly_count"]))
     outcome += _keyed("observations.event_type:", _counts(conn, run_a, "event_type"),
                       _counts(conn, run_b, "event_type"))
     outcome += _keyed("observations.level:", _counts(conn, run_a, "level"), _counts(conn, run_b, "level"))
-    outcome += _keyed("metric:", _metrics(conn, run_a), _metrics(conn, run_b))
+    outcome += _keyed("", _metrics(conn, run_a), _metrics(conn, run_b))
     sections = {"provenance": provenance, "configuration": configuration, "outcome": outcome}
     differences = sum(not row["same"] for rows in sections.values() for row in rows)
     return {"a": run_a, "b": run_b, **sections, "differences": differences}

@@ -203,6 +203,8 @@ def _upstream_json(text: str | None) -> str:
     non-ASCII or a non-finite tag, so only those are encoded again."""
     if text is None:
         return "{}"
+    if not isinstance(text, str):  # a bare value a raw writer stored where an object belongs
+        return stable_json_dumps(from_canonical(text))
     if text.isascii() and '"$float"' not in text:
         return text
     return stable_json_dumps(from_canonical(json.loads(text)))

@@ -6,6 +6,10 @@ get new sequence numbers and chain values here (the chain is this ledger's histo
 their ``recorded_at`` and source. Because appending a stored id is a no-op, merging twice or
 in the other direction never duplicates anything, and after A<-B and B<-A both ledgers hold
 the same set of events (in different orders).
+
+The other ledger is untrusted until verified: it is verified whole before anything is read
+from it (``trust_source`` merges one that fails, and records that it did), and every event
+is checked against its id and its kind's shape as it is copied, as ingestion checks a line.
 """
 
 from __future__ import annotations
@@ -17,23 +21,30 @@ from typing import Any
 
 from ..errors import EventConflictError, LedgerError, LedgerMissingError, OwnLineError
 from ..events import NewEvent, StoredEvent
-from ..own_lines import FORMAT_KEY, FORMAT_VERSION, event_from_line
+from ..own_lines import FORMAT_KEY, FORMAT_VERSION, restored_event
 from ..ledger import Ledger
 from ..backends import open_store
 from ..store import Head, Store, Target
+from .record import record_audit
+from .verify import VerifyReport, verify
 
 BATCH = 5_000
 
 
 @dataclass(frozen=True, slots=True)
 class MergeReport:
-    """What a merge did."""
+    """What a merge did.
+
+    Attributes:
+        source_verified: The other ledger passed verify (false only with ``trust_source``).
+    """
 
     other: str
     read: int
     appended: int
     already_present: int
     head: Head
+    source_verified: bool
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping."""
@@ -41,16 +52,17 @@ class MergeReport:
 
 
 def _checked(other: Store, stored: StoredEvent) -> NewEvent:
-    """An event of the other ledger, ready to append, after checking its id against its body.
+    """An event of the other ledger, ready to append, after checking it as a line is checked.
 
     The check goes through the own-line reader, the one place that rebuilds an event from
-    its parts, so an edited row in the other ledger is refused rather than copied.
+    its parts: its id must match its kind and body, and its body its kind's shape, so an
+    edited row or a body ingestion would refuse is never copied.
     """
-    line = {FORMAT_KEY: FORMAT_VERSION, "kind": stored.kind, "body": json.loads(stored.body),
-            "event_id": stored.event_id, "recorded_at": stored.recorded_at, "source": stored.source}
     try:
-        return event_from_line(line, source=stored.source)
-    except OwnLineError as exc:
+        line = {FORMAT_KEY: FORMAT_VERSION, "kind": stored.kind, "body": json.loads(stored.body),
+                "event_id": stored.event_id, "recorded_at": stored.recorded_at, "source": stored.source}
+        return restored_event(line)
+    except (OwnLineError, ValueError, RecursionError) as exc:
         raise LedgerError(f"{other.path}: event at seq {stored.seq}: {exc}; "
                           f"check it with `studyledger --db {other.path} verify`") from None
 
@@ -73,7 +85,15 @@ def _missing(ledger: Ledger, other: Store, batch: list[StoredEvent]) -> list[New
     return missing
 
 
-def merge(ledger: Ledger, other_path: Target) -> MergeReport:
+def _refusal(other_path: Target, report: VerifyReport) -> LedgerError:
+    first = report.first_failure
+    assert first is not None
+    return LedgerError(
+        f"{other_path}: fails verify (seq {first.seq}: {first.check}: {first.message}); nothing merged. "
+        f"See `studyledger --db {other_path} verify`; --trust-source merges it anyway and records that")
+
+
+def merge(ledger: Ledger, other_path: Target, *, trust_source: bool = False) -> MergeReport:
     """Append the events of ``other_path`` that ``ledger`` lacks, in the other's order.
 
     ``other_path`` is a ledger file or a server's ``DatabaseURL``: events move between
@@ -82,10 +102,17 @@ def merge(ledger: Ledger, other_path: Target) -> MergeReport:
     Each batch of 5,000 is one transaction, so other writers are not locked out for the
     whole merge; an interrupted merge is finished by running it again.
 
+    Args:
+        ledger: This ledger, open for writing.
+        other_path: The ledger to take events from; opened read-only and never changed.
+        trust_source: Merge even when the other ledger fails verify. The merge is then
+            recorded here as an ``audit_recorded`` event (check ``merge``), saying so.
+
     Raises:
         LedgerMissingError: ``other_path`` does not exist.
         NotALedgerError: ``other_path`` is not a studyledger ledger.
-        LedgerError: an event of the other ledger does not match its id.
+        LedgerError: the other ledger fails verify (without ``trust_source``), or one of
+            its events does not match its id or its kind's shape.
         EventConflictError: an id is stored here with a different body.
     """
     if isinstance(other_path, Path) and not other_path.exists():
@@ -94,6 +121,9 @@ def merge(ledger: Ledger, other_path: Target) -> MergeReport:
     other = open_store(other_path, readonly=True)
     read = appended = 0
     try:
+        checked = verify(other)
+        if not checked.ok and not trust_source:
+            raise _refusal(other_path, checked)
         batch: list[StoredEvent] = []
         for stored in other.iter_events(batch=BATCH):
             batch.append(stored)
@@ -104,4 +134,10 @@ def merge(ledger: Ledger, other_path: Target) -> MergeReport:
         read += len(batch)
     finally:
         other.close()
-    return MergeReport(str(other_path), read, appended, read - appended, ledger.head())
+    if trust_source:
+        first = checked.first_failure
+        record_audit(ledger, "merge", checked.ok, {
+            "source": str(other_path), "trust_source": True, "problems": len(checked.problems),
+            "first_problem": None if first is None else asdict(first), "appended": appended,
+        }, head=ledger.head())
+    return MergeReport(str(other_path), read, appended, read - appended, ledger.head(), checked.ok)

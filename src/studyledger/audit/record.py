@@ -11,7 +11,7 @@ import json
 import sqlite3
 from typing import Any
 
-from ..events import EventKind, make_event
+from ..events import EventKind, make_event, readable_body
 from ..ledger import Ledger
 from ..schema import to_jsonable
 from ..store import Head, utc_now_precise
@@ -26,7 +26,8 @@ def record_audit(ledger: Ledger, check: str, ok: bool | None, summary: dict[str,
 
     Args:
         ledger: The audited ledger, open for writing.
-        check: What was checked: ``verify``, ``verify+checkpoint`` or ``replay``.
+        check: What was checked: ``verify``, ``verify+checkpoint``, ``replay``, or ``merge``
+            (a merge told to trust a source that was not verified).
         ok: The verdict (None when the audit only reported state, as replay ``--as-of``).
         summary: A small JSON-ready summary of what was found (counts, first problem).
         head: The head the audit looked at (kept in the body).
@@ -43,7 +44,19 @@ def record_audit(ledger: Ledger, check: str, ok: bool | None, summary: dict[str,
 
 
 def audits(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-    """Every recorded audit in sequence order: its body plus ``seq`` and ``recorded_at``."""
-    rows = conn.execute("SELECT seq, recorded_at, body FROM events WHERE kind = ? ORDER BY seq",
-                        (EventKind.AUDIT_RECORDED.value,))
-    return [{"seq": seq, "recorded_at": recorded_at, **json.loads(body)} for seq, recorded_at, body in rows]
+    """Every recorded audit in sequence order: its body plus ``seq`` and ``recorded_at``.
+
+    Bodies are read as stored, which need not be as written (a raw writer can store
+    anything): a field of the wrong type reads as null, an unreadable body as ``{}``.
+    """
+    kind = EventKind.AUDIT_RECORDED.value
+    rows = conn.execute("SELECT seq, recorded_at, body FROM events WHERE kind = ? ORDER BY seq", (kind,))
+    found = []
+    for seq, recorded_at, body in rows:
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError):
+            data = None
+        found.append({"check": None, "ok": None, "at": None, "head": None, "summary": None,
+                      **readable_body(kind, data), "seq": seq, "recorded_at": recorded_at})
+    return found

@@ -23,7 +23,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..events import EVENT_COLUMNS, depth, event_id_for, indexed_columns
+from ..events import EVENT_COLUMNS, depth, event_id_for, has_lone_surrogate, indexed_columns
 from ..ledger import Ledger
 from ..backends import connect_reader
 from ..store import GENESIS_CHAIN, STORE_SCHEMA_VERSION, Store, chain_hash, has_sqlite_json
@@ -128,9 +128,7 @@ def _batch(conn: sqlite3.Connection, after: int, until: int | None) -> list[tupl
     params = (after, bound, bound, _BATCH)
     if has_sqlite_json(conn):
         try:
-            # SQLite's json_extract stops a text at NUL: such a body is read here instead.
-            return [row if "\\u0000" not in row[8] else (*row[:10], *_body_fields(row[8]))
-                    for row in conn.execute(_CHECK_SQL, params).fetchall()]
+            return conn.execute(_CHECK_SQL, params).fetchall()
         except sqlite3.OperationalError:
             pass
     rows = conn.execute(_PLAIN_SQL, params).fetchall()
@@ -175,7 +173,13 @@ def _check_range(conn: sqlite3.Connection, after: int, until: int | None) -> _Ra
             if not body_is_object:
                 problems.append(Problem(seq, "body", "body is not a JSON object that can be read "
                                                     "(invalid, or nested too deeply)"))
-            elif row[11:] != (study_id, run_id, occurred_at):
+            elif has_lone_surrogate(body):
+                problems.append(Problem(seq, "body", "body holds a lone UTF-16 surrogate: SQLite's JSON "
+                                                    "functions make bytes of it that are not UTF-8"))
+            elif row[11:] != (study_id, run_id, occurred_at) and _body_fields(body)[1:] != (study_id, run_id,
+                                                                                            occurred_at):
+                # SQLite's json_extract cuts text at a NUL character: a disagreement is
+                # confirmed by the rule itself before it is reported.
                 problems.append(Problem(seq, "columns", "study_id, run_id or occurred_at disagree with the body"))
             if event_id_for(kind, body) != event_id:
                 problems.append(Problem(seq, "event_id",
@@ -257,13 +261,8 @@ def verify(ledger: Ledger | Store, *, checkpoint: Checkpoint | None = None,
     """
     store = ledger.store if isinstance(ledger, Ledger) else ledger
     report = VerifyReport()
-    version = store.meta().get("schema_version")
-    if version != str(STORE_SCHEMA_VERSION):
-        report.problems.append(Problem(0, "schema", f"ledger schema version is {version!r}, "
-                                                    f"expected {STORE_SCHEMA_VERSION}"))
-    for name in store.missing_triggers():
-        report.problems.append(Problem(0, "triggers",
-                                       f"immutability trigger {name} is missing: rows can be changed"))
+    report.problems.extend(schema_problems(store))
+    report.problems.extend(_outside_the_chain(store.conn, report))
     if workers is None:
         size = store.head().seq
         workers = min(os.cpu_count() or 1, 4) if size >= PARALLEL_FROM else 1
@@ -276,12 +275,68 @@ def verify(ledger: Ledger | Store, *, checkpoint: Checkpoint | None = None,
         report.events += result.events
         report.problems.extend(result.problems)
     report.head_seq, report.head_chain = results[-1].last_seq, results[-1].last_chain
+    report.problems.extend(_count_problem(store.conn, report))
     if checkpoint is not None:
         report.problems.extend(checkpoint_problems(store, checkpoint))
     if len(report.problems) > _MAX_PROBLEMS:
         report.truncated = True
         del report.problems[_MAX_PROBLEMS:]
     return report
+
+
+def _normalized(sql: str) -> str:
+    return " ".join(sql.split())
+
+
+def schema_problems(store: Store) -> list[Problem]:
+    """What is wrong with the schema that keeps ``events`` append-only.
+
+    Triggers are compared by their SQL (on PostgreSQL, with their functions' code), not their
+    names: a trigger of the right name that does nothing protects nothing. Any other trigger on ``events`` is reported too, since
+    it runs on every write of history.
+    """
+    problems = []
+    version = store.meta().get("schema_version")
+    if version != str(STORE_SCHEMA_VERSION):
+        problems.append(Problem(0, "schema", f"ledger schema version is {version!r}, expected "
+                                             f"{STORE_SCHEMA_VERSION} (a writing command such as "
+                                             "`studyledger init` upgrades it)"))
+    table = store.events_definition()
+    if table is None or _normalized(table) != _normalized(store.events_ddl):
+        problems.append(Problem(0, "schema", "the events table is not the one studyledger creates "
+                                             "(columns or constraints changed)"))
+    present = store.events_triggers()
+    for name, ddl in store.trigger_ddl.items():
+        sql = present.get(name)
+        if sql is None:
+            problems.append(Problem(0, "triggers", f"immutability trigger {name} is missing: rows can be changed"))
+        elif sql != ddl:
+            problems.append(Problem(0, "triggers", f"trigger {name} is not the one studyledger installs: "
+                                                   "rows can be changed"))
+    for name in sorted(set(present) - set(store.trigger_ddl)):
+        problems.append(Problem(0, "triggers", f"trigger {name} on events is not studyledger's: "
+                                               "it runs on every write of history"))
+    return problems
+
+
+def _outside_the_chain(conn: sqlite3.Connection, report: VerifyReport) -> list[Problem]:
+    """Rows the chain cannot see: below seq 1 (every range starts after 0), and a count
+    that disagrees with the last seq. Such a row is invisible to replay and checkpoints,
+    and its id would make an honest event with that id look already stored."""
+    problems = []
+    for (seq,) in conn.execute(f"SELECT seq FROM events WHERE seq < 1 ORDER BY seq LIMIT {_MAX_PROBLEMS}"):
+        report.events += 1
+        problems.append(Problem(seq, "sequence", f"row at seq {seq}, below 1: outside the chain, "
+                                                 "where verify, replay and checkpoints never look"))
+    return problems
+
+
+def _count_problem(conn: sqlite3.Connection, report: VerifyReport) -> list[Problem]:
+    """``count = max(seq)`` holds for any 1..n: say so when nothing else explained why not."""
+    count, last = conn.execute("SELECT count(*), coalesce(max(seq), 0) FROM events").fetchone()
+    if count == last or any(p.check == "sequence" for p in report.problems):
+        return []
+    return [Problem(0, "sequence", f"{count} rows but the last seq is {last}")]
 
 
 def checkpoint_problems(store: Store, checkpoint: Checkpoint) -> list[Problem]:

@@ -20,8 +20,9 @@ from ..audit.merge import merge as merge_ledgers
 from ..audit.record import audits as recorded_audits
 from ..audit.record import record_audit
 from ..audit.replay import parse_as_of, replay as replay_store
+from ..audit.restore import restore as restore_export
 from ..store import Head, Target
-from .common import Context, LedgerTargetType, cli, echo_json, json_option, user_errors
+from .common import Context, LedgerTargetType, cli, echo_json, echo_result, json_option, printable, say, user_errors
 
 pass_context = click.make_pass_decorator(Context)
 # Plain paths: a directory or a missing file gets our own one-line error, not a usage screen.
@@ -51,11 +52,9 @@ def checkpoint(ctx: Context, out: Path | None, compare: tuple[Path, Path] | None
         with ctx.reader(tables=False) as ledger:
             taken = checkpoints.take(ledger.store)
         checkpoints.write(taken, out)
-        if as_json:
-            echo_json({"path": str(out), **taken.to_dict()})
-        else:
-            click.echo(f"checkpoint {out}: {taken.tree_size} events, head seq {taken.head_seq}, "
-                       f"root {taken.merkle_root[:16]}…")
+        echo_result(as_json, {"path": str(out), **taken.to_dict()},
+                    f"checkpoint {out}: {taken.tree_size} events, head seq {taken.head_seq}, "
+                    f"root {taken.merkle_root[:16]}…")
         return
     assert compare is not None
     first, second = checkpoints.load(compare[0]), checkpoints.load(compare[1])
@@ -68,7 +67,7 @@ def checkpoint(ctx: Context, out: Path | None, compare: tuple[Path, Path] | None
         echo_json(result.to_dict())
     else:
         verdict = "consistent" if result.consistent else "INCONSISTENT"
-        click.echo(f"{verdict}: {result.reason}", err=not result.consistent)
+        say(f"{verdict}: {result.reason}", err=not result.consistent)
     raise SystemExit(0 if result.consistent else 1)
 
 
@@ -107,22 +106,22 @@ def replay(ctx: Context, as_of: str | None, record: bool, as_json: bool) -> None
 def _print_replay(data: dict[str, Any]) -> None:
     if data["as_of"] is not None:
         point = data["as_of"]["at"] or f"seq {data['as_of']['seq']}"
-        click.echo(f"state as of {point}: {data['events']} events, head seq {data['head']['seq']}")
+        say(f"state as of {point}: {data['events']} events, head seq {data['head']['seq']}")
     else:
         verdict = "identical" if data["identical"] else f"DIFFERENT ({data['difference_count']} differences)"
-        click.echo(f"replayed {data['events']} events: rebuilt tables {verdict}")
+        say(f"replayed {data['events']} events: rebuilt tables {verdict}")
         for table, counts in data["tables"].items():
             mark = "" if not counts["differences"] else f"  {counts['differences']} differ"
-            click.echo(f"  {table:<17} stored {counts['stored']:>8}  rebuilt {counts['rebuilt']:>8}{mark}")
+            say(f"  {table:<17} stored {counts['stored']:>8}  rebuilt {counts['rebuilt']:>8}{mark}")
     for entry in data["differences"]:
-        click.echo(f"  {entry['table']} {entry['problem']} {entry['key']}: "
-                   f"{entry.get('message') or {'stored': entry['stored'], 'rebuilt': entry['rebuilt']}}")
+        say(f"  {entry['table']} {entry['problem']} {entry['key']}: "
+            f"{entry.get('message') or {'stored': entry['stored'], 'rebuilt': entry['rebuilt']}}")
     t = data["transitions"]
-    click.echo(f"transitions: {t['checked']} checked, {t['flagged']} flagged as anomalies, {t['invalid']} invalid")
+    say(f"transitions: {t['checked']} checked, {t['flagged']} flagged as anomalies, {t['invalid']} invalid")
     by_status = ", ".join(f"{k} {v}" for k, v in data["runs_by_status"].items()) or "none"
-    click.echo(f"runs by status: {by_status}")
+    say(f"runs by status: {by_status}")
     kinds = ", ".join(f"{k} {v}" for k, v in data["anomalies_by_kind"].items()) or "none"
-    click.echo(f"anomalies: {data['anomaly_count']} ({kinds})")
+    say(f"anomalies: {data['anomaly_count']} ({kinds})")
 
 
 @cli.command()
@@ -141,15 +140,15 @@ def diff(ctx: Context, run_a: str, run_b: str, changed: bool, as_json: bool) -> 
         return
     sections = ("provenance", "configuration", "outcome")
     width = max([5, *(len(row["field"]) for section in sections for row in data[section])])
-    click.echo(f"{'':<2}{'field':<{width}} {'A: ' + run_a:<30} {'B: ' + run_b}")
+    say(f"{'':<2}{'field':<{width}} {'A: ' + run_a:<30} {'B: ' + run_b}")
     for section in sections:
-        click.echo(f"{section}")
+        say(f"{section}")
         for row in data[section]:
             if changed and row["same"]:
                 continue
             mark = " " if row["same"] else "*"
-            click.echo(f"{mark} {row['field']:<{width}} {_short(row['a']):<30} {_short(row['b'])}")
-    click.echo(f"{data['differences']} field(s) differ")
+            say(f"{mark} {row['field']:<{width}} {_short(row['a']):<30} {_short(row['b'])}")
+    say(f"{data['differences']} field(s) differ")
 
 
 def _short(value: Any) -> str:
@@ -169,37 +168,59 @@ def _short(value: Any) -> str:
 def export(ctx: Context, directory: Path, fmt: str, as_json: bool) -> None:
     """Write the ledger out for other tools (canonical) or other ledgers (jsonl)."""
     if directory.exists() and not directory.is_dir():
-        raise click.ClickException(f"{directory}: exists and is not a folder; export writes a folder")
+        raise click.ClickException(printable(f"{directory}: exists and is not a folder; export writes a folder"))
     with ctx.reader(tables=fmt != "jsonl") as ledger:
         result = (export_jsonl if fmt == "jsonl" else export_canonical)(ledger, directory)
     if as_json:
         echo_json(result)
     elif fmt == "jsonl":
-        click.echo(f"wrote {result['events']} events to {result['path']}")
+        say(f"wrote {result['events']} events to {result['path']}")
     else:
         for study in result["studies"]:
-            click.echo(f"{study['folder']}: {study['runs']} runs, {study['events']} events, "
-                       f"{study['evaluations']} evaluations")
+            say(f"{study['folder']}: {study['runs']} runs, {study['events']} events, "
+                f"{study['evaluations']} evaluations")
 
 
 @cli.command()
 @click.argument("other", type=LedgerTargetType(FILE))
+@click.option("--trust-source", is_flag=True,
+              help="Merge even when OTHER fails verify; the merge is recorded in this ledger.")
 @json_option
 @pass_context
 @user_errors
-def merge(ctx: Context, other: Target, as_json: bool) -> None:
+def merge(ctx: Context, other: Target, trust_source: bool, as_json: bool) -> None:
     """Append the events of another ledger that this one lacks, in the other's order.
 
     OTHER is a ledger file or a postgresql:// URL, so events move between backends either
-    way. Merging again, or in the other direction, never duplicates an event.
+    way. It is verified first and refused when it fails (unless --trust-source); every event
+    is checked against its id and its kind's shape. Merging again, or in the other
+    direction, never duplicates an event.
     """
     with ctx.ledger(create=True) as ledger:
-        report = merge_ledgers(ledger, other)
-    if as_json:
-        echo_json(report.to_dict())
-    else:
-        click.echo(f"merged {other}: {report.appended} new events, {report.already_present} already here; "
-                   f"head seq {report.head.seq}")
+        report = merge_ledgers(ledger, other, trust_source=trust_source)
+    echo_result(as_json, report, f"merged {other}: {report.appended} new events, {report.already_present} "
+                                 f"already here; head seq {report.head.seq}")
+
+
+@cli.command()
+@click.argument("export", type=FILE)
+@click.option("--checkpoint", "checkpoint_file", type=FILE,
+              help="A checkpoint of the exported ledger, kept elsewhere: the export must extend it.")
+@json_option
+@pass_context
+@user_errors
+def restore(ctx: Context, export: Path, checkpoint_file: Path | None, as_json: bool) -> None:
+    """Restore a ledger from its JSONL export (the folder or its events.jsonl) into an empty --db.
+
+    The export is checked whole first (ids, shapes, seqs, the hash chain, and the
+    checkpoint if given); then every event is restored with its recording time and
+    source, so the ledger has the exported ids, order and head chain. Complete or absent.
+    """
+    pinned = checkpoints.load(checkpoint_file) if checkpoint_file is not None else None
+    with ctx.ledger(create=True) as ledger:
+        report = restore_export(ledger, export, checkpoint=pinned)
+    echo_result(as_json, report, f"restored {report.events} events from {report.source}; "
+                                 f"head seq {report.head.seq}, chain {report.head.chain[:16]}…")
 
 
 @cli.command()
@@ -214,7 +235,8 @@ def audits(ctx: Context, as_json: bool) -> None:
         echo_json(rows)
         return
     if not rows:
-        click.echo("no recorded audits", err=True)
+        say("no recorded audits", err=True)
     for row in rows:
         verdict = {True: "ok", False: "FAILED", None: "-"}[row["ok"]]
-        click.echo(f"seq {row['seq']:>8}  {row['at']}  {row['check']:<18} {verdict:<6} at head seq {row['head']['seq']}")
+        head = row["head"]["seq"] if row["head"] else "?"
+        say(f"seq {row['seq']:>8}  {row['at'] or '?'}  {row['check'] or '?':<18} {verdict:<6} at head seq {head}")

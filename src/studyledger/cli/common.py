@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from ..errors import StudyLedgerError
+from ..events import is_unicode
 from ..ledger import Ledger
 from ..schema import to_jsonable
 from ..store import DatabaseURL, Target, ledger_target
@@ -103,7 +105,13 @@ def user_errors(func: F) -> F:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise SystemExit(1) from None
         except (StudyLedgerError, OSError) as exc:
-            raise click.ClickException(_describe(exc)) from None
+            raise click.ClickException(printable(_describe(exc))) from None
+        except sqlite3.OperationalError as exc:
+            if "decode" not in str(exc):
+                raise
+            # Only a raw writer stores text that is not UTF-8; verify names the rows.
+            raise click.ClickException(f"the ledger holds text that is not valid UTF-8 ({exc}); "
+                                       "`studyledger verify` names the events") from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -127,8 +135,43 @@ def _plain(value: Any) -> Any:
 
 
 def echo_json(value: Any) -> None:
-    """Print one JSON document (strict JSON: no NaN tokens)."""
-    click.echo(json.dumps(_plain(value), indent=2, ensure_ascii=False, allow_nan=False))
+    """Print one JSON document (strict JSON: no NaN tokens).
+
+    Text is written as it is, except when it holds what UTF-8 cannot encode (a lone
+    surrogate a raw writer stored): then the document is written with ``\\u`` escapes,
+    which is the same JSON.
+    """
+    plain = _plain(value)
+    text = json.dumps(plain, indent=2, ensure_ascii=False, allow_nan=False)
+    if not is_unicode(text):
+        text = json.dumps(plain, indent=2, ensure_ascii=True, allow_nan=False)
+    click.echo(text)
+
+
+def printable(text: str) -> str:
+    """Text with every character that is not printable escaped (``\\x1b``, ``\\n``, ``\\u202e``).
+
+    Ids, paths, reasons and messages come from files anyone can write: escaped, an OSC 52
+    sequence cannot write the clipboard nor ``ESC [2J`` clear the screen, a newline cannot
+    forge an output line, and a lone surrogate cannot stop the output.
+    """
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
+def say(text: str = "", *, err: bool = False, nl: bool = True) -> None:
+    """Print one line for a person, escaped by :func:`printable`: every human-readable
+    output of every command goes through here (``--json`` output is exact JSON instead)."""
+    click.echo(printable(text), err=err, nl=nl)
+
+
+def echo_result(as_json: bool, value: Any, line: str) -> None:
+    """A command's result: its JSON with ``--json``, else one line for a person."""
+    if as_json:
+        echo_json(value)
+    else:
+        say(line)
 
 
 def json_option(func: F) -> F:

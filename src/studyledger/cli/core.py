@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,9 @@ from ..audit.record import record_audit
 from ..audit.verify import VerifyReport, verify as verify_ledger
 from ..ingestion.tailer import ensure_state_table
 from ..ledger import Ledger
-from ..schema import RunStatus, from_canonical
+from ..schema import RunStatus
 from ..store import DatabaseURL, Head
-from .common import Context, cli, echo_json, json_option, user_errors
+from .common import Context, cli, echo_json, echo_result, json_option, say, user_errors
 
 pass_context = click.make_pass_decorator(Context)
 STATUSES = click.Choice([status.value for status in RunStatus])
@@ -52,13 +51,11 @@ def init(ctx: Context, role_prefix: str | None, as_json: bool) -> None:
                 roles = {"writer": f"{role_prefix}_writer", "reader": f"{role_prefix}_reader"}
                 ledger.store.create_roles(roles["writer"], roles["reader"])
         head, created = ledger.head(), ledger.store.created
-    if as_json:
-        echo_json({"db": str(ctx.db), "created": created, "head": head, "roles": roles})
-        return
-    click.echo(f"{'created' if created else 'opened existing'} ledger {ctx.db} (head seq {head.seq})")
-    if roles is not None:
-        click.echo(f"roles: {roles['writer']} (writers), {roles['reader']} (readers); "
-                   f"grant them to login roles, e.g. GRANT {roles['writer']} TO alice")
+    echo_result(as_json, {"db": str(ctx.db), "created": created, "head": head, "roles": roles},
+                f"{'created' if created else 'opened existing'} ledger {ctx.db} (head seq {head.seq})")
+    if roles is not None and not as_json:
+        say(f"roles: {roles['writer']} (writers), {roles['reader']} (readers); "
+            f"grant them to login roles, e.g. GRANT {roles['writer']} TO alice")
 
 
 @cli.command()
@@ -73,14 +70,14 @@ def stats(ctx: Context, as_json: bool) -> None:
         echo_json(data)
         return
     by_status = ", ".join(f"{k} {v}" for k, v in data["runs_by_status"].items()) or "none"
-    click.echo(f"ledger        {ctx.db}")
+    say(f"ledger        {ctx.db}")
     for name in ("events", "studies", "runs", "observations", "evaluations", "rejected", "anomalies"):
-        click.echo(f"{name:<13} {data[name]}")
-    click.echo(f"runs by status {by_status}")
-    click.echo(f"head          seq {data['head']['seq']}  chain {data['head']['chain'][:16]}…")
+        say(f"{name:<13} {data[name]}")
+    say(f"runs by status {by_status}")
+    say(f"head          seq {data['head']['seq']}  chain {data['head']['chain'][:16]}…")
     if data["unfolded_events"]:
-        click.echo(f"{data['unfolded_events']} event(s) not folded into the derived tables yet; "
-                   f"`studyledger --db {ctx.db} init` folds them", err=True)
+        say(f"{data['unfolded_events']} event(s) not folded into the derived tables yet; "
+            f"`studyledger --db {ctx.db} init` folds them", err=True)
 
 
 @cli.command()
@@ -104,13 +101,13 @@ def runs(ctx: Context, study_id: str | None, status: str | None, metrics: tuple[
         echo_json(rows)
         return
     if not rows:
-        click.echo("no runs", err=True)
+        say("no runs", err=True)
         return
     extra = "".join(f" {name[:12]:>12}" for name in metrics)
-    click.echo(f"{'run_id':<20} {'study':<16} {'condition':<18} {'rep':>3} {'status':<8} {'obs':>6}{extra}")
+    say(f"{'run_id':<20} {'study':<16} {'condition':<18} {'rep':>3} {'status':<8} {'obs':>6}{extra}")
     for row in rows:
         shown = "".join(f" {query.value_text(row['metrics'][name]):>12}" for name in metrics)
-        click.echo(
+        say(
             f"{row['run_id']:<20} {str(row['study_id'] or '-'):<16} {str(row['condition_id'] or '-'):<18} "
             f"{row['replicate'] if row['replicate'] is not None else '-':>3} {row['status']:<8} "
             f"{row['observation_count']:>6}{shown}"
@@ -123,7 +120,12 @@ def runs(ctx: Context, study_id: str | None, status: str | None, metrics: tuple[
 @pass_context
 @user_errors
 def show(ctx: Context, run_id: str, as_json: bool) -> None:
-    """One run: its fields, status history, provenance and anomalies."""
+    """One run: its fields, status history, metrics, outputs, provenance and anomalies.
+
+    Metrics are the evaluators' outputs and the runner's own metrics (latency, cost,
+    tokens...); "metrics" in --json has both by the names `conditions` and `runs --metric`
+    use (a runner's metric named like an evaluator's is run:NAME).
+    """
     with ctx.reader() as ledger:
         data: dict[str, Any] = {
             "run": ledger.run(run_id),
@@ -133,38 +135,44 @@ def show(ctx: Context, run_id: str, as_json: bool) -> None:
             "evaluations": query.evaluations(ledger.conn, run_id),
             "metrics": query.run_metrics(ledger.conn, run_id=run_id).get(run_id, {}),
         }
-        outputs = query.metric_values(ledger.conn, run_id=run_id)
+        values = query.metric_values(ledger.conn, run_id=run_id)
     run = data["run"]
-    result = from_canonical(json.loads(run["result"])) if run.get("result") else None
+    result = query.run_result(run)
     if as_json:
         echo_json({**data, "run": {**run, "result": result}})
         return
     for key, value in run.items():
         if key != "result":
-            click.echo(f"{key:<18} {query.value_text(value)}")
+            say(f"{key:<18} {query.value_text(value)}")
     if result is not None:
         # The runner's record of the latest attempt, in one line: the whole record is in --json.
-        click.echo(f"{'runner recorded':<18} {result.get('status')} at {query.value_text(result.get('at'))}, "
-                   f"latency {query.value_text(result.get('latency_s'))} s, "
-                   f"{len(result.get('metrics') or {})} metric(s)")
-    click.echo("\nstatus history")
+        say(f"{'runner recorded':<18} {result.get('status')} at {query.value_text(result.get('at'))}, "
+            f"latency {query.value_text(result.get('latency_s'))} s, "
+            f"{len(result.get('metrics') or {})} metric(s)")
+    say()
+    say("status history")
     for t in data["transitions"]:
         flag = "" if t["legal"] else "  (anomaly)"
         extra = f" — {t['error']}" if t["error"] else ""
-        click.echo(f"  {t['at'] or '?'}  {t['from_status'] or '-'} -> {t['to_status']}  {t['reason'] or ''}{extra}{flag}")
-    if outputs:
-        click.echo("\nevaluator outputs")
-        for e in outputs:
-            unit = f" {e['metric_unit']}" if e["metric_unit"] else ""
-            click.echo(f"  {e['evaluator_id'] or '-'}/{e['metric_name'] or '-'}  {query.value_text(e['value'])}{unit}")
-    if data["provenance"]:
-        click.echo("\nprovenance")
-        fields = query.provenance_fields(data["provenance"][-1])
-        width = max(len(name) for name, _ in fields) if fields else 0
-        for name, value in fields:
-            click.echo(f"  {name:<{width}} {query.value_text(value)}")
+        say(f"  {t['at'] or '?'}  {t['from_status'] or '-'} -> {t['to_status']}  {t['reason'] or ''}{extra}{flag}")
+    evaluated = [(f"{e['evaluator_id'] or '-'}/{e['metric_name'] or '-'}",
+                  query.value_text(e["value"]) + (f" {e['metric_unit']}" if e["metric_unit"] else ""))
+                 for e in values if e["source"] == "evaluator"]
+    recorded = [(e["name"], query.value_text(e["value"])) for e in values if e["source"] == "run"]
+    outputs = [(name, query.value_text(value))
+               for name, value in query.flatten((result or {}).get("outputs") or {})]
+    provenance = [(name, query.value_text(value))
+                  for name, value in query.provenance_fields(data["provenance"][-1])] if data["provenance"] else []
+    for title, pairs in (("evaluator outputs", evaluated), ("run metrics (the runner's)", recorded),
+                         ("outputs", outputs), ("provenance", provenance)):
+        if pairs:
+            say()
+            say(title)
+            width = max(len(name) for name, _ in pairs)
+            for name, shown in pairs:
+                say(f"  {name:<{width}} {shown}")
     for a in data["anomalies"]:
-        click.echo(f"anomaly (seq {a['seq']}, {a['severity']}): {a['kind']}: {a['message']}")
+        say(f"anomaly (seq {a['seq']}, {a['severity']}): {a['kind']}: {a['message']}")
 
 
 @cli.command()
@@ -182,7 +190,7 @@ def events(ctx: Context, run_id: str | None, after: int, limit: int | None, as_j
         echo_json([row.to_dict() for row in rows])
         return
     for row in rows:
-        click.echo(f"{row.seq:>8} {row.event_id} {row.kind:<22} {row.run_id or row.study_id or '-':<20} {row.source}")
+        say(f"{row.seq:>8} {row.event_id} {row.kind:<22} {row.run_id or row.study_id or '-':<20} {row.source}")
 
 
 @cli.command()
@@ -203,13 +211,13 @@ def verify(ctx: Context, checkpoint_file: Path | None, record: bool, as_json: bo
     if as_json:
         echo_json(report.to_dict())
     elif report.ok:
-        click.echo(f"ok: {report.events} events, head seq {report.head_seq}, chain {report.head_chain[:16]}…")
+        say(f"ok: {report.events} events, head seq {report.head_seq}, chain {report.head_chain[:16]}…")
     else:
         first = report.first_failure
         assert first is not None
-        click.echo(f"FAILED: first failing seq {first.seq}: {first.check}: {first.message}", err=True)
+        say(f"FAILED: first failing seq {first.seq}: {first.check}: {first.message}", err=True)
         for problem in report.problems:
-            click.echo(f"  seq {problem.seq}: {problem.check}: {problem.message}", err=True)
+            say(f"  seq {problem.seq}: {problem.check}: {problem.message}", err=True)
     raise SystemExit(0 if report.ok else 1)
 
 

@@ -10,7 +10,7 @@ import click
 
 from ..demo import EXAMPLES_ENV, Demo, find_examples
 from ..simulate import STUDY_ID, Simulator
-from .common import Context, cli, echo_json, json_option, user_errors
+from .common import Context, cli, echo_json, echo_result, json_option, printable, say, user_errors
 from .core import stats as stats_command
 
 pass_context = click.make_pass_decorator(Context)
@@ -44,10 +44,7 @@ def simulate(folder: Path, seconds: float, runs: int, seed: int, study_id: str, 
         simulator.stop.set()
         thread.join()
     result = {"folder": str(folder), "lines": simulator.stats.lines, "files": simulator.stats.files}
-    if as_json:
-        echo_json(result)
-    else:
-        click.echo(f"wrote {result['lines']} line(s) to {result['files']} file(s) in {folder}")
+    echo_result(as_json, result, f"wrote {result['lines']} line(s) to {result['files']} file(s) in {folder}")
 
 
 @cli.command()
@@ -74,15 +71,15 @@ def demo(tui: bool, seconds: float | None, folder: Path | None, examples: Path |
     """
     examples = examples or find_examples()
     if examples is None:
-        click.echo(f"note: ledger_examples/ not found (installed from a wheel?); set ${EXAMPLES_ENV} or "
-                   "pass --examples DIR to include them. Running with the simulated study only.", err=True)
+        say(f"note: ledger_examples/ not found (installed from a wheel?); set ${EXAMPLES_ENV} or "
+            "pass --examples DIR to include them. Running with the simulated study only.", err=True)
     work = folder or Path(tempfile.mkdtemp(prefix="studyledger-demo-"))
     work.mkdir(parents=True, exist_ok=True)
     duration = seconds if seconds is not None else (120.0 if tui else 10.0)
     app_run = _dashboard(work / "demo.db") if tui else None
     with Demo(work, seconds=duration, runs=runs, seed=seed, examples=examples) as running:
         if not as_json:
-            click.echo(f"demo ledger {running.db}; simulated study writing into {running.drop}", err=True)
+            say(f"demo ledger {running.db}; simulated study writing into {running.drop}", err=True)
         try:
             if app_run is not None:
                 app_run()
@@ -91,14 +88,15 @@ def demo(tui: bool, seconds: float | None, folder: Path | None, examples: Path |
         except KeyboardInterrupt:
             pass
     if running.watcher_error is not None:
-        raise click.ClickException(f"the watcher stopped: {running.watcher_error}")
+        raise click.ClickException(printable(f"the watcher stopped: {running.watcher_error}"))
     if as_json:
         echo_json(running.summary())
         return
     if not tui:
         with click.Context(stats_command, obj=Context(running.db)) as sub:
             sub.invoke(stats_command, as_json=False)
-    click.echo(f"\nexplore it again: studyledger --db {running.db} tui", err=True)
+    say(err=True)
+    say(f"explore it again: studyledger --db {running.db} tui", err=True)
 
 
 def _dashboard(db: Path) -> Callable[[], None]:

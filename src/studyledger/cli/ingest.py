@@ -19,7 +19,7 @@ from ..ingestion.adapters import LineAdapter, load_adapter
 from ..ingestion.lines import DEFAULT_LINE_LIMIT
 from ..ingestion.service import IngestReport, Progress, ingest as ingest_into
 from ..ingestion.watcher import DEFAULT_RECONCILE, Watcher
-from .common import Context, cli, echo_json, json_option, user_errors
+from .common import Context, cli, echo_json, json_option, printable, say, user_errors
 
 pass_context = click.make_pass_decorator(Context)
 
@@ -54,11 +54,6 @@ adapter_option = click.option(
 )
 
 
-def printable(text: str) -> str:
-    """Text from files with control characters escaped, so it cannot drive the terminal."""
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
-
-
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @line_limit_option
@@ -80,19 +75,19 @@ def ingest(ctx: Context, paths: tuple[Path, ...], line_limit: int, adapter: Line
     if as_json:
         echo_json(totals.to_dict())
     else:
-        click.echo(
+        say(
             f"{totals.files} file(s): {totals.lines_read} line(s) read, {totals.lines_accepted} accepted, "
             f"{totals.lines_rejected} rejected; {totals.events_appended} event(s) appended, "
             f"{totals.duplicates} already stored"
         )
         if orphans:
-            click.echo(f"{len(orphans)} trace file(s) no run references, kept as orphans")
+            say(f"{len(orphans)} trace file(s) no run references, kept as orphans")
         for problem in problems:
-            click.echo(f"Warning: {printable(problem)}", err=True)
+            say(f"Warning: {problem}", err=True)
         if totals.lines_rejected:
-            click.echo("rejected lines are listed by `studyledger rejects`", err=True)
+            say("rejected lines are listed by `studyledger rejects`", err=True)
     for message in totals.errors:
-        click.echo(f"Error: {printable(message)}", err=True)
+        say(f"Error: {message}", err=True)
     if totals.errors:
         sys.exit(1)
 
@@ -151,29 +146,31 @@ def watch(
     killed) at any moment loses nothing and duplicates nothing on the next start.
     """
     if not folder.is_dir():
-        raise click.ClickException(f"{folder}: no such folder")
+        raise click.ClickException(printable(f"{folder}: no such folder"))
     stop = threading.Event()
     with _stop_on_signals(stop):
         watcher = Watcher(ctx.db, folder, poll=poll, reconcile=reconcile, line_limit=line_limit,
                           adapter=adapter).start()
-        click.echo(f"watching {folder} into {ctx.db} (Ctrl-C to stop)", err=True)
+        say(f"watching {folder} into {ctx.db} (Ctrl-C to stop)", err=True)
         live = sys.stderr.isatty() and not as_json
         try:
             while watcher.running and not stop.wait(STATUS_INTERVAL):
                 if live:
-                    click.echo("\r" + _status(watcher.stats), nl=False, err=True)
+                    # The carriage return is ours (it redraws the line); the rest is escaped.
+                    click.echo("\r", nl=False, err=True)
+                    say(_status(watcher.stats), nl=False, err=True)
         finally:
             totals = watcher.stop()
     if live:
-        click.echo("", err=True)
+        say("", err=True)
     if watcher.error is not None:
-        raise click.ClickException(f"watcher stopped: {printable(str(watcher.error))}")
+        raise click.ClickException(printable(f"watcher stopped: {watcher.error}"))
     if as_json:
         echo_json(totals.to_dict())
     else:
-        click.echo(f"stopped: {_status(totals)}")
+        say(f"stopped: {_status(totals)}")
     for message in totals.errors:
-        click.echo(f"Error: {printable(message)}", err=True)
+        say(f"Error: {message}", err=True)
 
 
 def _status(stats: IngestReport) -> str:
@@ -211,7 +208,7 @@ def rejects(ctx: Context, limit: int | None, as_json: bool) -> None:
         echo_json(rows)
         return
     if not rows:
-        click.echo("no rejected lines", err=True)
+        say("no rejected lines", err=True)
         return
     for row in rows:
-        click.echo(printable(f"{row['file']}:{row['line']}:{row['offset']} {row['reason']}"))
+        say(f"{row['file']}:{row['line']}:{row['offset']} {row['reason']}")

@@ -25,33 +25,29 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from ..errors import InputError, LineRejected, OwnLineError, ValidationError
 from ..events import (
     INT64,
-    REQUIRED_TEXT,
-    TEXT_FIELDS,
-    TIME_FIELDS,
     EventKind,
     NewEvent,
     canonical_body,
+    check_body,
     evaluation_recorded,
     make_event,
-    misfit_fields,
     observation_recorded,
     provenance_captured,
     run_registered,
     run_status_changed,
 )
+from ..events import type_name as _type_name
 from ..schema import (
     DEFAULT_STATUS_REASONS,
     TERMINAL_STATUSES,
     Observation,
     ObservationLevel,
-    RunBudget,
     RunStatus,
-    SeedPolicy,
     load_callable,
 )
 from .. import own_lines
@@ -76,12 +72,6 @@ TEXT_LIMIT = 200
 """Longest human summary built for a trace event: the full attributes stay in meta_json."""
 
 _RUN_LEVEL = frozenset({"RunStarted", "RunFinished"})
-# Body fields holding structured JSON: projections store them as JSON text, so they may be
-# objects or lists; every other top-level field is stored as a bare SQLite value.
-_JSON_FIELDS = frozenset({"seed_policy", "run_budget", "extra", "provenance", "meta_json",
-                          "notes_json", "factors", "blocks", "constraint_messages",
-                          "assignment_meta", "metric_value", "package_versions", "result"})
-# What each kind's projection reads without a default (see projections._HANDLERS).
 _PROVENANCE_KEYS = ("captured_at", "host", "platform", "python_version", "package_versions",
                     "git_sha", "extra")
 
@@ -180,12 +170,10 @@ def _adapted(adapter: LineAdapter, obj: Any, source: str) -> list[NewEvent] | No
             item = {"kind": EventKind.OBSERVATION_RECORDED.value, "body": observation_recorded(item)}
         if not isinstance(item, Mapping):
             raise LineRejected(f"adapter {name} returned {_type_name(item)}, not an event mapping or Observation")
-        # Only kind and body: an adapter states facts, never the ledger's own columns.
-        body = item.get("body")
-        event = _own({own_lines.FORMAT_KEY: own_lines.FORMAT_VERSION, "kind": item.get("kind"), "body": body},
-                     source)[0]
-        _check_storable(event, cast(dict[str, Any], body))  # _own refuses a body that is not an object
-        events.append(event)
+        # Only kind and body, read as an own line is (shape checked, studyledger's own kinds
+        # refused): an adapter states facts, never the ledger's own columns.
+        events.extend(_own({own_lines.FORMAT_KEY: own_lines.FORMAT_VERSION, "kind": item.get("kind"),
+                            "body": item.get("body")}, source))
     return events
 
 
@@ -194,14 +182,11 @@ def _events(obj: Any, source: str) -> list[NewEvent]:
     try:
         events = _ADAPTERS[shape](obj, source)
         for event in events:
-            # Our own adapters validate every field they copy, so only text that may hold
-            # surrogates and provenance (copied whole) need the full check; own lines
-            # carry arbitrary bodies and always get it.
-            if shape == OWN:
-                # The body was parsed with the line: check it as it is, not parsed again.
-                _check_storable(event, obj["body"])
-            elif "\\ud" in event.body or event.kind == EventKind.PROVENANCE_CAPTURED:
-                _check_storable(event, json.loads(event.body))
+            # Own lines are checked whole against their kind's shape as they are read. The
+            # other adapters validate every field they copy, so only text that may hold
+            # surrogates and provenance (copied whole) need the table's check too.
+            if shape != OWN and ("\\ud" in event.body or event.kind == EventKind.PROVENANCE_CAPTURED):
+                _check_storable(event)
     except LineRejected:
         raise
     except RecursionError:
@@ -644,23 +629,6 @@ _ADAPTERS: dict[str, Callable[[dict[str, Any], str], list[NewEvent]]] = {
 # -- field checks ----------------------------------------------------------------------
 
 
-def _type_name(value: Any) -> str:
-    """A value's JSON type, as a user who wrote JSON would call it."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "text"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
 def _text(obj: dict[str, Any], key: str, what: str, *, required: bool = False) -> str | None:
     value = obj.get(key)
     if value is None or (required and value == ""):
@@ -744,70 +712,9 @@ def _error_text(value: Any) -> str | None:
     return canonical_body(value)
 
 
-def _check_storable(event: NewEvent, body: dict[str, Any]) -> None:
-    """Refuse an event the store or projections could not hold.
-
-    Own lines carry arbitrary bodies, so their values are checked here rather than trusted:
-    projections store top-level scalars as bare SQLite values, and SQLite refuses objects
-    in those columns, integers beyond 64 bits and text that is not valid Unicode (a lone
-    UTF-16 surrogate). ``body`` is the event's body decoded (non-finite floats may be
-    floats or their tags: both are storable).
-    """
-    for key in REQUIRED_TEXT.get(event.kind, ()):
-        if not isinstance(body.get(key), str) or not body[key]:
-            raise LineRejected(f"{event.kind} body needs '{key}' as non-empty text")
-    if event.kind == EventKind.RUN_STATUS_CHANGED and body["status"] not in set(RunStatus):
-        raise LineRejected(f"run_status_changed status {body['status']!r} is not a run status")
-    for key in misfit_fields(body):
-        wanted = "text" if key in TEXT_FIELDS else "a 64-bit integer"
-        raise LineRejected(f"{event.kind} '{key}' must be {wanted} or null, not {_type_name(body[key])}")
-    for key in TIME_FIELDS & body.keys():
-        _time(body, key, event.kind)
-    if event.kind == EventKind.STUDY_REGISTERED:
-        _check_study_rules(body)
-    _check_scalars(body, event.kind)
-    provenance = body.get("provenance")
-    if event.kind == EventKind.PROVENANCE_CAPTURED and provenance is not None:
-        if not isinstance(provenance, dict):
-            raise LineRejected(f"provenance must be an object, not {_type_name(provenance)}")
-        _check_scalars(provenance, "provenance")
-    for label, text in (("source", event.source), ("recorded_at", event.recorded_at)):
-        if text is not None and not text.isascii():
-            _check_unicode(text, label)
-
-
-def _check_study_rules(body: dict[str, Any]) -> None:
-    """A study's seed policy and run budget must be what SeedPolicy and RunBudget accept:
-    ``register_run`` builds them from what the ledger stores."""
-    for key, kind in (("seed_policy", SeedPolicy), ("run_budget", RunBudget)):
-        value = body.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, dict):
-            raise LineRejected(f"study_registered '{key}' must be an object, not {_type_name(value)}")
-        try:
-            kind(**value)
-        except (TypeError, ValueError) as exc:
-            raise LineRejected(f"study_registered '{key}' is not a valid {kind.__name__}: {exc}") from None
-
-
-def _check_scalars(body: dict[str, Any], what: str) -> None:
-    for key, value in body.items():
-        if isinstance(value, str):
-            if not value.isascii():
-                _check_unicode(value, f"{what} '{key}'")
-        elif isinstance(value, bool) or value is None or isinstance(value, float):
-            continue
-        elif isinstance(value, int):
-            if not INT64[0] <= value <= INT64[1]:
-                raise LineRejected(f"{what} '{key}' is out of the 64-bit integer range")
-        elif key not in _JSON_FIELDS:
-            raise LineRejected(f"{what} '{key}' must be a single value, not {_type_name(value)}")
-
-
-def _check_unicode(text: str, what: str) -> None:
+def _check_storable(event: NewEvent) -> None:
+    """Refuse an event whose body is not what its kind holds (events.BODY_SHAPES)."""
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise LineRejected(f"{what} holds a lone UTF-16 surrogate at character {exc.start}, "
-                           "which is not valid Unicode") from None
+        check_body(event.kind, json.loads(event.body), event.body)
+    except ValidationError as exc:
+        raise LineRejected(str(exc)) from None

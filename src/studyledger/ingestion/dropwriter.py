@@ -11,12 +11,19 @@ kernel positions and performs such a write atomically with respect to other appe
 lines from concurrent writers never interleave and a reader never sees half of one line
 followed by another. ``os.write`` bypasses user-space buffers, so a line is in the file
 (the page cache) as soon as the call returns; pass ``durable=True`` to also ``fsync``.
+
+A full disk can cut a write short. The writer then tries to end the fragment with a
+newline, and whether or not that succeeds, its next write starts with one: the fragment
+becomes one rejected line of its own, and every later line stays whole (an extra newline
+is a blank line, which reads as nothing).
 Network filesystems do not promise atomic appends: give each process its own file there
 (the default name is per host and process).
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import socket
 from collections.abc import Iterable
@@ -26,7 +33,7 @@ from typing import Any
 
 from ..errors import ValidationError
 from .. import events as ev
-from ..events import EventKind
+from ..events import RECORDED_BY_STUDYLEDGER, EventKind, canonical_body, check_body
 from ..ledger import run_id_for
 from ..schema import (
     Observation,
@@ -66,6 +73,7 @@ class DropWriter:
         self.path = self.folder / f"{stem}.jsonl"
         self.durable = durable
         self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._cut = False  # a write failed or was cut short: the file may end mid-line
         self._studies: dict[str, tuple[SeedPolicy, RunBudget]] = {}
         self._runs: dict[str, tuple[str | None, str]] = {}  # run id -> (study id, status)
 
@@ -95,18 +103,36 @@ class DropWriter:
 
         Raises:
             ValueError: the writer is closed, or ``kind`` is not an event kind.
+            ValidationError: the body is not what its kind holds (the ingester would
+                reject the line), or the kind is one only studyledger records.
             OSError: the write failed or was short (disk full); see below.
         """
         if self._fd is None:
             raise ValueError(f"DropWriter for {self.path} is closed")
-        data = line_for(EventKind(kind).value, body).encode("utf-8")
+        kind = EventKind(kind).value
+        if kind in RECORDED_BY_STUDYLEDGER:
+            raise ValidationError(f"{kind} events are recorded by studyledger itself; the ingester refuses "
+                                  "them from a drop folder")
+        check_body(kind, json.loads(canonical_body(body)))
+        data = line_for(kind, body).encode("utf-8")
+        if self._cut:
+            data = b"\n" + data  # line and newline in one write, after ending a fragment
+        # A write that fails writes nothing (the file ends as it did); one cut short
+        # leaves a fragment.
         written = os.write(self._fd, data)
         if written != len(data):
             # Writing the rest separately could land after another process's line and
             # glue two halves together. End the fragment instead: it becomes one
             # rejected line, and every later line (ours or others') stays whole.
-            os.write(self._fd, b"\n")
-            raise OSError(f"{self.path}: short write ({written} of {len(data)} bytes); line not recorded")
+            self._cut = True
+            try:
+                os.write(self._fd, b"\n")
+                self._cut = False
+            except OSError:
+                pass  # the next write starts with the newline
+            raise OSError(errno.ENOSPC, f"short write ({written} of {len(data)} bytes); line not recorded",
+                          str(self.path))
+        self._cut = False
         if self.durable:
             os.fsync(self._fd)
 

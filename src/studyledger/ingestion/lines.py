@@ -7,6 +7,9 @@ reason a user can act on. A line that cannot be used is then kept as a ``line_re
 event (:func:`rejection_event`) holding its exact bytes, so nothing read is lost.
 
 NaN and Infinity tokens are accepted (``json.loads`` does): real upstream files hold them.
+A number a float cannot hold (``1e400``, ``1e-400``) is rejected rather than read as
+Infinity or 0.0, a leading UTF-8 byte order mark is dropped, and a line may hold at most
+:data:`MAX_VALUES` JSON values: what one line costs is bounded by more than its bytes.
 The stdlib parser is used on purpose: orjson refuses those tokens, so it could only be a
 fast path with a fallback, and parsing is not where ingestion spends its time (see
 ``benchmarks/bench_ingest.py``).
@@ -17,6 +20,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
+import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +37,14 @@ PREVIEW_BYTES = 1024
 
 TOO_LONG_KEEP = 4096
 """Bytes kept of a line over the limit: enough to recognise it, never the whole monster."""
+
+MAX_VALUES = 100_000
+"""Most JSON values (numbers, strings, objects, ...) one line may hold. A 16 MiB line of
+``{},{},...`` is 5.6 million objects: parsed, encoded and stored it took 888 MB. At this
+limit the worst line costs about 60 MB more than a plain one of the same size."""
+
+BOM = b"\xef\xbb\xbf"
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,15 +74,25 @@ def parse_line(data: bytes) -> Any:
     which would turn garbage into text instead of rejecting it.
 
     Raises:
-        BadLine: the line is not UTF-8, not JSON, nested too deeply or holds an integer
-            too long to convert.
+        BadLine: the line is not UTF-8, not JSON, nested too deeply, holds an integer too
+            long to convert, a number a float cannot hold, or more than
+            :data:`MAX_VALUES` values.
     """
+    if data.startswith(BOM):
+        data = data[len(BOM):]
+    # Every value takes a byte at least, so only a long line can hold too many.
+    if len(data) > MAX_VALUES:
+        count = values_in(data)
+        if count > MAX_VALUES:
+            raise BadLine(f"too many JSON values in one line ({count:,}; at most {MAX_VALUES:,})")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadLine(f"invalid UTF-8 at byte {exc.start}: {exc.reason}") from None
     try:
-        return json.loads(text)
+        return _DECODER.decode(text)
+    except BadLine:
+        raise
     except json.JSONDecodeError as exc:
         raise BadLine(f"invalid JSON: {exc.msg} (column {exc.colno})") from None
     except RecursionError:
@@ -76,6 +100,38 @@ def parse_line(data: bytes) -> Any:
     except ValueError as exc:
         # int() refuses more than sys.get_int_max_str_digits() digits with a ValueError.
         raise BadLine(f"invalid JSON: {exc}") from None
+
+
+def values_in(data: bytes) -> int:
+    """How many JSON values a line holds, counted from separators and brackets outside strings.
+
+    Each value is the line itself or a child of a container; a container with children
+    has one comma fewer than it has children. So the values are 1 + commas + containers
+    that are not empty: never fewer than that count (an empty container written with
+    space inside is counted as a child). Strings are skipped only when the quick count
+    says it might matter.
+    """
+    def count(text: bytes) -> int:
+        containers = text.count(b"[") + text.count(b"{")
+        return 1 + text.count(b",") + containers - text.count(b"[]") - text.count(b"{}")
+
+    quick = count(data)
+    return quick if quick <= MAX_VALUES else count(_STRING.sub(b'""', data))
+
+
+def _exact_float(text: str) -> float:
+    """A JSON number as a float, refused when the float would not be that number's size."""
+    value = float(text)
+    mantissa = text.lower().split("e")[0]
+    if math.isinf(value) or (value == 0.0 and mantissa.strip("-+0.")):
+        raise BadLine(f"number {text[:40]} is out of the range of a 64-bit float "
+                      f"({'it would read as Infinity' if math.isinf(value) else 'it would read as 0'})")
+    return value
+
+
+# Built once (json.loads with options builds a decoder per call). The float hook costs
+# nothing on a line without floats and doubles the parse of a line of thousands of them.
+_DECODER = json.JSONDecoder(parse_float=_exact_float)
 
 
 def preview(data: bytes, length: int | None = None) -> str:
@@ -88,6 +144,20 @@ def preview(data: bytes, length: int | None = None) -> str:
     total = len(data) if length is None else length
     text = data[:PREVIEW_BYTES].decode("utf-8", errors="backslashreplace")
     return text + f"...[{total} bytes]" if total > PREVIEW_BYTES else text
+
+
+def path_text(path: str) -> str:
+    """A file's name as text the ledger can store (in sources and ingest state).
+
+    A name is bytes on POSIX; Python holds the bytes that are not UTF-8 as lone surrogates,
+    which no text column can store. Those bytes are written ``\\xNN`` here, so one file
+    with such a name is read like any other and never stops the others.
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", errors="backslashreplace")
+    return path
 
 
 def rejection_body(
@@ -144,9 +214,8 @@ def line_end(offset: int, data: bytes | TooLong) -> int:
 
 
 def source_for(file: str, line: int, offset: int) -> str:
-    """The ``source`` of events read from a line: ``file:PATH:LINE:OFFSET``."""
-    return f"file:{file}:{line}:{offset}"
-
+    """The ``source`` of events read from a line: ``file:PATH:LINE:OFFSET`` (PATH as text)."""
+    return f"file:{path_text(file)}:{line}:{offset}"
 
 
 def raw_bytes(body: dict[str, Any]) -> bytes:

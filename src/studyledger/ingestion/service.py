@@ -11,15 +11,18 @@ same on every change and every reconcile scan.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ..errors import StudyFolderError, ValidationError
+from ..events import check_body, is_unicode
 from ..ledger import Ledger
 from .adapters import LineAdapter
-from .lines import DEFAULT_LINE_LIMIT
+from .lines import DEFAULT_LINE_LIMIT, path_text
 from .study_folder import CheckpointCache, is_study_folder, scan_study_folder
 from .tailer import FileStats, LineCounts, Tailer, is_jsonl_name
 
@@ -69,10 +72,17 @@ class Plan:
     Attributes:
         studies: Study output folders, each once, in the order found.
         files: JSONL files outside study folders, each once, in the order found.
+        within: For each file and study folder found under a given folder (by absolute
+            path), that folder: what is read from it must be in it (no symbolic link out).
     """
 
     studies: list[Path] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
+    within: dict[str, str] = field(default_factory=dict)
+
+    def root_of(self, path: Path) -> str | None:
+        """The given folder a path was found under (None for a path named directly)."""
+        return self.within.get(os.path.abspath(path))
 
 
 def plan(paths: Iterable[str | os.PathLike[str]], *, recursive: bool = True) -> Plan:
@@ -81,7 +91,9 @@ def plan(paths: Iterable[str | os.PathLike[str]], *, recursive: bool = True) -> 
 
     A file named directly is taken whatever its name; under a folder, the JSONL names
     (:func:`~studyledger.ingestion.tailer.is_jsonl_name`) in sorted order, so runs are
-    reproducible. Hidden folders are not entered.
+    reproducible. Hidden folders and symbolic links to folders are not entered. Every
+    entry with a JSONL name that is not a folder is listed (a link, a FIFO): the tailer
+    reads it if it is a regular file inside the given folder and says why not otherwise.
 
     Raises:
         FileNotFoundError: a named path does not exist (checked before anything is read).
@@ -96,14 +108,14 @@ def plan(paths: Iterable[str | os.PathLike[str]], *, recursive: bool = True) -> 
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            _walk(path, found, studies, files, recursive)
+            _walk(path, os.path.abspath(path), found, studies, files, recursive)
         elif os.path.abspath(path) not in files:
             files.add(os.path.abspath(path))
             found.files.append(path)
     return found
 
 
-def _walk(folder: Path, found: Plan, studies: set[str], files: set[str], recursive: bool) -> None:
+def _walk(folder: Path, root: str, found: Plan, studies: set[str], files: set[str], recursive: bool) -> None:
     try:
         entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
     except (FileNotFoundError, NotADirectoryError, PermissionError):
@@ -113,16 +125,18 @@ def _walk(folder: Path, found: Plan, studies: set[str], files: set[str], recursi
         if key not in studies:
             studies.add(key)
             found.studies.append(folder)
+            found.within[key] = root
         return  # a study folder's JSONL files are the ones its scan lists
     for entry in entries:
         if entry.is_dir(follow_symlinks=False):
             if recursive and not entry.name.startswith("."):
-                _walk(Path(entry.path), found, studies, files, recursive)
-        elif entry.is_file() and is_jsonl_name(entry.name):
+                _walk(Path(entry.path), root, found, studies, files, recursive)
+        elif is_jsonl_name(entry.name):
             key = os.path.abspath(entry.path)
             if key not in files:
                 files.add(key)
                 found.files.append(Path(entry.path))
+                found.within[key] = root
 
 
 def import_study_folder(ledger: Ledger, folder: Path, report: IngestReport, *,
@@ -130,12 +144,23 @@ def import_study_folder(ledger: Ledger, folder: Path, report: IngestReport, *,
     """Append what a study folder's whole files state; return the JSONL files it holds.
 
     Events are content-addressed, so importing a folder again appends only new facts.
+    Every event is checked against its kind's shape before any is appended: a value that
+    cannot be stored (a title holding a lone surrogate) rejects this folder, not the others.
 
     Raises:
-        StudyFolderError: study.yaml or a CSV file cannot be read (the message names it).
+        StudyFolderError: study.yaml or a CSV file cannot be read, or states a value that
+            cannot be stored (the message names the folder).
     """
     scan = scan_study_folder(folder, cache=cache)
-    result = ledger.append(scan.events)
+    events = []
+    for event in scan.events:
+        try:
+            check_body(event.kind, json.loads(event.body), event.body)
+        except ValidationError as exc:
+            raise StudyFolderError(f"{path_text(str(folder))}: {exc} (from {path_text(event.source)}); "
+                                   "the study folder is not imported") from None
+        events.append(event if is_unicode(event.source) else replace(event, source=path_text(event.source)))
+    result = ledger.append(events)
     if cache is not None:
         cache.confirm(scan)
     report.events_appended += len(result.appended)
@@ -171,14 +196,22 @@ def ingest(
 
     Raises:
         FileNotFoundError: a named path does not exist (nothing is read then).
-        StudyFolderError: a study folder's study.yaml or CSV files cannot be read.
     """
     found = plan(paths, recursive=recursive)
     report = IngestReport()
     to_read: dict[str, Path] = {os.path.abspath(file): file for file in found.files}
     for folder in found.studies:
-        for file in import_study_folder(ledger, folder, report):
-            to_read.setdefault(os.path.abspath(file), file)
+        try:
+            listed = import_study_folder(ledger, folder, report)
+        except StudyFolderError as exc:
+            # One broken study folder is reported; every other path is still read.
+            report.errors.append(str(exc))
+            continue
+        for file in listed:
+            key = os.path.abspath(file)
+            if key not in to_read:
+                to_read[key] = file
+                found.within[key] = found.within[os.path.abspath(folder)]
     sizes = [_size(file) for file in to_read.values()]
     total, done = sum(sizes), 0
 
@@ -192,7 +225,7 @@ def ingest(
     finished = 0
     for file, size in zip(to_read.values(), sizes, strict=True):
         try:
-            report.add(tailer.ingest_path(file))
+            report.add(tailer.ingest_path(file, within=found.root_of(file)))
         except OSError as exc:
             report.errors.append(f"{exc.filename or file}: {exc.strerror or exc}")
         # Bytes read before (an earlier ingest) count as done: jump to the file's end.

@@ -7,10 +7,12 @@ Lines are committed in batches (:data:`BATCH_LINES` lines or :data:`BATCH_BYTES`
 never one transaction per line.
 
 A file is known by device and inode, not by name, so a renamed (rotated) file is read on
-to its end under its new name. Before a stored offset is trusted, a hash of the file's
-first bytes and a hash of the bytes just before the offset are checked: a file truncated
-in place (copytruncate) or rewritten under the same inode is read again from its start.
-Event ids are content hashes, so even a re-read appends only lines not stored before.
+to its end under its new name. A stored offset is trusted only when the bytes before it are
+the bytes that were read: the sha256 of the whole consumed prefix is committed with the
+offset (kept as lines are read, from the very bytes parsed), and a pass hashes the file's
+prefix again before reading on. A file truncated in place (copytruncate), truncated and
+regrown past the offset, or rewritten under the same inode is read again from its start;
+event ids are content hashes, so a re-read appends only lines not stored before.
 
 A trailing line without its newline is left for the next pass. Reading streams in chunks
 of :data:`CHUNK` bytes, so memory stays flat for any file size (bounded by the line limit).
@@ -23,12 +25,13 @@ import hashlib
 import os
 import sqlite3
 import stat
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import EventConflictError, InputError
+from ..errors import EventConflictError, InputError, ValidationError
 from ..events import NewEvent
 from ..ledger import Ledger
 from ..query import INGEST_FILES_TABLE
@@ -42,6 +45,7 @@ from .lines import (
     is_blank,
     line_end,
     parse_line,
+    path_text,
     rejection_event,
     source_for,
 )
@@ -49,8 +53,10 @@ from .lines import (
 CHUNK = 1 << 20
 BATCH_LINES = 5_000
 BATCH_BYTES = 1 << 20
-FINGERPRINT_LEN = 1024
-CHECK_LEN = 64
+TAIL_CHECK = 64
+"""Bytes before the offset a pass that trusts its held digest compares anyway."""
+HELD_DIGESTS = 4096
+"""Files whose committed prefix digest a tailer keeps in memory (about 200 bytes each)."""
 STATE_TABLE = INGEST_FILES_TABLE
 JSONL_MARKERS = (".jsonl", ".ndjson")
 COMPRESSED_SUFFIXES = frozenset({".gz", ".bz2", ".xz", ".zst", ".zip", ".lz4"})
@@ -60,11 +66,9 @@ _STATE_DDL = f"""CREATE TABLE IF NOT EXISTS {STATE_TABLE} (
     path TEXT NOT NULL,
     device INTEGER NOT NULL,
     inode INTEGER NOT NULL,
-    fingerprint TEXT NOT NULL,
-    fingerprint_len INTEGER NOT NULL,
     offset INTEGER NOT NULL,
     line INTEGER NOT NULL,
-    check_hash TEXT NOT NULL,
+    prefix_sha256 TEXT,
     lines_accepted INTEGER NOT NULL DEFAULT 0,
     lines_rejected INTEGER NOT NULL DEFAULT 0,
     resets INTEGER NOT NULL DEFAULT 0,
@@ -72,6 +76,7 @@ _STATE_DDL = f"""CREATE TABLE IF NOT EXISTS {STATE_TABLE} (
     UNIQUE (device, inode)
 )"""
 _EMPTY_HASH = hashlib.sha256(b"").hexdigest()
+_KEPT_COLUMNS = "id, path, device, inode, offset, line, lines_accepted, lines_rejected, resets, updated_at"
 
 Progress = Callable[[int], None]
 
@@ -131,20 +136,18 @@ class _Line:
 
 @dataclass(frozen=True, slots=True)
 class _Position:
-    """Where a committed batch leaves a file, and what identifies the bytes before it."""
+    """Where a committed batch leaves a file, and the sha256 of every byte before it."""
 
     path: str
     offset: int
     line: int
-    fingerprint: str
-    fingerprint_len: int
-    check_hash: str
+    prefix_sha256: str
 
 
 # What one line's events can do to an append that another line's cannot: conflict with a
 # stored id, or hold a value SQLite refuses to bind. Anything else (a busy or full disk)
 # concerns the whole batch and propagates.
-_LINE_FAULTS = (EventConflictError, sqlite3.IntegrityError, sqlite3.InterfaceError,
+_LINE_FAULTS = (EventConflictError, ValidationError, sqlite3.IntegrityError, sqlite3.InterfaceError,
                 sqlite3.ProgrammingError, OverflowError, UnicodeError)
 
 
@@ -161,6 +164,7 @@ class _State:
     line: int
     device: int
     inode: int
+    prefix: Prefix
 
 
 class _Raced(Exception):
@@ -168,11 +172,11 @@ class _Raced(Exception):
 
 
 class _PrefixDigest:
-    """sha256 of a file's bytes from its start up to a point, continued as a pass reads on.
+    """sha256 of a file's bytes from its start up to a point, read back with ``pread``.
 
-    A rejection names the content it ends (:func:`~studyledger.ingestion.lines.rejection_body`).
-    Rejections are rare, so nothing is hashed until the first one of a pass; from then on
-    each byte is hashed once, read back with ``pread``, whatever the lines' length.
+    A pass keeps the digest of what it reads as it reads (:class:`Prefix`); this reads the
+    file again, for a stored offset to check and for a line the store refused after the
+    pass had read on. Each byte is hashed once however far it goes, in chunks.
     """
 
     def __init__(self, fd: int) -> None:
@@ -193,9 +197,22 @@ class _PrefixDigest:
 
 
 def ensure_state_table(ledger: Ledger) -> None:
-    """Create the ingest state table when missing (it is ingest state, not a projection)."""
+    """Create the ingest state table when missing (it is ingest state, not a projection).
+
+    A table from before prefix digests (it checked the first KiB and the 64 bytes before
+    the offset) is rebuilt with every digest unknown: each file is then read once more
+    from its start, which stores nothing twice, rather than trusted on a lucky check.
+    """
     with ledger.store.transaction():
-        ledger.conn.execute(_STATE_DDL)
+        columns = {row[1] for row in ledger.conn.execute(f"PRAGMA table_info({STATE_TABLE})")}
+        if columns and "prefix_sha256" not in columns:
+            ledger.conn.execute(f"ALTER TABLE {STATE_TABLE} RENAME TO {STATE_TABLE}_old")
+            ledger.conn.execute(_STATE_DDL)
+            ledger.conn.execute(f"INSERT INTO {STATE_TABLE} ({_KEPT_COLUMNS}) "
+                                f"SELECT {_KEPT_COLUMNS} FROM {STATE_TABLE}_old")
+            ledger.conn.execute(f"DROP TABLE {STATE_TABLE}_old")
+        else:
+            ledger.conn.execute(_STATE_DDL)
 
 
 def is_jsonl_name(name: str) -> bool:
@@ -212,34 +229,68 @@ def is_jsonl_name(name: str) -> bool:
     return any(lowered.endswith(marker) or marker + "." in lowered for marker in JSONL_MARKERS)
 
 
-def read_lines(file: IO[bytes], offset: int, limit: int) -> Iterator[tuple[int, int, bytes | TooLong]]:
+class Prefix:
+    """The running sha256 of a file's bytes from 0 to the offset read so far.
+
+    hashlib cannot save a hash's state, so the digest of the whole prefix is committed and
+    a pass starts by hashing the prefix again (:func:`_hash_prefix`), which both checks the
+    stored offset and gives the state to read on with.
+    """
+
+    __slots__ = ("hash",)
+
+    def __init__(self, started: Any = None) -> None:
+        self.hash: Any = started if started is not None else hashlib.sha256()
+
+    def hexdigest(self) -> str:
+        """The digest of the prefix so far."""
+        return str(self.hash.hexdigest())
+
+
+def read_lines(
+    file: IO[bytes], offset: int, limit: int, prefix: Prefix | None = None
+) -> Iterator[tuple[int, int, bytes | TooLong]]:
     """Complete lines from ``offset`` on: ``(start, end after the newline, bytes)``.
 
     A line over ``limit`` bytes is hashed while it streams past and yielded as
     :class:`TooLong`, so memory never holds more than ``limit + CHUNK`` bytes. An
     unfinished last line is not yielded: it waits for its newline.
+
+    Args:
+        prefix: The digest of the bytes before ``offset``. Each line's bytes (newline
+            included) are added just before the line is yielded, from the very bytes read,
+            so between yields it is the digest of exactly the prefix consumed so far.
     """
     file.seek(offset)
     position, pending = offset, b""
     skipping: Any = None  # a running sha256 while a line over the limit streams past
+    prefix_with_it: Any = None  # the prefix's digest with that line's bytes so far
     head, skipped = b"", 0
     while chunk := file.read(CHUNK):
         if skipping is not None:
             newline = chunk.find(b"\n")
             if newline < 0:
                 skipping.update(chunk)
+                if prefix_with_it is not None:
+                    prefix_with_it.update(chunk)
                 skipped += len(chunk)
                 continue
             skipping.update(chunk[:newline])
+            if prefix is not None:
+                prefix_with_it.update(chunk[: newline + 1])
+                prefix.hash = prefix_with_it
             skipped += newline
             yield position, position + skipped + 1, TooLong(head, skipped, skipping.hexdigest())
             position += skipped + 1
-            skipping, chunk = None, chunk[newline + 1 :]
-        data = pending + chunk if pending else chunk
-        parts = data.split(b"\n")
+            skipping, prefix_with_it, chunk = None, None, chunk[newline + 1 :]
+        # Split at once, keeping no joined copy: a line of many megabytes is held once.
+        parts = (pending + chunk if pending else chunk).split(b"\n")
         pending = parts.pop()
         for part in parts:
             end = position + len(part) + 1
+            if prefix is not None:
+                prefix.hash.update(part)
+                prefix.hash.update(b"\n")
             if len(part) > limit:
                 yield position, end, TooLong(part[:TOO_LONG_KEEP], len(part), hashlib.sha256(part).hexdigest())
             else:
@@ -247,6 +298,9 @@ def read_lines(file: IO[bytes], offset: int, limit: int) -> Iterator[tuple[int, 
             position = end
         if len(pending) > limit:
             skipping, head, skipped = hashlib.sha256(pending), pending[:TOO_LONG_KEEP], len(pending)
+            if prefix is not None:
+                prefix_with_it = prefix.hash.copy()
+                prefix_with_it.update(pending)
             pending = b""
 
 
@@ -278,6 +332,9 @@ class Tailer:
         self.on_progress = on_progress
         self.batch_lines = batch_lines
         self.batch_bytes = batch_bytes
+        # (device, inode) -> (offset, digest of [0, offset), its last bytes) as this tailer
+        # last committed them.
+        self._held: OrderedDict[tuple[int, int], tuple[int, Any, bytes]] = OrderedDict()
         ensure_state_table(ledger)
 
     @property
@@ -285,26 +342,32 @@ class Tailer:
         """The ledger's connection."""
         return self.ledger.conn
 
-    def ingest_path(self, path: str | os.PathLike[str]) -> FileStats:
+    def ingest_path(self, path: str | os.PathLike[str], *, within: str | None = None) -> FileStats:
         """Read a file from its committed offset to its last complete line.
+
+        Args:
+            path: The file.
+            within: The folder it was found in: the file must be in it, by its real path
+                (see :func:`open_regular`). None for a file named directly.
 
         Returns:
             What the pass did; ``missing`` when the file is gone (not an error: files are
             deleted under watchers all the time).
 
         Raises:
-            OSError: the file exists but cannot be read (permissions, not a regular file).
+            OSError: the file exists but cannot be read (permissions, not a regular file,
+                a symbolic link out of ``within``).
             LedgerBusyError: another writer held the ledger past every retry.
         """
         name = os.path.abspath(path)
         try:
-            file = open_regular(name)
+            file = open_regular(name, within=within)
         except FileNotFoundError:
             return FileStats(path=name, missing=True)
         with file:
             return self.ingest_file(file, name)
 
-    def ingest_file(self, file: IO[bytes], path: str) -> FileStats:
+    def ingest_file(self, file: IO[bytes], path: str, *, verify: bool = True) -> FileStats:
         """Read an open file from its committed offset to its last complete line.
 
         The file is identified by its descriptor's device and inode, so a handle kept
@@ -312,71 +375,104 @@ class Tailer:
 
         Args:
             file: The file, opened for binary reading.
-            path: The name to record for it (in sources and rejections).
+            path: Its name as the filesystem knows it (recorded as text: see
+                :func:`~studyledger.ingestion.lines.path_text`).
+            verify: Hash the bytes before the stored offset and compare them with the
+                committed digest before reading on. False skips that when this tailer
+                itself committed the stored offset (it then holds the digest in memory);
+                it costs the bytes appended only, and stays sound as long as a verifying
+                pass follows: the digest committed always describes the bytes that were
+                read, so a prefix changed meanwhile is found then and read again. The
+                watcher verifies each file at its reconcile scans.
         """
         stats = FileStats(path=path)
         try:
-            self._ingest_open(file, path, stats)
+            self._ingest_open(file, path, stats, verify)
         except _Raced:
             stats.raced = True
         return stats
 
     # -- one file -------------------------------------------------------------------
 
-    def _ingest_open(self, file: IO[bytes], name: str, stats: FileStats) -> None:
+    def _ingest_open(self, file: IO[bytes], name: str, stats: FileStats, verify: bool) -> None:
         fd = file.fileno()
         info = os.fstat(fd)
-        state = self._resume(fd, info, name, stats)
+        state = self._resume(fd, info, name, stats, verify)
         batch: list[_Line] = []
         batch_bytes = 0
         end = state.offset
         number = state.line
-        prefix = _PrefixDigest(fd)
-        for start, end, data in read_lines(file, state.offset, self.line_limit):
+        reread = _PrefixDigest(fd)
+        for start, end, data in read_lines(file, state.offset, self.line_limit, state.prefix):
             number += 1
-            batch.append(self._convert(name, number, start, data, prefix))
+            batch.append(self._convert(name, number, start, data, state.prefix))
             batch_bytes += end - start
             if len(batch) >= self.batch_lines or batch_bytes >= self.batch_bytes:
-                self._commit(fd, name, state, batch, end, stats, prefix)
+                self._commit(name, state, batch, end, stats, reread)
                 batch, batch_bytes = [], 0
         if batch:
-            self._commit(fd, name, state, batch, end, stats, prefix)
+            self._commit(name, state, batch, end, stats, reread)
         stats.offset = state.offset
         stats.pending_bytes = max(0, file.tell() - state.offset)
+        # Every line read was committed: the digest is that of exactly [0, state.offset).
+        tail = os.pread(fd, min(TAIL_CHECK, state.offset), state.offset - min(TAIL_CHECK, state.offset))
+        self._held[(state.device, state.inode)] = (state.offset, state.prefix.hash.copy(), tail)
+        self._held.move_to_end((state.device, state.inode))
+        while len(self._held) > HELD_DIGESTS:
+            self._held.popitem(last=False)
 
-    def _resume(self, fd: int, info: os.stat_result, name: str, stats: FileStats) -> _State:
-        """The state to read on from: stored and verified, reset, or new."""
+    def _resume(self, fd: int, info: os.stat_result, name: str, stats: FileStats, verify: bool) -> _State:
+        """The state to read on from: stored and verified, reset, or new.
+
+        The stored offset is trusted only when the file's bytes before it hash to the
+        digest committed with it; the hashing also gives the running digest to read on
+        with. A digest that is unknown (a table from an older version) is a doubt, and a
+        doubt is a re-read: it costs time, never a duplicate. Without ``verify``, the
+        digest this tailer holds for the very offset and digest stored stands in for the
+        hashing (see :meth:`ingest_file`).
+        """
         row = self.conn.execute(
-            f"SELECT id, path, offset, line, fingerprint, fingerprint_len, check_hash "
-            f"FROM {STATE_TABLE} WHERE device = ? AND inode = ?",
+            f"SELECT id, path, offset, line, prefix_sha256 FROM {STATE_TABLE} WHERE device = ? AND inode = ?",
             (info.st_dev, info.st_ino),
         ).fetchone()
         if row is None:
-            return _State(None, 0, 0, info.st_dev, info.st_ino)
-        row_id, stored_path, offset, line, fingerprint, fingerprint_len, check = row
-        state = _State(row_id, offset, line, info.st_dev, info.st_ino)
+            return _State(None, 0, 0, info.st_dev, info.st_ino, Prefix())
+        row_id, stored_path, offset, line, digest = row
+        state = _State(row_id, offset, line, info.st_dev, info.st_ino, Prefix())
         stats.offset = offset
-        problem = _verify(fd, info.st_size, offset, fingerprint, fingerprint_len, check)
+        problem: str | None
+        held = self._held.get((info.st_dev, info.st_ino))
+        if info.st_size < offset:
+            problem = "truncated"
+        elif (not verify and held is not None and held[0] == offset and held[1].hexdigest() == digest
+              and os.pread(fd, len(held[2]), offset - len(held[2])) == held[2]):
+            # The bytes just before the offset are checked even so: they catch most
+            # truncations at once, before a line is read from a place that is no longer
+            # a line's start (the next verifying pass catches the rest).
+            state.prefix, problem = Prefix(held[1].copy()), None
+        else:
+            state.prefix = _hash_prefix(fd, offset)
+            problem = None if digest is not None and state.prefix.hexdigest() == digest else "replaced"
         if problem is not None:
             self._reset(state, name, problem)
             stats.reset = problem
-        elif stored_path != name:
+        elif stored_path != path_text(name):
             # Renamed (rotated): keep reading the same file under its new name.
             with self.ledger.store.transaction():
                 self._check_position(state)
-                self.conn.execute(f"UPDATE {STATE_TABLE} SET path = ? WHERE id = ?", (name, row_id))
+                self.conn.execute(f"UPDATE {STATE_TABLE} SET path = ? WHERE id = ?", (path_text(name), row_id))
         return state
 
     def _reset(self, state: _State, name: str, why: str) -> None:
         with self.ledger.store.transaction():
             self._check_position(state)
             self.conn.execute(
-                f"UPDATE {STATE_TABLE} SET path = ?, offset = 0, line = 0, fingerprint = ?, "
-                f"fingerprint_len = 0, check_hash = ?, resets = resets + 1, updated_at = ? "
-                f"WHERE id = ?",
-                (name, _EMPTY_HASH, _EMPTY_HASH, utc_now_precise(), state.row_id),
+                f"UPDATE {STATE_TABLE} SET path = ?, offset = 0, line = 0, prefix_sha256 = ?, "
+                f"resets = resets + 1, updated_at = ? WHERE id = ?",
+                (path_text(name), _EMPTY_HASH, utc_now_precise(), state.row_id),
             )
         state.offset = state.line = 0
+        state.prefix = Prefix()
 
     def _check_position(self, state: _State) -> None:
         """Refuse to write when another process moved the offset since it was read."""
@@ -388,11 +484,16 @@ class Tailer:
 
     # -- lines ----------------------------------------------------------------------
 
-    def _convert(self, name: str, number: int, offset: int, data: bytes | TooLong, prefix: _PrefixDigest) -> _Line:
-        """Turn one line into its events, or into its rejection."""
+    def _convert(self, name: str, number: int, offset: int, data: bytes | TooLong, prefix: Prefix) -> _Line:
+        """Turn one line into its events, or into its rejection.
+
+        ``prefix`` is the digest of the file through this line's newline (read_lines added
+        the line before handing it out): what a rejection names as the content it ends.
+        """
         if isinstance(data, TooLong):
             reason = f"line longer than the limit of {self.line_limit} bytes ({data.length} bytes)"
-            return _Line(number, offset, data, [_rejection(name, number, offset, reason, data, prefix)], False)
+            return _Line(number, offset, data, [rejection_event(name, number, offset, reason, data,
+                                                                prefix_sha256=prefix.hexdigest())], False)
         if is_blank(data):
             return _Line(number, offset, data, [], True)
         try:
@@ -401,31 +502,26 @@ class Tailer:
             return _Line(number, offset, data, found, True)
         except InputError as exc:
             reason = str(exc) or type(exc).__name__
-        return _Line(number, offset, data, [_rejection(name, number, offset, reason, data, prefix)], False)
+        return _Line(number, offset, data, [rejection_event(name, number, offset, reason, data,
+                                                            prefix_sha256=prefix.hexdigest())], False)
 
     # -- committing -----------------------------------------------------------------
 
-    def _commit(
-        self, fd: int, name: str, state: _State, batch: list[_Line], end: int, stats: FileStats,
-        prefix: _PrefixDigest,
-    ) -> None:
-        """Append a batch's events and move the offset to ``end``, in one transaction."""
-        fingerprint_len = min(FINGERPRINT_LEN, end)
-        check_start = max(0, end - CHECK_LEN)
-        position = _Position(
-            path=name,
-            offset=end,
-            line=batch[-1].number,
-            fingerprint=_hash(os.pread(fd, fingerprint_len, 0)),
-            fingerprint_len=fingerprint_len,
-            check_hash=_hash(os.pread(fd, end - check_start, check_start)),
-        )
+    def _commit(self, name: str, state: _State, batch: list[_Line], end: int, stats: FileStats,
+                reread: _PrefixDigest) -> None:
+        """Append a batch's events and move the offset to ``end``, in one transaction.
+
+        ``state.prefix`` holds the digest of exactly the bytes up to ``end`` here: lines
+        are added to it as they are read, and a commit happens between two of them.
+        """
+        position = _Position(path=name, offset=end, line=batch[-1].number,
+                             prefix_sha256=state.prefix.hexdigest())
         try:
-            appended, duplicates, row_id = self._store(state, batch, position, prefix, each=False)
+            appended, duplicates, row_id = self._store(state, batch, position, reread, each=False)
         except _LINE_FAULTS:
             # One unstorable line must not block the file: store line by line, keeping the
             # lines the store refuses as rejections.
-            appended, duplicates, row_id = self._store(state, batch, position, prefix, each=True)
+            appended, duplicates, row_id = self._store(state, batch, position, reread, each=True)
         state.row_id = row_id
         accepted = sum(1 for item in batch if item.accepted)
         stats.lines_read += len(batch)
@@ -439,7 +535,7 @@ class Tailer:
         state.offset, state.line = end, batch[-1].number
 
     def _store(
-        self, state: _State, batch: list[_Line], position: _Position, prefix: _PrefixDigest, *, each: bool
+        self, state: _State, batch: list[_Line], position: _Position, reread: _PrefixDigest, *, each: bool
     ) -> tuple[int, int, int]:
         """One transaction: the batch's events, then the new offset.
 
@@ -461,9 +557,11 @@ class Tailer:
                     except _LINE_FAULTS as exc:
                         self.conn.execute("ROLLBACK TO tail_line")
                         item.accepted = False
-                        item.events = [_rejection(
+                        # The pass read on past this line: its prefix is read again.
+                        item.events = [rejection_event(
                             position.path, item.number, item.offset,
-                            f"cannot store ({type(exc).__name__}: {exc})", item.data, prefix,
+                            f"cannot store ({type(exc).__name__}: {exc})", item.data,
+                            prefix_sha256=reread.upto(line_end(item.offset, item.data)),
                         )]
                         result = self.ledger.append(item.events)
                     self.conn.execute("RELEASE tail_line")
@@ -474,12 +572,11 @@ class Tailer:
                 appended, duplicates = len(result.appended), result.duplicates
             accepted = sum(1 for item in batch if item.accepted)
             self.conn.execute(
-                f"UPDATE {STATE_TABLE} SET path = ?, offset = ?, line = ?, fingerprint = ?, "
-                f"fingerprint_len = ?, check_hash = ?, lines_accepted = lines_accepted + ?, "
-                f"lines_rejected = lines_rejected + ?, updated_at = ? WHERE id = ?",
-                (position.path, position.offset, position.line, position.fingerprint,
-                 position.fingerprint_len, position.check_hash, accepted, len(batch) - accepted,
-                 utc_now_precise(), row_id),
+                f"UPDATE {STATE_TABLE} SET path = ?, offset = ?, line = ?, prefix_sha256 = ?, "
+                f"lines_accepted = lines_accepted + ?, lines_rejected = lines_rejected + ?, updated_at = ? "
+                f"WHERE id = ?",
+                (path_text(position.path), position.offset, position.line, position.prefix_sha256, accepted,
+                 len(batch) - accepted, utc_now_precise(), row_id),
             )
         return appended, duplicates, row_id
 
@@ -489,48 +586,67 @@ class Tailer:
             self._check_position(state)
             return state.row_id
         claimed = self.conn.execute(
-            f"INSERT INTO {STATE_TABLE} (path, device, inode, fingerprint, fingerprint_len, "
-            f"offset, line, check_hash, updated_at) VALUES ('', ?, ?, ?, 0, 0, 0, ?, '') "
-            f"ON CONFLICT (device, inode) DO NOTHING RETURNING id",
-            (state.device, state.inode, _EMPTY_HASH, _EMPTY_HASH),
+            f"INSERT INTO {STATE_TABLE} (path, device, inode, offset, line, prefix_sha256, updated_at) "
+            f"VALUES ('', ?, ?, 0, 0, ?, '') ON CONFLICT (device, inode) DO NOTHING RETURNING id",
+            (state.device, state.inode, _EMPTY_HASH),
         ).fetchone()
         if claimed is None:
             raise _Raced  # another process committed this file first
         return int(claimed[0])
 
 
-def _hash(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def _hash_prefix(fd: int, length: int) -> Prefix:
+    """The digest of a file's first ``length`` bytes, to read on with (memory stays flat)."""
+    reader = _PrefixDigest(fd)
+    reader.upto(length)
+    return Prefix(reader.digest)
 
 
-def _rejection(name: str, number: int, offset: int, reason: str, data: bytes | TooLong,
-               prefix: _PrefixDigest) -> NewEvent:
-    return rejection_event(name, number, offset, reason, data,
-                           prefix_sha256=prefix.upto(line_end(offset, data)))
+def open_regular(path: str, *, within: str | None = None) -> IO[bytes]:
+    """Open a regular file for binary reading, never blocking, never leaving ``within``.
 
+    The file is opened with ``O_NONBLOCK`` and checked on the descriptor (``fstat``), not
+    by a ``stat`` before the open: a FIFO swapped in between would block the open forever.
 
-def _verify(
-    fd: int, size: int, offset: int, fingerprint: str, fingerprint_len: int, check: str
-) -> str | None:
-    """Why a stored offset cannot be trusted for this file, or None when it can."""
-    if size < offset:
-        return "truncated"
-    if _hash(os.pread(fd, fingerprint_len, 0)) != fingerprint:
-        return "replaced"
-    check_start = max(0, offset - CHECK_LEN)
-    if _hash(os.pread(fd, offset - check_start, check_start)) != check:
-        return "replaced"
-    return None
-
-
-def open_regular(path: str) -> IO[bytes]:
-    """Open a regular file for binary reading.
+    With ``within`` (the folder the file was found in), a symbolic link is followed only
+    to a file inside that folder: the file's real path must lie under the folder's, and it
+    is then opened one component at a time from the folder without following any link
+    (``O_NOFOLLOW``), so a link swapped in after the check cannot lead out either. A drop
+    folder's writer cannot make the ingester read what it was not given.
 
     Raises:
-        FileNotFoundError: it is gone.
-        OSError: it is not a regular file (opening a FIFO would block forever) or
-            cannot be read.
+        FileNotFoundError: it is gone (or a link leads nowhere).
+        OSError: it is not a regular file, leads out of ``within``, or cannot be read.
     """
-    if not stat.S_ISREG(os.stat(path).st_mode):
-        raise OSError(errno.EINVAL, "not a regular file", path)
-    return open(path, "rb")  # the caller owns and closes it
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    if within is None:
+        fd = os.open(path, flags)
+    else:
+        root = os.path.realpath(within)
+        real = os.path.realpath(path)
+        if os.path.commonpath([root, real]) != root or real == root:
+            raise OSError(errno.EACCES, f"a symbolic link to {path_text(real)}, outside {path_text(within)}: "
+                                        "not read", path)
+        fd = _open_beneath(root, os.path.relpath(real, root), flags)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        return os.fdopen(fd, "rb")  # the caller owns and closes it
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _open_beneath(root: str, relative: str, flags: int) -> int:
+    """Open ``root/relative`` through real folders only: no component may be a link."""
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
+    directory = os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        *folders, name = relative.split(os.sep)
+        for folder in folders:
+            inner = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | nofollow, dir_fd=directory)
+            os.close(directory)
+            directory = inner
+        return os.open(name, flags | nofollow, dir_fd=directory)
+    finally:
+        os.close(directory)

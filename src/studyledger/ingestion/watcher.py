@@ -7,6 +7,12 @@ whole folder is scanned and any file whose size, inode or mtime changed is read 
 tailer's committed offsets make reading a file twice harmless, so the two paths never
 need to agree with each other.
 
+A pass on a hint reads only what was appended: the tailer holds the digest of what it read
+before. The reconcile scan reads every file that changed, or was read that way since, with
+the bytes before its offset hashed again, so a file truncated and regrown in between is
+found within one reconcile interval and read again from its start (nothing is lost; the
+cost of hashing a file is paid at most once per interval, not once per appended line).
+
 The watcher runs in its own thread with its own ledger connection, so a dashboard or a
 CLI can own the main thread.
 """
@@ -127,6 +133,7 @@ class Watcher:
         self._dirty: set[str] = set()
         self._scan_requested = True
         self._seen: dict[str, _Signature] = {}
+        self._unverified: set[str] = set()  # read on hints since their prefix was last hashed
         self._handles: OrderedDict[str, IO[bytes]] = OrderedDict()
         self._files: set[str] = set()
         self._totals = IngestReport()
@@ -269,10 +276,11 @@ class Watcher:
             except FileNotFoundError:
                 continue
             signature = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
-            if self._seen.get(path) != signature:
-                self._read(tailer, path, signature)
+            if self._seen.get(path) != signature or path in self._unverified:
+                self._read(tailer, path, signature, verify=True)
         for gone in set(self._seen) - present:
             del self._seen[gone]
+        self._unverified &= present
 
     def _scan_study(self, ledger: Ledger, folder: Path) -> list[Path]:
         """Append what a study folder's whole files state (study.yaml, CSVs, run.json);
@@ -310,8 +318,14 @@ class Watcher:
             if message not in self._totals.errors and len(self._totals.errors) < MAX_ERRORS:
                 self._totals.errors.append(message)
 
-    def _read(self, tailer: Tailer, path: str, signature: _Signature | None = None) -> None:
-        """Read one file, keeping the watcher alive through unreadable files and busy locks."""
+    def _read(self, tailer: Tailer, path: str, signature: _Signature | None = None, *,
+              verify: bool = False) -> None:
+        """Read one file, keeping the watcher alive through unreadable files and busy locks.
+
+        ``verify`` hashes the bytes before the committed offset first (the scan's passes);
+        a hint's pass reads on from the digest the tailer holds, and the file is then
+        verified at the next scan.
+        """
         try:
             self._finish_replaced(tailer, path)
             handle = self._handle(path)
@@ -320,7 +334,7 @@ class Watcher:
             if signature is None:
                 info = os.fstat(handle.fileno())
                 signature = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
-            result = tailer.ingest_file(handle, os.path.abspath(path))
+            result = tailer.ingest_file(handle, os.path.abspath(path), verify=verify)
         except LedgerBusyError:
             self.hint([path])
             return
@@ -334,6 +348,10 @@ class Watcher:
             self.hint([path])
             return
         self._seen[path] = signature
+        if verify:
+            self._unverified.discard(path)
+        else:
+            self._unverified.add(path)
         self._count(result)
 
     def _count(self, result: FileStats) -> None:
@@ -348,7 +366,8 @@ class Watcher:
             self._handles.move_to_end(path)
             return handle
         try:
-            handle = open_regular(path)
+            # Never out of the watched folder, whatever a link in it says.
+            handle = open_regular(path, within=str(self.folder))
         except FileNotFoundError:
             return None
         self._handles[path] = handle

@@ -108,6 +108,19 @@ class ConditionFigures:
     metrics: list[str]
     primary: str | None
     ended: list[str]
+    resources: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunFigures:
+    """What a runs table shows beside the runs: each run's metrics and latency, the study's
+    metric names and primary outcome, and what the runs cost (:func:`query.resource_values`)."""
+
+    values: dict[str, dict[str, Any]]
+    metrics: list[str]
+    primary: str | None
+    latencies: dict[str, float]
+    resources: dict[str, list[float]]
 
 
 @dataclass(frozen=True)
@@ -145,6 +158,8 @@ class Source:
         self._closed = False
         self._version = self._open()
         self._version_lock = threading.Lock()
+        self._search_ledger: Ledger | None = None  # holds a temporary index: see search()
+        self._search_lock = threading.Lock()
 
     def _ready_projections(self) -> None:
         """Bring derived tables built by another version up to date: the writer's step.
@@ -205,6 +220,9 @@ class Source:
                 self._pool.get().close()
         with self._version_lock:
             self._version.close()
+        with self._search_lock:
+            if self._search_ledger is not None:
+                self._search_ledger.close()
 
     # -- change detection -------------------------------------------------------------
 
@@ -229,14 +247,15 @@ class Source:
         return self.read(lambda c: query.runs(c, study_id=study_id, status=status, condition_id=condition_id,
                                               without_study=without_study))
 
-    def run_metrics(self, study_id: str | None) -> tuple[dict[str, dict[str, Any]], list[str], str | None]:
-        """``({run_id: {metric: value}}, metric names, primary metric)`` of a study's runs."""
+    def run_figures(self, study_id: str | None, condition_id: str | None = None) -> RunFigures:
+        """The metrics, latencies and costs of a study's runs (of every run when None)."""
 
-        def load(conn: sqlite3.Connection) -> tuple[dict[str, dict[str, Any]], list[str], str | None]:
+        def load(conn: sqlite3.Connection) -> RunFigures:
             if study_id is None:
-                return query.run_metrics(conn), [], None
-            return (query.run_metrics(conn, study_id=study_id), query.metric_names(conn, study_id),
-                    query.primary_metric(conn, study_id))
+                return RunFigures(query.run_metrics(conn), [], None, query.run_latencies(conn), {})
+            return RunFigures(query.run_metrics(conn, study_id=study_id), query.metric_names(conn, study_id),
+                              query.primary_metric(conn, study_id), query.run_latencies(conn, study_id=study_id),
+                              query.resource_values(conn, study_id, condition_id))
 
         return self.read(load)
 
@@ -252,6 +271,7 @@ class Source:
                 metrics=query.metric_names(conn, study_id),
                 primary=query.primary_metric(conn, study_id),
                 ended=[r["ended_at"] for r in query.runs(conn, study_id=study_id) if r.get("ended_at")],
+                resources=query.resource_values(conn, study_id),
             )
 
         return self.read(load)
@@ -265,16 +285,32 @@ class Source:
 
         The index is built (or caught up) first when it is missing or behind: the one write
         the dashboard makes besides rebuilding stale derived tables, and like those it is
-        derived state, never history.
+        derived state, never history. A ledger the dashboard cannot write is searched
+        with a temporary index on a connection of its own (:attr:`temporary_index`),
+        caught up before each search.
         """
-        if not self.read(search.is_current):
-            with Ledger.open(self.path, create=False) as ledger, ledger.store.transaction():
-                search.build(ledger.conn)
+        with self._search_lock:
+            if self._search_ledger is None and not self.read(search.is_current):
+                try:
+                    with Ledger.open(self.path, create=False) as ledger, ledger.store.transaction():
+                        search.build(ledger.conn)
+                except (LedgerError, OSError, sqlite3.Error):
+                    self._search_ledger = self._open()
+            if self._search_ledger is not None:
+                conn = self._search_ledger.conn
+                search.build_temporary(conn)
+                return search.search(conn, text, filters=filters, limit=limit), search.count(conn, text, filters=filters)
         return self.read(lambda c: (search.search(c, text, filters=filters, limit=limit),
                                     search.count(c, text, filters=filters)))
 
+    @property
+    def temporary_index(self) -> bool:
+        """Whether searches use a temporary index (the ledger cannot be written)."""
+        return self._search_ledger is not None
+
     def run_detail(self, run_id: str) -> Row | None:
-        """A run with its transitions, provenance, anomalies and evaluator outputs, for the run screen."""
+        """A run with its transitions, provenance, anomalies, metrics (evaluator outputs and
+        the runner's), the runner's record (``result``, decoded) and latency, for the run screen."""
 
         def load(conn: sqlite3.Connection) -> Row | None:
             row = query.run(conn, run_id)
@@ -283,7 +319,9 @@ class Source:
             row["transitions"] = query.transitions(conn, run_id)
             row["provenance"] = query.provenance(conn, run_id)
             row["anomalies"] = query.anomalies(conn, run_id)
-            row["outputs"] = query.metric_values(conn, run_id=run_id)
+            row["metrics"] = query.metric_values(conn, run_id=run_id)
+            row["result"] = query.run_result(row)
+            row["latency_s"] = query.run_latencies(conn, run_id=run_id).get(run_id)
             return row
 
         return self.read(load)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from statistics import median
 
 from rich.text import Text
 
@@ -182,4 +183,36 @@ def metric_cell(value: object) -> Text:
     style = "#c27c0e" if isinstance(value, float) and not math.isfinite(value) else ""
     text = literal(value_text(value), style)  # text metrics come from files: shown literally
     text.justify = "right"
+    return text
+
+
+def money(value: float) -> str:
+    """``$0``, ``$0.0031``, ``$12.40``: cents once there are any, else what there is."""
+    if value == 0:
+        return "$0"
+    return f"${value:,.2f}" if abs(value) >= 0.01 else f"${value:.2g}"
+
+
+def resources_text(resources: dict[str, list[float]], width: int = 12) -> Text:
+    """What runs took, on one line: latency's distribution and range, cost and tokens.
+
+    ``latency ▁▃█▂ 1ms…66ms median 5ms   cost $0.42 ($0.018/run)   tokens 12,400 (517/run)``;
+    a figure no run recorded is left out, and the line is empty when none is known.
+    """
+    text = Text(no_wrap=True, end="")
+    latency = sorted(resources.get("latency_s", []))
+    if latency:
+        text.append("latency ", "dim")
+        if latency[0] != latency[-1]:
+            text.append_text(spark(bins(latency, latency[0], latency[-1], width), "#3a7bd5"))
+            text.append(f" {duration(latency[0])}…{duration(latency[-1])}")
+        text.append(f" median {duration(median(latency))}")
+    for name, shown in (("cost_usd", money), ("tokens", lambda v: f"{v:,.0f}")):
+        values = resources.get(name, [])
+        if values:
+            total = sum(values)
+            text.append(f"   {name.removesuffix('_usd')} ", "dim")
+            text.append(shown(total))
+            if total:
+                text.append(f" ({shown(total / len(values))}/run)", "dim")
     return text

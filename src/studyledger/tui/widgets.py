@@ -89,13 +89,20 @@ class LiveTable(DataTable[Text | str]):
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self._cells: dict[str, list[str]] = {}
 
-    def set_columns(self, columns: Sequence[tuple[str, str]]) -> None:
+    def set_columns(self, columns: Sequence[tuple[str, str | Text]]) -> None:
         """Replace every column (key, label): for tables whose columns follow the data,
         such as one per metric. The rows are dropped; the next :meth:`sync` refills them."""
         self.clear(columns=True)
         self._cells = {}
         for key, label in columns:
             self.add_column(label, key=key)
+
+    def relabel(self, key: str, label: str) -> None:
+        """Give one column a new header; the columns are rebuilt so that each is as wide as
+        its new header and cells (the next :meth:`sync` refills the rows)."""
+        columns = [(str(column.key.value), column.label.plain) for column in self.columns.values()]
+        if (key, label) not in columns:
+            self.set_columns([(name, label if name == key else shown) for name, shown in columns])
 
     def current_key(self) -> str | None:
         """The key of the row under the cursor."""
@@ -114,7 +121,7 @@ class LiveTable(DataTable[Text | str]):
                 previous = self._cells[key]
                 for column, value, before, cell in zip(columns, plain, previous, cells, strict=False):
                     if value != before:
-                        self.update_cell(key, column, cell)
+                        self.update_cell(key, column, cell, update_width=True)
                 self._cells[key] = plain
             for key, cells in rows[len(old):]:
                 self.add_row(*cells, key=key)

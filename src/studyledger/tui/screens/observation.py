@@ -1,4 +1,9 @@
-"""One observation in full: every field, and its meta_json pretty-printed."""
+"""One observation in full: every field, and its meta_json pretty-printed.
+
+A value of megabytes (a 16 MiB line is within the ingester's limit) is drawn as a bounded
+preview: its first :data:`PREVIEW_CHARS` characters, scrollable, with its size. Drawn
+whole, one such observation took minutes and gigabytes; ``y`` still copies all of it.
+"""
 
 from __future__ import annotations
 
@@ -19,18 +24,31 @@ from ..literal import clean, literal
 from ..widgets import LedgerHeader
 from .base import LiveScreen
 
+PREVIEW_CHARS = 50_000
+"""Most characters of one value the screen draws (and of meta_json it parses to indent)."""
+
 FIELDS = ("seq", "timestamp", "record_id", "study_id", "run_id", "condition_id", "trial_id", "step_id",
           "level", "event_type", "tool_name", "evaluation_id", "session_id", "actor_id", "text")
 
 
 def pretty_meta(meta_json: str | None) -> str:
-    """meta_json indented for reading; text that is not JSON is returned as it is."""
-    if not meta_json:
-        return ""
+    """meta_json indented for reading; text that is not JSON, or too long to parse for a
+    preview (over :data:`PREVIEW_CHARS`), is returned as it is."""
+    if not meta_json or len(meta_json) > PREVIEW_CHARS:
+        return meta_json or ""
     try:
         return json.dumps(json.loads(meta_json), indent=2, ensure_ascii=False, sort_keys=False)
-    except ValueError:
+    except (ValueError, RecursionError):
         return meta_json
+
+
+def bounded(text: str) -> tuple[str, Text | None]:
+    """The part of a value the screen draws, and a note saying how much is left out."""
+    if len(text) <= PREVIEW_CHARS:
+        return text, None
+    note = Text(f"… {len(text):,} characters: the first {PREVIEW_CHARS:,} are shown; y copies all of it",
+                "dim italic")
+    return text[:PREVIEW_CHARS], note
 
 
 class ObservationScreen(LiveScreen):
@@ -77,19 +95,34 @@ class ObservationScreen(LiveScreen):
         table.add_column(style="bold", no_wrap=True)
         table.add_column(overflow="fold")
         for name in FIELDS:
-            table.add_row(name, literal(row.get(name), multiline=True))
+            value = row.get(name)
+            shown, note = bounded(value) if isinstance(value, str) else (value, None)
+            cell = literal(shown, multiline=True)
+            table.add_row(name, Text.assemble(cell, "\n", note) if note is not None else cell)
         fields.update(Group(table, Text("\nmeta_json", "bold")))
-        meta = clean(pretty_meta(row.get("meta_json")), multiline=True)
+        shown, note = bounded(pretty_meta(row.get("meta_json")))
+        meta = clean(shown, multiline=True)
         # Textual's highlighter tokenises the text (markup in it stays text) and takes its
         # colours from the current theme, so it reads on dark and light alike.
-        self.query_one("#meta", Static).update(highlight(meta, language="json") if meta else Text("(none)", "dim"))
+        drawn = highlight(meta, language="json") if meta else Text("(none)", "dim")
+        self.query_one("#meta", Static).update(Group(drawn, note) if note is not None else drawn)
 
     def as_json(self) -> str:
-        """The observation as the JSON ``y`` copies (meta_json decoded when it is JSON)."""
+        """The observation as the JSON ``y`` copies (meta_json decoded when it is JSON).
+
+        A meta_json object or list too long to preview is spliced in as the JSON text it
+        is (SQLite's, so valid), not parsed: parsing millions of values would cost far more
+        than the text.
+        """
         row = dict(self.row or {})
+        meta = row.get("meta_json")
+        if isinstance(meta, str) and len(meta) > PREVIEW_CHARS and meta[:1] in ("{", "["):
+            row["meta_json"] = None
+            return json.dumps(row, indent=2, ensure_ascii=False).replace(
+                '\n  "meta_json": null', '\n  "meta_json": ' + meta, 1)
         try:
-            row["meta_json"] = json.loads(row["meta_json"]) if row.get("meta_json") else None
-        except ValueError:
+            row["meta_json"] = json.loads(meta) if meta else None
+        except (ValueError, RecursionError):
             pass
         return json.dumps(row, indent=2, ensure_ascii=False)
 

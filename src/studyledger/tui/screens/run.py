@@ -1,16 +1,24 @@
-"""One run: its status timeline, metrics, provenance and anomalies over its observations."""
+"""One run: its status timeline, metrics, outputs, provenance and anomalies over its observations.
+
+The run's figures are one table in three groups: what its evaluators measured, the
+runner's own metrics (latency, cost, tokens, process counts, what the agent reported)
+and the run's outputs, nested values spelled out as dotted paths, NaN and Infinity as
+such. ``d`` hides the details, ``D`` gives them the whole screen (arrows scroll them).
+"""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
+from textual.events import Resize
 from textual.widgets import Footer, Static
 
-from ...query import is_stale, provenance_fields, run_duration, value_text
+from ...query import flatten, is_stale, provenance_fields, run_duration, value_text
 from ..data import ObservationFilter, Row, SpanDepths
 from ..format import duration, full_time, metric_cell, status_text
 from ..literal import clean, literal, shorten
@@ -31,6 +39,7 @@ class RunScreen(LiveScreen):
         Binding("N", "next_match(True)", "Prev", show=False),
         Binding("F", "follow", "Follow"),
         Binding("d", "details", "Details"),
+        Binding("D", "all_details", "All details", show=False),
     ]
 
     def __init__(self, run_id: str, *, at_seq: int | None = None) -> None:
@@ -46,6 +55,9 @@ class RunScreen(LiveScreen):
         yield LedgerHeader()
         with VerticalScroll(id="run-details"):
             yield Static(id="run-summary")
+            yield Static(id="run-figures")
+            yield Static(id="run-history")
+            yield Static(id="run-provenance")
         yield Static(id="list-status", classes="summary")
         yield ObservationList(self.source, self.run_id, id="observations")
         yield SearchBar("search text, event type, tool name (n / N: next / previous)")
@@ -88,7 +100,11 @@ class RunScreen(LiveScreen):
         text.append_text(literal(run["run_id"], "bold"))
         text.append("  ")
         text.append_text(status_text(run["status"], stale=stale))
-        text.append(f"  {duration(run_duration(run, now, self.ledger_app.stale_after))}", "dim")
+        if run.get("latency_s") is not None and (run.get("result") or {}).get("latency_s") is not None:
+            text.append(f"  {duration(run['latency_s'])}")
+            text.append(" the runner's latency", "dim")
+        else:
+            text.append(f"  {duration(run_duration(run, now, self.ledger_app.stale_after))}", "dim")
         text.append("\nstudy ")
         text.append_text(literal(run.get("study_id")))
         text.append("  condition ")
@@ -99,42 +115,32 @@ class RunScreen(LiveScreen):
             text.append_text(literal(run.get("agent_id")))
             text.append("  problem ")
             text.append_text(literal(run.get("problem_id")))
-        for step in run["transitions"]:
-            text.append(f"\n {full_time(step.get('at'))[:19]}  ")
-            text.append_text(literal(step.get("from_status") or "·", "dim"))
-            text.append(" → ")
-            text.append_text(status_text(step.get("shown_status") or step.get("to_status")))
-            if not step.get("legal"):
-                text.append(f" (source said {clean(step.get('to_status'))}: illegal)", "#d13438")
-            elif step.get("shown_status") and step.get("to_status") != step["shown_status"]:
-                # Another source confirming an earlier status: recorded, changes nothing.
-                text.append(f" (a source reported {clean(step.get('to_status'))} from earlier)", "dim")
-            if step.get("reason"):
-                text.append("  ")
-                text.append_text(literal(step["reason"], "italic"))
-            if step.get("error"):
-                text.append("  error: ", "#d13438")
-                text.append_text(literal(shorten(step["error"], 200), "#d13438"))
         if stale:
             text.append(f"\n no event for over {duration(self.ledger_app.stale_after)}: "
                         "probably crashed (stale is derived, not recorded)", "#b146c2")
         for anomaly in run["anomalies"]:
             text.append("\n ⚠ ", "#c27c0e")
             text.append_text(literal(anomaly.get("message"), "#c27c0e"))
-        if run["outputs"]:
-            text.append("\nmetrics ")
-            for index, output in enumerate(run["outputs"]):
-                text.append("  " if index else "")
-                text.append_text(literal(output.get("metric_name") or "?", "bold"))
-                text.append(" ")
-                text.append_text(metric_cell(output.get("value")))
-                if output.get("metric_unit") and output["metric_unit"] != "unitless":
-                    text.append(" ")
-                    text.append_text(literal(output["metric_unit"], "dim"))
-        if run["provenance"]:
-            text.append("\nprovenance ")
-            text.append_text(literal(_provenance_line(run["provenance"][-1]), "dim"))
         summary.update(text)
+        self.query_one("#run-history", Static).update(_history(run["transitions"]))
+        figures = self.query_one("#run-figures", Static)
+        groups = figure_groups(run)
+        figures.display = bool(groups)
+        figures.update(figures_table(groups, self._details_width()) if groups else "")
+        provenance = self.query_one("#run-provenance", Static)
+        provenance.display = bool(run["provenance"])
+        if run["provenance"]:
+            line = Text("provenance ", no_wrap=False, end="")
+            line.append_text(literal(_provenance_line(run["provenance"][-1]), "dim"))
+            provenance.update(line)
+
+    def _details_width(self) -> int:
+        # The details pane's padding and scrollbar.
+        return max(20, (self.query_one("#run-details").size.width or self.app.size.width) - 4)
+
+    def on_resize(self, event: Resize) -> None:
+        if self.run_row is not None:
+            self._show_run(self.run_row)  # the figures' columns follow the width
 
     def on_observation_list_changed(self, event: ObservationList.Changed) -> None:
         observations = self.query_one(ObservationList)
@@ -170,9 +176,20 @@ class RunScreen(LiveScreen):
             observations.action_last()
 
     def action_details(self) -> None:
-        """Hide or show the run's header (more room for observations on small terminals)."""
-        details = self.query_one("#run-details")
+        """Hide or show the run's details (more room for observations on small terminals)."""
+        details = self.query_one("#run-details", VerticalScroll)
+        if details.has_class("-full"):
+            self.action_all_details()
         details.display = not details.display
+
+    def action_all_details(self) -> None:
+        """Give the run's details the whole screen (arrows scroll them), or give it back."""
+        details = self.query_one("#run-details", VerticalScroll)
+        details.display = True
+        details.toggle_class("-full")
+        full = details.has_class("-full")
+        self.query_one(ObservationList).display = self.query_one("#list-status").display = not full
+        (details if full else self.query_one(ObservationList)).focus()
 
     def action_filter(self) -> None:
         observations = self.query_one(ObservationList)
@@ -229,6 +246,82 @@ class RunScreen(LiveScreen):
         self.searching = True
         self.on_observation_list_changed(ObservationList.Changed())
         self.load(fetch, go, group="search")
+
+
+def _history(transitions: list[Row]) -> Text:
+    """The run's status changes in the order they happened, one per line."""
+    text = Text(no_wrap=False, end="")
+    for step in transitions:
+        text.append(f"{chr(10) if text else ''} {full_time(step.get('at'))[:19]}  ")
+        text.append_text(literal(step.get("from_status") or "·", "dim"))
+        text.append(" → ")
+        text.append_text(status_text(step.get("shown_status") or step.get("to_status")))
+        if not step.get("legal"):
+            text.append(f" (source said {clean(step.get('to_status'))}: illegal)", "#d13438")
+        elif step.get("shown_status") and step.get("to_status") != step["shown_status"]:
+            # Another source confirming an earlier status: recorded, changes nothing.
+            text.append(f" (a source reported {clean(step.get('to_status'))} from earlier)", "dim")
+        if step.get("reason"):
+            text.append("  ")
+            text.append_text(literal(step["reason"], "italic"))
+        if step.get("error"):
+            text.append("  error: ", "#d13438")
+            text.append_text(literal(shorten(step["error"], 200), "#d13438"))
+    return text
+
+
+FigureGroup = tuple[str, list[tuple[str, Text]]]
+
+
+def figure_groups(run: Row) -> list[FigureGroup]:
+    """The run's figures as ``(group, [(name, value)])``: its evaluators' outputs, the
+    runner's metrics and the run's outputs (nested values as dotted paths), groups without
+    values left out."""
+    evaluated = [row for row in run["metrics"] if row["source"] == "evaluator"]
+    several = len({row["evaluator_id"] for row in evaluated}) > 1
+    evaluators = []
+    for row in evaluated:
+        name = f"{row['evaluator_id']}/{row['metric_name']}" if several else row["metric_name"]
+        value = metric_cell(row["value"])
+        if row["metric_unit"] and row["metric_unit"] != "unitless":
+            value.append(f" {clean(row['metric_unit'])}", "dim")
+        evaluators.append((clean(name), value))
+    recorded = [(clean(name), value) for row in run["metrics"] if row["source"] == "run"
+                for name, value in _leaves(row["metric_name"], row["value"])]
+    result = run.get("result") or {}
+    outputs = [(clean(name), value) for name, value in _leaves("", result.get("outputs"))]
+    return [(title, pairs) for title, pairs in (("evaluators", evaluators), ("run metrics", recorded),
+                                                ("outputs", outputs)) if pairs]
+
+
+def _leaves(prefix: str, value: object) -> list[tuple[str, Text]]:
+    """``(dotted name, cell)`` of each leaf of a value (the value itself when it is one)."""
+    leaves = flatten(value, f"{prefix}." if prefix else "") if isinstance(value, (dict, list)) and value else []
+    pairs = leaves or ([(prefix, value)] if prefix else [])
+    return [(name, metric_cell(leaf) if not isinstance(leaf, str) else literal(shorten(leaf, 300)))
+            for name, leaf in pairs]
+
+
+def figures_table(groups: list[FigureGroup], width: int) -> Table:
+    """The groups as one table: a label column, then each group's names and values in as
+    many name/value column pairs as the width holds (one pair per row, values wrapped, for
+    a group whose values are long)."""
+    label_width = max(len(title) for title, _ in groups)
+    room = max(10, width - label_width - 2)
+    table = Table(box=None, show_header=False, padding=(0, 1, 0, 0), expand=False)
+    table.add_column(no_wrap=True, style="bold", width=label_width + 1)
+    table.add_column()
+    for title, pairs in groups:
+        widest = max(len(name) + 1 + value.cell_len for name, value in pairs) + 3
+        per_row = max(1, room // min(room, widest))
+        grid = Table(box=None, show_header=False, padding=(0, 2, 0, 0), expand=False)
+        for _ in range(per_row):
+            grid.add_column(no_wrap=True, style="dim")
+            grid.add_column(no_wrap=per_row > 1, overflow="fold", max_width=None if per_row > 1 else room - 1)
+        for start in range(0, len(pairs), per_row):
+            grid.add_row(*[cell for name, value in pairs[start:start + per_row] for cell in (name, value)])
+        table.add_row(title, grid)
+    return table
 
 
 def _provenance_line(row: Row) -> str:

@@ -1,7 +1,8 @@
 """The runs of one study: filter by status with one key, sort by any column, search.
 
-The last column is a metric: the study's primary outcome, or the one ``m`` picks. Two runs
-marked with ``c`` open side by side (their diff).
+Beside each run's status is a metric: the study's primary outcome, or the one ``m``
+picks. Above the table, what the runs took (latency, cost, tokens) when the runner
+recorded it. Two runs marked with ``c`` open side by side (their diff).
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Static
-from textual.widgets.data_table import ColumnKey
 
 from ...query import is_stale, run_duration, value_text
-from ..data import Row
-from ..format import STALE, breakdown, duration, metric_cell, short_time, status_text
+from ..data import Row, RunFigures
+from ..format import STALE, breakdown, duration, metric_cell, resources_text, short_time, status_text
 from ..literal import literal
 from ..widgets import LedgerHeader, LiveTable, SearchBar
 from .base import LiveScreen
@@ -25,16 +25,18 @@ from .base import LiveScreen
 # Single-key status filters, in lifecycle order ("stale" is derived, not a status).
 STATUS_KEYS = {"0": None, "1": "pending", "2": "running", "3": "success", "4": "failed",
                "5": "skipped", "6": STALE}
+# What a run is and how it did come first, so a narrow terminal still shows them; the
+# columns past its edge scroll into view.
 COLUMNS: list[tuple[str, str, Callable[[Row], Any]]] = [
     ("run", "run id", lambda r: r["run_id"]),
+    ("status", "status", lambda r: (r.get("status") or "", r["_stale"])),
+    ("metric", "metric", lambda r: _metric_order(r["_metric"])),
+    ("duration", "duration", lambda r: r["_duration"] if r["_duration"] is not None else -1.0),
+    ("obs", "obs", lambda r: r.get("observation_count") or 0),
     ("condition", "condition", lambda r: r.get("condition_id") or ""),
     ("rep", "rep", lambda r: r.get("replicate") or 0),
     ("seed", "seed", lambda r: r.get("seed") or 0),
-    ("status", "status", lambda r: (r.get("status") or "", r["_stale"])),
     ("started", "started", lambda r: r.get("started_at") or ""),
-    ("duration", "duration", lambda r: r["_duration"] if r["_duration"] is not None else -1.0),
-    ("obs", "obs", lambda r: r.get("observation_count") or 0),
-    ("metric", "metric", lambda r: _metric_order(r["_metric"])),
 ]
 
 
@@ -47,7 +49,6 @@ def _metric_order(value: Any) -> tuple[int, float, str]:
     return (2, 0.0, str(value)) if value is not None else (3, 0.0, "")
 
 
-COLUMN_KEYS = {key: ColumnKey(key) for key, _, _ in COLUMNS}
 
 
 class RunsScreen(LiveScreen):
@@ -81,6 +82,7 @@ class RunsScreen(LiveScreen):
         self.sort_column = -1  # -1: registration order
         self.descending = False
         self.rows: list[Row] = []
+        self.figures: RunFigures | None = None
 
     def compose(self) -> ComposeResult:
         yield LedgerHeader()
@@ -106,24 +108,28 @@ class RunsScreen(LiveScreen):
     def refresh_data(self) -> None:
         source, study_id, condition_id, without = self.source, self.study_id, self.condition_id, self.without_study
 
-        def fetch() -> tuple[list[Row], tuple[dict[str, dict[str, Any]], list[str], str | None]]:
+        def fetch() -> tuple[list[Row], RunFigures]:
             found = source.runs(study_id, condition_id=condition_id, without_study=without)
-            return found, source.run_metrics(study_id)
+            return found, source.run_figures(study_id, condition_id)
 
         self.load(fetch, self._apply)
 
-    def _apply(self, result: tuple[list[Row], tuple[dict[str, dict[str, Any]], list[str], str | None]]) -> None:
-        rows, (values, names, primary) = result
-        self.metric_names = names or sorted({name for found in values.values() for name in found})
+    def _apply(self, result: tuple[list[Row], RunFigures]) -> None:
+        rows, figures = result
+        self.figures = figures
+        values = figures.values
+        self.metric_names = figures.metrics or sorted({name for found in values.values() for name in found})
         if self.metric is None or self.metric not in self.metric_names:
-            self.metric = primary if primary is not None else next(iter(self.metric_names), None)
+            self.metric = figures.primary if figures.primary is not None else next(iter(self.metric_names), None)
         now, after = self.now(), self.ledger_app.stale_after
         for row in rows:
             row["_stale"] = is_stale(row, now, after)
-            row["_duration"] = run_duration(row, now, after)
+            # The runner's latency when it measured one (its times are whole seconds).
+            latency = figures.latencies.get(row["run_id"])
+            row["_duration"] = latency if latency is not None else run_duration(row, now, after)
             row["_metric"] = values.get(row["run_id"], {}).get(self.metric) if self.metric else None
         self.rows = rows
-        self.query_one(LiveTable).columns[COLUMN_KEYS["metric"]].label = Text(self.metric or "metric")
+        self.query_one(LiveTable).relabel("metric", self.metric or "metric")
         self._show()
 
     def shown_runs(self) -> list[Row]:
@@ -146,7 +152,7 @@ class RunsScreen(LiveScreen):
         by_status: dict[str, int] = {}
         for row in self.rows:
             by_status[row["status"]] = by_status.get(row["status"], 0) + 1
-        summary = Text(no_wrap=True)
+        summary = Text(no_wrap=True, end="")
         summary.append_text(breakdown(by_status, sum(r["_stale"] for r in self.rows)))
         shown = [f"status {self.status}"] if self.status else []
         shown += [f"search {self.search!r}"] if self.search else []
@@ -155,6 +161,9 @@ class RunsScreen(LiveScreen):
         shown += [f"marked {self.marked[0]} (c on another run compares)"] if self.marked else []
         if shown:
             summary.append("   " + ", ".join(shown), "italic")
+        resources = resources_text(self.figures.resources) if self.figures else Text()
+        if resources:
+            summary = Text("\n", no_wrap=True, end="").join([summary, resources])
         self.query_one("#summary", Static).update(summary)
         empty = self.query_one("#empty", Static)
         empty.display = not rows
@@ -166,14 +175,14 @@ class RunsScreen(LiveScreen):
     def _cells(self, row: Row) -> list[Text | str]:
         return [
             literal(("◆ " if row["run_id"] in self.marked else "") + row["run_id"], "bold"),
+            status_text(row.get("status"), stale=row["_stale"]),
+            metric_cell(row["_metric"]),
+            Text(duration(row["_duration"]), justify="right"),
+            Text(str(row.get("observation_count") or 0), justify="right"),
             literal(row.get("condition_id")),
             Text(value_text(row.get("replicate")), justify="right"),
             Text(value_text(row.get("seed")), justify="right"),
-            status_text(row.get("status"), stale=row["_stale"]),
             short_time(row.get("started_at")),
-            Text(duration(row["_duration"]), justify="right"),
-            Text(str(row.get("observation_count") or 0), justify="right"),
-            metric_cell(row["_metric"]),
         ]
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:

@@ -33,6 +33,17 @@ def parse_query(query: str) -> tuple[str, Filters]:
     return _FILTER.sub(" ", query).strip(), Filters(**found)
 
 
+def marked(snippet: str, marks: list[tuple[int, int]]) -> Text:
+    """A snippet shown literally, the searched words in it highlighted."""
+    text = literal(snippet)
+    for start, end in marks:
+        # literal() may lengthen the text (control characters spelled out): mark by the
+        # cleaned prefix's length, which is where the word now starts.
+        begin = len(clean(snippet[:start]))
+        text.stylize("bold reverse", begin, begin + len(clean(snippet[start:end])))
+    return text
+
+
 class SearchScreen(LiveScreen):
     """A search box over a live list of hits."""
 
@@ -99,6 +110,8 @@ class SearchScreen(LiveScreen):
             text.append("  filters: " + clean(", ".join(applied)), "italic")
         if len(hits) < total:
             text.append(f"  (newest {len(hits)} shown)", "dim")
+        if self.source.temporary_index:
+            text.append("  read-only ledger: searched with a temporary index", "italic")
         self._say(text)
         if hits and (self.submitted or self.focused is None):
             table.focus()
@@ -114,7 +127,7 @@ class SearchScreen(LiveScreen):
             literal(hit["run_id"] or "-"),
             status_text(hit["status"]) if hit["status"] else Text("-", "dim"),
             literal(what, "#d13438" if hit["kind"] != "observation" else "bold"),
-            literal(hit["snippet"]),
+            marked(hit["snippet"], hit["marks"]),
         ]
 
     def _hit(self) -> Row | None:
