@@ -64,6 +64,9 @@ RECONNECT_SECONDS = 60.0
 command gives up; a watcher keeps trying after that, batch after batch."""
 INT64 = (-(2**63), 2**63 - 1)
 STREAM_ROWS = 2_000
+HOLD_ROWS = 100
+"""An executemany of fewer rows, in a write transaction, waits for the next round trip;
+more go at once (as a COPY when they can)."""
 
 _MARK = "\uffff"
 """Escape for text PostgreSQL cannot hold: NUL is stored as MARK + "0" and MARK itself as
@@ -462,7 +465,7 @@ class PgCursor(sqlite3.Cursor):
 
     @property
     def rowcount(self) -> int:
-        if isinstance(self._rowcount, _Held):  # a held-back write: send it to learn its count
+        if isinstance(self._rowcount, _Held):  # held back: send it to learn its count
             if self._rowcount.rowcount is None:
                 self._connection.flush()
             return -1 if self._rowcount.rowcount is None else self._rowcount.rowcount
@@ -514,7 +517,7 @@ class PgConnection(sqlite3.Connection):
         self._json_columns: dict[str, tuple[list[str], set[int]]] = {}
         self._snapshot = False  # in a read snapshot begun by "BEGIN" (REPEATABLE READ)
         self._writing = False  # in a write transaction begun by begin_write
-        self._queued: list[tuple[str, tuple[Any, ...], _Held]] = []
+        self._queued: list[tuple[str, list[tuple[Any, ...]], _Held]] = []
         self._cursor_names = count(1)
         self._connect(FIRST_CONNECT_SECONDS)
 
@@ -651,7 +654,7 @@ class PgConnection(sqlite3.Connection):
             statement.kind == "sql" and statement.text.lstrip()[:6].upper() == "SELECT")
         if statement.deferrable and self._writing:
             held = _Held()
-            self._queued.append((statement.text, params, held))
+            self._queued.append((statement.text, [params], held))
             self._wrote = True
             return PgCursor(self, [], None, held)
         if reading and self._snapshot and pg.info.transaction_status == TransactionStatus.INTRANS:
@@ -687,9 +690,17 @@ class PgConnection(sqlite3.Connection):
 
     def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
         statement = translate(sql)
-        pg = self.pg
+        pg = self._live()
         rows = [self._params(pg, statement, item) for item in parameters]
+        if not rows:
+            return PgCursor(self, [], None, 0)
         self._wrote = True
+        if statement.deferrable and self._writing and len(rows) < HOLD_ROWS:
+            # A few rows (the fold's per-run rewrites) wait for the next round trip too.
+            held = _Held()
+            self._queued.append((statement.text, rows, held))
+            return PgCursor(self, [], None, held)
+        self._flush(pg)
         if statement.copy is not None:
             # A plain INSERT of many rows: COPY stores them two to three times faster.
             columns = statement.columns or tuple(self._columns(pg, statement.copy)[0])
@@ -764,11 +775,20 @@ class PgConnection(sqlite3.Connection):
         if not queued:
             return None if then is None else pg.execute(*then)
         with self.errors(), pg.pipeline():
-            sent = [(pg.execute(text, params), held) for text, params, held in queued]
+            sent = [(self._send(pg, text, rows), held) for text, rows, held in queued]
             last = None if then is None else pg.execute(*then)
         for cursor, held in sent:
             held.rowcount = cursor.rowcount
         return last
+
+    @staticmethod
+    def _send(pg: psycopg.Connection[tuple[Any, ...]], text: str,
+              rows: list[tuple[Any, ...]]) -> psycopg.Cursor[tuple[Any, ...]]:
+        if len(rows) == 1:
+            return pg.execute(text, rows[0])
+        cursor = pg.cursor()
+        cursor.executemany(text, rows)
+        return cursor
 
     # -- transactions -----------------------------------------------------------------
 
