@@ -12,7 +12,7 @@ from studyledger import Ledger
 from studyledger.audit import checkpoint as checkpoints
 from studyledger.audit.replay import replay
 from studyledger.audit.verify import checkpoint_problems
-from studyledger.store import Store
+from studyledger.store import SQLiteStore
 
 from .audit_helpers import fill
 
@@ -43,7 +43,7 @@ def test_replay_and_checkpoints_during_appends(tmp_path: Path) -> None:
     try:
         assert writer.stdout is not None and writer.stdout.readline().strip() == "started"
         taken = []
-        store = Store(db, create=False)
+        store = SQLiteStore(db, create=False)
         try:
             for _ in range(3):
                 report = replay(store, in_memory=True)

@@ -16,7 +16,7 @@ import pytest
 
 from studyledger.audit import checkpoint as checkpoints
 from studyledger.events import EventKind, make_event
-from studyledger.store import EVENT_COLUMNS, Store, chain_hash
+from studyledger.store import EVENT_COLUMNS, SQLiteStore, chain_hash
 from studyledger.audit.verify import checkpoint_problems, verify
 
 from .audit_helpers import drop_triggers, edit_body, fill, invoke, raw, restore_triggers, rewrite, rows
@@ -122,7 +122,7 @@ def test_tamper_matrix(pinned: tuple[Path, Path], case: str) -> None:
     attack(conn)
     conn.close()
 
-    store = Store(db, create=False)
+    store = SQLiteStore(db, create=False)
     try:
         core = verify(store)
         pinned_problems = checkpoint_problems(store, checkpoints.load(cp))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from studyledger import Ledger, LedgerReadOnlyError, RunStatus, StaleProjectionsError
-from studyledger.store import Store
+from studyledger.store import SQLiteStore
 
 from .audit_helpers import invoke
 from .unprivileged import run_cli_unprivileged
@@ -47,7 +47,7 @@ def make_projections_stale(db: Path) -> None:
 def test_constructing_a_ledger_never_writes(filled: Path) -> None:
     make_projections_stale(filled)
     before = fingerprint(filled.parent)
-    Ledger(Store(filled)).close()
+    Ledger(SQLiteStore(filled)).close()
     assert fingerprint(filled.parent) == before
 
 

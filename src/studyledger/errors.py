@@ -10,7 +10,9 @@ error carries a message meant to be shown as it is, on one line, without a trace
     ├── ValidationError (also ValueError)   a value the API or a schema refuses
     ├── LedgerError                          the ledger itself
     │   ├── NotALedgerError, LedgerMissingError, NewerLedgerError
-    │   ├── LedgerBusyError, LedgerReadOnlyError, LedgerFullError, StaleProjectionsError
+    │   ├── LedgerBusyError > LedgerConnectionLost, LedgerReadOnlyError, LedgerFullError,
+    │   │   StaleProjectionsError
+    │   ├── LedgerPermissionError            a server role may not do this
     │   ├── EventConflictError
     │   └── UnknownRunError, UnknownStudyError (also KeyError)
     ├── InputError (also ValueError)         something read from outside cannot be used
@@ -52,6 +54,19 @@ class NewerLedgerError(LedgerError):
 
 class LedgerBusyError(LedgerError):
     """Another writer held the ledger for longer than the retries allow."""
+
+
+class LedgerConnectionLost(LedgerBusyError):
+    """The connection to a ledger server dropped (a restart, the network) during a command.
+
+    What was committed is kept and what was in flight was rolled back, or committed without
+    word: either way, doing the same appends again stores them once. The next use reconnects.
+    """
+
+
+class LedgerPermissionError(LedgerError):
+    """The server's role for this connection lacks a privilege the command needs (a reader
+    writing, a writer altering tables)."""
 
 
 class LedgerReadOnlyError(LedgerError):

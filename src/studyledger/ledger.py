@@ -1,6 +1,6 @@
 """The Python API: one object for programs that run studies and for tools that read them.
 
-A :class:`Ledger` wraps one ledger file. Writes go through :meth:`Ledger.append`, which
+A :class:`Ledger` wraps one ledger: a SQLite file, or a database on a PostgreSQL server. Writes go through :meth:`Ledger.append`, which
 appends events and folds them into the projections in one transaction; the convenience
 methods (``register_study``, ``transition``, ...) check what the API promises first, inside
 that same transaction, so a check and the write it guards cannot be separated by another
@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from . import events as ev
 from . import projections, query, search
+from .backends import open_store
 from .errors import StaleProjectionsError, UnknownRunError, UnknownStudyError, ValidationError
 from .events import EventKind, NewEvent, StoredEvent
 from .schema import (
@@ -30,7 +31,7 @@ from .schema import (
     hash_identifier,
     is_legal_transition,
 )
-from .store import AppendResult, Head, Store, utc_now_precise
+from .store import AppendResult, DatabaseURL, Head, Store, Target, utc_now_precise
 
 T = TypeVar("T")
 Row = dict[str, Any]
@@ -67,21 +68,23 @@ class Ledger:
     @classmethod
     def open(
         cls,
-        path: str | os.PathLike[str] = "studyledger.db",
+        path: str | os.PathLike[str] | DatabaseURL = "studyledger.db",
         *,
         create: bool = True,
         readonly: bool = False,
         source: str = "api",
     ) -> Ledger:
-        """Open a ledger file.
+        """Open a ledger: a SQLite file, or a PostgreSQL database given by URL.
 
         A writer (the default) creates the file and its schema when missing and brings
         the derived tables up to date (:meth:`catch_up`). A reader (``readonly=True``)
         writes nothing, ever, so an audit sees the file as it is; it works on a read-only
-        file or mount.
+        file or mount, and with a server role that may only read.
 
         Args:
-            path: The SQLite file.
+            path: The SQLite file, or ``postgresql://user@host:port/dbname`` (the password
+                from the URL, ``PGPASSWORD`` or ``~/.pgpass``; it is never printed). The
+                PostgreSQL backend needs ``pip install 'studyledger[postgres]'``.
             create: When false, a missing file raises ``LedgerMissingError``.
             readonly: Open for reading only (implies ``create=False``).
             source: What events written through the convenience methods record as their
@@ -91,8 +94,9 @@ class Ledger:
             LedgerMissingError: the file does not exist and may not be created.
             NotALedgerError: the file is not a studyledger ledger.
             NewerLedgerError: the file was written by a newer studyledger.
+            LedgerConnectionLost: the server cannot be reached.
         """
-        ledger = cls(Store(path, create=create, readonly=readonly), source=source)
+        ledger = cls(open_store(path, create=create, readonly=readonly), source=source)
         if not readonly:
             try:
                 ledger.catch_up()
@@ -107,8 +111,8 @@ class Ledger:
         return self.store.readonly
 
     @property
-    def path(self) -> Path:
-        """The ledger file."""
+    def path(self) -> Target:
+        """The ledger file, or the server's ``DatabaseURL`` (printed without its password)."""
         return self.store.path
 
     @property
@@ -189,21 +193,28 @@ class Ledger:
     # -- writing --------------------------------------------------------------------
 
     def write(self, action: Callable[[], T]) -> T:
-        """Run ``action`` inside one write transaction (for checks guarding appends)."""
-        with self.store.transaction():
-            return action()
+        """Run ``action`` inside one write transaction (for checks guarding appends).
+
+        When the connection to a server drops, ``action`` runs again after reconnecting
+        (see :meth:`Store.atomically`), so it must only check and append.
+        """
+        return self.store.atomically(action)
 
     def append(self, new_events: Sequence[NewEvent]) -> AppendResult:
         """Append events and fold them into the projections, atomically.
 
         Already stored events are skipped (idempotent). Joins an enclosing transaction.
         """
-        with self.store.transaction():
+
+        def append() -> AppendResult:
             result = self.store.append(new_events)
             projections.apply(self.conn, result.appended)
             if result.appended:
                 search.catch_up(self.conn)
+            self.store.flush()
             return result
+
+        return self.write(append)
 
     def _emit(self, kind: EventKind, body: dict[str, Any]) -> AppendResult:
         return self.append([ev.make_event(kind, body, source=self.source)])

@@ -146,8 +146,8 @@ def observations(
         clauses.append("event_type = ?")
         params.append(event_type)
     if search:
-        clauses.append("(instr(lower(text), ?) OR instr(lower(event_type), ?) "
-                       "OR instr(lower(coalesce(tool_name, '')), ?))")
+        clauses.append("(instr(lower(text), ?) > 0 OR instr(lower(event_type), ?) > 0 "
+                       "OR instr(lower(coalesce(tool_name, '')), ?) > 0)")
         needle = search.lower()
         params.extend([needle, needle, needle])
     order = "DESC" if descending else "ASC"
@@ -361,7 +361,8 @@ def stats(conn: sqlite3.Connection) -> Row:
 def data_version(conn: sqlite3.Connection) -> int:
     """SQLite's ``PRAGMA data_version``: changes when another connection commits.
 
-    The cheapest possible "did anything change?" for a live view.
+    The cheapest possible "did anything change?" for a live view (on PostgreSQL: the
+    notifications the connection has received, see docs/store.md).
     """
     return int(conn.execute("PRAGMA data_version").fetchone()[0])
 

@@ -24,6 +24,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from .store import has_sqlite_json
+
 INDEX_TABLE = "search_index"
 STATE_TABLE = "search_state"
 
@@ -67,6 +69,8 @@ ORDER BY seq
 def exists(conn: sqlite3.Connection) -> bool:
     """Whether this connection has a search index: the ledger's (built by a first search)
     or a temporary one (:func:`build_temporary`)."""
+    if not has_sqlite_json(conn):  # PostgreSQL finds a temporary table first by name
+        return bool(conn.execute("SELECT to_regclass(?) IS NOT NULL", (STATE_TABLE,)).fetchone()[0])
     found = conn.execute("SELECT 1 FROM sqlite_master WHERE name = ? UNION ALL "
                          "SELECT 1 FROM temp.sqlite_master WHERE name = ?", (STATE_TABLE, STATE_TABLE)).fetchone()
     return found is not None
@@ -96,7 +100,11 @@ def catch_up(conn: sqlite3.Connection) -> int:
     head = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
     if head <= last:
         return 0
-    added = conn.execute(f"INSERT INTO {INDEX_TABLE}(rowid, body, event_type, tool, kind) {_ROWS}", (last,)).rowcount
+    if has_sqlite_json(conn):
+        added = conn.execute(f"INSERT INTO {INDEX_TABLE}(rowid, body, event_type, tool, kind) {_ROWS}",
+                             (last,)).rowcount
+    else:
+        added = conn.execute(f"{_PG_INSERT} ({_ROWS}){_PG_ROWS_ALIAS}", (last,)).rowcount
     conn.execute(f"UPDATE {STATE_TABLE} SET last_seq = ? WHERE name = 'index'", (head,))
     return added
 
@@ -104,7 +112,7 @@ def catch_up(conn: sqlite3.Connection) -> int:
 def build(conn: sqlite3.Connection) -> int:
     """Create the index if missing and bring it up to date (inside a write transaction)."""
     if not exists(conn):
-        for ddl in _DDL:
+        for ddl in _DDL if has_sqlite_json(conn) else _PG_DDL:
             conn.execute(ddl)
     return catch_up(conn)
 
@@ -121,6 +129,8 @@ def build_temporary(conn: sqlite3.Connection) -> int:
     Returns:
         The number of events indexed.
     """
+    if not has_sqlite_json(conn):
+        return _build_temporary_postgres(conn)
     query_only = conn.execute("PRAGMA query_only").fetchone()[0]
     # query_only forbids writing the temporary database too; the ledger itself is still
     # protected by its read-only open.
@@ -189,15 +199,16 @@ def search(conn: sqlite3.Connection, text: str, *, filters: Filters = Filters(),
     if expression is None or not exists(conn):
         return []
     clauses, params = _clauses(filters)
+    key, match, argument = _matching(conn, text, expression)
     if before_seq is not None:
-        clauses.append("i.rowid < ?")
+        clauses.append(f"i.{key} < ?")
         params.append(before_seq)
     where = "".join(f" AND {clause}" for clause in clauses)
     cursor = conn.execute(
-        f"SELECT i.rowid, e.kind, e.run_id, coalesce(r.study_id, e.study_id), r.status, e.body "
-        f"FROM {INDEX_TABLE} i JOIN events e ON e.seq = i.rowid LEFT JOIN runs r ON r.run_id = e.run_id "
-        f"WHERE {INDEX_TABLE} MATCH ?{where} ORDER BY i.rowid DESC LIMIT {int(limit)}",
-        [expression, *params],
+        f"SELECT i.{key}, e.kind, e.run_id, coalesce(r.study_id, e.study_id), r.status, e.body "
+        f"FROM {INDEX_TABLE} i JOIN events e ON e.seq = i.{key} LEFT JOIN runs r ON r.run_id = e.run_id "
+        f"WHERE {match}{where} ORDER BY i.{key} DESC LIMIT {int(limit)}",
+        [argument, *params],
     )
     words = re.findall(r"\w+", text)
     hits = []
@@ -220,11 +231,55 @@ def count(conn: sqlite3.Connection, text: str, *, filters: Filters = Filters(), 
     if expression is None or not exists(conn):
         return 0
     clauses, params = _clauses(filters)
+    key, match, argument = _matching(conn, text, expression)
     where = "".join(f" AND {clause}" for clause in clauses)
     return int(conn.execute(
-        f"SELECT count(*) FROM (SELECT 1 FROM {INDEX_TABLE} i JOIN events e ON e.seq = i.rowid "
-        f"LEFT JOIN runs r ON r.run_id = e.run_id WHERE {INDEX_TABLE} MATCH ?{where} LIMIT {int(cap)})",
-        [expression, *params]).fetchone()[0])
+        f"SELECT count(*) FROM (SELECT 1 FROM {INDEX_TABLE} i JOIN events e ON e.seq = i.{key} "
+        f"LEFT JOIN runs r ON r.run_id = e.run_id WHERE {match}{where} LIMIT {int(cap)}) AS hits",
+        [argument, *params]).fetchone()[0])
+
+
+# -- on PostgreSQL (docs/store.md): the same index as a tsvector with a GIN index --------------
+
+_PG_DDL = (
+    f"CREATE TABLE {INDEX_TABLE} (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, words TSVECTOR NOT NULL)",
+    f"CREATE INDEX {INDEX_TABLE}_words ON {INDEX_TABLE} USING gin (words)",
+    *_DDL[1:],
+)
+# PostgreSQL's 'simple' configuration folds case and splits at anything that is not a letter
+# or digit, as FTS5's unicode61 does (it keeps diacritics: 'café' is not found by 'cafe').
+_PG_INSERT = (f"INSERT INTO {INDEX_TABLE} (seq, kind, words) SELECT found.seq, found.kind, "
+              "to_tsvector('simple', concat_ws(' ', found.body, found.event_type, found.tool)) FROM")
+_PG_ROWS_ALIAS = " AS found(seq, body, event_type, tool, kind)"
+
+
+def _build_temporary_postgres(conn: sqlite3.Connection) -> int:
+    """:func:`build_temporary` on PostgreSQL: temporary tables of this session, made in a
+    transaction that may write them (the session reads only; the reader role still cannot
+    write the ledger)."""
+    conn.execute("BEGIN READ WRITE")
+    try:
+        if not exists(conn):
+            for ddl in _PG_DDL:
+                conn.execute(ddl.replace("CREATE TABLE ", "CREATE TEMPORARY TABLE "))
+        added = catch_up(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return added
+
+
+def _matching(conn: sqlite3.Connection, text: str, expression: str) -> tuple[str, str, str]:
+    """``(key column, match condition, its argument)`` for this ledger's database.
+
+    On PostgreSQL the words are one phrase (``<->``), the last a prefix (``:*``); the column
+    filters of the FTS5 expression are left to :func:`_clauses`' exact checks.
+    """
+    if has_sqlite_json(conn):
+        return "rowid", f"{INDEX_TABLE} MATCH ?", expression
+    words = [word.lower() for word in re.findall(r"[^\W_]+", text)]
+    return "seq", "i.words @@ to_tsquery('simple', ?)", " <-> ".join(f"'{word}'" for word in words) + ":*"
 
 
 def _expression(text: str, filters: Filters) -> str | None:

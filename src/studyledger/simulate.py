@@ -260,7 +260,8 @@ class _PlannedRun:
 
 
 def plan(
-    *, runs: int = 12, seed: int = 0, seconds: float = 60.0, start_ms: int | None = None
+    *, runs: int = 12, seed: int = 0, seconds: float = 60.0, start_ms: int | None = None,
+    study_id: str = STUDY_ID,
 ) -> list[Write]:
     """Every line the simulator will write, in the order and at the moment it writes it.
 
@@ -269,24 +270,25 @@ def plan(
     a failed run, a hanging run and a skipped run, so a demo always has something to show.
     Sessions are drawn at a natural pace, then the whole schedule (timestamps and
     durations included) is scaled so that the last line is written at 85% of ``seconds``.
+    Several machines of a lab each simulate a study of their own (``study_id``).
     """
     rng = random.Random(seed)
     start = int(time.time() * 1000) if start_ms is None else start_ms
     policy = SeedPolicy(base_seed=seed)
     budget = RunBudget(replicates=max(1, -(-runs // len(_CONDITIONS))), parallelism=4)
-    condition_ids = [hash_identifier("cond", {"study_id": STUDY_ID, **factors}) for factors in _CONDITIONS]
+    condition_ids = [hash_identifier("cond", {"study_id": study_id, **factors}) for factors in _CONDITIONS]
     planned: list[_PlannedRun] = []
     offset = 0
     for number, outcome in enumerate(_outcomes(runs, rng)):
         index = number % len(_CONDITIONS)
         replicate, condition_id = number // len(_CONDITIONS) + 1, condition_ids[index]
-        run_id = run_id_for(STUDY_ID, condition_id, replicate, _AGENT, _PROBLEM)
+        run_id = run_id_for(study_id, condition_id, replicate, _AGENT, _PROBLEM)
         offset += rng.randint(150, 900)
         model = _CONDITIONS[index]["model"]
         lines = [] if outcome is None else agent_session(run_id, outcome=outcome, rng=rng, model=model)
         planned.append(_PlannedRun(
             run_id, condition_id, replicate,
-            policy.derive_seed(STUDY_ID, condition_id, replicate, salt=f"{_AGENT}:{_PROBLEM}"),
+            policy.derive_seed(study_id, condition_id, replicate, salt=f"{_AGENT}:{_PROBLEM}"),
             offset, model, outcome, lines,
         ))
     last = max([run.offset_ms + (run.lines[-1][0] if run.lines else 1) for run in planned] or [1])
@@ -296,20 +298,20 @@ def plan(
         return start + int(natural_ms * scale)
 
     writes: list[tuple[int, str, str]] = [(start, OWN_LINES_FILE, line_for(EventKind.STUDY_REGISTERED, ev.study_registered(
-        STUDY_ID, title="Live bracket study (simulated)",
+        study_id, title="Live bracket study (simulated)",
         description="Written by `studyledger simulate`: prompt framing x model on a bracket-sizing task.",
         seed_policy=policy, run_budget=budget, at=_iso(start))))]
     writes += [(start, OWN_LINES_FILE, line_for(EventKind.CONDITION_REGISTERED, ev.condition_registered(
-        STUDY_ID, condition_id, factors=dict(factors), admissible=True)))
+        study_id, condition_id, factors=dict(factors), admissible=True)))
         for factors, condition_id in zip(_CONDITIONS, condition_ids, strict=True)]
     for run in planned:
         begin = at(run.offset_ms)
         writes.append((begin, OWN_LINES_FILE, line_for(EventKind.RUN_REGISTERED, ev.run_registered(
-            run.run_id, study_id=STUDY_ID, condition_id=run.condition_id, replicate=run.replicate,
+            run.run_id, study_id=study_id, condition_id=run.condition_id, replicate=run.replicate,
             agent_id=_AGENT, problem_id=_PROBLEM, seed=run.seed, at=_iso(begin)))))
         if run.outcome is None:
             writes.append((begin, OWN_LINES_FILE, line_for(EventKind.RUN_STATUS_CHANGED, ev.run_status_changed(
-                run.run_id, "skipped", at=_iso(begin), reason="budget: max_runs reached", study_id=STUDY_ID))))
+                run.run_id, "skipped", at=_iso(begin), reason="budget: max_runs reached", study_id=study_id))))
             continue
         # The file is named when the run starts: that second is part of the name.
         path = f"{TRACES_DIR}/{trace_file_name(run.run_id, begin)}"
@@ -360,6 +362,7 @@ class Simulator:
         seed: Everything written is a function of the seed (and the start time).
         stop: Set it to stop writing; :meth:`run` returns promptly.
         start_ms: Epoch ms used for the timestamps in the lines (default: now).
+        study_id: The study's id.
     """
 
     def __init__(
@@ -371,12 +374,13 @@ class Simulator:
         seed: int = 0,
         stop: threading.Event | None = None,
         start_ms: int | None = None,
+        study_id: str = STUDY_ID,
     ) -> None:
         self.folder = Path(folder)
         self.seconds = seconds
         self.stop = stop or threading.Event()
         self.stats = SimulationStats()
-        self.writes = plan(runs=runs, seed=seed, seconds=seconds, start_ms=start_ms)
+        self.writes = plan(runs=runs, seed=seed, seconds=seconds, start_ms=start_ms, study_id=study_id)
 
     def run(self) -> SimulationStats:
         """Write every planned line at its moment; return early when ``stop`` is set."""

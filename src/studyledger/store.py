@@ -1,6 +1,8 @@
-"""The append-only SQLite event store.
+"""The append-only event store: the contract every backend keeps, and the SQLite backend.
 
-Guarantees, each tested in ``tests/test_store.py``:
+:class:`Store` is the contract (docs/store.md), checked by the conformance tests in
+``tests/store_contract.py`` on every backend. :class:`SQLiteStore` is the embedded default;
+``store_postgres.PostgresStore`` keeps a lab's ledger on a server. Guarantees:
 
 1. A stored event is never changed or removed: triggers refuse UPDATE and DELETE on
    ``events``, even from a raw ``sqlite3`` session, and an INSERT that is not the next
@@ -11,8 +13,8 @@ Guarantees, each tested in ``tests/test_store.py``:
    raises :class:`~studyledger.errors.EventConflictError`.
 4. Every row carries ``chain = sha256(previous chain, then the row's values)``, so an
    edited, removed, inserted or reordered row breaks the chain from that row on.
-5. Writers serialise through ``BEGIN IMMEDIATE`` with a busy timeout and bounded retries;
-   readers (WAL) are never blocked, and no "database is locked" reaches a user.
+5. Writers serialise (SQLite: ``BEGIN IMMEDIATE`` with a busy timeout and bounded retries);
+   readers are never blocked, and no "database is locked" reaches a user.
 
 Everything that must be atomic with an append (projection updates, ingestion offsets)
 runs inside the same :meth:`Store.transaction`.
@@ -25,17 +27,19 @@ import os
 import random
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple, NoReturn
-from urllib.parse import quote
+from typing import Any, ClassVar, NamedTuple, NoReturn, TypeVar
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from .errors import (
     EventConflictError,
     LedgerBusyError,
+    LedgerConnectionLost,
     LedgerError,
     LedgerFullError,
     LedgerMissingError,
@@ -52,8 +56,10 @@ GENESIS_CHAIN = "0" * 64
 BUSY_TIMEOUT_MS = 5_000
 BEGIN_ATTEMPTS = 12
 _ID_LOOKUP_CHUNK = 500
+ATOMIC_ATTEMPTS = 5
 _JOIN_UP_TO = 1 << 16
 
+META_DDL = "CREATE TABLE ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 EVENTS_DDL = """CREATE TABLE events (
                     seq INTEGER PRIMARY KEY AUTOINCREMENT,
                     event_id TEXT NOT NULL UNIQUE,
@@ -157,8 +163,310 @@ def _is_busy(error: sqlite3.OperationalError) -> bool:
     return "locked" in message or "busy" in message
 
 
-class Store:
-    """An open ledger file.
+URL_SCHEMES = ("postgresql://", "postgres://")
+"""How a ledger on a server is named; anything else is a file path."""
+
+T = TypeVar("T")
+
+
+class DatabaseURL:
+    """The address of a ledger on a database server, safe to print.
+
+    ``str()`` and ``repr()`` show the URL without its password (in the user part or a
+    ``password=`` parameter), so a message, a log line or ``--json`` output never leaks it;
+    :attr:`url` holds it whole, for connecting only.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            user, _, host = netloc.rpartition("@")
+            netloc = f"{user.split(':', 1)[0]}@{host}"
+        params = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "password"]
+        self.display = urlunsplit((parts.scheme, netloc, parts.path, urlencode(params, safe="/"), ""))
+
+    def __str__(self) -> str:
+        return self.display
+
+    def __repr__(self) -> str:
+        return f"DatabaseURL({self.display!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DatabaseURL) and other.url == self.url
+
+    def __hash__(self) -> int:
+        return hash(self.url)
+
+
+Target = Path | DatabaseURL
+"""Where a ledger lives: a SQLite file, or a database on a server."""
+
+
+def ledger_target(value: str | os.PathLike[str] | DatabaseURL) -> Target:
+    """A ``--db`` value, ``STUDYLEDGER_DB`` or ``Ledger.open`` argument as a :data:`Target`."""
+    if isinstance(value, DatabaseURL):
+        return value
+    text = os.fspath(value)
+    if text.lower().startswith(URL_SCHEMES):
+        return DatabaseURL(text)
+    return Path(text)
+
+
+def has_sqlite_json(conn: sqlite3.Connection) -> bool:
+    """Whether SQLite itself answers ``conn`` (rather than a server speaking its dialect).
+
+    Audits that read bodies with SQLite's JSON functions decode them in Python elsewhere, so
+    the verdict does not depend on another database's JSON parser.
+    """
+    return type(conn) is sqlite3.Connection
+
+
+class Store(ABC):
+    """An open ledger: the contract every backend keeps (docs/store.md).
+
+    Open one with ``backends.open_store`` (or :meth:`Ledger.open`), which picks the backend
+    from the target. The chaining, duplicate and conflict rules of :meth:`append` live here,
+    once: a backend only finds stored ids and inserts rows.
+
+    Attributes:
+        path: Where the ledger lives (a ``DatabaseURL`` prints without its password).
+        readonly: Opened for reading only: nothing is ever written.
+        created: This open created the ledger's schema.
+        conn: The connection; SQLite's SQL dialect and DB-API errors on every backend.
+        read_uri: How another process opens this ledger read-only (verify's workers).
+    """
+
+    backend: ClassVar[str]
+    path: Target
+    readonly: bool
+    created: bool = False
+    conn: sqlite3.Connection
+    read_uri: str
+    _appended: list[str] | None = None  # ids appended in the running atomically() attempt
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close the connection."""
+
+    @abstractmethod
+    def tables(self) -> set[str]:
+        """Names of the ledger's tables."""
+
+    events_ddl: ClassVar[str]
+    """The events table as this backend describes it (see :meth:`events_definition`)."""
+    trigger_ddl: ClassVar[dict[str, str]]
+    """The immutability triggers, by name, as :meth:`events_triggers` describes them."""
+
+    @abstractmethod
+    def events_definition(self) -> str | None:
+        """The events table's definition as stored, in this backend's words (None: no table)."""
+
+    @abstractmethod
+    def events_triggers(self) -> dict[str, str]:
+        """Every trigger on ``events``, by name, with what defines it."""
+
+    def missing_triggers(self) -> list[str]:
+        """Names of the immutability triggers that are not installed."""
+        present = self.events_triggers()
+        return [name for name in self.trigger_ddl if name not in present]
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        """One write transaction holding the ledger's write lock; nested use joins it.
+
+        Raises:
+            LedgerReadOnlyError: the store was opened read-only.
+            LedgerBusyError: another writer held the lock past every retry.
+        """
+
+    @abstractmethod
+    def existing_bodies(self, event_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """``{event_id: (kind, body)}`` for the ids already stored."""
+
+    @abstractmethod
+    def _insert(self, rows: list[StoredEvent]) -> None:
+        """Insert chained rows into ``events`` (inside the append's transaction)."""
+
+    def flush(self) -> None:
+        """Send writes the backend holds back (PostgreSQL pipelines a transaction's writes),
+        so that a failing write raises here, in the append that made it."""
+        return None  # SQLite runs each statement when it is given: nothing is held back
+
+    def _check_meta(self) -> int:
+        """The schema version of an existing ledger, after checking it is one this code reads.
+
+        Raises:
+            NotALedgerError: ``ledger_meta`` names another application.
+            NewerLedgerError: a newer studyledger wrote it.
+        """
+        meta = self.meta()
+        if meta.get("application") != APPLICATION:
+            raise NotALedgerError(f"{self.path}: not a studyledger ledger")
+        version = int(meta.get("schema_version", "0"))
+        if version > STORE_SCHEMA_VERSION:
+            raise NewerLedgerError(
+                f"{self.path}: written by a newer studyledger (ledger schema {version}); "
+                f"this version reads up to {STORE_SCHEMA_VERSION}. Upgrade studyledger."
+            )
+        return version
+
+    def _initial_meta(self) -> list[tuple[str, str]]:
+        return [
+            ("application", APPLICATION),
+            ("schema_version", str(STORE_SCHEMA_VERSION)),
+            ("created_at", utc_now_precise()),
+        ]
+
+    def atomically(self, action: Callable[[], T]) -> T:
+        """Run ``action`` in one write transaction; after a lost connection, run it again.
+
+        A dropped connection (:class:`LedgerConnectionLost`) means the transaction rolled
+        back, or, when it dropped during COMMIT, committed without word: if the events the
+        action appended are stored, it committed and its result stands. Otherwise it runs
+        again (up to :data:`ATOMIC_ATTEMPTS` times), once the next transaction has
+        reconnected. Running it again is safe because appends are idempotent. Nested use
+        joins the outer transaction, which owns the retry.
+        """
+        if self.conn.in_transaction:
+            return action()
+        for attempt in range(ATOMIC_ATTEMPTS):
+            appended: list[str] = []
+            self._appended = appended
+            finished = False
+            try:
+                with self.transaction():
+                    result = action()
+                    finished = True
+                return result
+            except LedgerConnectionLost:
+                if finished and appended and self.existing_bodies(appended[:1]):
+                    return result
+                if attempt == ATOMIC_ATTEMPTS - 1:
+                    raise
+            finally:
+                self._appended = None
+        raise AssertionError("unreachable")
+
+    def meta(self) -> dict[str, str]:
+        """The ``ledger_meta`` key/value pairs."""
+        return dict(self.conn.execute("SELECT key, value FROM ledger_meta").fetchall())
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set one ``ledger_meta`` value; call inside a transaction."""
+        self.conn.execute(
+            "INSERT INTO ledger_meta(key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def head(self) -> Head:
+        """The last event's seq and chain, or :data:`EMPTY_HEAD` for an empty ledger."""
+        return read_head(self.conn)
+
+    def append(self, events: Sequence[NewEvent]) -> AppendResult:
+        """Append events in order, skipping those already stored.
+
+        Must run inside :meth:`transaction`: the duplicate check, the chain and the insert
+        see one consistent head only while the write lock is held. Stored ids are filtered
+        out before the insert, so the INSERT itself is plain: a conflict there would be a
+        bug and raises instead of leaving a hole in the chain.
+
+        Raises:
+            EventConflictError: an id is stored (or repeated in ``events``) with a
+                different body.
+            ValidationError: a body holds a lone UTF-16 surrogate (readers could not decode
+                what SQLite makes of it).
+        """
+        if not self.conn.in_transaction:
+            raise RuntimeError("Store.append must run inside Store.transaction()")
+        fresh: dict[str, NewEvent] = {}
+        for event in events:
+            if has_lone_surrogate(event.body):
+                raise ValidationError(f"event {event.event_id} ({event.kind}, source {event.source}): its body "
+                                      "holds a lone UTF-16 surrogate, which is not valid Unicode")
+            seen = fresh.get(event.event_id)
+            if seen is None:
+                fresh[event.event_id] = event
+            elif (seen.kind, seen.body) != (event.kind, event.body):
+                raise EventConflictError(f"event {event.event_id} appears twice with different bodies")
+        stored = self.existing_bodies(list(fresh))
+        for event_id, (kind, body) in stored.items():
+            new = fresh.pop(event_id)
+            if (kind, body) != (new.kind, new.body):
+                raise EventConflictError(
+                    f"event {event_id} is already stored with a different body "
+                    f"(source {new.source}); the ledger may have been edited"
+                )
+        seq, chain = self.head()
+        now = utc_now_precise()
+        rows: list[StoredEvent] = []
+        for event in fresh.values():
+            seq += 1
+            values = (
+                seq,
+                event.event_id,
+                event.kind,
+                event.study_id,
+                event.run_id,
+                event.occurred_at,
+                event.recorded_at or now,
+                event.source,
+                event.body,
+            )
+            chain = chain_hash(chain, values)
+            rows.append(StoredEvent(*values, chain))
+        self._insert(rows)
+        if self._appended is not None:
+            self._appended.extend(row.event_id for row in rows)
+        return AppendResult(appended=rows, duplicates=len(events) - len(rows))
+
+    # -- reading --------------------------------------------------------------------
+
+    def iter_events(
+        self,
+        *,
+        after: int = 0,
+        until: int | None = None,
+        run_id: str | None = None,
+        batch: int = 5_000,
+    ) -> Iterator[StoredEvent]:
+        """Events in sequence order, fetched in batches so memory stays flat.
+
+        Rows are taken from the cursor one at a time, not a batch at once: with bodies of
+        many megabytes, a batch held whole would cost their sum.
+        """
+        last = after
+        while True:
+            clauses = ["seq > ?"]
+            params: list[Any] = [last]
+            if until is not None:
+                clauses.append("seq <= ?")
+                params.append(until)
+            if run_id is not None:
+                clauses.append("run_id = ?")
+                params.append(run_id)
+            cursor = self.conn.execute(
+                f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE {' AND '.join(clauses)} "
+                f"ORDER BY seq LIMIT {int(batch)}",
+                params,
+            )
+            found = 0
+            for row in cursor:
+                found += 1
+                last = row[0]
+                yield StoredEvent(*row)
+            if not found:
+                return
+
+    def event_count(self) -> int:
+        """Number of stored events."""
+        return int(self.conn.execute("SELECT count(*) FROM events").fetchone()[0])
+
+
+class SQLiteStore(Store):
+    """An open ledger file: the embedded backend.
 
     Args:
         path: The SQLite file.
@@ -169,8 +477,12 @@ class Store:
             mount can be read. Implies ``create=False``.
     """
 
+    backend = "sqlite"
+    events_ddl = EVENTS_DDL
+    trigger_ddl = TRIGGER_DDL
+
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True, readonly: bool = False) -> None:
-        self.path = Path(path)
+        self.path: Path = Path(path)
         self.readonly = readonly
         self.create = create and not readonly
         if not self.create and not self.path.exists():
@@ -274,15 +586,7 @@ class Store:
                 )
             self._create()
             return
-        meta = self.meta()
-        if meta.get("application") != APPLICATION:
-            raise NotALedgerError(f"{self.path}: not a studyledger ledger")
-        version = int(meta.get("schema_version", "0"))
-        if version > STORE_SCHEMA_VERSION:
-            raise NewerLedgerError(
-                f"{self.path}: written by a newer studyledger (ledger schema {version}); "
-                f"this version reads up to {STORE_SCHEMA_VERSION}. Upgrade studyledger."
-            )
+        version = self._check_meta()
         if version < 1:
             raise NotALedgerError(f"{self.path}: unknown ledger schema version {version}")
         # Every older layout reads as this one does: a reader leaves it as it is (verify
@@ -297,20 +601,12 @@ class Store:
         with self.transaction():
             if "ledger_meta" in self._tables():  # another process created it first
                 return
-            self.conn.execute(
-                "CREATE TABLE ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
-            )
+            self.conn.execute(META_DDL)
             self.conn.execute(EVENTS_DDL)
             for ddl in TRIGGER_DDL.values():
                 self.conn.execute(ddl)
-            self.conn.executemany(
-                "INSERT INTO ledger_meta(key, value) VALUES (?, ?)",
-                [
-                    ("application", APPLICATION),
-                    ("schema_version", str(STORE_SCHEMA_VERSION)),
-                    ("created_at", utc_now_precise()),
-                ],
-            )
+            self.conn.executemany("INSERT INTO ledger_meta(key, value) VALUES (?, ?)", self._initial_meta())
+            self.created = True
 
     def _migrate(self, version: int) -> None:
         """Bring an older ledger up to :data:`STORE_SCHEMA_VERSION`, in one write transaction.
@@ -326,17 +622,9 @@ class Store:
             if current < STORE_SCHEMA_VERSION:
                 self.set_meta("schema_version", str(STORE_SCHEMA_VERSION))
 
-    def meta(self) -> dict[str, str]:
-        """The ``ledger_meta`` key/value pairs."""
-        return dict(self.conn.execute("SELECT key, value FROM ledger_meta").fetchall())
-
-    def set_meta(self, key: str, value: str) -> None:
-        """Set one ``ledger_meta`` value; call inside a transaction."""
-        self.conn.execute(
-            "INSERT INTO ledger_meta(key, value) VALUES (?, ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
+    def events_definition(self) -> str | None:
+        row = self.conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'events'").fetchone()
+        return None if row is None else str(row[0])
 
     def events_triggers(self) -> dict[str, str]:
         """Every trigger on ``events``, by name, with the SQL that created it."""
@@ -344,11 +632,6 @@ class Store:
             "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'events'"
         )
         return {str(name): str(sql) for name, sql in rows}
-
-    def missing_triggers(self) -> list[str]:
-        """Names of the immutability triggers that are not installed."""
-        present = self.events_triggers()
-        return [name for name in TRIGGER_NAMES if name not in present]
 
     # -- transactions ---------------------------------------------------------------
 
@@ -415,10 +698,6 @@ class Store:
 
     # -- writing --------------------------------------------------------------------
 
-    def head(self) -> Head:
-        """The last event's seq and chain, or :data:`EMPTY_HEAD` for an empty ledger."""
-        return read_head(self.conn)
-
     def existing_bodies(self, event_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         """``{event_id: (kind, body)}`` for the ids already stored."""
         found: dict[str, tuple[str, str]] = {}
@@ -431,58 +710,7 @@ class Store:
                 found[event_id] = (kind, body)
         return found
 
-    def append(self, events: Sequence[NewEvent]) -> AppendResult:
-        """Append events in order, skipping those already stored.
-
-        Must run inside :meth:`transaction`: the duplicate check, the chain and the insert
-        see one consistent head only while the write lock is held. Stored ids are filtered
-        out before the insert, so the INSERT itself is plain: a conflict there would be a
-        bug and raises instead of leaving a hole in the chain.
-
-        Raises:
-            EventConflictError: an id is stored (or repeated in ``events``) with a
-                different body.
-            ValidationError: a body holds a lone UTF-16 surrogate (readers could not decode
-                what SQLite makes of it).
-        """
-        if not self.conn.in_transaction:
-            raise RuntimeError("Store.append must run inside Store.transaction()")
-        fresh: dict[str, NewEvent] = {}
-        for event in events:
-            if has_lone_surrogate(event.body):
-                raise ValidationError(f"event {event.event_id} ({event.kind}, source {event.source}): its body "
-                                      "holds a lone UTF-16 surrogate, which is not valid Unicode")
-            seen = fresh.get(event.event_id)
-            if seen is None:
-                fresh[event.event_id] = event
-            elif (seen.kind, seen.body) != (event.kind, event.body):
-                raise EventConflictError(f"event {event.event_id} appears twice with different bodies")
-        stored = self.existing_bodies(list(fresh))
-        for event_id, (kind, body) in stored.items():
-            new = fresh.pop(event_id)
-            if (kind, body) != (new.kind, new.body):
-                raise EventConflictError(
-                    f"event {event_id} is already stored with a different body "
-                    f"(source {new.source}); the ledger may have been edited"
-                )
-        seq, chain = self.head()
-        now = utc_now_precise()
-        rows: list[StoredEvent] = []
-        for event in fresh.values():
-            seq += 1
-            values = (
-                seq,
-                event.event_id,
-                event.kind,
-                event.study_id,
-                event.run_id,
-                event.occurred_at,
-                event.recorded_at or now,
-                event.source,
-                event.body,
-            )
-            chain = chain_hash(chain, values)
-            rows.append(StoredEvent(*values, chain))
+    def _insert(self, rows: list[StoredEvent]) -> None:
         self.conn.executemany(
             "INSERT INTO events (seq, event_id, kind, study_id, run_id, occurred_at, "
             "recorded_at, source, body, chain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -492,46 +720,3 @@ class Store:
                 for r in rows
             ],
         )
-        return AppendResult(appended=rows, duplicates=len(events) - len(rows))
-
-    # -- reading --------------------------------------------------------------------
-
-    def iter_events(
-        self,
-        *,
-        after: int = 0,
-        until: int | None = None,
-        run_id: str | None = None,
-        batch: int = 5_000,
-    ) -> Iterator[StoredEvent]:
-        """Events in sequence order, fetched in batches so memory stays flat.
-
-        Rows are taken from the cursor one at a time, not a batch at once: with bodies of
-        many megabytes, a batch held whole would cost their sum.
-        """
-        last = after
-        while True:
-            clauses = ["seq > ?"]
-            params: list[Any] = [last]
-            if until is not None:
-                clauses.append("seq <= ?")
-                params.append(until)
-            if run_id is not None:
-                clauses.append("run_id = ?")
-                params.append(run_id)
-            cursor = self.conn.execute(
-                f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE {' AND '.join(clauses)} "
-                f"ORDER BY seq LIMIT {int(batch)}",
-                params,
-            )
-            found = 0
-            for row in cursor:
-                found += 1
-                last = row[0]
-                yield StoredEvent(*row)
-            if not found:
-                return
-
-    def event_count(self) -> int:
-        """Number of stored events."""
-        return int(self.conn.execute("SELECT count(*) FROM events").fetchone()[0])

@@ -23,7 +23,8 @@ from ..errors import EventConflictError, LedgerError, LedgerMissingError, OwnLin
 from ..events import NewEvent, StoredEvent
 from ..own_lines import FORMAT_KEY, FORMAT_VERSION, restored_event
 from ..ledger import Ledger
-from ..store import Head, Store
+from ..backends import open_store
+from ..store import Head, Store, Target
 from .record import record_audit
 from .verify import VerifyReport, verify
 
@@ -84,7 +85,7 @@ def _missing(ledger: Ledger, other: Store, batch: list[StoredEvent]) -> list[New
     return missing
 
 
-def _refusal(other_path: Path, report: VerifyReport) -> LedgerError:
+def _refusal(other_path: Target, report: VerifyReport) -> LedgerError:
     first = report.first_failure
     assert first is not None
     return LedgerError(
@@ -92,8 +93,11 @@ def _refusal(other_path: Path, report: VerifyReport) -> LedgerError:
         f"See `studyledger --db {other_path} verify`; --trust-source merges it anyway and records that")
 
 
-def merge(ledger: Ledger, other_path: Path, *, trust_source: bool = False) -> MergeReport:
+def merge(ledger: Ledger, other_path: Target, *, trust_source: bool = False) -> MergeReport:
     """Append the events of ``other_path`` that ``ledger`` lacks, in the other's order.
+
+    ``other_path`` is a ledger file or a server's ``DatabaseURL``: events move between
+    backends either way, keeping their ids, ``recorded_at`` and source.
 
     Each batch of 5,000 is one transaction, so other writers are not locked out for the
     whole merge; an interrupted merge is finished by running it again.
@@ -111,10 +115,10 @@ def merge(ledger: Ledger, other_path: Path, *, trust_source: bool = False) -> Me
             its events does not match its id or its kind's shape.
         EventConflictError: an id is stored here with a different body.
     """
-    if not other_path.exists():
+    if isinstance(other_path, Path) and not other_path.exists():
         raise LedgerMissingError(f"{other_path}: no such ledger to merge")
     # Read-only: merging must not change the ledger it reads (not even checkpoint its WAL).
-    other = Store(other_path, readonly=True)
+    other = open_store(other_path, readonly=True)
     read = appended = 0
     try:
         checked = verify(other)

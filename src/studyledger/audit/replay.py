@@ -23,6 +23,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from operator import attrgetter
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -33,13 +34,14 @@ from ..events import EVENT_COLUMNS, StoredEvent, parse_instant
 from .. import projections, query
 from ..ledger import Ledger
 from ..schema import STATUS_PRECEDENCE, TERMINAL_STATUSES, RunStatus, is_legal_transition, shown_status
-from ..store import Store
-from .snapshot_read import store_of
+from ..store import SQLiteStore, Store
+from .snapshot_read import read_snapshot, store_of
 
 MAX_DIFFERENCES = 100
 MAX_ANOMALIES = 200
 _BATCH = 5_000
 COMPARED_TABLES = (*projections.PROJECTION_TABLES, "projection_state")
+_event_row = attrgetter(*EVENT_COLUMNS)
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -125,23 +127,59 @@ def _scratch(store: Store, in_memory: bool) -> tuple[sqlite3.Connection, Path | 
     """A scratch connection with the ledger attached as ``ledger``.
 
     A temporary file keeps a million-event rebuild out of memory; in-memory is quicker for
-    small ledgers and tests.
+    small ledgers and tests. A ledger SQLite cannot attach (one on a server) is first copied
+    into a scratch file, always on disk, so the same code replays both.
     """
-    directory = None if in_memory else Path(tempfile.mkdtemp(prefix="studyledger-replay-"))
-    target = ":memory:" if directory is None else str(directory / "scratch.db")
+    copied = not isinstance(store, SQLiteStore)
+    directory = None if in_memory and not copied else Path(tempfile.mkdtemp(prefix="studyledger-replay-"))
+    target = ":memory:" if in_memory or directory is None else str(directory / "scratch.db")
     conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False, uri=True)
     try:
         conn.execute("PRAGMA journal_mode = OFF")  # a scratch copy: nothing to recover
         conn.execute("PRAGMA synchronous = OFF")
-        # Read-only, as the store reads it: replay never writes to what it audits.
-        conn.execute("ATTACH DATABASE ? AS ledger", (store.read_uri,))
-        conn.execute("PRAGMA ledger.busy_timeout = 5000")
+        if copied:
+            assert directory is not None
+            conn.execute("ATTACH DATABASE ? AS ledger", (str(directory / "ledger.db"),))
+            _copy_ledger(store, conn)
+        else:
+            # Read-only, as the store reads it: replay never writes to what it audits.
+            conn.execute("ATTACH DATABASE ? AS ledger", (store.read_uri,))
+            conn.execute("PRAGMA ledger.busy_timeout = 5000")
     except BaseException:
         conn.close()
         if directory is not None:
             shutil.rmtree(directory, ignore_errors=True)
         raise
     return conn, directory
+
+
+def _copy_ledger(store: Store, conn: sqlite3.Connection) -> None:
+    """Copy the events and the stored derived tables, as of one snapshot, into ``ledger``.
+
+    Stored tables are copied with their own column names and no types, so a table whose
+    columns were changed still shows as a schema difference, and values compare as stored.
+    """
+    conn.execute("PRAGMA ledger.journal_mode = OFF")
+    conn.execute("BEGIN")
+    with read_snapshot(store.conn):
+        conn.execute(f"CREATE TABLE ledger.events ({', '.join(EVENT_COLUMNS)}, PRIMARY KEY (seq))")
+        batch: list[tuple[Any, ...]] = []
+        insert = f"INSERT INTO ledger.events VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+        for event in store.iter_events(batch=_BATCH):
+            batch.append(_event_row(event))
+            if len(batch) >= _BATCH:
+                conn.executemany(insert, batch)
+                batch = []
+        conn.executemany(insert, batch)
+        stored = store.tables()
+        for table in COMPARED_TABLES:
+            if table not in stored:
+                continue
+            cursor = store.conn.execute(f"SELECT * FROM {table}")
+            names = [d[0] for d in cursor.description]
+            conn.execute(f"CREATE TABLE ledger.{table} ({', '.join(names)})")
+            conn.executemany(f"INSERT INTO ledger.{table} VALUES ({', '.join('?' * len(names))})", cursor)
+    conn.execute("COMMIT")
 
 
 def _events(conn: sqlite3.Connection, upper: int, timed: bool) -> Iterator[StoredEvent]:

@@ -25,7 +25,8 @@ from typing import Any
 
 from ..events import EVENT_COLUMNS, depth, event_id_for, has_lone_surrogate, indexed_columns
 from ..ledger import Ledger
-from ..store import EVENTS_DDL, GENESIS_CHAIN, STORE_SCHEMA_VERSION, TRIGGER_DDL, Store, chain_hash
+from ..backends import connect_reader
+from ..store import GENESIS_CHAIN, STORE_SCHEMA_VERSION, Store, chain_hash, has_sqlite_json
 from . import merkle
 from .checkpoint import Checkpoint
 from .snapshot_read import event_ids, read_snapshot
@@ -34,6 +35,7 @@ SQLITE_JSON_DEPTH = 2_000
 """SQLite's JSON functions refuse documents nested deeper than this."""
 _MAX_PROBLEMS = 1_000
 _BATCH = 5_000
+_URI_VARIABLE = "STUDYLEDGER_VERIFY_URI"
 PARALLEL_FROM = 100_000
 """Ledgers with at least this many events are verified by several processes by default."""
 
@@ -118,15 +120,19 @@ def _batch(conn: sqlite3.Connection, after: int, until: int | None) -> list[tupl
     """The next rows with their body fields; read in Python when SQLite cannot.
 
     SQLite's JSON functions raise on some bodies (nested deeper than they allow) instead of
-    answering; such a batch is read again and its bodies decoded here, by the same rule.
+    answering; such a batch is read again and its bodies decoded here, by the same rule. A
+    ledger on a server is always read that way: its JSON parser is not SQLite's, and the
+    verdict must not depend on the backend.
     """
     bound = until if until is not None else -1
     params = (after, bound, bound, _BATCH)
-    try:
-        return conn.execute(_CHECK_SQL, params).fetchall()
-    except sqlite3.OperationalError:
-        rows = conn.execute(_PLAIN_SQL, params).fetchall()
-        return [(*row, *_body_fields(row[8])) for row in rows]
+    if has_sqlite_json(conn):
+        try:
+            return conn.execute(_CHECK_SQL, params).fetchall()
+        except sqlite3.OperationalError:
+            pass
+    rows = conn.execute(_PLAIN_SQL, params).fetchall()
+    return [(*row, *_body_fields(row[8])) for row in rows]
 
 
 def _body_fields(text: str) -> tuple[bool, str | None, str | None, str | None]:
@@ -197,11 +203,13 @@ def _check_ranges_in_processes(uri: str, ranges: list[tuple[int, int]]) -> list[
     module (a user's script without a ``__main__`` guard would start again), and a fork of
     the dashboard, which calls this from a thread, could inherit held locks.
     """
+    # The ledger's address goes by environment, not argv: a server's URL may hold a password.
+    env = {**os.environ, _URI_VARIABLE: uri}
     children = [
         subprocess.Popen(
             [sys.executable, "-c", "from studyledger.audit.verify import _range_worker; _range_worker()",
-             uri, str(after), str(until)],
-            stdout=subprocess.PIPE,
+             str(after), str(until)],
+            stdout=subprocess.PIPE, env=env,
         )
         for after, until in ranges
     ]
@@ -218,8 +226,8 @@ def _check_ranges_in_processes(uri: str, ranges: list[tuple[int, int]]) -> list[
 
 def _range_worker() -> None:
     """Entry point of a worker process: check one range, print the result as JSON."""
-    uri, after, until = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    conn = sqlite3.connect(uri, uri=True)
+    after, until = int(sys.argv[1]), int(sys.argv[2])
+    conn = connect_reader(os.environ[_URI_VARIABLE])
     try:
         result = _check_range(conn, after, until)
     finally:
@@ -283,8 +291,8 @@ def _normalized(sql: str) -> str:
 def schema_problems(store: Store) -> list[Problem]:
     """What is wrong with the schema that keeps ``events`` append-only.
 
-    Triggers are compared by their SQL, not their names: a trigger of the right name that
-    does nothing protects nothing. Any other trigger on ``events`` is reported too, since
+    Triggers are compared by their SQL (on PostgreSQL, with their functions' code), not their
+    names: a trigger of the right name that does nothing protects nothing. Any other trigger on ``events`` is reported too, since
     it runs on every write of history.
     """
     problems = []
@@ -293,19 +301,19 @@ def schema_problems(store: Store) -> list[Problem]:
         problems.append(Problem(0, "schema", f"ledger schema version is {version!r}, expected "
                                              f"{STORE_SCHEMA_VERSION} (a writing command such as "
                                              "`studyledger init` upgrades it)"))
-    table = store.conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'events'").fetchone()
-    if table is None or _normalized(str(table[0])) != _normalized(EVENTS_DDL):
+    table = store.events_definition()
+    if table is None or _normalized(table) != _normalized(store.events_ddl):
         problems.append(Problem(0, "schema", "the events table is not the one studyledger creates "
                                              "(columns or constraints changed)"))
     present = store.events_triggers()
-    for name, ddl in TRIGGER_DDL.items():
+    for name, ddl in store.trigger_ddl.items():
         sql = present.get(name)
         if sql is None:
             problems.append(Problem(0, "triggers", f"immutability trigger {name} is missing: rows can be changed"))
         elif sql != ddl:
             problems.append(Problem(0, "triggers", f"trigger {name} is not the one studyledger installs: "
                                                    "rows can be changed"))
-    for name in sorted(set(present) - set(TRIGGER_DDL)):
+    for name in sorted(set(present) - set(store.trigger_ddl)):
         problems.append(Problem(0, "triggers", f"trigger {name} on events is not studyledger's: "
                                                "it runs on every write of history"))
     return problems

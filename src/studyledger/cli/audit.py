@@ -21,8 +21,8 @@ from ..audit.record import audits as recorded_audits
 from ..audit.record import record_audit
 from ..audit.replay import parse_as_of, replay as replay_store
 from ..audit.restore import restore as restore_export
-from ..store import Head
-from .common import Context, cli, echo_json, echo_result, json_option, printable, say, user_errors
+from ..store import Head, Target
+from .common import Context, LedgerTargetType, cli, echo_json, echo_result, json_option, printable, say, user_errors
 
 pass_context = click.make_pass_decorator(Context)
 # Plain paths: a directory or a missing file gets our own one-line error, not a usage screen.
@@ -182,16 +182,17 @@ def export(ctx: Context, directory: Path, fmt: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("other", type=FILE)
+@click.argument("other", type=LedgerTargetType(FILE))
 @click.option("--trust-source", is_flag=True,
               help="Merge even when OTHER fails verify; the merge is recorded in this ledger.")
 @json_option
 @pass_context
 @user_errors
-def merge(ctx: Context, other: Path, trust_source: bool, as_json: bool) -> None:
+def merge(ctx: Context, other: Target, trust_source: bool, as_json: bool) -> None:
     """Append the events of another ledger that this one lacks, in the other's order.
 
-    OTHER is verified first and refused when it fails (unless --trust-source); every event
+    OTHER is a ledger file or a postgresql:// URL, so events move between backends either
+    way. It is verified first and refused when it fails (unless --trust-source); every event
     is checked against its id and its kind's shape. Merging again, or in the other
     direction, never duplicates an event.
     """

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -18,14 +18,38 @@ from ..errors import StudyLedgerError
 from ..events import is_unicode
 from ..ledger import Ledger
 from ..schema import to_jsonable
+from ..store import DatabaseURL, Target, ledger_target
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+if TYPE_CHECKING:
+    _TargetParam = click.ParamType[Target]
+else:  # click before 8.3 has no generic ParamType
+    _TargetParam = click.ParamType
+
+
+class LedgerTargetType(_TargetParam):
+    """``--db``: a ledger file, or a ``postgresql://`` URL (kept whole, printed without its password)."""
+
+    name = "FILE|URL"
+
+    def __init__(self, file: click.Path | None = None) -> None:
+        self.file = file or click.Path(dir_okay=False, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Target:
+        if isinstance(value, DatabaseURL):
+            return value
+        target = ledger_target(value)
+        if isinstance(target, DatabaseURL):
+            return target
+        return Path(os.fsdecode(self.file.convert(value, param, ctx)))
 
 
 class Context:
     """Options given before the command name."""
 
-    def __init__(self, db: Path) -> None:
+    def __init__(self, db: Target) -> None:
         self.db = db
 
     @contextmanager
@@ -50,16 +74,17 @@ class Context:
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
     "--db",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=LedgerTargetType(),
     default="studyledger.db",
     show_default=True,
     envvar="STUDYLEDGER_DB",
     show_envvar=True,
-    help="The ledger file.",
+    help="The ledger: a file, or a PostgreSQL database postgresql://USER@HOST:PORT/DBNAME "
+         "(password from the URL, PGPASSWORD or ~/.pgpass; never printed).",
 )
 @click.version_option(package_name="studyledger")
 @click.pass_context
-def cli(ctx: click.Context, db: Path) -> None:
+def cli(ctx: click.Context, db: Target) -> None:
     """studyledger: an append-only ledger of experiment runs.
 
     Record runs through the Python API or by dropping JSONL files into a watched folder,

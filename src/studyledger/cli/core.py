@@ -12,9 +12,10 @@ from .. import query
 from ..audit import checkpoint as checkpoints
 from ..audit.record import record_audit
 from ..audit.verify import VerifyReport, verify as verify_ledger
+from ..ingestion.tailer import ensure_state_table
 from ..ledger import Ledger
 from ..schema import RunStatus
-from ..store import Head
+from ..store import DatabaseURL, Head
 from .common import Context, cli, echo_json, echo_result, json_option, say, user_errors
 
 pass_context = click.make_pass_decorator(Context)
@@ -24,16 +25,37 @@ SEQ = click.IntRange(0, 2**63 - 1)
 
 
 @cli.command()
+@click.option("--roles", "role_prefix", metavar="PREFIX",
+              help="PostgreSQL only, as the ledger's owner: create (or update) the group roles PREFIX_writer "
+                   "(appends; no UPDATE, DELETE or TRUNCATE of events) and PREFIX_reader (SELECT only).")
 @json_option
 @pass_context
 @user_errors
-def init(ctx: Context, as_json: bool) -> None:
-    """Create an empty ledger (or check that an existing one opens)."""
-    existed = ctx.db.exists()
+def init(ctx: Context, role_prefix: str | None, as_json: bool) -> None:
+    """Create an empty ledger (or check that an existing one opens).
+
+    On a PostgreSQL URL it creates the schema in the (existing, empty) database; see
+    docs/postgres.md for setting up a lab's server.
+    """
+    if role_prefix is not None and not isinstance(ctx.db, DatabaseURL):
+        raise click.UsageError("--roles needs a PostgreSQL ledger (--db postgresql://...)")
+    roles = None
     with ctx.ledger(create=True) as ledger:
-        head = ledger.head()
-    echo_result(as_json, {"db": str(ctx.db), "created": not existed, "head": head},
-                f"{'opened existing' if existed else 'created'} ledger {ctx.db} (head seq {head.seq})")
+        if isinstance(ctx.db, DatabaseURL):
+            from ..store_postgres import PostgresStore  # only with psycopg installed
+
+            assert isinstance(ledger.store, PostgresStore)
+            # Writers then find every table in place and need no CREATE privilege.
+            ensure_state_table(ledger)
+            if role_prefix is not None:
+                roles = {"writer": f"{role_prefix}_writer", "reader": f"{role_prefix}_reader"}
+                ledger.store.create_roles(roles["writer"], roles["reader"])
+        head, created = ledger.head(), ledger.store.created
+    echo_result(as_json, {"db": str(ctx.db), "created": created, "head": head, "roles": roles},
+                f"{'created' if created else 'opened existing'} ledger {ctx.db} (head seq {head.seq})")
+    if roles is not None and not as_json:
+        say(f"roles: {roles['writer']} (writers), {roles['reader']} (readers); "
+            f"grant them to login roles, e.g. GRANT {roles['writer']} TO alice")
 
 
 @cli.command()

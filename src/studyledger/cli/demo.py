@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from ..demo import EXAMPLES_ENV, Demo, find_examples
-from ..simulate import Simulator
+from ..simulate import STUDY_ID, Simulator
 from .common import Context, cli, echo_json, echo_result, json_option, printable, say, user_errors
 from .core import stats as stats_command
 
@@ -22,9 +22,11 @@ pass_context = click.make_pass_decorator(Context)
               help="How long the study takes to unfold.")
 @click.option("--runs", type=click.IntRange(min=1), default=12, show_default=True, help="Runs in the study.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same lines.")
+@click.option("--study", "study_id", default=STUDY_ID, show_default=True,
+              help="The study's id (machines of a lab each simulate their own).")
 @json_option
 @user_errors
-def simulate(folder: Path, seconds: float, runs: int, seed: int, as_json: bool) -> None:
+def simulate(folder: Path, seconds: float, runs: int, seed: int, study_id: str, as_json: bool) -> None:
     """Write a live simulated study into FOLDER, the way real programs do.
 
     One agent trace file per run under FOLDER/traces/ and studyledger's own lines in
@@ -32,7 +34,7 @@ def simulate(folder: Path, seconds: float, runs: int, seed: int, as_json: bool) 
     and tools, some fail, one hangs and never finishes. Point `studyledger watch` (or the
     dashboard) at FOLDER to see it arrive. Ctrl-C stops it.
     """
-    simulator = Simulator(folder, runs=runs, seconds=seconds, seed=seed)
+    simulator = Simulator(folder, runs=runs, seconds=seconds, seed=seed, study_id=study_id)
     thread = simulator.start()
     try:
         # Joined in slices so Ctrl-C reaches the main thread promptly.

@@ -11,6 +11,7 @@ import click
 from .. import query, search as search_index
 from ..errors import StudyLedgerError, UnknownStudyError
 from ..ledger import Ledger
+from ..store import Target
 from .common import Context, cli, echo_json, json_option, printable, say, user_errors
 from .core import STATUSES
 
@@ -140,8 +141,11 @@ def _ready_index(ctx: Context) -> bool:
     return False
 
 
-def _unwritable(db: Path) -> str | None:
-    """Why this user cannot write the ledger (SQLite also writes beside it), or None."""
+def _unwritable(db: Target) -> str | None:
+    """Why this user cannot write the ledger (SQLite also writes beside it), or None (a
+    server decides by role: the write is tried)."""
+    if not isinstance(db, Path):
+        return None
     if not os.access(db, os.W_OK):
         return "the file is read-only for this user"
     if not os.access(db.parent, os.W_OK | os.X_OK):

@@ -585,14 +585,14 @@ class Tailer:
         if state.row_id is not None:
             self._check_position(state)
             return state.row_id
-        cursor = self.conn.execute(
+        claimed = self.conn.execute(
             f"INSERT INTO {STATE_TABLE} (path, device, inode, offset, line, prefix_sha256, updated_at) "
-            f"VALUES ('', ?, ?, 0, 0, ?, '') ON CONFLICT (device, inode) DO NOTHING",
+            f"VALUES ('', ?, ?, 0, 0, ?, '') ON CONFLICT (device, inode) DO NOTHING RETURNING id",
             (state.device, state.inode, _EMPTY_HASH),
-        )
-        if cursor.rowcount != 1 or cursor.lastrowid is None:
+        ).fetchone()
+        if claimed is None:
             raise _Raced  # another process committed this file first
-        return cursor.lastrowid
+        return int(claimed[0])
 
 
 def _hash_prefix(fd: int, length: int) -> Prefix:

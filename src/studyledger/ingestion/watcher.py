@@ -37,6 +37,7 @@ from watchdog.observers.polling import PollingObserver
 
 from ..errors import EventConflictError, LedgerBusyError, StudyFolderError
 from ..ledger import Ledger
+from ..store import DatabaseURL, ledger_target
 from .adapters import LineAdapter
 from .lines import DEFAULT_LINE_LIMIT
 from .service import IngestReport, import_study_folder, plan
@@ -95,7 +96,7 @@ class Watcher:
     Use as a context manager, or call :meth:`start` and :meth:`stop`.
 
     Args:
-        db_path: The ledger file (created when missing).
+        db_path: The ledger file (created when missing), or a server's URL.
         folder: The folder to watch, recursively.
         poll: Seconds between polls with watchdog's polling observer (for network
             filesystems); None uses the native observer (inotify on Linux).
@@ -110,7 +111,7 @@ class Watcher:
 
     def __init__(
         self,
-        db_path: str | os.PathLike[str],
+        db_path: str | os.PathLike[str] | DatabaseURL,
         folder: str | os.PathLike[str],
         *,
         poll: float | None = None,
@@ -118,7 +119,7 @@ class Watcher:
         line_limit: int = DEFAULT_LINE_LIMIT,
         adapter: LineAdapter | None = None,
     ) -> None:
-        self.db_path = Path(db_path)
+        self.db_path = ledger_target(db_path)
         self.folder = Path(os.path.abspath(folder))
         self.poll = poll
         self.reconcile = reconcile

@@ -23,6 +23,7 @@ from textual.worker import get_current_worker
 
 from ..errors import LedgerError
 from ..ingestion.watcher import Watcher
+from ..store import DatabaseURL, ledger_target
 from .commands import LedgerCommands
 from .data import Source, SourceClosed, now_utc
 from .screens.audit import AuditScreen
@@ -68,7 +69,7 @@ class StudyLedgerApp(App[None]):
 
     def __init__(
         self,
-        db_path: str | Path,
+        db_path: str | Path | DatabaseURL,
         *,
         watch: str | Path | None = None,
         stale_after: float = DEFAULT_STALE_AFTER,
@@ -76,7 +77,7 @@ class StudyLedgerApp(App[None]):
         poll: float = POLL_SECONDS,
     ) -> None:
         super().__init__()
-        self.db_path = Path(db_path)
+        self.db_path = ledger_target(db_path)
         self.watch_folder = Path(watch) if watch is not None else None
         self.stale_after = stale_after
         self.clock = clock

@@ -25,6 +25,7 @@ from ..audit.diff import diff_runs
 from ..audit.verify import VerifyReport, verify
 from ..errors import LedgerError
 from ..ledger import Ledger
+from ..store import DatabaseURL, ledger_target
 
 Row = dict[str, Any]
 T = TypeVar("T")
@@ -148,8 +149,8 @@ class Source:
             cannot be written to rebuild them.
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | Path | DatabaseURL) -> None:
+        self.path = ledger_target(path)
         self._ready_projections()
         self._pool: queue.LifoQueue[Ledger] = queue.LifoQueue()
         self._made = 0
