@@ -352,7 +352,7 @@ def _clean(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> dict[str, A
     batch and compared as a number in the next, and rebuilds would disagree; and every
     reader of the tables may then rely on the shape (factors is an object, a head has a seq).
     """
-    wrong = misfit_fields(event.kind, body)
+    wrong = event.misfits if event.misfits is not None else misfit_fields(event.kind, body)
     if not wrong:
         return body
     for key in wrong:

@@ -482,7 +482,7 @@ class Store:
                 event.body,
             )
             chain = chain_hash(chain, values)
-            rows.append(StoredEvent(*values, chain))
+            rows.append(StoredEvent(*values, chain, event.data, event.misfits))
         self.conn.executemany(
             "INSERT INTO events (seq, event_id, kind, study_id, run_id, occurred_at, "
             "recorded_at, source, body, chain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
