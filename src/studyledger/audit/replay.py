@@ -21,7 +21,7 @@ import shutil
 import sqlite3
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import Any
 
 from ..errors import ValidationError
-from ..events import EVENT_COLUMNS, StoredEvent, parse_instant
+from ..events import parse_instant
 from .. import projections, query
 from ..ledger import Ledger
 from ..schema import STATUS_PRECEDENCE, TERMINAL_STATUSES, RunStatus, is_legal_transition, shown_status
@@ -38,7 +38,6 @@ from .snapshot_read import store_of
 
 MAX_DIFFERENCES = 100
 MAX_ANOMALIES = 200
-_BATCH = 5_000
 COMPARED_TABLES = (*projections.PROJECTION_TABLES, "projection_state")
 
 
@@ -144,20 +143,6 @@ def _scratch(store: Store, in_memory: bool) -> tuple[sqlite3.Connection, Path | 
     return conn, directory
 
 
-def _events(conn: sqlite3.Connection, upper: int, timed: bool) -> Iterator[StoredEvent]:
-    filter_sql = " AND sl_recorded_by(recorded_at)" if timed else ""
-    last = 0
-    while True:
-        rows = conn.execute(
-            f"SELECT {', '.join(EVENT_COLUMNS)} FROM ledger.events WHERE seq > ? AND seq <= ?{filter_sql} "
-            f"ORDER BY seq LIMIT {_BATCH}", (last, upper)).fetchall()
-        if not rows:
-            return
-        for row in rows:
-            yield StoredEvent(*row)
-        last = rows[-1][0]
-
-
 def _fold(conn: sqlite3.Connection, seq: int | None, at: datetime | None) -> tuple[int, int]:
     """Fold the chosen prefix into fresh tables; returns ``(upper seq, events folded)``.
 
@@ -168,16 +153,8 @@ def _fold(conn: sqlite3.Connection, seq: int | None, at: datetime | None) -> tup
     if at is not None:
         conn.create_function("sl_recorded_by", 1, _recorded_by(at), deterministic=True)
     projections.create_tables(conn)
-    counted = 0
-
-    def counting() -> Iterator[StoredEvent]:
-        nonlocal counted
-        for event in _events(conn, upper, at is not None):
-            counted += 1
-            yield event
-
-    projections.fold_all(conn, counting())
-    return upper, counted
+    timed = " AND sl_recorded_by(e.recorded_at)" if at is not None else ""
+    return upper, projections.fold_stored(conn, table="ledger.events", until=upper, condition=timed)
 
 
 def _events_view(conn: sqlite3.Connection, upper: int, timed: bool) -> None:
