@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
 from .errors import ValidationError
 from .schema import (
     Observation,
@@ -122,6 +124,7 @@ class ValueType:
 
 
 _ABSENT = object()
+_TEXT_OR_NULL = frozenset({str, type(None)})
 _STATUSES = frozenset(status.value for status in RunStatus)
 _LEVELS = frozenset(level.value for level in ObservationLevel)
 
@@ -158,6 +161,9 @@ class Shape:
     rule: Callable[[dict[str, Any]], str | None] | None = None
     _checked: tuple[tuple[str, Callable[[Any], bool], ValueType, bool, type | None], ...] = field(
         init=False, repr=False, compare=False)
+    _texts: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _others: tuple[tuple[str, Callable[[Any], bool], ValueType, bool, type | None], ...] = field(
+        init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # (key, check, type, nullable) of every field a value can be wrong for, flat:
@@ -166,11 +172,19 @@ class Shape:
                         for fields, nullable in ((self.required, False), (self.optional, True))
                         for key, kind in fields.items() if kind is not ANY)
         object.__setattr__(self, "_checked", checked)
+        # Optional text fields are most of an observation's: checked together in one pass.
+        object.__setattr__(self, "_texts", tuple(item[0] for item in checked if item[2] is TEXT and item[3]))
+        object.__setattr__(self, "_others", tuple(item for item in checked if item[0] not in self._texts))
 
     def misfits(self, body: dict[str, Any]) -> list[tuple[str, str]]:
         """``(field, why)`` for every field present whose value its type refuses."""
+        checked = self._checked
+        if self._texts:
+            values = tuple(map(body.get, self._texts))
+            if not set(map(type, values)) - _TEXT_OR_NULL and "".join(filter(None, values)).isascii():
+                checked = self._others  # every optional text field holds ASCII text or null
         found = []
-        for key, accepts, kind, nullable, plain in self._checked:
+        for key, accepts, kind, nullable, plain in checked:
             value = body.get(key, _ABSENT)
             if value is _ABSENT or (value is None and nullable):
                 continue
@@ -379,30 +393,100 @@ than 2,000 levels (verify and the observation view read bodies with them), and w
 Python's encoder manages a given depth depends on its version: one fixed limit keeps what is
 accepted the same everywhere."""
 
+# orjson refuses what it cannot write as plain JSON (subclasses of str, int, dict and list,
+# dataclasses, datetimes, integers beyond 64 bits, keys that are not text): those take the
+# exact encoder.
+_FAST_OPTIONS = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS
+                 | orjson.OPT_PASSTHROUGH_DATETIME)
+_DIGITS = frozenset(b"0123456789")
 
-def canonical_body(body: Any) -> str:
-    """Return the canonical JSON text of a body.
 
-    Bodies parsed from JSON (string keys, plain values) take the C encoder directly; any
-    value it refuses (non-finite floats, sets, paths, enums as keys) goes through the
-    seed-compatible :func:`stable_json_dumps`, which produces the same text for every
-    value both accept.
+def _float_spelled_apart(out: bytes) -> bool:
+    """Whether orjson's text may spell a float otherwise than ``repr`` (and so the exact encoder).
+
+    Measured over every float magnitude, they differ at decimal exponents -5 (orjson
+    ``0.0000628``, repr ``6.28e-05``) and -6..-9 (orjson ``1e-7``, repr ``1e-07``) only.
+    Looked for with ``bytes.find``, which is many times quicker than a regular expression
+    over a body: ``e-`` is in every trace record id. A false alarm (such characters
+    inside a string) only costs the exact encoder.
+    """
+    at = out.find(b"0.0000")
+    while at >= 0:
+        if at == 0 or (out[at - 1] not in _DIGITS and out[at - 1] != 46):  # 46: "."
+            return True
+        at = out.find(b"0.0000", at + 1)
+    at = out.find(b"e-")
+    while at >= 0:
+        if at > 0 and out[at - 1] in _DIGITS and out[at + 2:at + 3].isdigit() and not out[at + 3:at + 4].isdigit():
+            return True
+        at = out.find(b"e-", at + 2)
+    return False
+
+
+def _fast_canonical(body: Any) -> str | None:
+    """orjson's canonical text of a body when it is provably the exact encoder's, else None.
+
+    Two checks make it exact: the text has none of the spellings where the two encoders
+    differ (:func:`_float_spelled_apart`; non-ASCII text and DEL, which orjson writes raw),
+    and it decodes back to a value equal to the body, so nothing was written lossily (NaN as
+    null, a tuple as a list, an enum or a UUID as text). The second check also proves that
+    decoding the stored text gives back the body itself, with the same types, which is what
+    lets ingestion hand its decoded bodies on instead of parsing the stored text again.
+    """
+    try:
+        out = orjson.dumps(body, option=_FAST_OPTIONS)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return None
+    if not out.isascii() or b"\x7f" in out or _float_spelled_apart(out):
+        return None
+    try:
+        if orjson.loads(out) != body:
+            return None
+    except (orjson.JSONDecodeError, RecursionError):  # deeper than orjson reads
+        return None
+    return out.decode("ascii")
+
+
+def canonical(body: Any) -> tuple[str, bool]:
+    """The canonical JSON text of a body, and whether decoding that text gives the body back.
+
+    The second is true when the body is plain JSON (text keys; text, numbers, booleans,
+    null, lists and objects of them, no NaN): then ``json.loads(text) == body`` with the
+    same types, and a reader may use the body instead of decoding the text.
 
     Raises:
         ValidationError: the body is nested deeper than :data:`MAX_DEPTH`.
     """
-    try:
+    text = _fast_canonical(body)
+    plain = text is not None
+    if text is None:
         try:
-            text = _CANONICAL_ENCODE(body)
-        except (TypeError, ValueError):
-            text = stable_json_dumps(body)
-    except RecursionError:
-        raise ValidationError(f"nested too deeply (more than {MAX_DEPTH} levels)") from None
+            try:
+                text = _CANONICAL_ENCODE(body)
+            except (TypeError, ValueError):
+                text = stable_json_dumps(body)
+        except RecursionError:
+            raise ValidationError(f"nested too deeply (more than {MAX_DEPTH} levels)") from None
     # Counting brackets is cheap and never below the depth, so only a body with many of
     # them is walked.
     if text.count("{") + text.count("[") > MAX_DEPTH and depth(body) > MAX_DEPTH:
         raise ValidationError(f"nested too deeply (more than {MAX_DEPTH} levels)")
-    return text
+    return text, plain
+
+
+def canonical_body(body: Any) -> str:
+    """Return the canonical JSON text of a body.
+
+    The seed's ``json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=True)`` with
+    its two defects fixed (:func:`stable_json_dumps`), byte for byte: orjson writes plain
+    JSON where its text is provably the same (:func:`_fast_canonical`); the C encoder of the
+    standard library writes the rest, and any value it refuses (non-finite floats, sets,
+    paths, enums as keys) goes through :func:`stable_json_dumps`.
+
+    Raises:
+        ValidationError: the body is nested deeper than :data:`MAX_DEPTH`.
+    """
+    return canonical(body)[0]
 
 
 def depth(value: Any) -> int:
@@ -452,6 +536,10 @@ class NewEvent:
         occurred_at: When it happened according to its source (ISO-8601), if known.
         source: Where it came from: ``api``, ``cli`` or ``file:PATH:LINE:OFFSET``.
         recorded_at: When it was first recorded, kept when an event is re-imported.
+        data: The decoded body, when it is exactly what decoding ``body`` gives (see
+            :func:`canonical`): the projections fold it without parsing the text again.
+        misfits: Fields of ``data`` its kind's shape refuses (:func:`misfit_fields`),
+            found where the body was built, so the fold need not check them again.
     """
 
     kind: str
@@ -462,11 +550,17 @@ class NewEvent:
     occurred_at: str | None
     source: str
     recorded_at: str | None = None
+    data: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    misfits: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
-    """One row of the ``events`` table."""
+    """One row of the ``events`` table.
+
+    ``decoded`` and ``misfits`` are not columns: an event just appended carries its
+    :class:`NewEvent`'s ``data`` and ``misfits`` here, so folding it costs no parse.
+    """
 
     seq: int
     event_id: str
@@ -478,10 +572,14 @@ class StoredEvent:
     source: str
     body: str
     chain: str
+    decoded: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    misfits: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
 
     @property
     def data(self) -> dict[str, Any]:
         """The body as a mapping, with non-finite float tags left as they are."""
+        if self.decoded is not None:
+            return self.decoded
         value: dict[str, Any] = json.loads(self.body)
         return value
 
@@ -517,7 +615,8 @@ def make_event(
     kind: str, body: dict[str, Any], *, source: str, recorded_at: str | None = None
 ) -> NewEvent:
     """Build a :class:`NewEvent` from a body mapping."""
-    return event_from_body(str(kind), canonical_body(body), body, source=source, recorded_at=recorded_at)
+    text, plain = canonical(body)
+    return event_from_body(str(kind), text, body, source=source, recorded_at=recorded_at, plain=plain)
 
 
 def event_from_body(
@@ -528,14 +627,23 @@ def event_from_body(
     source: str,
     recorded_at: str | None = None,
     event_id: str | None = None,
+    plain: bool = False,
 ) -> NewEvent:
     """Build a :class:`NewEvent` from a body's canonical text and its decoded mapping.
 
     The indexed columns are read from the body (``study_id``, ``run_id``, and ``at`` or an
     observation's ``timestamp``), so they can never disagree with it. ``event_id`` may be
-    passed when the caller has just computed it from ``kind`` and ``text``.
+    passed when the caller has just computed it from ``kind`` and ``text``. ``plain`` says
+    that decoding ``text`` gives ``body`` back (:func:`canonical`): the event then carries
+    the body and its misfits for the fold.
     """
     study_id, run_id, occurred_at = indexed_columns(body)
+    misfits = None
+    if plain:
+        try:
+            misfits = tuple(misfit_fields(kind, body))
+        except TypeError:
+            pass  # a value a check cannot even compare (a list as a level): the fold flags it
     return NewEvent(
         kind=kind,
         body=text,
@@ -545,6 +653,8 @@ def event_from_body(
         occurred_at=occurred_at,
         source=source,
         recorded_at=recorded_at,
+        data=body if plain else None,
+        misfits=misfits,
     )
 
 
@@ -690,8 +800,8 @@ def observation_recorded(observation: Observation | dict[str, Any]) -> dict[str,
             raise ValidationError(f"observation meta_json is not JSON: {exc}") from None
     level = row.get("level") or ObservationLevel.STEP.value
     try:
-        level = ObservationLevel(level).value
-    except ValueError:
+        level = _LEVEL_VALUES[level]
+    except (KeyError, TypeError):
         raise ValidationError(f"observation level {level!r} is not one of "
                               f"{', '.join(item.value for item in ObservationLevel)}") from None
     body: dict[str, Any] = {
@@ -756,8 +866,12 @@ def evaluation_recorded(
     }
 
 
+_LEVEL_VALUES = {level.value: level.value for level in ObservationLevel}
+"""Each level's plain text by itself (an ObservationLevel member finds its plain text too)."""
+
+
 def _text(value: Any) -> str | None:
     """Coerce an identifier-like value to text, keeping null as null."""
-    if value is None:
-        return None
+    if value is None or type(value) is str:
+        return value
     return value if isinstance(value, str) else str(value)

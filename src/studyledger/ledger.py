@@ -175,14 +175,13 @@ class Ledger:
             if not current:
                 self._rebuild_in_transaction()
             else:
-                applied = projections.last_applied(self.conn)
-                projections.fold_all(self.conn, self.store.iter_events(after=applied))
+                projections.fold_stored(self.conn, after=projections.last_applied(self.conn))
             search.catch_up(self.conn)
 
     def _rebuild_in_transaction(self) -> None:
         projections.drop_tables(self.conn)
         projections.create_tables(self.conn)
-        projections.fold_all(self.conn, self.store.iter_events())
+        projections.fold_stored(self.conn)
         self.store.set_meta("projection_version", projections.PROJECTION_VERSION)
 
     def rebuild_projections(self) -> None:

@@ -20,6 +20,7 @@ from .events import (
     EventKind,
     NewEvent,
     StoredEvent,
+    canonical,
     canonical_body,
     check_body,
     event_from_body,
@@ -61,8 +62,9 @@ def _dump(obj: dict[str, Any]) -> str:
     return canonical_body(obj) + "\n"
 
 
-def _fact(obj: dict[str, Any]) -> tuple[str, dict[str, Any], str, str]:
-    """``(kind, body, canonical text, event id)`` of a line, its shape checked.
+def _fact(obj: dict[str, Any]) -> tuple[str, dict[str, Any], str, str, bool]:
+    """``(kind, body, canonical text, event id, plain)`` of a line, its shape checked
+    (``plain``: decoding the text gives the body back, see :func:`~studyledger.events.canonical`).
 
     Raises:
         OwnLineError: wrong version, unknown kind, a body that is not its kind's shape, or
@@ -77,7 +79,7 @@ def _fact(obj: dict[str, Any]) -> tuple[str, dict[str, Any], str, str]:
     body = obj.get("body")
     if not isinstance(body, dict):
         raise OwnLineError("'body' must be a JSON object")
-    text = canonical_body(body)
+    text, plain = canonical(body)
     try:
         check_body(kind, body, text)
     except ValidationError as exc:
@@ -86,7 +88,7 @@ def _fact(obj: dict[str, Any]) -> tuple[str, dict[str, Any], str, str]:
     claimed = obj.get("event_id")
     if claimed is not None and claimed != event_id:
         raise OwnLineError(f"event_id {claimed!r} does not match its kind and body (computed {event_id})")
-    return kind, body, text, event_id
+    return kind, body, text, event_id, plain
 
 
 def event_from_line(obj: dict[str, Any], *, source: str) -> NewEvent:
@@ -106,8 +108,8 @@ def event_from_line(obj: dict[str, Any], *, source: str) -> NewEvent:
     if kind in RECORDED_BY_STUDYLEDGER:
         raise OwnLineError(f"{kind} events are recorded by studyledger itself, not read from files; "
                            "to copy a whole ledger use `studyledger restore` (an export) or `merge`")
-    kind, body, text, event_id = _fact(obj)
-    return event_from_body(kind, text, body, source=source, event_id=event_id)
+    kind, body, text, event_id, plain = _fact(obj)
+    return event_from_body(kind, text, body, source=source, event_id=event_id, plain=plain)
 
 
 def restored_event(obj: dict[str, Any]) -> NewEvent:
@@ -118,10 +120,11 @@ def restored_event(obj: dict[str, Any]) -> NewEvent:
     Raises:
         OwnLineError: as :func:`_fact`, or ``recorded_at``/``source`` missing or malformed.
     """
-    kind, body, text, event_id = _fact(obj)
+    kind, body, text, event_id, plain = _fact(obj)
     recorded_at, source = obj.get("recorded_at"), obj.get("source")
     if not is_time(recorded_at):
         raise OwnLineError(f"'recorded_at' {str(recorded_at)[:40]!r} is not an ISO-8601 time")
     if not isinstance(source, str) or not source:
         raise OwnLineError("'source' must be non-empty text")
-    return event_from_body(kind, text, body, source=source, recorded_at=recorded_at, event_id=event_id)
+    return event_from_body(kind, text, body, source=source, recorded_at=recorded_at, event_id=event_id,
+                           plain=plain)

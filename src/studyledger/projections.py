@@ -22,15 +22,25 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from .events import BODY_SHAPES, EventKind, StoredEvent, canonical_body, misfit_fields, parse_instant
+from .events import (
+    BODY_SHAPES,
+    EVENT_COLUMNS,
+    EventKind,
+    StoredEvent,
+    canonical_body,
+    is_time,
+    misfit_fields,
+    parse_instant,
+)
 from .schema import (
     STATUS_PRECEDENCE,
     TERMINAL_STATUSES,
     ConstraintSeverity,
+    ObservationLevel,
     RunStatus,
     is_legal_transition,
     shown_status,
@@ -352,7 +362,7 @@ def _clean(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> dict[str, A
     batch and compared as a number in the next, and rebuilds would disagree; and every
     reader of the tables may then rely on the shape (factors is an object, a head has a seq).
     """
-    wrong = misfit_fields(event.kind, body)
+    wrong = event.misfits if event.misfits is not None else misfit_fields(event.kind, body)
     if not wrong:
         return body
     for key in wrong:
@@ -654,12 +664,169 @@ def apply(conn: sqlite3.Connection, events: Sequence[StoredEvent]) -> None:
     fold.flush(events[-1].seq)
 
 
-def fold_all(conn: sqlite3.Connection, events: Iterable[StoredEvent], *, batch: int = 5_000) -> None:
-    """Fold a stream of events into freshly created tables, one batch at a time."""
+# -- folding stored events in SQL ----------------------------------------------------------
+#
+# Observations are most of a ledger, and what one does to the tables needs no Python: its
+# row of ``observations`` is a function of its own body, and what it does to its run and
+# study rows commutes with everything else (a count, the earliest and latest seq, the
+# latest times). The one exception is a run's study: the first observation naming one sets
+# it when the run has none, which a later registration naming another study then disputes;
+# so per run the first observation naming a study is folded in Python, in its place.
+# Everything else an observation does is done here by a few set-based statements per
+# batch, and every other event (and every observation the fold would have to flag or could
+# not read) goes through :class:`_Fold` in sequence order, as before.
+
+_OBSERVATION_SHAPE = BODY_SHAPES[EventKind.OBSERVATION_RECORDED.value]
+
+
+def _json_is(path: str, *types: str, nullable: bool = True) -> str:
+    found = f"json_type(e.body, '$.{path}')"
+    allowed = ", ".join(f"'{name}'" for name in (*types, *(("null",) if nullable else ())))
+    return f"coalesce({found}, 'null') IN ({allowed})" if nullable else f"{found} IN ({allowed})"
+
+
+def _clean_observation_sql() -> str:
+    """Where ``e`` (an events row) is an observation the fold reads whole and flags nothing in.
+
+    The SQL twin of :meth:`_Fold.apply` on an observation without misfits: a JSON object,
+    its required fields present, every typed field of its kind's shape of its type, the
+    ledger's own columns of theirs. Bodies with an escaped surrogate or NUL go to Python
+    (SQLite's JSON functions would make other text of them). One difference is left: of a
+    key written twice in one object, SQLite reads the first and Python the last; canonical
+    bodies never hold one, only text appended raw around the canonical encoder can.
+    """
+    levels = ", ".join(f"'{level}'" for level in sorted(_LEVEL_NAMES))
+    checks = ["e.kind = 'observation_recorded'", "typeof(e.body) = 'text'", "json_valid(e.body)",
+              "json_type(e.body) = 'object'",
+              # ASCII without NUL (a NUL ends text for SQLite's functions), then no escaped
+              # surrogate or NUL, scanning the body once when it has no escape at all.
+              "length(e.body) = length(CAST(e.body AS BLOB))",
+              "(instr(e.body, '\\u') = 0 OR (instr(e.body, '\\ud') = 0 AND instr(e.body, '\\uD') = 0 "
+              "AND instr(e.body, '\\u0000') = 0))", "typeof(e.occurred_at) IN ('text', 'null')",
+              "typeof(e.recorded_at) = 'text'", "typeof(e.study_id) IN ('text', 'null')",
+              _json_is("timestamp", "text", nullable=False), "sl_is_time(json_extract(e.body, '$.timestamp'))"]
+    for key, kind in _OBSERVATION_SHAPE.required.items():
+        if kind.name == "non-empty text":
+            checks += [_json_is(key, "text", nullable=False), f"json_extract(e.body, '$.{key}') <> ''"]
+    for key, kind in _OBSERVATION_SHAPE.optional.items():
+        if kind.name == "text":
+            checks.append(_json_is(key, "text"))
+        elif kind.name == "an object":
+            checks.append(_json_is(key, "object"))
+        else:  # the level
+            checks.append(f"({_json_is(key)} OR (json_type(e.body, '$.{key}') = 'text' "
+                          f"AND json_extract(e.body, '$.{key}') IN ({levels})))")
+    return " AND ".join(checks)
+
+
+_LEVEL_NAMES = frozenset(level.value for level in ObservationLevel)
+_FOLD_TEMP = "sl_fold_observations"
+
+
+def fold_stored(conn: sqlite3.Connection, *, table: str = "events", after: int = 0, until: int | None = None,
+                condition: str = "", batch: int = 20_000) -> int:
+    """Fold the stored events with ``after < seq <= until`` (and ``condition``) into the tables.
+
+    Observations go set-based (see the note above), everything else through :func:`apply`,
+    one batch of ``batch`` events at a time, in one transaction (the caller's). Gives the
+    tables event-by-event folding gives, which replay checks against the ones stored.
+
+    Args:
+        table: Where the events are (``ledger.events`` for replay's attached ledger).
+        condition: More SQL on ``e`` choosing which events count (replay's as-of by time).
+
+    Returns:
+        How many events were folded.
+    """
+    _check_sql_names(table, condition)
+    if type(conn) is not sqlite3.Connection:  # another database behind the same API
+        events = _stored_events(conn, table, after, until, condition, "")
+        counted = 0
+        for chunk in _chunks(events, batch):
+            apply(conn, chunk)
+            counted += len(chunk)
+        return counted
+    conn.create_function("sl_is_time", 1, is_time, deterministic=True)
+    conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_FOLD_TEMP} (seq INTEGER PRIMARY KEY, run_id, study_id, "
+                 "timestamp, level, event_type, tool_name, occurred_at, recorded_at, event_study)")
+    bound = "" if until is None else f" AND e.seq <= {int(until)}"
+    counted, last = 0, after
+    while True:
+        row = conn.execute(f"SELECT max(seq), count(*) FROM (SELECT e.seq FROM {table} e WHERE e.seq > ?{bound}"
+                           f"{condition} ORDER BY e.seq LIMIT {int(batch)})", (last,)).fetchone()
+        if row[0] is None:
+            return counted
+        upper, counted = int(row[0]), counted + int(row[1])
+        _fold_range(conn, table, last, upper, condition)
+        last = upper
+
+
+def _fold_range(conn: sqlite3.Connection, table: str, after: int, upper: int, condition: str) -> None:
+    """Fold one range of stored events: clean observations in SQL, the rest in Python."""
+    window = f"e.seq > {int(after)} AND e.seq <= {int(upper)}{condition}"
+    conn.execute(
+        f"INSERT INTO {_FOLD_TEMP} SELECT e.seq, json_extract(e.body, '$.run_id'), json_extract(e.body, '$.study_id'), "
+        "json_extract(e.body, '$.timestamp'), json_extract(e.body, '$.level'), json_extract(e.body, '$.event_type'), "
+        "json_extract(e.body, '$.tool_name'), e.occurred_at, e.recorded_at, e.study_id "
+        f"FROM {table} e WHERE {window} AND {_CLEAN_OBSERVATION}")
+    # Per run, the first observation naming a study may give the run its study: in Python.
+    conn.execute(f"DELETE FROM {_FOLD_TEMP} WHERE seq IN (SELECT min(seq) FROM {_FOLD_TEMP} "
+                 "WHERE run_id <> '' AND study_id <> '' GROUP BY run_id)")
+    rest = _stored_events(conn, table, after, upper, condition,
+                          f" AND NOT EXISTS (SELECT 1 FROM {_FOLD_TEMP} c WHERE c.seq = e.seq)")
+    for chunk in _chunks(rest, 5_000):
+        apply(conn, chunk)
+    conn.execute(f"INSERT INTO observations SELECT seq, run_id, study_id, timestamp, level, event_type, tool_name "
+                 f"FROM {_FOLD_TEMP}")
+    later = "CASE WHEN {0} IS NULL THEN excluded.{0} WHEN excluded.{0} IS NULL THEN {0} ELSE max({0}, excluded.{0}) END"
+    conn.execute(
+        "INSERT INTO runs (run_id, status, observation_count, anomaly_count, first_seq, last_seq, last_activity, "
+        f"last_recorded) SELECT run_id, '{RunStatus.PENDING.value}', count(*), 0, min(seq), max(seq), "
+        f"max(occurred_at), max(recorded_at) FROM {_FOLD_TEMP} WHERE run_id <> '' GROUP BY run_id "
+        "ON CONFLICT(run_id) DO UPDATE SET observation_count = observation_count + excluded.observation_count, "
+        "first_seq = min(first_seq, excluded.first_seq), last_seq = max(last_seq, excluded.last_seq), "
+        f"last_activity = {later.format('last_activity')}, last_recorded = {later.format('last_recorded')}")
+    conn.execute(
+        "INSERT INTO studies (study_id, title, description, registered, first_seq, last_seq, last_activity) "
+        "SELECT event_study, '', '', 0, min(seq), max(seq), max(coalesce(nullif(occurred_at, ''), recorded_at)) "
+        f"FROM {_FOLD_TEMP} WHERE event_study <> '' GROUP BY event_study "
+        "ON CONFLICT(study_id) DO UPDATE SET first_seq = min(first_seq, excluded.first_seq), "
+        f"last_seq = max(last_seq, excluded.last_seq), last_activity = {later.format('last_activity')}")
+    conn.execute(f"DELETE FROM {_FOLD_TEMP}")
+    conn.execute("UPDATE projection_state SET last_seq = ? WHERE name = 'all'", (upper,))
+
+
+def _stored_events(conn: sqlite3.Connection, table: str, after: int, until: int | None, condition: str,
+                   more: str) -> Iterator[StoredEvent]:
+    """Stored events in sequence order, read in pages (rows taken one at a time)."""
+    columns = ", ".join(f"e.{name}" for name in EVENT_COLUMNS)
+    bound = "" if until is None else f" AND e.seq <= {int(until)}"
+    last = after
+    while True:
+        found = 0
+        for row in conn.execute(f"SELECT {columns} FROM {table} e WHERE e.seq > ?{bound}{condition}{more} "
+                                "ORDER BY e.seq LIMIT 5000", (last,)).fetchall():
+            found += 1
+            last = row[0]
+            yield StoredEvent(*row)
+        if not found:
+            return
+
+
+def _chunks(events: Iterable[StoredEvent], size: int) -> Iterator[list[StoredEvent]]:
     chunk: list[StoredEvent] = []
     for event in events:
         chunk.append(event)
-        if len(chunk) >= batch:
-            apply(conn, chunk)
+        if len(chunk) >= size:
+            yield chunk
             chunk = []
-    apply(conn, chunk)
+    if chunk:
+        yield chunk
+
+
+def _check_sql_names(table: str, condition: str) -> None:
+    if table not in ("events", "ledger.events") or (condition and not condition.startswith(" AND ")):
+        raise ValueError(f"cannot fold from {table!r} where {condition!r}")
+
+
+_CLEAN_OBSERVATION = _clean_observation_sql()

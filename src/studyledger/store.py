@@ -416,7 +416,7 @@ class Store(ABC):
                 event.body,
             )
             chain = chain_hash(chain, values)
-            rows.append(StoredEvent(*values, chain))
+            rows.append(StoredEvent(*values, chain, event.data, event.misfits))
         self._insert(rows)
         if self._appended is not None:
             self._appended.extend(row.event_id for row in rows)

@@ -21,7 +21,7 @@ import shutil
 import sqlite3
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from operator import attrgetter
 from datetime import UTC, datetime
@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import Any
 
 from ..errors import ValidationError
-from ..events import EVENT_COLUMNS, StoredEvent, parse_instant
+from ..events import EVENT_COLUMNS, parse_instant
 from .. import projections, query
 from ..ledger import Ledger
 from ..schema import STATUS_PRECEDENCE, TERMINAL_STATUSES, RunStatus, is_legal_transition, shown_status
@@ -39,8 +39,8 @@ from .snapshot_read import read_snapshot, store_of
 
 MAX_DIFFERENCES = 100
 MAX_ANOMALIES = 200
-_BATCH = 5_000
 COMPARED_TABLES = (*projections.PROJECTION_TABLES, "projection_state")
+_COPY_BATCH = 5_000
 _event_row = attrgetter(*EVENT_COLUMNS)
 
 
@@ -165,9 +165,9 @@ def _copy_ledger(store: Store, conn: sqlite3.Connection) -> None:
         conn.execute(f"CREATE TABLE ledger.events ({', '.join(EVENT_COLUMNS)}, PRIMARY KEY (seq))")
         batch: list[tuple[Any, ...]] = []
         insert = f"INSERT INTO ledger.events VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
-        for event in store.iter_events(batch=_BATCH):
+        for event in store.iter_events(batch=_COPY_BATCH):
             batch.append(_event_row(event))
-            if len(batch) >= _BATCH:
+            if len(batch) >= _COPY_BATCH:
                 conn.executemany(insert, batch)
                 batch = []
         conn.executemany(insert, batch)
@@ -182,20 +182,6 @@ def _copy_ledger(store: Store, conn: sqlite3.Connection) -> None:
     conn.execute("COMMIT")
 
 
-def _events(conn: sqlite3.Connection, upper: int, timed: bool) -> Iterator[StoredEvent]:
-    filter_sql = " AND sl_recorded_by(recorded_at)" if timed else ""
-    last = 0
-    while True:
-        rows = conn.execute(
-            f"SELECT {', '.join(EVENT_COLUMNS)} FROM ledger.events WHERE seq > ? AND seq <= ?{filter_sql} "
-            f"ORDER BY seq LIMIT {_BATCH}", (last, upper)).fetchall()
-        if not rows:
-            return
-        for row in rows:
-            yield StoredEvent(*row)
-        last = rows[-1][0]
-
-
 def _fold(conn: sqlite3.Connection, seq: int | None, at: datetime | None) -> tuple[int, int]:
     """Fold the chosen prefix into fresh tables; returns ``(upper seq, events folded)``.
 
@@ -206,16 +192,8 @@ def _fold(conn: sqlite3.Connection, seq: int | None, at: datetime | None) -> tup
     if at is not None:
         conn.create_function("sl_recorded_by", 1, _recorded_by(at), deterministic=True)
     projections.create_tables(conn)
-    counted = 0
-
-    def counting() -> Iterator[StoredEvent]:
-        nonlocal counted
-        for event in _events(conn, upper, at is not None):
-            counted += 1
-            yield event
-
-    projections.fold_all(conn, counting())
-    return upper, counted
+    timed = " AND sl_recorded_by(e.recorded_at)" if at is not None else ""
+    return upper, projections.fold_stored(conn, table="ledger.events", until=upper, condition=timed)
 
 
 def _events_view(conn: sqlite3.Connection, upper: int, timed: bool) -> None:

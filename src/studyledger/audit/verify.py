@@ -196,12 +196,15 @@ def _check_range(conn: sqlite3.Connection, after: int, until: int | None) -> _Ra
     return result
 
 
-def _check_ranges_in_processes(uri: str, ranges: list[tuple[int, int]]) -> list[_RangeResult]:
-    """Check each range in a fresh interpreter of its own, reading ``uri``, and collect the results.
+def _check_ranges_in_processes(conn: sqlite3.Connection, uri: str, ranges: list[tuple[int, int]]) -> list[_RangeResult]:
+    """Check the last range here, on ``conn``, and each other one in a fresh interpreter of its
+    own reading ``uri``, at the same time; collect the results in range order.
 
     Plain subprocesses rather than multiprocessing: spawn re-imports the caller's main
     module (a user's script without a ``__main__`` guard would start again), and a fork of
-    the dashboard, which calls this from a thread, could inherit held locks.
+    the dashboard, which calls this from a thread, could inherit held locks. This process
+    takes a range itself instead of waiting: on two cores, one child and this process keep
+    both busy.
     """
     # The ledger's address goes by environment, not argv: a server's URL may hold a password.
     env = {**os.environ, _URI_VARIABLE: uri}
@@ -211,8 +214,15 @@ def _check_ranges_in_processes(uri: str, ranges: list[tuple[int, int]]) -> list[
              str(after), str(until)],
             stdout=subprocess.PIPE, env=env,
         )
-        for after, until in ranges
+        for after, until in ranges[:-1]
     ]
+    try:
+        own = _check_range(conn, *ranges[-1])
+    except BaseException:
+        for child in children:
+            child.kill()
+            child.communicate()
+        raise
     results = []
     for child in children:
         output, _ = child.communicate()
@@ -221,7 +231,7 @@ def _check_ranges_in_processes(uri: str, ranges: list[tuple[int, int]]) -> list[
         data = json.loads(output)
         problems = [Problem(**item) for item in data.pop("problems")]
         results.append(_RangeResult(problems=problems, **data))
-    return results
+    return [*results, own]
 
 
 def _range_worker() -> None:
@@ -268,7 +278,7 @@ def verify(ledger: Ledger | Store, *, checkpoint: Checkpoint | None = None,
         workers = min(os.cpu_count() or 1, 4) if size >= PARALLEL_FROM else 1
     ranges = _ranges(store.conn, workers) if workers > 1 else []
     if len(ranges) > 1:
-        results = _check_ranges_in_processes(store.read_uri, ranges)
+        results = _check_ranges_in_processes(store.conn, store.read_uri, ranges)
     else:
         results = [_check_range(store.conn, 0, None)]
     for result in results:
