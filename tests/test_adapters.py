@@ -17,16 +17,21 @@ from studyledger.audit.restore import restore
 from studyledger import Ledger, query
 from studyledger.events import EventKind, make_event, observation_recorded, run_registered
 from studyledger import own_lines
+from studyledger.errors import BadLine
 from studyledger.ingestion.adapters import (
     AGENTS_TRACE,
     EXPERIMENTS_CHECKPOINT,
     OBSERVATION_ROW,
     OWN,
+    TRACE_KEYS,
     LineRejected,
+    _checked_trace_fields,
+    _trace_fields,
     detect_format,
     events_from_line,
     trace_level,
 )
+from studyledger.ingestion.lines import decode_line
 
 from studyledger.projections import PROJECTION_TABLES
 
@@ -447,6 +452,51 @@ def test_arbitrary_json_only_ever_raises_line_rejected_and_accepted_events_store
     # Whatever was accepted folds cleanly and folds the same again: no anomaly says a body
     # could not be applied, and a rebuild reproduces the tables.
     assert [a for a in shared_ledger.anomalies() if a["kind"] in ("unreadable_event", "invalid_field")] == []
+
+
+_trace_fields_varied = st.builds(
+    lambda base, changes, drop: {key: value for key, value in {**base, **changes}.items() if key not in drop},
+    st.just(trace_line()),
+    st.dictionaries(st.sampled_from(list(TRACE_KEYS)), _json | st.sampled_from(
+        ["2026-03-02T10:15:00Z", "2026-13-02", "", "x", 2**63, -(2**63) - 1, 1.5, True]), max_size=4),
+    st.sets(st.sampled_from(list(TRACE_KEYS)), max_size=2),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(line=_trace_fields_varied)
+def test_trace_fields_checked_at_once_are_the_fields_checked_one_by_one(line: dict[str, Any]) -> None:
+    try:
+        expected: Any = _checked_trace_fields(line)
+    except LineRejected as exc:
+        expected = str(exc)
+    try:
+        found: Any = _trace_fields(line)
+    except LineRejected as exc:
+        found = str(exc)
+    assert found == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(line=st.one_of(_nearly_valid, _trace_fields_varied, _shaped))
+def test_events_are_what_the_generic_builders_make_of_their_bodies(line: Any) -> None:
+    # Adapters build bodies and events by shortcuts (encoded without a read-back check,
+    # misfits known); each event is still what make_event makes of its decoded body.
+    try:
+        value, decoded = decode_line(json.dumps(line).encode())
+        events = events_from_line(value, source="file:f:1:0", decoded=decoded)
+    except (LineRejected, BadLine, ValueError):
+        return
+    for event in events:
+        if event.data is None:
+            continue
+        assert json.loads(event.body) == event.data
+        reference = make_event(event.kind, json.loads(event.body), source=event.source)
+        assert (event.body, event.event_id, event.study_id, event.run_id, event.occurred_at, event.misfits) == (
+            reference.body, reference.event_id, reference.study_id, reference.run_id, reference.occurred_at,
+            reference.misfits)
+        if event.kind == EventKind.OBSERVATION_RECORDED:
+            assert observation_recorded(event.data) == event.data
 
 
 def test_the_fuzzed_ledger_rebuilds_to_the_same_tables(shared_ledger: Ledger) -> None:

@@ -207,7 +207,8 @@ class Ledger:
 
         def append() -> AppendResult:
             result = self.store.append(new_events)
-            projections.apply(self.conn, result.appended)
+            rows = {event.event_id: event.observation_row for event in new_events if event.observation_row}
+            projections.apply(self.conn, result.appended, rows)
             if result.appended:
                 search.catch_up(self.conn)
             self.store.flush()

@@ -62,9 +62,10 @@ def _dump(obj: dict[str, Any]) -> str:
     return canonical_body(obj) + "\n"
 
 
-def _fact(obj: dict[str, Any]) -> tuple[str, dict[str, Any], str, str, bool]:
+def _fact(obj: dict[str, Any], decoded: bool = False) -> tuple[str, dict[str, Any], str, str, bool]:
     """``(kind, body, canonical text, event id, plain)`` of a line, its shape checked
-    (``plain``: decoding the text gives the body back, see :func:`~studyledger.events.canonical`).
+    (``plain``: decoding the text gives the body back; ``decoded``: orjson read the line;
+    see :func:`~studyledger.events.canonical`).
 
     Raises:
         OwnLineError: wrong version, unknown kind, a body that is not its kind's shape, or
@@ -79,7 +80,7 @@ def _fact(obj: dict[str, Any]) -> tuple[str, dict[str, Any], str, str, bool]:
     body = obj.get("body")
     if not isinstance(body, dict):
         raise OwnLineError("'body' must be a JSON object")
-    text, plain = canonical(body)
+    text, plain = canonical(body, decoded=decoded)
     try:
         check_body(kind, body, text)
     except ValidationError as exc:
@@ -91,7 +92,7 @@ def _fact(obj: dict[str, Any]) -> tuple[str, dict[str, Any], str, str, bool]:
     return kind, body, text, event_id, plain
 
 
-def event_from_line(obj: dict[str, Any], *, source: str) -> NewEvent:
+def event_from_line(obj: dict[str, Any], *, source: str, decoded: bool = False) -> NewEvent:
     """The event an untrusted line of ours states (a drop folder, a user's adapter).
 
     ``recorded_at``, ``source``, ``seq`` and ``chain`` keys are ignored: when and where the
@@ -100,6 +101,7 @@ def event_from_line(obj: dict[str, Any], *, source: str) -> NewEvent:
     Args:
         obj: The parsed line.
         source: Where the line was read.
+        decoded: orjson read the line (see :func:`~studyledger.events.canonical`).
 
     Raises:
         OwnLineError: as :func:`_fact`, or a kind only studyledger itself records.
@@ -108,8 +110,9 @@ def event_from_line(obj: dict[str, Any], *, source: str) -> NewEvent:
     if kind in RECORDED_BY_STUDYLEDGER:
         raise OwnLineError(f"{kind} events are recorded by studyledger itself, not read from files; "
                            "to copy a whole ledger use `studyledger restore` (an export) or `merge`")
-    kind, body, text, event_id, plain = _fact(obj)
-    return event_from_body(kind, text, body, source=source, event_id=event_id, plain=plain)
+    kind, body, text, event_id, plain = _fact(obj, decoded)
+    # _fact checked the body whole against its kind's shape: nothing in it misfits.
+    return event_from_body(kind, text, body, source=source, event_id=event_id, plain=plain, misfits=())
 
 
 def restored_event(obj: dict[str, Any]) -> NewEvent:

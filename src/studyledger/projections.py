@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -654,14 +654,62 @@ _HANDLERS = {
 }
 
 
-def apply(conn: sqlite3.Connection, events: Sequence[StoredEvent]) -> None:
-    """Fold events (in sequence order, all after :func:`last_applied`) into the tables."""
+ObservationRow = tuple[Any, Any, Any, Any, Any, Any]
+"""What the fold takes from an observation's body: ``(run_id, study_id, timestamp, level,
+event_type, tool_name)``."""
+
+
+def observation_row(kind: str, body: dict[str, Any] | None, misfits: tuple[str, ...] | None) -> ObservationRow | None:
+    """The fields the fold takes from an observation it reads whole and flags nothing in.
+
+    None for any other event: another kind, a body not at hand, a field its type refuses
+    or misfits not known (:func:`~studyledger.events.misfit_fields`), a required field
+    absent. Such an observation folds set-based (see :func:`apply`); an ingest worker hands
+    this over instead of the decoded body, which costs more to send than to parse.
+    """
+    if kind != _OBSERVATION or body is None or misfits != () or not _REQUIRED_OBSERVATION.issubset(body):
+        return None
+    get = body.get
+    return get("run_id"), get("study_id"), get("timestamp"), get("level"), get("event_type"), get("tool_name")
+
+
+def apply(conn: sqlite3.Connection, events: Sequence[StoredEvent],
+          observation_rows: Mapping[str, ObservationRow] | None = None) -> None:
+    """Fold events (in sequence order, all after :func:`last_applied`) into the tables.
+
+    On SQLite, the observations whose bodies the fold reads whole and flags nothing in
+    (:func:`observation_row`, from the decoded body an event carries or from
+    ``observation_rows`` by event id) are folded set-based after the other events, as
+    :func:`fold_stored` folds them: per run, the first of them naming a study folds in
+    Python in its place, since it may give the run its study.
+    """
     if not events:
         return
     fold = _Fold(conn)
+    folded = False
+    staged: list[tuple[Any, ...]] = []
+    named: set[str] = set()  # runs whose first observation naming a study went to Python
+    set_based = type(conn) is sqlite3.Connection
     for event in events:
-        fold.apply(event)
-    fold.flush(events[-1].seq)
+        row = None
+        if set_based and event.kind == _OBSERVATION:
+            row = observation_rows.get(event.event_id) if observation_rows else None
+            if row is None:
+                row = observation_row(event.kind, event.decoded, event.misfits)
+            if row is not None and row[0] and row[1] and row[0] not in named:
+                named.add(row[0])
+                row = None
+        if row is None:
+            fold.apply(event)
+            folded = True
+        else:
+            staged.append((event.seq, *row, event.occurred_at, event.recorded_at, event.study_id))
+    if folded:
+        fold.flush(events[-1].seq)
+    if staged:
+        _ensure_staging(conn)
+        conn.executemany(f"INSERT INTO {_FOLD_TEMP} VALUES (?,?,?,?,?,?,?,?,?,?)", staged)
+        _fold_staged(conn, events[-1].seq)
 
 
 # -- folding stored events in SQL ----------------------------------------------------------
@@ -721,6 +769,8 @@ def _clean_observation_sql() -> str:
 
 _LEVEL_NAMES = frozenset(level.value for level in ObservationLevel)
 _FOLD_TEMP = "sl_fold_observations"
+_OBSERVATION = EventKind.OBSERVATION_RECORDED.value
+_REQUIRED_OBSERVATION = frozenset(_OBSERVATION_SHAPE.required)
 
 
 def fold_stored(conn: sqlite3.Connection, *, table: str = "events", after: int = 0, until: int | None = None,
@@ -747,8 +797,7 @@ def fold_stored(conn: sqlite3.Connection, *, table: str = "events", after: int =
             counted += len(chunk)
         return counted
     conn.create_function("sl_is_time", 1, is_time, deterministic=True)
-    conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_FOLD_TEMP} (seq INTEGER PRIMARY KEY, run_id, study_id, "
-                 "timestamp, level, event_type, tool_name, occurred_at, recorded_at, event_study)")
+    _ensure_staging(conn)
     bound = "" if until is None else f" AND e.seq <= {int(until)}"
     counted, last = 0, after
     while True:
@@ -776,6 +825,18 @@ def _fold_range(conn: sqlite3.Connection, table: str, after: int, upper: int, co
                           f" AND NOT EXISTS (SELECT 1 FROM {_FOLD_TEMP} c WHERE c.seq = e.seq)")
     for chunk in _chunks(rest, 5_000):
         apply(conn, chunk)
+    _fold_staged(conn, upper)
+
+
+def _ensure_staging(conn: sqlite3.Connection) -> None:
+    """The connection's temporary table of observations to fold set-based (empty between folds)."""
+    conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_FOLD_TEMP} (seq INTEGER PRIMARY KEY, run_id, study_id, "
+                 "timestamp, level, event_type, tool_name, occurred_at, recorded_at, event_study)")
+
+
+def _fold_staged(conn: sqlite3.Connection, last_seq: int) -> None:
+    """Fold the staged observations: their rows, then their runs' and studies' counts, seqs and
+    times in one upsert each (after every other event of the batch: these commute with them)."""
     conn.execute(f"INSERT INTO observations SELECT seq, run_id, study_id, timestamp, level, event_type, tool_name "
                  f"FROM {_FOLD_TEMP}")
     later = "CASE WHEN {0} IS NULL THEN excluded.{0} WHEN excluded.{0} IS NULL THEN {0} ELSE max({0}, excluded.{0}) END"
@@ -793,7 +854,7 @@ def _fold_range(conn: sqlite3.Connection, table: str, after: int, upper: int, co
         "ON CONFLICT(study_id) DO UPDATE SET first_seq = min(first_seq, excluded.first_seq), "
         f"last_seq = max(last_seq, excluded.last_seq), last_activity = {later.format('last_activity')}")
     conn.execute(f"DELETE FROM {_FOLD_TEMP}")
-    conn.execute("UPDATE projection_state SET last_seq = ? WHERE name = 'all'", (upper,))
+    conn.execute("UPDATE projection_state SET last_seq = ? WHERE name = 'all'", (last_seq,))
 
 
 def _stored_events(conn: sqlite3.Connection, table: str, after: int, until: int | None, condition: str,

@@ -32,9 +32,11 @@ from ..events import (
     INT64,
     EventKind,
     NewEvent,
+    canonical,
     canonical_body,
     check_body,
     evaluation_recorded,
+    event_from_body,
     make_event,
     observation_recorded,
     provenance_captured,
@@ -132,8 +134,13 @@ def load_adapter(reference: str) -> LineAdapter:
         raise ValidationError(f"{reference!r} names no line adapter ({type(exc).__name__}: {exc})") from None
 
 
-def events_from_line(obj: Any, *, source: str, adapter: LineAdapter | None = None) -> list[NewEvent]:
+def events_from_line(obj: Any, *, source: str, adapter: LineAdapter | None = None,
+                     decoded: bool = False) -> list[NewEvent]:
     """Turn one parsed line into events (see the module docstring).
+
+    Args:
+        decoded: orjson read the line (:func:`~studyledger.ingestion.lines.decode_line`):
+            bodies made of its values are encoded without a read-back check.
 
     Raises:
         LineRejected: the line cannot be used; nothing else escapes, since lines come from
@@ -141,7 +148,7 @@ def events_from_line(obj: Any, *, source: str, adapter: LineAdapter | None = Non
     """
     try:
         found = None if adapter is None else _adapted(adapter, obj, source)
-        return _events(obj, source) if found is None else found
+        return _events(obj, source, decoded) if found is None else found
     except LineRejected as exc:
         reason = str(exc)
         if len(reason) <= REASON_LIMIT:
@@ -173,14 +180,14 @@ def _adapted(adapter: LineAdapter, obj: Any, source: str) -> list[NewEvent] | No
         # Only kind and body, read as an own line is (shape checked, studyledger's own kinds
         # refused): an adapter states facts, never the ledger's own columns.
         events.extend(_own({own_lines.FORMAT_KEY: own_lines.FORMAT_VERSION, "kind": item.get("kind"),
-                            "body": item.get("body")}, source))
+                            "body": item.get("body")}, source, False))
     return events
 
 
-def _events(obj: Any, source: str) -> list[NewEvent]:
+def _events(obj: Any, source: str, decoded: bool) -> list[NewEvent]:
     shape = detect_format(obj)
     try:
-        events = _ADAPTERS[shape](obj, source)
+        events = _ADAPTERS[shape](obj, source, decoded)
         for event in events:
             # Own lines are checked whole against their kind's shape as they are read. The
             # other adapters validate every field they copy, so only text that may hold
@@ -201,9 +208,9 @@ def _events(obj: Any, source: str) -> list[NewEvent]:
 # -- studyledger's own lines -----------------------------------------------------------
 
 
-def _own(obj: dict[str, Any], source: str) -> list[NewEvent]:
+def _own(obj: dict[str, Any], source: str, decoded: bool) -> list[NewEvent]:
     try:
-        return [own_lines.event_from_line(obj, source=source)]
+        return [own_lines.event_from_line(obj, source=source, decoded=decoded)]
     except OwnLineError as exc:
         raise LineRejected(str(exc)) from None
 
@@ -225,24 +232,56 @@ def trace_level(event_type: str) -> str:
     return ObservationLevel.STEP.value
 
 
-def _trace(obj: dict[str, Any], source: str) -> list[NewEvent]:
+def _trace_fields(obj: dict[str, Any]) -> tuple[Any, ...]:
+    """A trace event's nine fields, each checked: ``(event_type, run_id, span_id, parent_span_id,
+    timestamp, timestamp_ms, duration_ms, event_index, attributes)``.
+
+    The common line, every field of its exact type, is checked in one expression; any other
+    goes through the field checks one by one, which word the reason (and accept the same).
+
+    Raises:
+        LineRejected: a field is missing or not what it must be.
+    """
+    get = obj.get
+    event_type, run_id, span_id, timestamp, event_index, timestamp_ms, duration_ms = (
+        get("event_type"), get("run_id"), get("span_id"), get("timestamp"), get("event_index"),
+        get("timestamp_ms"), get("duration_ms"))
+    parent, attributes = get("parent_span_id"), get("attributes")
+    if (type(event_type) is str and event_type and type(run_id) is str and run_id and type(span_id) is str
+            and span_id and type(timestamp) is str and timestamp and (parent is None or type(parent) is str)
+            and type(event_index) is int and INT64[0] <= event_index <= INT64[1]
+            and (timestamp_ms is None or (type(timestamp_ms) is int and INT64[0] <= timestamp_ms <= INT64[1]))
+            and (duration_ms is None or type(duration_ms) is float or type(duration_ms) is int)
+            and type(attributes) is dict and "parent_span_id" in obj
+            and "timestamp_ms" in obj and "duration_ms" in obj):
+        try:
+            datetime.fromisoformat(timestamp)
+        except ValueError:
+            pass  # the field checks word the reason
+        else:
+            return event_type, run_id, span_id, parent, timestamp, timestamp_ms, duration_ms, event_index, attributes
+    return _checked_trace_fields(obj)
+
+
+def _checked_trace_fields(obj: dict[str, Any]) -> tuple[Any, ...]:
+    """:func:`_trace_fields`, each field checked on its own (the reason names the first wrong one)."""
     what = "trace event"
     missing = [key for key in TRACE_KEYS if key not in obj]
     if missing:
         raise LineRejected(f"{what} is missing {', '.join(missing)}")
-    event_type = _text(obj, "event_type", what, required=True)
-    run_id = _text(obj, "run_id", what, required=True)
-    span_id = _text(obj, "span_id", what, required=True)
-    parent = _text(obj, "parent_span_id", what)
-    timestamp = _time(obj, "timestamp", what, required=True)
-    timestamp_ms = _integer(obj, "timestamp_ms", what)
-    duration_ms = _number(obj, "duration_ms", what)
-    event_index = _integer(obj, "event_index", what, required=True)
-    attributes = obj["attributes"]
-    if not isinstance(attributes, dict):
-        raise LineRejected(f"{what} 'attributes' must be an object, not {_type_name(attributes)}")
-    assert event_type and run_id and span_id and timestamp  # narrowed by required=True
+    fields = (_text(obj, "event_type", what, required=True), _text(obj, "run_id", what, required=True),
+              _text(obj, "span_id", what, required=True), _text(obj, "parent_span_id", what),
+              _time(obj, "timestamp", what, required=True), _integer(obj, "timestamp_ms", what),
+              _number(obj, "duration_ms", what), _integer(obj, "event_index", what, required=True),
+              obj["attributes"])
+    if not isinstance(fields[-1], dict):
+        raise LineRejected(f"{what} 'attributes' must be an object, not {_type_name(fields[-1])}")
+    return fields
 
+
+def _trace(obj: dict[str, Any], source: str, decoded: bool) -> list[NewEvent]:
+    event_type, run_id, span_id, parent, timestamp, timestamp_ms, duration_ms, event_index, attributes = (
+        _trace_fields(obj))
     meta: dict[str, Any] = {
         "attributes": attributes,
         "span_id": span_id,
@@ -251,31 +290,40 @@ def _trace(obj: dict[str, Any], source: str) -> list[NewEvent]:
         "event_index": event_index,
         "timestamp_ms": timestamp_ms,
     }
-    extra = {key: value for key, value in obj.items() if key not in TRACE_KEYS}
-    if extra:
-        meta["extra_keys"] = extra
+    if len(obj) > len(TRACE_KEYS):  # every trace key is there, so more keys are extra ones
+        meta["extra_keys"] = {key: value for key, value in obj.items() if key not in TRACE_KEYS}
     level = trace_level(event_type)
     tool_name = _optional_text(attributes.get("tool_name"))
     step_id = _optional_text(attributes.get("step_id"))
-    identity = {"run_id": run_id, "span_id": span_id, "event_type": event_type,
-                "event_index": event_index, "timestamp": timestamp}
-    # hash_identifier("trace", identity, length=24), written out: the values are checked
-    # text and integers, which the C encoder serialises exactly as stable_json_dumps does.
-    record_id = "trace-" + hashlib.sha256(canonical_body(identity).encode("utf-8")).hexdigest()[:24]
-    observation = observation_recorded({
+    # hash_identifier("trace", identity, length=24), written out. Its values are exact text
+    # and 64-bit integers whichever parser read the line: they read back as themselves.
+    identity, _ = canonical({"run_id": run_id, "span_id": span_id, "event_type": event_type,
+                             "event_index": event_index, "timestamp": timestamp}, decoded=True)
+    record_id = "trace-" + hashlib.sha256(identity.encode("utf-8")).hexdigest()[:24]
+    # observation_recorded() of these fields, written out: each is already what it makes of
+    # it (text checked, the summary and actor never empty, the level one of the levels).
+    observation = {
         "timestamp": timestamp,
         "record_id": record_id,
         "text": _trace_summary(event_type, attributes, duration_ms),
         "session_id": run_id,
         "actor_id": _trace_actor(level, event_type, attributes),
         "event_type": event_type,
+        "meta_json": meta,
         "level": level,
+        "study_id": None,
         "run_id": run_id,
+        "condition_id": None,
+        "trial_id": None,
         "step_id": step_id,
         "tool_name": tool_name,
-        "meta_json": meta,
-    })
-    observed = make_event(EventKind.OBSERVATION_RECORDED, observation, source=source)
+        "evaluation_id": None,
+    }
+    text, plain = canonical(observation, decoded=decoded)
+    # Every field is of its type as checked above; text holding an escaped surrogate is
+    # checked whole by _events before the event is kept.
+    observed = event_from_body(EventKind.OBSERVATION_RECORDED.value, text, observation, source=source,
+                               plain=plain, misfits=())
     if event_type == "RunStarted":
         registered = run_registered(run_id, study_id=None, condition_id=None, replicate=None,
                                     agent_id=None, problem_id=None, seed=None)
@@ -338,7 +386,7 @@ def _trace_summary(event_type: str, attributes: dict[str, Any], duration_ms: flo
 # -- design-research-experiments run records: checkpoint lines and run.json ------------
 
 
-def _checkpoint(obj: dict[str, Any], source: str) -> list[NewEvent]:
+def _checkpoint(obj: dict[str, Any], source: str, decoded: bool) -> list[NewEvent]:
     """A ``runs.jsonl`` line (or ``checkpoints/<run_id>.json``): one finished run."""
     what = "checkpoint line"
     run_id = _text(obj, "run_id", what, required=True)
@@ -364,7 +412,7 @@ def _checkpoint(obj: dict[str, Any], source: str) -> list[NewEvent]:
     return record.events(source)
 
 
-def _evidence(obj: dict[str, Any], source: str) -> list[NewEvent]:
+def _evidence(obj: dict[str, Any], source: str, decoded: bool) -> list[NewEvent]:
     """A run-evidence record (``artifacts/runs/<run_id>/run.json``): one run in any state.
 
     Upstream rewrites it at each step (pending before the study starts, running, then the
@@ -612,12 +660,12 @@ def _observation_body(row: Any, what: str) -> dict[str, Any]:
         raise LineRejected(f"{what}: {exc}") from None
 
 
-def _observation(obj: dict[str, Any], source: str) -> list[NewEvent]:
+def _observation(obj: dict[str, Any], source: str, decoded: bool) -> list[NewEvent]:
     body = _observation_body(obj, "observation row")
     return [make_event(EventKind.OBSERVATION_RECORDED, body, source=source)]
 
 
-_ADAPTERS: dict[str, Callable[[dict[str, Any], str], list[NewEvent]]] = {
+_ADAPTERS: dict[str, Callable[[dict[str, Any], str, bool], list[NewEvent]]] = {
     OWN: _own,
     AGENTS_TRACE: _trace,
     EXPERIMENTS_EVIDENCE: _evidence,

@@ -100,6 +100,19 @@ def parse_line(data: bytes) -> Any:
             long to convert, a number a float cannot hold, or more than
             :data:`MAX_VALUES` values.
     """
+    return decode_line(data)[0]
+
+
+def decode_line(data: bytes) -> tuple[Any, bool]:
+    """:func:`parse_line`, and whether orjson read the line.
+
+    A value orjson read is made of exact dicts, lists, text, integers below 2**63 in size,
+    finite floats, booleans and null, which orjson writes back exactly as they read: what
+    lets :func:`~studyledger.events.canonical` skip its read-back check (``decoded``).
+
+    Raises:
+        BadLine: as :func:`parse_line`.
+    """
     if data.startswith(BOM):
         data = data[len(BOM):]
     # Every value takes a byte at least, so only a long line can hold too many.
@@ -109,7 +122,7 @@ def parse_line(data: bytes) -> Any:
             raise BadLine(f"too many JSON values in one line ({count:,}; at most {MAX_VALUES:,})")
     if not _risky_numbers(data):
         try:
-            return orjson.loads(data)
+            return orjson.loads(data), True
         except orjson.JSONDecodeError:
             pass  # the standard parser reads what orjson refuses, or says why it is not JSON
     try:
@@ -117,7 +130,7 @@ def parse_line(data: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise BadLine(f"invalid UTF-8 at byte {exc.start}: {exc.reason}") from None
     try:
-        return _DECODER.decode(text)
+        return _DECODER.decode(text), False
     except BadLine:
         raise
     except json.JSONDecodeError as exc:
@@ -242,7 +255,12 @@ def line_end(offset: int, data: bytes | TooLong) -> int:
 
 def source_for(file: str, line: int, offset: int) -> str:
     """The ``source`` of events read from a line: ``file:PATH:LINE:OFFSET`` (PATH as text)."""
-    return f"file:{path_text(file)}:{line}:{offset}"
+    return f"{source_prefix(file)}{line}:{offset}"
+
+
+def source_prefix(file: str) -> str:
+    """``file:PATH:``, what the sources of every line of a file begin with (made once a file)."""
+    return f"file:{path_text(file)}:"
 
 
 def raw_bytes(body: dict[str, Any]) -> bytes:

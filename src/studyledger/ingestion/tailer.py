@@ -44,7 +44,7 @@ from .lines import (
     TooLong,
     is_blank,
     line_end,
-    parse_line,
+    decode_line,
     path_text,
     rejection_event,
     source_for,
@@ -497,8 +497,9 @@ class Tailer:
         if is_blank(data):
             return _Line(number, offset, data, [], True)
         try:
-            value = parse_line(data)
-            found = adapters.events_from_line(value, source=source_for(name, number, offset), adapter=self.adapter)
+            value, decoded = decode_line(data)
+            found = adapters.events_from_line(value, source=source_for(name, number, offset), adapter=self.adapter,
+                                              decoded=decoded)
             return _Line(number, offset, data, found, True)
         except InputError as exc:
             reason = str(exc) or type(exc).__name__
