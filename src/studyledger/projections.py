@@ -680,14 +680,18 @@ def apply(conn: sqlite3.Connection, events: Sequence[StoredEvent],
     On SQLite, the observations whose bodies the fold reads whole and flags nothing in
     (:func:`observation_row`, from the decoded body an event carries or from
     ``observation_rows`` by event id) are folded set-based after the other events, as
-    :func:`fold_stored` folds them: per run, the first of them naming a study folds in
-    Python in its place, since it may give the run its study.
+    :func:`fold_stored` folds them: their rows in one statement, their runs' and studies'
+    counts, seqs and times summed up per run and study and merged in one upsert each. Per
+    run, the first of them naming a study folds in Python in its place, since it may give
+    the run its study.
     """
     if not events:
         return
     fold = _Fold(conn)
     folded = False
-    staged: list[tuple[Any, ...]] = []
+    observed: list[tuple[Any, ...]] = []
+    runs: dict[str, list[Any]] = {}  # run_id -> [run_id, count, first seq, last seq, activity, recorded]
+    studies: dict[str, list[Any]] = {}  # study_id -> [study_id, first seq, last seq, activity]
     named: set[str] = set()  # runs whose first observation naming a study went to Python
     set_based = type(conn) is sqlite3.Connection
     for event in events:
@@ -702,14 +706,35 @@ def apply(conn: sqlite3.Connection, events: Sequence[StoredEvent],
         if row is None:
             fold.apply(event)
             folded = True
-        else:
-            staged.append((event.seq, *row, event.occurred_at, event.recorded_at, event.study_id))
+            continue
+        seq, run_id, study_id = event.seq, row[0], event.study_id
+        observed.append((seq, *row))
+        if run_id:
+            found = runs.get(run_id)
+            if found is None:
+                runs[run_id] = [run_id, 1, seq, seq, event.occurred_at, event.recorded_at]
+            else:
+                found[1] += 1
+                found[3] = seq
+                found[4] = _later(found[4], event.occurred_at)
+                found[5] = _later(found[5], event.recorded_at)
+        if study_id:
+            activity = event.occurred_at or event.recorded_at
+            known = studies.get(study_id)
+            if known is None:
+                studies[study_id] = [study_id, seq, seq, activity]
+            else:
+                known[2] = seq
+                known[3] = _later(known[3], activity)
     if folded:
         fold.flush(events[-1].seq)
-    if staged:
-        _ensure_staging(conn)
-        conn.executemany(f"INSERT INTO {_FOLD_TEMP} VALUES (?,?,?,?,?,?,?,?,?,?)", staged)
-        _fold_staged(conn, events[-1].seq)
+    if observed:
+        # After the flush: these add to the rows the other events left, whatever they were.
+        conn.executemany("INSERT INTO observations VALUES (?,?,?,?,?,?,?)", observed)
+        conn.executemany(f"{_RUNS_INSERT} VALUES (?, '{RunStatus.PENDING.value}', ?, 0, ?, ?, ?, ?) {_RUNS_MERGE}",
+                         list(runs.values()))
+        conn.executemany(f"{_STUDIES_INSERT} VALUES (?, '', '', 0, ?, ?, ?) {_STUDIES_MERGE}", list(studies.values()))
+        conn.execute("UPDATE projection_state SET last_seq = ? WHERE name = 'all'", (events[-1].seq,))
 
 
 # -- folding stored events in SQL ----------------------------------------------------------
@@ -839,22 +864,27 @@ def _fold_staged(conn: sqlite3.Connection, last_seq: int) -> None:
     times in one upsert each (after every other event of the batch: these commute with them)."""
     conn.execute(f"INSERT INTO observations SELECT seq, run_id, study_id, timestamp, level, event_type, tool_name "
                  f"FROM {_FOLD_TEMP}")
-    later = "CASE WHEN {0} IS NULL THEN excluded.{0} WHEN excluded.{0} IS NULL THEN {0} ELSE max({0}, excluded.{0}) END"
-    conn.execute(
-        "INSERT INTO runs (run_id, status, observation_count, anomaly_count, first_seq, last_seq, last_activity, "
-        f"last_recorded) SELECT run_id, '{RunStatus.PENDING.value}', count(*), 0, min(seq), max(seq), "
-        f"max(occurred_at), max(recorded_at) FROM {_FOLD_TEMP} WHERE run_id <> '' GROUP BY run_id "
-        "ON CONFLICT(run_id) DO UPDATE SET observation_count = observation_count + excluded.observation_count, "
-        "first_seq = min(first_seq, excluded.first_seq), last_seq = max(last_seq, excluded.last_seq), "
-        f"last_activity = {later.format('last_activity')}, last_recorded = {later.format('last_recorded')}")
-    conn.execute(
-        "INSERT INTO studies (study_id, title, description, registered, first_seq, last_seq, last_activity) "
-        "SELECT event_study, '', '', 0, min(seq), max(seq), max(coalesce(nullif(occurred_at, ''), recorded_at)) "
-        f"FROM {_FOLD_TEMP} WHERE event_study <> '' GROUP BY event_study "
-        "ON CONFLICT(study_id) DO UPDATE SET first_seq = min(first_seq, excluded.first_seq), "
-        f"last_seq = max(last_seq, excluded.last_seq), last_activity = {later.format('last_activity')}")
+    conn.execute(f"{_RUNS_INSERT} SELECT run_id, '{RunStatus.PENDING.value}', count(*), 0, min(seq), max(seq), "
+                 f"max(occurred_at), max(recorded_at) FROM {_FOLD_TEMP} WHERE run_id <> '' GROUP BY run_id "
+                 f"{_RUNS_MERGE}")
+    conn.execute(f"{_STUDIES_INSERT} SELECT event_study, '', '', 0, min(seq), max(seq), "
+                 f"max(coalesce(nullif(occurred_at, ''), recorded_at)) FROM {_FOLD_TEMP} WHERE event_study <> '' "
+                 f"GROUP BY event_study {_STUDIES_MERGE}")
     conn.execute(f"DELETE FROM {_FOLD_TEMP}")
     conn.execute("UPDATE projection_state SET last_seq = ? WHERE name = 'all'", (last_seq,))
+
+
+# What observations add to a run's and a study's row, merged into what is there: counts add
+# up, the first seq is the least, the last seq and the times the greatest (nulls aside).
+_LATER = "CASE WHEN {0} IS NULL THEN excluded.{0} WHEN excluded.{0} IS NULL THEN {0} ELSE max({0}, excluded.{0}) END"
+_RUNS_INSERT = ("INSERT INTO runs (run_id, status, observation_count, anomaly_count, first_seq, last_seq, "
+                "last_activity, last_recorded)")
+_RUNS_MERGE = ("ON CONFLICT(run_id) DO UPDATE SET observation_count = observation_count + excluded.observation_count, "
+               "first_seq = min(first_seq, excluded.first_seq), last_seq = max(last_seq, excluded.last_seq), "
+               f"last_activity = {_LATER.format('last_activity')}, last_recorded = {_LATER.format('last_recorded')}")
+_STUDIES_INSERT = "INSERT INTO studies (study_id, title, description, registered, first_seq, last_seq, last_activity)"
+_STUDIES_MERGE = ("ON CONFLICT(study_id) DO UPDATE SET first_seq = min(first_seq, excluded.first_seq), "
+                  f"last_seq = max(last_seq, excluded.last_seq), last_activity = {_LATER.format('last_activity')}")
 
 
 def _stored_events(conn: sqlite3.Connection, table: str, after: int, until: int | None, condition: str,
