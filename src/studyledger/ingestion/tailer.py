@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from .. import projections
 from ..errors import EventConflictError, InputError, ValidationError
 from ..events import NewEvent
 from ..ledger import Ledger
@@ -43,16 +44,20 @@ from .lines import (
     TOO_LONG_KEEP,
     TooLong,
     is_blank,
-    line_end,
     decode_line,
     path_text,
     rejection_event,
-    source_for,
+    source_prefix,
 )
+from .worker import Worker, WorkerLost, can_fork, collector_paused
 
 CHUNK = 1 << 20
 BATCH_LINES = 5_000
 BATCH_BYTES = 1 << 20
+WORKER_MIN_BYTES = 8 << 20
+"""Unread bytes of a file from which a worker process converts its lines (about 20,000
+trace lines, a second of work): a fork costs a few milliseconds, and a small file is read
+before a worker would have paid for itself."""
 TAIL_CHECK = 64
 """Bytes before the offset a pass that trusts its held digest compares anyway."""
 HELD_DIGESTS = 4096
@@ -125,13 +130,27 @@ class FileStats(LineCounts):
 
 @dataclass(slots=True)
 class _Line:
-    """One complete line waiting in a batch, with the events it gave."""
+    """One complete line waiting in a batch, with the events it gave.
+
+    ``data`` is None for a line a worker read: its bytes are read again from the file in
+    the rare case they are needed (a line the store refuses becomes a rejection).
+    """
 
     number: int
     offset: int
-    data: bytes | TooLong
+    end: int
+    data: bytes | TooLong | None
     events: list[NewEvent]
     accepted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """Lines to commit together, the offset after the last and the digest of every byte before it."""
+
+    lines: list[_Line]
+    end: int
+    prefix_sha256: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +202,10 @@ class _PrefixDigest:
         self.fd = fd
         self.digest = hashlib.sha256()
         self.position = 0
+
+    def line(self, item: _Line) -> bytes | TooLong:
+        """A line's bytes: as read, or read again for a line a worker read."""
+        return item.data if item.data is not None else os.pread(self.fd, item.end - item.offset - 1, item.offset)
 
     def upto(self, end: int) -> str:
         if end < self.position:
@@ -312,6 +335,8 @@ class Tailer:
         line_limit: Longest line parsed, in bytes; longer lines are rejected and skipped.
         adapter: A user's line adapter, tried before the built-in formats.
         on_progress: Called with the number of bytes each committed batch consumed.
+        worker_min_bytes: Read a file with a worker process (both cores: see
+            :meth:`_worth_a_worker`) when this much of it is unread; None never does.
     """
 
     def __init__(
@@ -323,6 +348,7 @@ class Tailer:
         on_progress: Progress | None = None,
         batch_lines: int = BATCH_LINES,
         batch_bytes: int = BATCH_BYTES,
+        worker_min_bytes: int | None = WORKER_MIN_BYTES,
     ) -> None:
         if line_limit < 1:
             raise ValueError("line_limit must be at least 1 byte")
@@ -332,6 +358,7 @@ class Tailer:
         self.on_progress = on_progress
         self.batch_lines = batch_lines
         self.batch_bytes = batch_bytes
+        self.worker_min_bytes = worker_min_bytes
         # (device, inode) -> (offset, digest of [0, offset), its last bytes) as this tailer
         # last committed them.
         self._held: OrderedDict[tuple[int, int], tuple[int, Any, bytes]] = OrderedDict()
@@ -398,28 +425,86 @@ class Tailer:
         fd = file.fileno()
         info = os.fstat(fd)
         state = self._resume(fd, info, name, stats, verify)
-        batch: list[_Line] = []
-        batch_bytes = 0
-        end = state.offset
-        number = state.line
         reread = _PrefixDigest(fd)
-        for start, end, data in read_lines(file, state.offset, self.line_limit, state.prefix):
-            number += 1
-            batch.append(self._convert(name, number, start, data, state.prefix))
-            batch_bytes += end - start
-            if len(batch) >= self.batch_lines or batch_bytes >= self.batch_bytes:
-                self._commit(name, state, batch, end, stats, reread)
-                batch, batch_bytes = [], 0
-        if batch:
-            self._commit(name, state, batch, end, stats, reread)
+        key = (state.device, state.inode)
+        if self._worth_a_worker(info.st_size - state.offset):
+            try:
+                position = self._read_with_worker(file, name, state, stats, reread)
+            except WorkerLost:
+                # Everything committed stays; read on from the last commit in this process,
+                # checking the prefix as a new pass would.
+                state = self._resume(fd, os.fstat(fd), name, stats, True)
+            else:
+                stats.offset = state.offset
+                stats.pending_bytes = max(0, position - state.offset)
+                self._held.pop(key, None)  # the worker held the digest; a later pass hashes again
+                return
+        self._commit_each(self._batches(file, name, state), name, state, stats, reread)
         stats.offset = state.offset
         stats.pending_bytes = max(0, file.tell() - state.offset)
         # Every line read was committed: the digest is that of exactly [0, state.offset).
         tail = os.pread(fd, min(TAIL_CHECK, state.offset), state.offset - min(TAIL_CHECK, state.offset))
-        self._held[(state.device, state.inode)] = (state.offset, state.prefix.hash.copy(), tail)
-        self._held.move_to_end((state.device, state.inode))
+        self._held[key] = (state.offset, state.prefix.hash.copy(), tail)
+        self._held.move_to_end(key)
         while len(self._held) > HELD_DIGESTS:
             self._held.popitem(last=False)
+
+    def _batches(self, file: IO[bytes], name: str, state: _State) -> Iterator[_Batch]:
+        """The file's complete lines from ``state.offset`` on, converted, in batches.
+
+        ``state.prefix`` follows the lines read (:func:`read_lines`), so at each batch's end
+        it is the digest of every byte before that end.
+        """
+        source = source_prefix(name)
+        lines: list[_Line] = []
+        size = 0
+        number = state.line
+        for start, end, data in read_lines(file, state.offset, self.line_limit, state.prefix):
+            number += 1
+            lines.append(self._convert(name, source, number, start, end, data, state.prefix))
+            size += end - start
+            if len(lines) >= self.batch_lines or size >= self.batch_bytes:
+                yield _Batch(lines, end, state.prefix.hexdigest())
+                lines, size = [], 0
+        if lines:
+            yield _Batch(lines, lines[-1].end, state.prefix.hexdigest())
+
+    def _worth_a_worker(self, unread: int) -> bool:
+        """Whether to read this file with a worker process (see :mod:`.worker`).
+
+        Only when there is enough to read for the process start (milliseconds) to pay,
+        lines are read by the built-in formats (a user's adapter may keep state across
+        lines, which a child's copy would keep apart), the ledger is a SQLite file (a
+        server's round trips, not conversion, bound the rate there) and this process may
+        fork (:func:`can_fork`).
+        """
+        return (self.worker_min_bytes is not None and unread >= self.worker_min_bytes and self.adapter is None
+                and isinstance(self.ledger.conn, sqlite3.Connection) and can_fork())
+
+    def _read_with_worker(self, file: IO[bytes], name: str, state: _State, stats: FileStats,
+                          reread: _PrefixDigest) -> int:
+        """Commit the batches a worker converts, as they come; the offset it read to.
+
+        The worker is a fork of this process: it reads the file with this pass's state as
+        it is now (offset and prefix digest) while this process stores the batch before.
+
+        Raises:
+            WorkerLost: the worker ended early; every batch it sent before is committed.
+        """
+        with Worker(lambda: self._batches(file, name, state), _pack, _unpack, file.tell) as worker:
+            self._commit_each(iter(worker), name, state, stats, reread)
+            position: int = worker.result
+        return position
+
+    def _commit_each(self, batches: Iterator[_Batch], name: str, state: _State, stats: FileStats,
+                     reread: _PrefixDigest) -> None:
+        """Commit the batches in order, each made and committed with the collector paused."""
+        while True:
+            with collector_paused():
+                batch = next(batches, None)
+                if batch is None:
+                    return
+                self._commit(name, state, batch, stats, reread)
 
     def _resume(self, fd: int, info: os.stat_result, name: str, stats: FileStats, verify: bool) -> _State:
         """The state to read on from: stored and verified, reset, or new.
@@ -484,56 +569,53 @@ class Tailer:
 
     # -- lines ----------------------------------------------------------------------
 
-    def _convert(self, name: str, number: int, offset: int, data: bytes | TooLong, prefix: Prefix) -> _Line:
+    def _convert(self, name: str, source: str, number: int, offset: int, end: int, data: bytes | TooLong,
+                 prefix: Prefix) -> _Line:
         """Turn one line into its events, or into its rejection.
 
-        ``prefix`` is the digest of the file through this line's newline (read_lines added
-        the line before handing it out): what a rejection names as the content it ends.
+        ``source`` is :func:`source_prefix` of the file; ``prefix`` the digest of the file
+        through this line's newline (read_lines added the line before handing it out): what
+        a rejection names as the content it ends.
         """
         if isinstance(data, TooLong):
             reason = f"line longer than the limit of {self.line_limit} bytes ({data.length} bytes)"
-            return _Line(number, offset, data, [rejection_event(name, number, offset, reason, data,
-                                                                prefix_sha256=prefix.hexdigest())], False)
+            return _Line(number, offset, end, data, [rejection_event(name, number, offset, reason, data,
+                                                                     prefix_sha256=prefix.hexdigest())], False)
         if is_blank(data):
-            return _Line(number, offset, data, [], True)
+            return _Line(number, offset, end, data, [], True)
         try:
             value, decoded = decode_line(data)
-            found = adapters.events_from_line(value, source=source_for(name, number, offset), adapter=self.adapter,
+            found = adapters.events_from_line(value, source=f"{source}{number}:{offset}", adapter=self.adapter,
                                               decoded=decoded)
-            return _Line(number, offset, data, found, True)
+            return _Line(number, offset, end, data, found, True)
         except InputError as exc:
             reason = str(exc) or type(exc).__name__
-        return _Line(number, offset, data, [rejection_event(name, number, offset, reason, data,
-                                                            prefix_sha256=prefix.hexdigest())], False)
+        return _Line(number, offset, end, data, [rejection_event(name, number, offset, reason, data,
+                                                                 prefix_sha256=prefix.hexdigest())], False)
 
     # -- committing -----------------------------------------------------------------
 
-    def _commit(self, name: str, state: _State, batch: list[_Line], end: int, stats: FileStats,
-                reread: _PrefixDigest) -> None:
-        """Append a batch's events and move the offset to ``end``, in one transaction.
-
-        ``state.prefix`` holds the digest of exactly the bytes up to ``end`` here: lines
-        are added to it as they are read, and a commit happens between two of them.
-        """
-        position = _Position(path=name, offset=end, line=batch[-1].number,
-                             prefix_sha256=state.prefix.hexdigest())
+    def _commit(self, name: str, state: _State, batch: _Batch, stats: FileStats, reread: _PrefixDigest) -> None:
+        """Append a batch's events and move the offset to its end, in one transaction."""
+        end, lines = batch.end, batch.lines
+        position = _Position(path=name, offset=end, line=lines[-1].number, prefix_sha256=batch.prefix_sha256)
         try:
-            appended, duplicates, row_id = self._store(state, batch, position, reread, each=False)
+            appended, duplicates, row_id = self._store(state, lines, position, reread, each=False)
         except _LINE_FAULTS:
             # One unstorable line must not block the file: store line by line, keeping the
             # lines the store refuses as rejections.
-            appended, duplicates, row_id = self._store(state, batch, position, reread, each=True)
+            appended, duplicates, row_id = self._store(state, lines, position, reread, each=True)
         state.row_id = row_id
-        accepted = sum(1 for item in batch if item.accepted)
-        stats.lines_read += len(batch)
+        accepted = sum(1 for item in lines if item.accepted)
+        stats.lines_read += len(lines)
         stats.lines_accepted += accepted
-        stats.lines_rejected += len(batch) - accepted
+        stats.lines_rejected += len(lines) - accepted
         stats.events_appended += appended
         stats.duplicates += duplicates
         stats.bytes_read += end - state.offset
         if self.on_progress is not None:
             self.on_progress(end - state.offset)
-        state.offset, state.line = end, batch[-1].number
+        state.offset, state.line = end, lines[-1].number
 
     def _store(
         self, state: _State, batch: list[_Line], position: _Position, reread: _PrefixDigest, *, each: bool
@@ -558,11 +640,12 @@ class Tailer:
                     except _LINE_FAULTS as exc:
                         self.conn.execute("ROLLBACK TO tail_line")
                         item.accepted = False
-                        # The pass read on past this line: its prefix is read again.
+                        # The pass read on past this line: its prefix (and, if a worker
+                        # read it, the line) is read again.
                         item.events = [rejection_event(
                             position.path, item.number, item.offset,
-                            f"cannot store ({type(exc).__name__}: {exc})", item.data,
-                            prefix_sha256=reread.upto(line_end(item.offset, item.data)),
+                            f"cannot store ({type(exc).__name__}: {exc})", reread.line(item),
+                            prefix_sha256=reread.upto(item.end),
                         )]
                         result = self.ledger.append(item.events)
                     self.conn.execute("RELEASE tail_line")
@@ -594,6 +677,34 @@ class Tailer:
         if claimed is None:
             raise _Raced  # another process committed this file first
         return int(claimed[0])
+
+
+def _pack(batch: _Batch) -> tuple[Any, ...]:
+    """A batch as plain values for the pipe from a worker (see :mod:`.worker`).
+
+    A line's bytes stay behind (read again if ever needed), and so does an observation's
+    decoded body: the fold needs only a few of its fields
+    (:func:`~studyledger.projections.observation_row`), and sending a body costs more
+    than parsing it. Other events keep their bodies: they fold in Python.
+    """
+    lines = []
+    for line in batch.lines:
+        events = []
+        for event in line.events:
+            row = projections.observation_row(event.kind, event.data, event.misfits)
+            data, misfits = (None, ()) if row is not None else (event.data, event.misfits)
+            events.append((event.kind, event.body, event.event_id, event.study_id, event.run_id, event.occurred_at,
+                           event.source, event.recorded_at, data, misfits, row))
+        kept = line.data if isinstance(line.data, TooLong) else None
+        lines.append((line.number, line.offset, line.end, kept, events, line.accepted))
+    return batch.end, batch.prefix_sha256, lines
+
+
+def _unpack(packed: tuple[Any, ...]) -> _Batch:
+    """The batch :func:`_pack` packed."""
+    end, digest, lines = packed
+    return _Batch([_Line(number, offset, after, kept, [NewEvent(*event) for event in events], accepted)
+                   for number, offset, after, kept, events, accepted in lines], end, digest)
 
 
 def _hash_prefix(fd: int, length: int) -> Prefix:

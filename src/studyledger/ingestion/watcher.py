@@ -226,7 +226,7 @@ class Watcher:
         ledger: Ledger | None = None
         try:
             ledger = Ledger.open(self.db_path, source="watch")
-            tailer = Tailer(ledger, line_limit=self.line_limit, adapter=self.adapter)
+            tailer = Tailer(ledger, line_limit=self.line_limit, adapter=self.adapter, worker_min_bytes=None)
             observer = self._make_observer()
             # Scheduled before the first scan: a change during the scan raises a hint.
             observer.schedule(_Hints(self), str(self.folder), recursive=True)
