@@ -122,8 +122,12 @@ def ingest(path: str, db: str, profile: str | None = None) -> Result:
         stats = ingest(ledger, [path])
     seconds = time.perf_counter() - started
     _save_profile(profiler, profile)
+    # A big file is converted by a forked worker (studyledger.ingestion.worker): its peak
+    # RSS is the largest of this process's children (0 when none ran). A fork starts with
+    # the parent's pages, shared until written, and counts them as its own.
+    worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"seconds": seconds, "count": stats.lines_read, "events": stats.events_appended,
-            "rejected": stats.lines_rejected, "rss_mb": _rss_mb()}
+            "rejected": stats.lines_rejected, "rss_mb": _rss_mb(), "worker_rss_mb": worker}
 
 
 def raw_scan(db: str) -> Result:

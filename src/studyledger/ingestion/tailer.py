@@ -505,6 +505,7 @@ class Tailer:
                 if batch is None:
                     return
                 self._commit(name, state, batch, stats, reread)
+                del batch  # not held while the next one is made: a batch may be megabytes
 
     def _resume(self, fd: int, info: os.stat_result, name: str, stats: FileStats, verify: bool) -> _State:
         """The state to read on from: stored and verified, reset, or new.

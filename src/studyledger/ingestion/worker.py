@@ -118,7 +118,10 @@ class Worker(Generic[T]):
             except (EOFError, OSError):
                 raise WorkerLost("the ingest worker ended before the end of its file") from None
             if tag == _BATCH:
-                yield self.decode(value)
+                item = self.decode(value)
+                del value  # a batch of big lines is held once, not twice, while it is stored
+                yield item
+                del item
             elif tag == _DONE:
                 self.result = value
                 return
@@ -155,7 +158,9 @@ def _run(produce: Callable[[], Iterator[Any]], encode: Callable[[Any], Any], fin
                 if item is _END:
                     break
                 payload = pickle.dumps((_BATCH, encode(item)), protocol=pickle.HIGHEST_PROTOCOL)
+                del item  # held once, as the bytes sent, while the next one is made
             send.send_bytes(payload)
+            del payload
         send.send_bytes(pickle.dumps((_DONE, finish()), protocol=pickle.HIGHEST_PROTOCOL))
     except (BrokenPipeError, ConnectionResetError):
         pass  # the parent stopped listening: it has gone, or it ended this pass
