@@ -270,9 +270,11 @@ def main() -> None:
         show(Row(f"ingest {size:,} trace lines vs the SQLite ceiling", f"{ceiling_ratio:.2f}x the ceiling",
                  f"{fmt(events_rate)} events/s vs the same {top['count']:,} rows prebuilt in memory, "
                  f"executemany in 10k batches: {fmt(rate(top))} rows/s", ">= 0.5x", ceiling_ratio >= 0.5))
-        show(Row(f"peak RSS ingesting {size:,} lines", f"{ours['rss_mb']:.0f} MB",
+        peak = max(ours["rss_mb"], ours.get("worker_rss_mb", 0.0))
+        show(Row(f"peak RSS ingesting {size:,} lines", f"{peak:.0f} MB",
+                 f"ingest process {ours['rss_mb']:.0f} MB, its worker process {ours.get('worker_rss_mb', 0):.0f} MB; "
                  f"raw loader process {raw['rss_mb']:.0f} MB",
-                 "< 200 MB" if size == large else "", ours["rss_mb"] < 200 if size == large else None))
+                 "< 200 MB" if size == large else "", peak < 200 if size == large else None))
         if size == large:
             rows.append(size_row(db, raw_db, data, int(ours["events"])))
             print(f"  {rows[-1].name}: {rows[-1].figure} ({rows[-1].context})", flush=True)
@@ -284,11 +286,13 @@ def main() -> None:
     stream = measure("stream_read", path=str(huge))
     tree = measure("tree_parse", path=str(huge))
     outcome = "stored" if not ours["rejected"] else "rejected"
+    peak = max(ours["rss_mb"], ours.get("worker_rss_mb", 0.0))
     show(Row(f"peak RSS, one {huge.stat().st_size / 1e6:.0f} MB line of small objects",
-             f"{ours['rss_mb']:.0f} MB = {ours['rss_mb'] / stream['rss_mb']:.0f}x a streaming reader",
-             f"ingest process ({outcome}, {ours['seconds']:.1f} s) vs a streaming reader (1 MiB chunks, no "
-             f"objects built) {stream['rss_mb']:.0f} MB; stdlib json.loads of the line alone "
-             f"{tree['rss_mb']:.0f} MB", "< 200 MB", ours["rss_mb"] < 200))
+             f"{peak:.0f} MB = {peak / stream['rss_mb']:.0f}x a streaming reader",
+             f"ingest process {ours['rss_mb']:.0f} MB, its worker {ours.get('worker_rss_mb', 0):.0f} MB ({outcome}, "
+             f"{ours['seconds']:.1f} s) vs a streaming reader (1 MiB chunks, no objects built) "
+             f"{stream['rss_mb']:.0f} MB; stdlib json.loads of the line alone {tree['rss_mb']:.0f} MB",
+             "< 200 MB", peak < 200))
 
     own = own_format_rows(small)
     for row in own:

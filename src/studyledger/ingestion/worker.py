@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
+import os
 import pickle
 import sys
 import threading
@@ -60,12 +61,13 @@ class WorkerLost(Exception):
 
 
 def can_fork() -> bool:
-    """Whether this process may fork a worker: Linux, no thread but this one, and not
-    itself a daemonic multiprocessing worker (which may not have children).
+    """Whether this process may fork a worker: Linux, two processors it may run on, no
+    thread but this one, and not itself a daemonic multiprocessing worker (which may not
+    have children).
 
     A program with threads (the watcher's observer, the dashboard) converts in process.
     """
-    return (sys.platform == "linux" and threading.active_count() == 1
+    return (sys.platform == "linux" and len(os.sched_getaffinity(0)) >= 2 and threading.active_count() == 1
             and not multiprocessing.current_process().daemon)
 
 
