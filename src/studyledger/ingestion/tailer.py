@@ -52,8 +52,11 @@ from .lines import (
 from .worker import Worker, WorkerLost, can_fork, collector_paused
 
 CHUNK = 1 << 20
-BATCH_LINES = 5_000
-BATCH_BYTES = 1 << 20
+BATCH_LINES = 10_000
+BATCH_BYTES = 2 << 20
+"""A batch's bounds. A commit writes every page its batch touched, the id index's scattered
+ones included: 2 MiB batches store a trace line in 10% less time than 1 MiB ones (28.5 ->
+25.7 us, the commit 4.7 -> 3.8), 4 and 16 MiB ones in hardly less for more memory."""
 WORKER_MIN_BYTES = 8 << 20
 """Unread bytes of a file from which a worker process converts its lines (about 20,000
 trace lines, a second of work): a fork costs a few milliseconds, and a small file is read
