@@ -708,24 +708,29 @@ def apply(conn: sqlite3.Connection, events: Sequence[StoredEvent],
             folded = True
             continue
         seq, run_id, study_id = event.seq, row[0], event.study_id
+        occurred, recorded = event.occurred_at, event.recorded_at
         observed.append((seq, *row))
+        # _later written out (a call per observation is a tenth of this loop).
         if run_id:
             found = runs.get(run_id)
             if found is None:
-                runs[run_id] = [run_id, 1, seq, seq, event.occurred_at, event.recorded_at]
+                runs[run_id] = [run_id, 1, seq, seq, occurred, recorded]
             else:
                 found[1] += 1
                 found[3] = seq
-                found[4] = _later(found[4], event.occurred_at)
-                found[5] = _later(found[5], event.recorded_at)
+                if occurred is not None and (found[4] is None or occurred > found[4]):
+                    found[4] = occurred
+                if recorded is not None and (found[5] is None or recorded > found[5]):
+                    found[5] = recorded
         if study_id:
-            activity = event.occurred_at or event.recorded_at
+            activity = occurred or recorded
             known = studies.get(study_id)
             if known is None:
                 studies[study_id] = [study_id, seq, seq, activity]
             else:
                 known[2] = seq
-                known[3] = _later(known[3], activity)
+                if activity is not None and (known[3] is None or activity > known[3]):
+                    known[3] = activity
     if folded:
         fold.flush(events[-1].seq)
     if observed:
