@@ -113,11 +113,21 @@ def main() -> None:
     processes: list[subprocess.Popen[str]] = []
     try:
         run(studyledger(url, "init", *(["--roles", roles] if roles else [])))
+        # On the throwaway server each machine logs in as a member of lab_writer and the
+        # auditor as a member of lab_reader, as a lab would set it up (docs/postgres.md).
+        node_urls = {node: url for node in NODES}
+        if server is not None:
+            with server.connect("lab", autocommit=True) as conn:
+                for node in NODES:
+                    conn.execute(f'CREATE ROLE "node_{node}" LOGIN IN ROLE lab_writer')  # type: ignore[arg-type]
+                conn.execute('CREATE ROLE "auditor" LOGIN IN ROLE lab_reader')
+            node_urls = {node: server.url("lab", user=f"node_{node}") for node in NODES}
+            url = server.url("lab", user="auditor")
         watchers, simulators = [], []
         for number, node in enumerate(NODES):
             folder = work / f"node-{node}"
             folder.mkdir(exist_ok=True)
-            watch = studyledger(url, "watch", str(folder))
+            watch = studyledger(node_urls[node], "watch", str(folder))
             simulate = [sys.executable, "-m", "studyledger", "simulate", str(folder), "--seconds", str(args.seconds),
                         "--study", f"lab-node-{node}", "--seed", str(number), "--runs", "9"]
             print(f"$ {show(watch)} &", flush=True)

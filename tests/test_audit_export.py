@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 import yaml
 
 from studyledger import Ledger, Observation, RunBudget, RunStatus, query
@@ -167,6 +169,17 @@ def test_folder_names_are_safe_and_distinct() -> None:
     odd = [folder_name(s) for s in ("a/b", "a_b", "a:b", "..", "", "_unassigned")]
     assert len(set(odd)) == len(odd)
     assert all("/" not in name and name not in {".", "..", "", "_unassigned"} for name in odd)
+    # An id that looks like a name made for another id does not get that id's folder.
+    taken = folder_name("a b")
+    assert folder_name(taken) != taken
+
+
+@given(st.lists(st.text(min_size=1, max_size=20), min_size=2, max_size=6, unique=True))
+def test_no_two_ids_share_a_folder(ids: list[str]) -> None:
+    # The ids, and ids that spell the very names given to the others.
+    every = set(ids) | {folder_name(identifier) for identifier in ids}
+    names = {folder_name(identifier) for identifier in every}
+    assert len(names) == len(every) and all(name and "/" not in name for name in names)
 
 
 def stored(db: Path) -> list[tuple[Any, ...]]:

@@ -158,3 +158,36 @@ def test_the_api_takes_an_adapter_and_the_report_is_the_one_type(adapter_module:
         report = ingest(ledger, [data], adapter=load_adapter(adapter_module))
     assert isinstance(report, IngestReport) and report.events_appended == 1
     assert issubclass(LineRejected, ValueError) and Observation.__name__ == "Observation"
+
+
+def test_paths_given_as_a_generator_are_all_read(tmp_path: Path) -> None:
+    (tmp_path / "a.jsonl").write_text(row_line(0))
+    with Ledger.open(tmp_path / "l.db") as ledger:
+        report = ingest(ledger, (path for path in [tmp_path / "a.jsonl"]))
+    assert (report.files, report.lines_read) == (1, 1)
+
+
+def test_json_keeps_the_problems_of_a_study_folder_without_a_study_id(tmp_path: Path) -> None:
+    run = tmp_path / "drop" / "st" / "artifacts" / "runs" / "run-x"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text('{"record_type": "run-evidence"}')
+    code, out, err = invoke("--db", str(tmp_path / "l.db"), "ingest", str(tmp_path / "drop"), "--json")
+    report = json.loads(out)
+    assert code == 0 and report["studies"] == [] and any("run_id" in problem for problem in report["problems"])
+
+
+def test_an_adapter_beside_the_user_is_found_and_a_broken_one_is_named(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the CLI puts the current folder on it
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "beside.py").write_text(ADAPTER)
+    (tmp_path / "broken_syntax.py").write_text("def f(:\n")
+    (tmp_path / "broken_import.py").write_text("import json\nraise RuntimeError('no licence file')\n")
+    data = tmp_path / "lab.jsonl"
+    data.write_text(sensor_line(1.5))
+    code, out, err = invoke("--db", str(tmp_path / "l.db"), "ingest", str(data), "--adapter", "beside:sensor", "--json")
+    assert code == 0 and json.loads(out)["events_appended"] == 1, err
+    for reference, where in (("broken_syntax:f", "broken_syntax.py:1"), ("broken_import:f", "broken_import.py:2")):
+        code, _, err = invoke("--db", str(tmp_path / "l.db"), "ingest", str(data), "--adapter", reference)
+        assert code == 2 and where in err and "Traceback" not in err, err
+    sys.modules.pop("beside", None)

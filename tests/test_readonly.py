@@ -98,7 +98,7 @@ def test_audits_work_on_a_read_only_file_in_a_read_only_folder(filled: Path, ope
     ledger_file.chmod(0o444)
     folder.chmod(0o555)
     before = fingerprint(folder)
-    commands = [["stats"], ["runs"], ["show", run], ["events"], ["verify"], ["replay"], ["diff", run, run],
+    commands = [["stats"], ["runs"], ["show", run], ["events"], ["rejects"], ["verify"], ["replay"], ["diff", run, run],
                 ["audits"], ["export", str(out / "canonical")], ["export", str(out / "jsonl"), "--format", "jsonl"],
                 ["checkpoint", "--out", str(out / "cp.json")],
                 ["init"]]  # the check is real: this user cannot write there, so a writer's open fails

@@ -60,3 +60,14 @@ def test_importing_the_package_loads_nothing_heavy(tmp_path: Path) -> None:
     assert light == "[]"
     # The probe sees what is loaded: the CLI brings click in, but never the dashboard.
     assert "click" in cli and "textual" not in cli
+
+
+def test_every_error_is_exported_from_the_error_module() -> None:
+    """A user catches what they can name: every error class is in errors.__all__."""
+    import inspect
+
+    from studyledger import errors
+
+    defined = {name for name, value in vars(errors).items()
+               if inspect.isclass(value) and issubclass(value, errors.StudyLedgerError)}
+    assert defined == set(errors.__all__)

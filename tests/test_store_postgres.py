@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from studyledger import Ledger, StudyLedgerError, ingest, query, search
+from studyledger import Ledger, RunStatus, StudyLedgerError, ingest, query, search
 from studyledger.audit.replay import replay
 from studyledger.audit.verify import verify
 from studyledger.errors import LedgerMissingError, LedgerPermissionError
@@ -31,6 +31,8 @@ from .pg_server import PgDatabase, PgServer, start_pg_server
 from .store_contract import StoreContract
 from .test_ingest_crash import _writer as drop_writer
 from .test_store import observation_event
+
+UPSTREAM = Path(__file__).parent / "fixtures" / "upstream"
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -234,6 +236,20 @@ def test_postgres_roles_a_writer_appends_but_cannot_change_history(lab: dict[str
                           "DROP TABLE events", "UPDATE ledger_meta SET value = 'x'"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement)  # type: ignore[arg-type]
+
+
+def test_postgres_roles_a_writer_registers_runs_and_ingests_a_real_study(lab: dict[str, str]) -> None:
+    """The writer role does all a machine of the lab does: runs move, anomalies are judged again."""
+    with Ledger.open(lab["writer"]) as ledger:
+        ledger.register_study("s1")
+        run = ledger.register_run("s1", "c1", replicate=1)
+        ledger.transition(run, RunStatus.RUNNING)
+        assert ledger.run(run)["status"] == "running"
+    for case in ("fail_fast", "agents_traced", "crashed"):
+        code, _, err = invoke("--db", lab["writer"], "ingest", str(UPSTREAM / case))
+        assert code == 0, (case, err)
+    with Ledger.open(lab["writer"], readonly=True) as ledger:
+        assert len(ledger.anomalies()) == 2  # agents_traced's two true disagreements
 
 
 def test_postgres_roles_a_reader_only_reads(lab: dict[str, str], tmp_path: Path) -> None:

@@ -61,7 +61,8 @@ _API: dict[str, dict[str, tuple[str, str]]] = {
     "Errors": {
         name: ("studyledger.errors", name) for name in (
             "StudyLedgerError", "ValidationError", "LedgerError", "NotALedgerError", "LedgerMissingError",
-            "NewerLedgerError", "LedgerBusyError", "LedgerReadOnlyError", "LedgerFullError", "StaleProjectionsError",
+            "NewerLedgerError", "LedgerBusyError", "LedgerConnectionLost", "LedgerPermissionError",
+            "LedgerReadOnlyError", "LedgerFullError", "StaleProjectionsError",
             "EventConflictError", "UnknownRunError", "UnknownStudyError", "InputError", "LineRejected",
             "StudyFolderError", "CheckpointError",
         )
@@ -104,8 +105,10 @@ if TYPE_CHECKING:
         InputError,
         LedgerBusyError,
         LedgerError,
+        LedgerConnectionLost,
         LedgerFullError,
         LedgerMissingError,
+        LedgerPermissionError,
         LedgerReadOnlyError,
         LineRejected,
         NewerLedgerError,

@@ -10,8 +10,9 @@ error carries a message meant to be shown as it is, on one line, without a trace
     ├── ValidationError (also ValueError)   a value the API or a schema refuses
     ├── LedgerError                          the ledger itself
     │   ├── NotALedgerError, LedgerMissingError, NewerLedgerError
-    │   ├── LedgerBusyError > LedgerConnectionLost, LedgerReadOnlyError, LedgerFullError,
-    │   │   StaleProjectionsError
+    │   ├── LedgerBusyError                  another writer held the lock too long
+    │   │   └── LedgerConnectionLost         the server's connection dropped and stayed down
+    │   ├── LedgerReadOnlyError, LedgerFullError, StaleProjectionsError
     │   ├── LedgerPermissionError            a server role may not do this
     │   ├── EventConflictError
     │   └── UnknownRunError, UnknownStudyError (also KeyError)
@@ -140,9 +141,11 @@ __all__ = [
     "EventConflictError",
     "InputError",
     "LedgerBusyError",
+    "LedgerConnectionLost",
     "LedgerError",
     "LedgerFullError",
     "LedgerMissingError",
+    "LedgerPermissionError",
     "LedgerReadOnlyError",
     "LineRejected",
     "NewerLedgerError",

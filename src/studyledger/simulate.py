@@ -380,6 +380,7 @@ class Simulator:
         self.seconds = seconds
         self.stop = stop or threading.Event()
         self.stats = SimulationStats()
+        self.error: OSError | None = None
         self.writes = plan(runs=runs, seed=seed, seconds=seconds, start_ms=start_ms, study_id=study_id)
 
     def run(self) -> SimulationStats:
@@ -405,8 +406,18 @@ class Simulator:
         return self.stats
 
     def start(self) -> threading.Thread:
-        """Run in a daemon thread (the demo's way); stop it with ``self.stop.set()``."""
-        thread = threading.Thread(target=self.run, name="studyledger-simulator", daemon=True)
+        """Run in a daemon thread (the demo's way); stop it with ``self.stop.set()``.
+
+        A folder it cannot write (missing, a file, a full disk) ends the thread and is kept
+        in :attr:`error` for the starter to report, instead of a traceback from the thread.
+        """
+        thread = threading.Thread(target=self._run_keeping_error, name="studyledger-simulator", daemon=True)
         thread.start()
         return thread
+
+    def _run_keeping_error(self) -> None:
+        try:
+            self.run()
+        except OSError as exc:
+            self.error = exc
 

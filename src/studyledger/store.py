@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, NoReturn, TypeVar
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from .errors import (
     EventConflictError,
@@ -179,7 +179,14 @@ class DatabaseURL:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            _ = parts.port  # a port that is not a number raises here, not at connection time
+            for piece in (parts.netloc, parts.path, parts.query):
+                unquote(piece, errors="strict")
+        except ValueError as exc:  # UnicodeDecodeError too: a %-escape that is not UTF-8
+            # The URL itself is not repeated: it may hold a password.
+            raise ValidationError(f"not a usable database URL ({exc})") from None
         netloc = parts.netloc
         if "@" in netloc:
             user, _, host = netloc.rpartition("@")

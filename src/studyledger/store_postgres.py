@@ -540,7 +540,9 @@ class PgConnection(sqlite3.Connection):
                 pg = psycopg.connect(conninfo, autocommit=True)
                 break
             except psycopg.OperationalError as exc:
-                message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+                # psycopg's first line says what failed, the next ones hint why: one line, both.
+                message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+                message = message or type(exc).__name__
                 if "does not exist" in message and "database" in message:
                     raise LedgerMissingError(f"{self.display}: no such database ({message}); "
                                              "create it with `createdb` first") from None
@@ -972,11 +974,14 @@ class PostgresStore(Store):
                     "GRANT USAGE ON SCHEMA {schema} TO {both}",
                     "REVOKE ALL ON ALL TABLES IN SCHEMA {schema} FROM PUBLIC",
                     "GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {both}",
-                    "GRANT INSERT, UPDATE ON ALL TABLES IN SCHEMA {schema} TO {writer}",
-                    "REVOKE INSERT, UPDATE ON ledger_meta FROM {writer}",
-                    "REVOKE UPDATE ON events FROM {writer}",
+                    # The fold rewrites derived rows (a run's status anomalies are judged
+                    # again as reports arrive), so a writer may change the derived tables;
+                    # the events only grow, and the ledger's own settings are the owner's.
+                    "GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {writer}",
+                    "REVOKE INSERT, UPDATE, DELETE ON ledger_meta FROM {writer}",
+                    "REVOKE UPDATE, DELETE ON events FROM {writer}",
                     "ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT SELECT ON TABLES TO {both}",
-                    "ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT INSERT, UPDATE ON TABLES TO {writer}",
+                    "ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT INSERT, UPDATE, DELETE ON TABLES TO {writer}",
                 ]
                 for text in statements:
                     pg.execute(pgsql.SQL(text).format(

@@ -41,7 +41,7 @@ import yaml
 
 from .. import query
 from ..schema import from_canonical, stable_json_dumps, utc_now_iso
-from .files import folder_name
+from .files import folder_name, named_for_user
 from .run_artifacts import RunView, run_view, upstream_provenance, write_run_artifacts
 from .snapshot_read import Readable, connection_of, read_snapshot
 
@@ -382,7 +382,10 @@ def export_canonical(source: Readable | sqlite3.Connection, root: Path) -> dict[
         "evaluations"}]}``.
     """
     root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name[:40]}.export-", dir=root.parent))
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{root.name[:40]}.export-", dir=root.parent))
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(root)) from None
     try:
         conn = connection_of(source)
         with read_snapshot(conn):
@@ -396,6 +399,9 @@ def export_canonical(source: Readable | sqlite3.Connection, root: Path) -> dict[
                 written.append(export_study(conn, study_id, staging / name, given=root / name,
                                             generated_at=generated_at, ledger_head=head))
         _move_into_place(staging, root)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise named_for_user(exc, staging, root) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

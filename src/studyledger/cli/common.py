@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ..errors import StudyLedgerError
+from ..errors import StudyLedgerError, ValidationError
 from ..events import is_unicode
 from ..ledger import Ledger
 from ..schema import to_jsonable
@@ -40,7 +40,10 @@ class LedgerTargetType(_TargetParam):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Target:
         if isinstance(value, DatabaseURL):
             return value
-        target = ledger_target(value)
+        try:
+            target = ledger_target(value)
+        except ValidationError as exc:
+            self.fail(str(exc), param, ctx)
         if isinstance(target, DatabaseURL):
             return target
         return Path(os.fsdecode(self.file.convert(value, param, ctx)))
@@ -94,7 +97,10 @@ def cli(ctx: click.Context, db: Target) -> None:
 
 
 def user_errors(func: F) -> F:
-    """Turn a user's mistake into one line on stderr and exit status 2, never a traceback."""
+    """Turn a user's mistake into one line on stderr and exit status 1, never a traceback.
+
+    (A mistake in the command line itself, caught by click, exits 2.)
+    """
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

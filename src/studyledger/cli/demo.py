@@ -43,6 +43,8 @@ def simulate(folder: Path, seconds: float, runs: int, seed: int, study_id: str, 
     except KeyboardInterrupt:
         simulator.stop.set()
         thread.join()
+    if simulator.error is not None:
+        raise simulator.error  # one line on stderr, exit 1 (user_errors)
     result = {"folder": str(folder), "lines": simulator.stats.lines, "files": simulator.stats.files}
     echo_result(as_json, result, f"wrote {result['lines']} line(s) to {result['files']} file(s) in {folder}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -39,8 +40,14 @@ line_limit_option = click.option(
 
 
 def _load_adapter(_ctx: click.Context, _param: click.Parameter, value: str | None) -> LineAdapter | None:
+    if value is None:
+        return None
+    # A module beside the user is found as `python -m` would find it (uvicorn's --app-dir does
+    # the same): the console script's path holds only its own folder.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
-        return None if value is None else load_adapter(value)
+        return load_adapter(value)
     except ValidationError as exc:
         raise click.BadParameter(str(exc)) from None
 
@@ -50,7 +57,7 @@ adapter_option = click.option(
     metavar="MODULE:FUNCTION",
     callback=_load_adapter,
     help="Your own line adapter for a format studyledger does not know, tried before the built-in "
-         "ones (see docs/formats.md).",
+         "ones; MODULE is found on the Python path or in the current folder (docs/formats.md).",
 )
 
 
@@ -202,7 +209,7 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 @user_errors
 def rejects(ctx: Context, limit: int | None, as_json: bool) -> None:
     """List lines the ingester could not use: FILE:LINE:OFFSET and the reason."""
-    with ctx.ledger() as ledger:
+    with ctx.reader() as ledger:
         rows = query.rejections(ledger.conn, limit=limit)
     if as_json:
         echo_json(rows)

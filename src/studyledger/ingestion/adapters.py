@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -126,12 +127,19 @@ def load_adapter(reference: str) -> LineAdapter:
     """The adapter a ``module:function`` reference names (upstream's way of naming user code).
 
     Raises:
-        ValidationError: the reference is malformed or names nothing callable.
+        ValidationError: the reference is malformed, names nothing callable, or its module
+            fails while it is imported (the message names the file and line).
     """
     try:
         return load_callable(reference)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ValidationError(f"{reference!r} names no line adapter ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # importing a user's module runs their code: any error can come
+        where = ""
+        if isinstance(exc, SyntaxError) and exc.filename:
+            where = f" at {exc.filename}:{exc.lineno}"
+        elif not isinstance(exc, (ImportError, AttributeError, ValueError)) and exc.__traceback__ is not None:
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            where = f" at {frame.filename}:{frame.lineno}"
+        raise ValidationError(f"{reference!r} names no line adapter ({type(exc).__name__}: {exc}{where})") from None
 
 
 def events_from_line(obj: Any, *, source: str, adapter: LineAdapter | None = None,

@@ -56,10 +56,11 @@ class IngestReport(LineCounts):
             setattr(self, counter.name, getattr(self, counter.name) + getattr(item, counter.name))
 
     def to_dict(self) -> dict[str, Any]:
-        """The report as a plain mapping, ``files`` first; study keys only when studies were seen."""
+        """The report as a plain mapping, ``files`` first; study keys only when a study folder
+        was seen (a folder without a study id still reports its problems)."""
         data = asdict(self)
         ordered = {"files": data.pop("files"), **data}
-        if not self.studies:
+        if not (self.studies or self.orphan_traces or self.problems):
             for name in ("studies", "orphan_traces", "problems"):
                 del ordered[name]
         return ordered
@@ -98,6 +99,7 @@ def plan(paths: Iterable[str | os.PathLike[str]], *, recursive: bool = True) -> 
     Raises:
         FileNotFoundError: a named path does not exist (checked before anything is read).
     """
+    paths = list(paths)  # walked twice: a generator would be spent by the first walk
     found = Plan()
     studies: set[str] = set()
     files: set[str] = set()

@@ -15,6 +15,22 @@ if TYPE_CHECKING:
     from ..app import StudyLedgerApp
 
 
+def mark_pair(marked: list[str], key: str) -> tuple[str, str] | None:
+    """Mark ``key`` (or unmark it); once two are marked, clear the marks and return the pair.
+
+    Comparing is two presses of ``c``, on the conditions screen and on a runs table alike.
+    """
+    if key in marked:
+        marked.remove(key)
+    else:
+        marked.append(key)
+    if len(marked) < 2:
+        return None
+    first, second = marked
+    marked.clear()
+    return first, second
+
+
 class LiveScreen(Screen[None]):
     """A screen whose data the app refreshes when the ledger changes.
 

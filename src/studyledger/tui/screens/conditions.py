@@ -29,7 +29,7 @@ from ..data import ConditionFigures, Row
 from ..format import bins, breakdown, distribution, duration, progress_bar, resources_text, spark
 from ..literal import literal
 from ..widgets import LedgerHeader, LiveTable
-from .base import LiveScreen
+from .base import LiveScreen, mark_pair
 from .compare import CompareScreen
 
 BAR = 12
@@ -286,16 +286,9 @@ class ConditionsScreen(LiveScreen):
     def action_mark(self) -> None:
         """Mark the condition under the cursor; marking a second opens the two side by side."""
         key = self.query_one(LiveTable).current_key()
-        if key is None:
-            return
-        if key in self.marked:
-            self.marked.remove(key)
-        else:
-            self.marked.append(key)
-        if len(self.marked) == 2:
-            first, second = self.marked
-            self.marked = []
-            self.app.push_screen(CompareScreen(self.study_id, first, second))
+        pair = None if key is None else mark_pair(self.marked, key)
+        if pair is not None:
+            self.app.push_screen(CompareScreen(self.study_id, *pair))
         self._show()
 
     def action_next_metric(self) -> None:

@@ -20,7 +20,7 @@ from ..data import Row, RunFigures
 from ..format import STALE, breakdown, duration, metric_cell, resources_text, short_time, status_text
 from ..literal import literal
 from ..widgets import LedgerHeader, LiveTable, SearchBar
-from .base import LiveScreen
+from .base import LiveScreen, mark_pair
 
 # Single-key status filters, in lifecycle order ("stale" is derived, not a status).
 STATUS_KEYS = {"0": None, "1": "pending", "2": "running", "3": "success", "4": "failed",
@@ -231,16 +231,9 @@ class RunsScreen(LiveScreen):
     def action_mark(self) -> None:
         """Mark the run under the cursor; marking a second opens the two side by side."""
         key = self.query_one(LiveTable).current_key()
-        if key is None:
-            return
-        if key in self.marked:
-            self.marked.remove(key)
-        else:
-            self.marked.append(key)
-        if len(self.marked) == 2:
-            first, second = self.marked
-            self.marked = []
-            self.ledger_app.open_diff(first, second)
+        pair = None if key is None else mark_pair(self.marked, key)
+        if pair is not None:
+            self.ledger_app.open_diff(*pair)
         self._show()
 
     def action_conditions(self) -> None:
