@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from studyledger import Ledger, search
 from studyledger.cli import cli
 
-from .pg_server import PgServer
+from .pg_server import PgDatabase, PgServer
 from .study_helpers import build_study, study_events
 from .tui_helpers import observation, register, status
 
@@ -168,3 +168,18 @@ def test_both_backends_find_the_same_hits(both: dict[str, str], texts: list[str]
             answers.append(([hit["seq"] for hit in search.search(ledger.conn, query, limit=10_000)],
                             search.count(ledger.conn, query)))
     assert answers[0] == answers[1]
+
+
+def test_an_index_built_before_words_is_built_again(pg_database: PgDatabase) -> None:
+    """A PostgreSQL index from before search.words holds the server's own words (`café`
+    with its accent): the next search builds it again, so old events are found too."""
+    with Ledger.open(pg_database.url) as ledger:
+        ledger.append([register("s", "run-1", "c", 1, 1), observation("run-1", 1, text="Café crème")])
+        with ledger.store.transaction():
+            search.build(ledger.conn)
+    with pg_database.connect(autocommit=True) as conn:  # as the old build left it
+        conn.execute("DELETE FROM search_state WHERE name = 'words'")
+        conn.execute("UPDATE search_index SET words = to_tsvector('simple', 'Café crème')")
+    with Ledger.open(pg_database.url, readonly=True) as ledger:
+        assert not search.is_current(ledger.conn) and search.count(ledger.conn, "cafe") == 0
+    assert [hit["run_id"] for hit in cli_json(pg_database.url, "search", "cafe creme")] == ["run-1"]

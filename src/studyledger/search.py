@@ -92,9 +92,17 @@ def indexed_seq(conn: sqlite3.Connection) -> int:
 
 
 def is_current(conn: sqlite3.Connection) -> bool:
-    """Whether the index exists and holds every event."""
+    """Whether the index exists, holds every event, and holds them as :func:`words` reads them."""
     head = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
-    return exists(conn) and indexed_seq(conn) == head
+    return exists(conn) and indexed_seq(conn) == head and _folded(conn)
+
+
+def _folded(conn: sqlite3.Connection) -> bool:
+    """Whether a PostgreSQL index holds :func:`words` (one built before them holds the
+    server's own words, and is built again by the next :func:`build`)."""
+    if has_sqlite_json(conn):
+        return True
+    return conn.execute(f"SELECT 1 FROM {STATE_TABLE} WHERE name = 'words'").fetchone() is not None
 
 
 def catch_up(conn: sqlite3.Connection) -> int:
@@ -118,7 +126,11 @@ def catch_up(conn: sqlite3.Connection) -> int:
 
 
 def build(conn: sqlite3.Connection) -> int:
-    """Create the index if missing and bring it up to date (inside a write transaction)."""
+    """Create the index if missing (or built the old way) and bring it up to date (inside
+    a write transaction)."""
+    if exists(conn) and not _folded(conn):
+        conn.execute(f"DROP TABLE {INDEX_TABLE}")
+        conn.execute(f"DROP TABLE {STATE_TABLE}")
     if not exists(conn):
         for ddl in _DDL if has_sqlite_json(conn) else _PG_DDL:
             conn.execute(ddl)
@@ -275,6 +287,7 @@ _PG_DDL = (
     f"CREATE TABLE {INDEX_TABLE} (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, words TSVECTOR NOT NULL)",
     f"CREATE INDEX {INDEX_TABLE}_words ON {INDEX_TABLE} USING gin (words)",
     *_DDL[1:],
+    f"INSERT INTO {STATE_TABLE} VALUES ('words', 0)",  # its words are words()': see _folded
 )
 # The server gets the words of SQLite's tokenizer (words()), one space between two: its
 # 'simple' configuration then keeps each as one lexeme, whatever the server's locale splits
