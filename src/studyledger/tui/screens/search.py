@@ -110,8 +110,8 @@ class SearchScreen(LiveScreen):
             text.append("  filters: " + clean(", ".join(applied)), "italic")
         if len(hits) < total:
             text.append(f"  (newest {len(hits)} shown)", "dim")
-        if self.source.temporary_index:
-            text.append("  read-only ledger: searched with a temporary index", "italic")
+        if self.source.index_note is not None:
+            text.append(f"  {self.source.index_note}: searched with a temporary index", "italic")
         self._say(text)
         if hits and (self.submitted or self.focused is None):
             table.focus()
