@@ -22,6 +22,7 @@ from studyledger.tui.screens.observation import ObservationScreen
 from studyledger.tui.screens.run import RunScreen
 from studyledger.tui.screens.runs import RunsScreen
 from studyledger.tui.screens.studies import StudiesScreen
+from studyledger.tui.widgets import LedgerHeader
 
 from .tui_helpers import CLOCK, build, sync, until
 
@@ -391,6 +392,36 @@ async def test_ingestion_screen_with_watch_ingests_in_process(tmp_path: Path) ->
         assert "invalid JSON" in column(app.screen.query_one("#rejected", DataTable), "reason")[0]
         assert "watching" in static_text(app.screen.query_one("#watcher", Static))
     assert app.watcher is not None and not app.watcher.running
+
+
+@sync
+async def test_every_screen_says_when_the_watcher_waits_or_stops(tmp_path: Path) -> None:
+    """Review item 8: a watcher waiting for its folder, or stopped, showed only on the
+    ingestion screen. The header of every screen says so, and a notification when it changes."""
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    app = make_app(tmp_path / "watched.db", watch=folder, watch_options={"reconcile": 0.1})
+
+    def header() -> str:
+        return app.screen.query_one(LedgerHeader).format_title().plain
+
+    def notified(text: str) -> bool:
+        return any(text in " ".join(str(toast.render()).split()) for toast in app.screen.query("Toast"))
+
+    async with app.run_test(size=(120, 30), notifications=True) as pilot:
+        await until(pilot, lambda: header() == "studyledger — studies")
+        folder.rename(tmp_path / "drop.gone")
+        await until(pilot, lambda: header() == "studyledger [waiting for its folder drop] — studies")
+        await until(pilot, lambda: notified("the folder is gone; waiting for it to come back"))
+        await pilot.press("s")  # another screen says it too
+        await until(pilot, lambda: header() == "studyledger [waiting for its folder drop] — search every run")
+        (tmp_path / "drop.gone").rename(folder)
+        await until(pilot, lambda: header() == "studyledger — search every run")
+        await until(pilot, lambda: notified("back; watching it again"))
+        assert app.watcher is not None
+        app.watcher.stop()
+        await until(pilot, lambda: header() == "studyledger [watcher stopped] — search every run")
+        await until(pilot, lambda: notified("watcher stopped"))
 
 
 @sync

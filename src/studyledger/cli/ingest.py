@@ -153,8 +153,13 @@ def watch(
                           adapter=adapter).start()
         say(f"watching {folder} into {ctx.db} (Ctrl-C to stop)", err=True)
         live = sys.stderr.isatty() and not as_json
+        waiting: str | None = None
         try:
             while watcher.running and not stop.wait(STATUS_INTERVAL):
+                if watcher.waiting != waiting:  # said once each way, on its own line
+                    waiting = watcher.waiting
+                    click.echo("\r" if live else "", nl=False, err=True)
+                    say(waiting or f"{watcher.folder}: back; watching it again", err=True)
                 if live:
                     # The carriage return is ours (it redraws the line); the rest is escaped.
                     click.echo("\r", nl=False, err=True)

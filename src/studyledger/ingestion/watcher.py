@@ -19,7 +19,9 @@ CLI can own the main thread.
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 import threading
 import time
 import warnings
@@ -60,6 +62,18 @@ _Signature = tuple[int, int, int, int]
 # creation event race. The watch is reused and nothing is missed; the warning would only
 # reach the user's terminal as noise.
 warnings.filterwarnings("ignore", message=r"Callback with id .* already exists for watch", category=RuntimeWarning)
+
+
+class _StoppedEmitter(logging.Filter):
+    """Drops watchdog's log line of an emitter stopped between two of its reads (as when
+    the folder it watched is gone and the watcher points the observer elsewhere): it read
+    nothing more, and the line would reach the user's terminal as an error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "called when the thread is inactive" not in record.getMessage()
+
+
+logging.getLogger("watchdog.observers.inotify").addFilter(_StoppedEmitter())
 
 
 class _Hints(FileSystemEventHandler):
@@ -126,6 +140,9 @@ class Watcher:
         self.line_limit = line_limit
         self.adapter = adapter
         self.error: BaseException | None = None
+        self.waiting: str | None = None
+        """What the watcher waits for while its folder is gone (moved away, deleted), else None."""
+        self._watched: tuple[int, int] | None = None  # the folder the observer watches
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -186,7 +203,8 @@ class Watcher:
             totals = self._totals
             findings = list(self._study_findings.values())
             return replace(totals, files=len(self._files),
-                           errors=[*totals.errors, *(error for _, _, error in findings if error)],
+                           errors=[*totals.errors, *(error for _, _, error in findings if error),
+                                   *([self.waiting] if self.waiting else [])],
                            studies=list(totals.studies),
                            orphan_traces=[trace for _, orphans, _ in findings for trace in orphans],
                            problems=[problem for problems, _, _ in findings for problem in problems])
@@ -229,7 +247,7 @@ class Watcher:
             tailer = Tailer(ledger, line_limit=self.line_limit, adapter=self.adapter)
             observer = self._make_observer()
             # Scheduled before the first scan: a change during the scan raises a hint.
-            observer.schedule(_Hints(self), str(self.folder), recursive=True)
+            self._follow_folder(observer)
             observer.start()
             self._ready.set()
             next_scan = 0.0
@@ -240,8 +258,9 @@ class Watcher:
                     scan, self._scan_requested = self._scan_requested, False
                 for path in sorted(dirty):
                     self._read(tailer, path)
-                if scan or stopping or time.monotonic() >= next_scan:
+                if (scan or stopping or time.monotonic() >= next_scan) and self._follow_folder(observer):
                     self._scan(tailer)
+                if scan or stopping or time.monotonic() >= next_scan:
                     next_scan = time.monotonic() + self.reconcile
                 if stopping:
                     return
@@ -258,9 +277,32 @@ class Watcher:
             if ledger is not None:
                 ledger.close()
 
+    def _follow_folder(self, observer: BaseObserver) -> bool:
+        """Whether the folder is there to scan.
+
+        While it is gone (moved away, deleted) the watcher waits for it, saying so in
+        :attr:`waiting`, and looks again at each scan. When it is back, or a new folder
+        took its name, the observer is pointed at it: it watched the folder's inode.
+        """
+        try:
+            info = os.stat(self.folder)
+            found = (info.st_dev, info.st_ino) if stat.S_ISDIR(info.st_mode) else None
+        except OSError:
+            found = None
+        if found != self._watched:
+            observer.unschedule_all()
+            if found is not None:
+                observer.schedule(_Hints(self), str(self.folder), recursive=True)
+            self._watched = found
+        self.waiting = None if found is not None else f"{self.folder}: the folder is gone; waiting for it to come back"
+        return found is not None
+
     def _scan(self, tailer: Tailer) -> None:
         """Import the study folders found, then read every file whose signature changed."""
-        found = plan([self.folder])
+        try:
+            found = plan([self.folder])
+        except FileNotFoundError:
+            return  # gone since it was looked for: the next scan waits for it
         files = list(found.files)
         with self._lock:
             for moved in set(self._study_findings) - set(found.studies):

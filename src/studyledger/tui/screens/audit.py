@@ -35,7 +35,6 @@ class AuditScreen(LiveScreen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.title = "studyledger"
         self.sub_title = "audit"
         self.query_one(LiveTable).focus()
         self._start_verify()  # the anomalies load when the screen is shown (on resume)

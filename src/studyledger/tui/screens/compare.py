@@ -49,7 +49,6 @@ class CompareScreen(LiveScreen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.title = "studyledger"
         self.sub_title = f"{self.first} vs {self.second}"
         self.query_one("#comparison").focus()
 

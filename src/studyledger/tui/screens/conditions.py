@@ -94,7 +94,6 @@ class ConditionsScreen(LiveScreen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.title = "studyledger"
         self.sub_title = f"conditions of {self.study_id}"
         self.query_one(LiveTable).focus()
 

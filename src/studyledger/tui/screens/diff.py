@@ -50,7 +50,6 @@ class DiffScreen(LiveScreen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.title = "studyledger"
         self.sub_title = f"{self.run_a} vs {self.run_b}"
         self.query_one("#diff").focus()
 

@@ -41,7 +41,6 @@ class IngestionScreen(LiveScreen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.title = "studyledger"
         self.sub_title = "ingestion"
         self.query_one("#files").focus()
 
@@ -82,7 +81,8 @@ class IngestionScreen(LiveScreen):
             text.append(" (start it with --watch DIR, or run `studyledger watch DIR` beside it).", "dim")
         else:
             stats = watcher.stats
-            state = ("watching", "#2e9e44") if watcher.running else ("stopped", "#d13438")
+            state = (("stopped", "#d13438") if not watcher.running else
+                     ("waiting for", "#c27c0e") if watcher.waiting is not None else ("watching", "#2e9e44"))
             text.append(state[0], f"bold {state[1]}")
             text.append(" ")
             text.append_text(literal(watcher.folder))

@@ -41,5 +41,4 @@ class NoLedgerScreen(Screen[None]):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.title = "studyledger"
         self.sub_title = "no ledger"

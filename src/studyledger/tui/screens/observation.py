@@ -76,7 +76,6 @@ class ObservationScreen(LiveScreen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.title = "studyledger"
         self.sub_title = f"observation {self.seq}"
         self.query_one("#observation").focus()
 

@@ -64,7 +64,6 @@ class RunScreen(LiveScreen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.title = "studyledger"
         self.sub_title = f"run {self.run_id}"
         observations = self.query_one(ObservationList)
         observations.focus()

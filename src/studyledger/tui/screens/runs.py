@@ -96,7 +96,6 @@ class RunsScreen(LiveScreen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.title = "studyledger"
         if self.without_study:
             self.sub_title = "runs without a study"
         elif self.condition_id is not None:

@@ -72,7 +72,6 @@ class SearchScreen(LiveScreen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.title = "studyledger"
         self.sub_title = "search every run"
         self.query_one("#query", Input).focus()
         self._say(Text("Observations, rejected lines and run errors of every run, newest first. "

@@ -48,7 +48,6 @@ class StudiesScreen(LiveScreen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.title = "studyledger"
         self.sub_title = "studies"
 
     def refresh_data(self) -> None:
