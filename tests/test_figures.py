@@ -18,6 +18,7 @@ from studyledger.cli import cli
 from studyledger.events import EventKind
 from studyledger.schema import from_canonical
 
+from .conftest import copy_ledger
 from .study_helpers import build_study
 
 UPSTREAM = Path(__file__).parent / "fixtures" / "upstream"
@@ -129,10 +130,8 @@ def test_runs_metric_column_keeps_nan_and_booleans(special: Path) -> None:
     assert "NaN" in text and "Infinity" in text and "None" not in text
 
 
-def test_real_agent_study_conditions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    db = tmp_path / "agents.db"
-    monkeypatch.chdir(UPSTREAM)  # upstream's trace references are relative to this folder
-    assert CliRunner().invoke(cli, ["--db", str(db), "ingest", "agents_traced"]).exit_code == 0
+def test_real_agent_study_conditions(tmp_path: Path, upstream_ledgers: dict[str, Path]) -> None:
+    db = copy_ledger(upstream_ledgers["agents_traced"], tmp_path)  # a search builds its index
     rows = cli_json(db, "conditions", "agents-traced-study")
     assert len(rows) == 6
     assert all(row["planned"] == 4 and sum(row["runs_by_status"].values()) == 4 for row in rows)
