@@ -65,9 +65,12 @@ class StudyLedgerApp(App[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
         Binding("question_mark", "help", "Keys"),
-        Binding("i", "ingestion", "Ingestion"),
-        Binding("a", "audit", "Audit"),
-        Binding("s", "search", "Search all"),
+        # Every screen has these; the studies screen shows i and a in its footer, so the
+        # others' keys fit in 80 columns.
+        Binding("i", "ingestion", "Ingestion", show=False),
+        Binding("a", "audit", "Audit", show=False),
+        # Its own action name: the footer shows one key per action, and screens search with /.
+        Binding("s", "search_all", "Search all"),
         Binding("t", "toggle_theme", "Theme", show=False),
     ]
 
@@ -220,7 +223,7 @@ class StudyLedgerApp(App[None]):
         if len(self.screen_stack) > 2:
             self.pop_screen()
 
-    def action_search(self) -> None:
+    def action_search_all(self) -> None:
         """Search every run (observations, rejected lines, run errors)."""
         if self.source is not None and not isinstance(self.screen, SearchScreen):
             self.push_screen(SearchScreen())

@@ -21,14 +21,14 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.events import Resize
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from ...events import parse_instant
 from ...query import finite_values, summary_text, value_text
 from ..data import ConditionFigures, Row
 from ..format import bins, breakdown, distribution, duration, progress_bar, resources_text, spark
 from ..literal import literal
-from ..widgets import LedgerHeader, LiveTable
+from ..widgets import LedgerFooter, LedgerHeader, LiveTable
 from .base import LiveScreen, mark_pair
 from .compare import CompareScreen
 
@@ -91,7 +91,7 @@ class ConditionsScreen(LiveScreen):
         yield Static(id="summary", classes="summary study-summary")
         yield Static(id="empty", classes="empty")
         yield LiveTable(id="conditions")
-        yield Footer(compact=True)
+        yield LedgerFooter()
 
     def on_mount(self) -> None:
         self.sub_title = f"conditions of {self.study_id}"
@@ -121,7 +121,7 @@ class ConditionsScreen(LiveScreen):
 
         def factor(name: str) -> Column:
             return Column(f"factor:{name}", name, lambda r: value_text(r["factors"].get(name)),
-                          lambda r: literal(value_text(r["factors"].get(name)) if name in r["factors"] else ""))
+                          lambda r: literal(value_text(r["factors"].get(name))))
 
         def metric(name: str) -> Column:
             return Column(f"metric:{name}", name, lambda r: _mean_order(r["metrics"].get(name)),

@@ -8,12 +8,13 @@ from typing import ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import Footer, Label, Static
+from textual.widgets import Label, Static
 
+from ...query import value_text
 from ..data import Row
 from ..format import short_time
 from ..literal import literal, shorten
-from ..widgets import LedgerHeader, LiveTable
+from ..widgets import LedgerFooter, LedgerHeader, LiveTable
 from .base import LiveScreen
 
 
@@ -38,7 +39,7 @@ class IngestionScreen(LiveScreen):
         for key in ("seq", "file", "line", "reason", "raw"):
             rejected.add_column(key, key=key)
         yield rejected
-        yield Footer(compact=True)
+        yield LedgerFooter()
 
     def on_mount(self) -> None:
         self.sub_title = "ingestion"
@@ -66,7 +67,7 @@ class IngestionScreen(LiveScreen):
             (str(r["seq"]), [
                 Text(str(r["seq"]), justify="right"),
                 literal(_near(r.get("file"))),
-                Text(str(r.get("line") or ""), justify="right"),
+                Text(value_text(r.get("line")), justify="right"),
                 literal(shorten(r.get("reason"), 80), "#d13438"),
                 literal(shorten(r.get("raw"), 120), "dim"),
             ])

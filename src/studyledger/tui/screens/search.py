@@ -14,13 +14,13 @@ from typing import ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import DataTable, Input, Static
 
 from ...search import COUNT_CAP, KINDS, Filters, match_expression
 from ..data import Row
 from ..format import status_text
 from ..literal import clean, literal
-from ..widgets import LedgerHeader, LiveTable
+from ..widgets import LedgerFooter, LedgerHeader, LiveTable
 from .base import LiveScreen
 
 FILTER_NAMES = {"study": "study_id", "status": "status", "kind": "kind", "type": "event_type", "tool": "tool"}
@@ -69,7 +69,7 @@ class SearchScreen(LiveScreen):
                            ("snippet", "where the words are")):
             table.add_column(label, key=key)
         yield table
-        yield Footer(compact=True)
+        yield LedgerFooter()
 
     def on_mount(self) -> None:
         self.sub_title = "search every run"
