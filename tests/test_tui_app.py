@@ -197,6 +197,8 @@ async def test_sorting_by_clicking_a_column_header(db: Path) -> None:
         index = list(table.columns).index("seed")  # type: ignore[arg-type]
         app.screen.post_message(DataTable.HeaderSelected(table, "seed", index, seeds.label))  # type: ignore[arg-type]
         await until(pilot, lambda: column(table, "seed") == ["101", "102", "103", "104", "105"])
+        app.screen.post_message(DataTable.HeaderSelected(table, "seed", index, seeds.label))  # type: ignore[arg-type]
+        await until(pilot, lambda: column(table, "seed") == ["105", "104", "103", "102", "101"])  # again: reversed
 
 
 @sync

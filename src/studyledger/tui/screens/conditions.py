@@ -29,7 +29,7 @@ from ..data import ConditionFigures, Row
 from ..format import bins, breakdown, distribution, duration, progress_bar, resources_text, spark
 from ..literal import literal
 from ..widgets import LedgerFooter, LedgerHeader, LiveTable
-from .base import LiveScreen, mark_pair
+from .base import LiveScreen, header_sort, mark_pair
 from .compare import CompareScreen
 
 BAR = 12
@@ -271,10 +271,7 @@ class ConditionsScreen(LiveScreen):
             self.ledger_app.open_study(self.study_id, str(event.row_key.value))
 
     def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
-        if event.column_index == self.sort_column:
-            self.descending = not self.descending
-        else:
-            self.sort_column, self.descending = event.column_index, False
+        self.sort_column, self.descending = header_sort(event.column_index, self.sort_column, self.descending)
         self._show()
 
     def action_open(self) -> None:

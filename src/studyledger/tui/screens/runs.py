@@ -20,7 +20,7 @@ from ..data import Row, RunFigures
 from ..format import STALE, breakdown, duration, metric_cell, resources_text, short_time, status_text
 from ..literal import literal
 from ..widgets import LedgerFooter, LedgerHeader, LiveTable, SearchBar
-from .base import LiveScreen, mark_pair
+from .base import LiveScreen, header_sort, mark_pair
 
 # Single-key status filters, in lifecycle order ("stale" is derived, not a status).
 STATUS_KEYS = {"0": None, "1": "pending", "2": "running", "3": "success", "4": "failed",
@@ -189,10 +189,7 @@ class RunsScreen(LiveScreen):
             self.ledger_app.open_run(str(event.row_key.value))
 
     def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
-        if event.column_index == self.sort_column:
-            self.descending = not self.descending
-        else:
-            self.sort_column, self.descending = event.column_index, False
+        self.sort_column, self.descending = header_sort(event.column_index, self.sort_column, self.descending)
         self._show()
 
     def action_open(self) -> None:
