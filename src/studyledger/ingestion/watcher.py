@@ -104,6 +104,44 @@ def _text(path: str | bytes) -> str:
     return os.fsdecode(path)
 
 
+_FolderSignature = frozenset[tuple[str, _Signature | None]]
+
+# A file changed this recently may change again within the same timestamp tick (the
+# kernel's clock is coarse) without its size changing: such a folder is imported at every
+# scan until it has been still this long, as git treats "racily clean" files.
+_SETTLED_NS = 2_000_000_000
+
+
+def _folder_signature(folder: Path) -> _FolderSignature | None:
+    """What a study folder's import depends on: every entry under it with the signature of
+    what it leads to, except the JSONL files the tailer follows (traces, observations),
+    whose names alone the import reads; runs.jsonl's content it reads too. None while
+    something in it changed too recently for its signature to be trusted."""
+    found: set[tuple[str, _Signature | None]] = set()
+    unsettled = time.time_ns() - _SETTLED_NS
+    pending = [str(folder)]
+    while pending:
+        try:
+            entries = list(os.scandir(pending.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(entry.path)
+            if entry.name.endswith(".jsonl") and entry.name != "runs.jsonl":
+                found.add((entry.path, None))
+                continue
+            try:
+                info = entry.stat()
+            except OSError:
+                found.add((entry.path, None))
+                continue
+            if info.st_mtime_ns > unsettled:
+                return None
+            found.add((entry.path, (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)))
+    return frozenset(found)
+
+
 class Watcher:
     """Tail every JSONL file under a folder into a ledger until stopped.
 
@@ -157,6 +195,8 @@ class Watcher:
         # What the latest scan of each study folder found wrong: a file caught while a
         # runner rewrites it is a problem of one scan, gone at the next.
         self._study_findings: dict[Path, tuple[list[str], list[str], str | None]] = {}
+        # Each study folder's files as its last import saw them, and the JSONL files it listed.
+        self._imported: dict[Path, tuple[_FolderSignature | None, list[Path]]] = {}
         self._checkpoints = CheckpointCache()
         self._thread: threading.Thread | None = None
 
@@ -307,6 +347,8 @@ class Watcher:
         with self._lock:
             for moved in set(self._study_findings) - set(found.studies):
                 del self._study_findings[moved]  # a study folder moved away has no problems left here
+        for moved in set(self._imported) - set(found.studies):
+            del self._imported[moved]
         for study in found.studies:
             files.extend(self._scan_study(tailer.ledger, study))
         present: set[str] = set()
@@ -328,15 +370,23 @@ class Watcher:
         """Append what a study folder's whole files state (study.yaml, CSVs, run.json);
         return the JSONL files it holds.
 
-        They are re-read at every scan because runner processes rewrite them while a study
-        runs; events are content-addressed, so unchanged facts append nothing.
+        Runner processes rewrite them while a study runs, so a scan imports the folder
+        again whenever one of its files changed since its last import (events are
+        content-addressed: unchanged facts append nothing). A folder whose files are as
+        its last import saw them is not imported again: an idle watch over 30 finished
+        study folders spent 1.8 CPU-s every 10 s doing that.
         """
+        signature = _folder_signature(folder)  # taken first: a change during the import shows next scan
+        kept = self._imported.get(folder)
+        if kept is not None and signature is not None and kept[0] == signature:
+            return kept[1]
         found = IngestReport()
         try:
             files = import_study_folder(ledger, folder, found, cache=self._checkpoints)
         except (StudyFolderError, OSError) as exc:
-            # Often a file caught mid-rewrite: the next scan reads it again.
+            # Often a file caught mid-rewrite: the scan after its rewrite reads it again.
             self._note_study(folder, [], [], str(exc))
+            self._imported[folder] = (signature, [])
             return []
         except (LedgerBusyError, EventConflictError) as exc:
             # Busy: the next scan appends them. A conflict means the ledger was edited:
@@ -349,6 +399,7 @@ class Watcher:
             totals.events_appended += found.events_appended
             totals.duplicates += found.duplicates
             totals.studies.extend(study for study in found.studies if study not in totals.studies)
+        self._imported[folder] = (signature, files)
         return files
 
     def _note_study(self, folder: Path, problems: list[str], orphans: list[str], error: str | None) -> None:
