@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from studyledger import Ledger, RunBudget, ingest
+from studyledger.ingestion.service import IngestReport
 
 from .pg_server import pg_database, pg_server, pg_url  # fixtures of a throwaway PostgreSQL server
 
@@ -20,19 +22,40 @@ vectors), kept in the repository so the suite passes in a fresh clone with nothi
 
 
 UPSTREAM = REPO / "tests" / "fixtures" / "upstream"
+UPSTREAM_CASES = ("plain", "runner_raises", "fail_fast", "metrics_special", "agents_traced", "crashed", "resumed",
+                  "rerun")
+"""Every case of tests/fixtures/upstream (see its README)."""
 
 
 @pytest.fixture(scope="session")
-def upstream_ledgers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def upstream_ingested(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[Path, IngestReport]]]:
     """Ledgers of upstream's real output (tests/fixtures/upstream), one per case, each
-    ingested as `studyledger ingest CASE` does; tests only read them."""
+    ingested once a session as `studyledger ingest CASE` does, with what the ingest
+    reported. Tests only read them (a search builds an index: search a copy,
+    :func:`copy_ledger`); the session checks at its end that none was written."""
     root = tmp_path_factory.mktemp("upstream-ledgers")
-    paths = {}
-    for case in ("metrics_special", "agents_traced", "crashed", "plain"):
-        paths[case] = root / f"{case}.db"
-        with Ledger.open(paths[case]) as opened:
-            ingest(opened, [UPSTREAM / case])
-    return paths
+    found = {}
+    for case in UPSTREAM_CASES:
+        path = root / f"{case}.db"
+        with Ledger.open(path) as opened:
+            found[case] = (path, ingest(opened, [UPSTREAM / case]))
+    digests = {case: hashlib.sha256(path.read_bytes()).hexdigest() for case, (path, _) in found.items()}
+    yield found
+    written = [case for case, (path, _) in found.items()
+               if hashlib.sha256(path.read_bytes()).hexdigest() != digests[case]]
+    assert not written, f"a test wrote the shared upstream ledgers {written}: give it a copy_ledger"
+
+
+@pytest.fixture(scope="session")
+def upstream_ledgers(upstream_ingested: dict[str, tuple[Path, IngestReport]]) -> dict[str, Path]:
+    """The shared upstream ledgers' files, by case (:func:`upstream_ingested`)."""
+    return {case: path for case, (path, _) in upstream_ingested.items()}
+
+
+def copy_ledger(source: Path, folder: Path) -> Path:
+    """A copy of a closed ledger file in ``folder``, for a test that writes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copyfile(source, folder / source.name))
 
 
 @pytest.fixture

@@ -322,6 +322,8 @@ OBSERVATION = {"timestamp": "2026-03-02T10:16:00+00:00", "record_id": "evt-1", "
     (None, "not null"),
     ({"hello": 1}, "unknown line shape (keys: hello)"),
     ({}, "unknown line shape (keys: no keys)"),
+    ({"kind": "observation_recorded", "body": {}},
+     'looks like a studyledger line without its version key: add "studyledger": 1'),
     ({k: v for k, v in trace_line().items() if k != "timestamp"}, "trace event is missing timestamp"),
     (trace_line(run_id=7), "trace event 'run_id' must be text, not a number"),
     (trace_line(timestamp="yesterday"), "trace event 'timestamp' 'yesterday' is not an ISO-8601 time"),

@@ -14,6 +14,8 @@ from click.testing import CliRunner
 from studyledger import Ledger, Observation, RunStatus
 from studyledger.cli import cli
 
+from .study_helpers import build_study
+
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     result = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
@@ -189,3 +191,32 @@ def test_every_human_output_escapes_control_characters(tmp_path: Path) -> None:
     assert data["transitions"][0]["reason"] == HOSTILE_TEXT
     code, out, err = invoke("--db", db, "show", f"nope{HOSTILE_TEXT}")
     assert code != 0 and "\x1b" not in err and "\\x1b" in err
+
+
+# -- small things a user runs into (review item 14) ----------------------------------------
+
+
+def test_events_of_nothing_say_no_events(populated: tuple[Path, str]) -> None:
+    code, out, err = invoke("--db", str(populated[0]), "events", "--run", "nope")
+    assert (code, out, err) == (0, "", "no events\n")
+    assert invoke("--db", str(populated[0]), "events", "--run", "nope", "--json")[1] == "[]\n"
+
+
+def test_an_unknown_metric_is_named_with_the_known_ones(tmp_path: Path) -> None:
+    db = build_study(tmp_path / "l.db", conditions=1, replicates=2)
+    code, out, err = invoke("--db", str(db), "runs", "--metric", "nope", "--metric", "score")
+    assert code == 0 and len(out.splitlines()) == 3
+    assert err == "Warning: no run here has a metric 'nope'; these have: feasible, score, tokens\n"
+    code, _, err = invoke("--db", str(db), "runs", "--metric", "score")
+    assert code == 0 and err == ""
+
+
+@pytest.mark.parametrize("command", [["events"], ["rejects"], ["search", "hello"]])
+def test_every_limit_follows_one_rule(populated: tuple[Path, str], command: list[str]) -> None:
+    """At least 1 everywhere (events took 0, search at most 10,000); any larger number is
+    everything."""
+    db = str(populated[0])
+    code, _, err = invoke("--db", db, *command, "--limit", "0")
+    assert code == 2 and "Invalid value for '--limit': 0 is not in the range x>=1." in err
+    code, _, err = invoke("--db", db, *command, "--limit", str(2**70))
+    assert code == 0, err

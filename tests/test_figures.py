@@ -1,4 +1,4 @@
-"""Condition figures, metric values and search, checked against the ledger's own events."""
+"""Condition figures and metric values, checked against the ledger's own events (search: test_search.py)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from studyledger import Ledger, query, search
+from studyledger import Ledger, query
 from studyledger.cli import cli
 from studyledger.events import EventKind
 from studyledger.schema import from_canonical
 
-from .study_helpers import build_study, study_events
-from .tui_helpers import status
+from .conftest import copy_ledger
+from .study_helpers import build_study
 
 UPSTREAM = Path(__file__).parent / "fixtures" / "upstream"
 
@@ -130,10 +130,8 @@ def test_runs_metric_column_keeps_nan_and_booleans(special: Path) -> None:
     assert "NaN" in text and "Infinity" in text and "None" not in text
 
 
-def test_real_agent_study_conditions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    db = tmp_path / "agents.db"
-    monkeypatch.chdir(UPSTREAM)  # upstream's trace references are relative to this folder
-    assert CliRunner().invoke(cli, ["--db", str(db), "ingest", "agents_traced"]).exit_code == 0
+def test_real_agent_study_conditions(tmp_path: Path, upstream_ledgers: dict[str, Path]) -> None:
+    db = copy_ledger(upstream_ledgers["agents_traced"], tmp_path)  # a search builds its index
     rows = cli_json(db, "conditions", "agents-traced-study")
     assert len(rows) == 6
     assert all(row["planned"] == 4 and sum(row["runs_by_status"].values()) == 4 for row in rows)
@@ -157,46 +155,6 @@ def test_show_of_a_trace_only_run_prints_no_none(tmp_path: Path, monkeypatch: py
     run_id = cli_json(db, "runs")[0]["run_id"]
     text = CliRunner().invoke(cli, ["--db", str(db), "show", run_id]).stdout
     assert "None" not in text and "study_id           -" in text
-
-
-def test_search_index_is_built_on_first_use_then_kept_current_by_ingestion(tmp_path: Path) -> None:
-    db = build_study(tmp_path / "s.db", conditions=2, replicates=3)
-    with Ledger.open(db, readonly=True) as ledger:
-        assert not search.exists(ledger.conn)
-    result = CliRunner().invoke(cli, ["--db", str(db), "search", "unknown material", "--json"])
-    assert "building the search index" in result.stderr
-    first = json.loads(result.stdout)
-    assert first and all(hit["kind"] == "run_error" for hit in first)
-    with Ledger.open(db) as ledger:  # a later ingest: the new event is found without a rebuild
-        ledger.append([status("study-000-001", "study", "failed", 999, error="ValueError: zirconium")])
-        assert search.is_current(ledger.conn)
-    later = cli_json(db, "search", "zirconium")
-    assert [hit["run_id"] for hit in later] == ["study-000-001"]
-    assert "building" not in CliRunner().invoke(cli, ["--db", str(db), "search", "zirconium"]).stderr
-
-
-def test_search_filters_are_exact(tmp_path: Path) -> None:
-    db = tmp_path / "f.db"
-    with Ledger.open(db) as ledger:
-        ledger.append(study_events("alpha", conditions=2, replicates=7))
-        ledger.append(study_events("alpha-beta", conditions=2, replicates=7, seed=3))
-        with ledger.store.transaction():
-            search.build(ledger.conn)
-        hits = search.search(ledger.conn, "unknown", filters=search.Filters(study_id="alpha"), limit=1000)
-        assert hits and {hit["study_id"] for hit in hits} == {"alpha"}
-        failed = search.search(ledger.conn, "unknown", filters=search.Filters(status="success"))
-        assert failed == []  # run errors belong to failed runs
-        assert search.count(ledger.conn, "unknown", filters=search.Filters(kind="observation")) == 0
-
-
-@pytest.mark.parametrize("text", ['"', "unknown AND", "NEAR(a b)", "col:value", "a*", "'); DROP TABLE events; --",
-                                  "{body}", "^x", "NOT", "\x1b[2J"])
-def test_search_text_is_never_read_as_fts_syntax(special: Path, text: str) -> None:
-    with Ledger.open(special) as ledger:
-        with ledger.store.transaction():
-            search.build(ledger.conn)
-        search.search(ledger.conn, text)  # must not raise
-        search.count(ledger.conn, text)
 
 
 def test_difference_of_two_conditions() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +20,17 @@ from studyledger.events import EventKind
 from studyledger.ingestion.lines import raw_bytes
 from studyledger.ingestion.tailer import Tailer
 
-from .ingest_helpers import count_events, event_ids, own_line, row_line, start_watch, wait_for, write
+from .conftest import UPSTREAM
+from .ingest_helpers import (
+    STUDYLEDGER,
+    count_events,
+    event_ids,
+    own_line,
+    row_line,
+    start_watch,
+    wait_for,
+    write,
+)
 from .test_tailer import same_tail_line as same_tail
 
 OBS = EventKind.OBSERVATION_RECORDED.value
@@ -162,6 +173,36 @@ def test_a_fifo_swapped_in_between_stat_and_open_never_blocks(tmp_path: Path) ->
     assert opened > 0 and refused > 0  # both kinds were met, and no open blocked
 
 
+def test_a_fifo_named_run_json_never_blocks_ingest_or_watch(tmp_path: Path) -> None:
+    """Review item 2: a study folder's run.json was opened directly, so a FIFO there hung
+    `ingest` and `watch` for good. A hang is the subprocess's timeout."""
+    study = tmp_path / "drop" / "crashed"
+    shutil.copytree(UPSTREAM / "crashed", study)
+    run_json = next((study / "artifacts" / "runs").glob("*/run.json"))
+    run_json.unlink()
+    os.mkfifo(run_json)
+    result = subprocess.run([*STUDYLEDGER, "--db", str(tmp_path / "l.db"), "ingest", str(tmp_path / "drop")],
+                            capture_output=True, text=True, timeout=60)
+    assert f"{run_json}: not a regular file" in result.stderr and result.returncode == 0, result.stderr
+    with Watcher(tmp_path / "w.db", tmp_path / "drop", reconcile=0.2) as watcher:
+        wait_for(lambda: any(f"{run_json}: not a regular file" in p for p in watcher.stats.problems),
+                 what="the FIFO's refusal")
+        assert watcher.running and "crash-study" in watcher.stats.studies
+
+
+def test_a_study_yaml_linked_out_of_the_folder_is_not_read(ledger: Ledger, tmp_path: Path) -> None:
+    """Review item 2: links never lead out of the folder given, study files included."""
+    outside = tmp_path / "outside.yaml"
+    outside.write_text("study_id: from-outside\ntitle: secret\n")
+    study = tmp_path / "drop" / "crashed"
+    shutil.copytree(UPSTREAM / "crashed", study)
+    (study / "study.yaml").symlink_to(outside)
+    report = ingest(ledger, [tmp_path / "drop"])
+    assert "from-outside" not in report.studies
+    assert [error for error in report.errors if "study.yaml" in error and "outside" in error]
+    assert all("secret" not in e.body for e in ledger.events())
+
+
 def _own(kind: str, body: dict[str, object], **extra: object) -> str:
     return json.dumps({"studyledger": 1, "kind": kind, "body": body, **extra}) + "\n"
 
@@ -193,7 +234,8 @@ BAD_LINES = {  # the line, and what its rejection's reason says
 def test_a_hostile_folder_at_once(tmp_path: Path, secret: Path) -> None:
     """Issue 11, done when: every case above in one watched folder at once. The watcher
     keeps running, the good files are all read, each bad thing is one explained rejection
-    (a line) or error (a file), memory stays under 300 MB, and verify passes."""
+    (a line) or error (a file), memory stays under 300 MB, and verify passes. Study
+    folders' own files are held to the same rules (review item 2)."""
     drop, db = tmp_path / "drop", tmp_path / "ledger.db"
     drop.mkdir()
     good: set[str] = set()
@@ -232,6 +274,21 @@ def test_a_hostile_folder_at_once(tmp_path: Path, secret: Path) -> None:
     study = drop / "study"
     study.mkdir()
     (study / "study.yaml").write_text('study_id: s1\ntitle: "bad \\ud800 title"\n')
+    # A study folder's whole files: a FIFO run.json, a 16 MiB run.json of 5.6M objects
+    # (it took 460 MB), a study.yaml linked out of its folder.
+    records = drop / "records"
+    for run in ("r-fifo", "r-monster"):
+        (records / "artifacts" / "runs" / run).mkdir(parents=True)
+    (records / "study.yaml").write_text("study_id: hostile-records\n")
+    os.mkfifo(records / "artifacts" / "runs" / "r-fifo" / "run.json")
+    with open(records / "artifacts" / "runs" / "r-monster" / "run.json", "wb") as out:
+        out.write(b'{"x": [')
+        for _ in range(55):
+            out.write(b"{}," * 100_000)
+        out.write(b"{}]}")
+    (tmp_path / "outside.yaml").write_text("study_id: from-outside\ntitle: secret\n")
+    (drop / "linked").mkdir()
+    (drop / "linked" / "study.yaml").symlink_to(tmp_path / "outside.yaml")
 
     watch = start_watch(db, drop, "--json", "--reconcile", "0.3")
     try:
@@ -251,11 +308,16 @@ def test_a_hostile_folder_at_once(tmp_path: Path, secret: Path) -> None:
     assert peak < 300 * 1024, f"peak RSS {peak // 1024} MB"
     totals = json.loads(out)
     errors = sorted(totals["errors"])
-    assert len(errors) == 4, errors
+    assert len(errors) == 5, errors
     assert sum("passwd.jsonl" in e and "outside" in e for e in errors) == 1
     assert sum("secret.jsonl" in e and "outside" in e for e in errors) == 1
     assert sum("pipe.jsonl" in e and "not a regular file" in e for e in errors) == 1
     assert sum("study" in e and "lone UTF-16 surrogate" in e for e in errors) == 1
+    assert sum("linked/study.yaml" in e and "outside" in e for e in errors) == 1
+    assert totals["studies"] == ["hostile-records"]
+    problems = totals["problems"]
+    assert sum("r-fifo/run.json: not a regular file" in p for p in problems) == 1, problems
+    assert sum("r-monster/run.json: too many JSON values" in p for p in problems) == 1, problems
 
     with Ledger.open(db, readonly=True) as ledger:
         events = ledger.events()

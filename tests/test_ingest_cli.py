@@ -17,6 +17,7 @@ from studyledger.events import EventKind
 
 from .conftest import SHARED
 from .ingest_helpers import STUDYLEDGER, count_events, own_line, start_watch, wait_for, write
+from .unprivileged import run_cli_unprivileged
 
 OBS = EventKind.OBSERVATION_RECORDED.value
 SUMMARY_KEYS = {"files", "lines_read", "lines_accepted", "lines_rejected", "events_appended", "duplicates"}
@@ -67,14 +68,16 @@ def test_missing_path_is_one_line_and_nonzero(ledger_path: Path, tmp_path: Path)
     assert "Traceback" not in result.output
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_unreadable_file_is_reported_and_others_still_read(ledger_path: Path, tmp_path: Path) -> None:
-    write(tmp_path / "ok.jsonl", own_line(0))
-    write(tmp_path / "locked.jsonl", own_line(1))
-    (tmp_path / "locked.jsonl").chmod(0)
-    result = CliRunner().invoke(cli, ["--db", str(ledger_path), "ingest", str(tmp_path)])
-    assert result.exit_code == 1
-    assert "locked.jsonl: Permission denied" in result.stderr
+def test_unreadable_file_is_reported_and_others_still_read(open_folder: Path) -> None:
+    """Run as a user a file's mode binds (root, which CI runs as, reads whatever it says)."""
+    open_folder.chmod(0o777)  # that user writes the ledger here
+    ledger_path = open_folder / "ledger.db"
+    write(open_folder / "ok.jsonl", own_line(0))
+    write(open_folder / "locked.jsonl", own_line(1))
+    (open_folder / "locked.jsonl").chmod(0)
+    [(code, _, err)] = run_cli_unprivileged([["--db", str(ledger_path), "ingest", str(open_folder)]])
+    assert code == 1
+    assert "locked.jsonl: Permission denied" in err
     assert count_events(ledger_path, OBS) == 1
 
 

@@ -91,17 +91,19 @@ def assert_contains(mine: list[dict[str, Any]], theirs: list[dict[str, Any]], ke
 
 
 @pytest.fixture(scope="module")
-def checked(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
-    """``{case: (upstream's report, our export's report)}``, from one harness call."""
+def checked(tmp_path_factory: pytest.TempPathFactory, upstream_ledgers: dict[str, Path]
+            ) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """``{case: (upstream's report, our export's report)}``, from one harness call; each
+    case's ledger is the session's (ingested as `studyledger ingest CASE` does)."""
     if upstream_python() is None:
         pytest.skip(SKIP_MESSAGE)
     root = tmp_path_factory.mktemp("interop")
     ours: dict[str, Path] = {}
     for case in CASES:
-        db, out = root / f"{case}.db", root / "exports" / case
-        for args in (["ingest", str(UPSTREAM / case)], ["export", str(out), "--format", "canonical", "--json"]):
-            result = CliRunner().invoke(cli, ["--db", str(db), *args], catch_exceptions=False)
-            assert result.exit_code == 0, result.output
+        out = root / "exports" / case
+        result = CliRunner().invoke(cli, ["--db", str(upstream_ledgers[case]), "export", str(out), "--format",
+                                          "canonical", "--json"], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
         studies = json.loads(result.stdout)["studies"]
         assert len(studies) == 1, studies  # every run belongs to the study: no _unassigned
         ours[case] = Path(studies[0]["folder"])

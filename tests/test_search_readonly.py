@@ -14,24 +14,23 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from studyledger import Ledger, ingest, search
+from studyledger import Ledger, search
 from studyledger.cli import cli
 
+from .conftest import copy_ledger
 from .test_readonly import fingerprint
 from .unprivileged import run_cli_unprivileged, run_python_unprivileged
 
-UPSTREAM = Path(__file__).parent / "fixtures" / "upstream"
 QUERIES = (["draft rejected"], ["check", "--status", "failed"], ["echo model", "--kind", "observation", "--limit", "3"])
 
 
 @pytest.fixture
-def shared() -> Iterator[Path]:
+def shared(upstream_ledgers: dict[str, Path]) -> Iterator[Path]:
     """A folder another user can enter, holding the agents_traced study's ledger (never
     searched yet, so it has no index) as a read-only file."""
     folder = Path(tempfile.mkdtemp(prefix="studyledger-search-"))
     folder.chmod(0o755)
-    with Ledger.open(folder / "study.db") as ledger:
-        ingest(ledger, [UPSTREAM / "agents_traced"])
+    copy_ledger(upstream_ledgers["agents_traced"], folder).rename(folder / "study.db")
     yield folder
     for path in folder.rglob("*"):
         path.chmod(0o777 if path.is_dir() else 0o666)
@@ -93,10 +92,8 @@ def test_the_dashboard_searches_a_ledger_it_cannot_write(shared: Path) -> None:
         assert not search.exists(ledger.conn)
 
 
-def test_a_temporary_index_follows_new_events(tmp_path: Path) -> None:
-    db = tmp_path / "s.db"
-    with Ledger.open(db) as ledger:
-        ingest(ledger, [UPSTREAM / "runner_raises"])
+def test_a_temporary_index_follows_new_events(tmp_path: Path, upstream_ledgers: dict[str, Path]) -> None:
+    db = copy_ledger(upstream_ledgers["runner_raises"], tmp_path)
     with Ledger.open(db, readonly=True) as reader:
         assert search.build_temporary(reader.conn) > 0
         first = search.count(reader.conn, "ValueError")
@@ -133,10 +130,8 @@ def test_marks_are_where_the_words_begin(text: str, words: list[str]) -> None:
                 assert any(start <= index < end for start, end in marks)
 
 
-def test_search_json_marks_the_words_in_each_snippet(tmp_path: Path) -> None:
-    db = tmp_path / "a.db"
-    with Ledger.open(db) as ledger:
-        ingest(ledger, [UPSTREAM / "agents_traced"])
+def test_search_json_marks_the_words_in_each_snippet(tmp_path: Path, upstream_ledgers: dict[str, Path]) -> None:
+    db = copy_ledger(upstream_ledgers["agents_traced"], tmp_path)
     hits = searched(db, "draft rej")
     assert hits
     for hit in hits:

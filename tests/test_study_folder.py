@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from studyledger import Ledger, SeedPolicy, query
+from studyledger.ingestion import study_folder
 from studyledger.ingestion.service import plan
 from studyledger.ingestion.study_folder import (
     CheckpointCache,
@@ -135,8 +138,8 @@ def test_problems_are_reported_and_the_rest_imported(ledger: Ledger, study: Path
     (study / "notes.jsonl").write_text("{}\n")
     scan = scan_study_folder(study)
     assert scan.problems == [
-        f"{study / 'artifacts/runs' / PENDING / 'run.json'}: not JSON "
-        "(Expecting property name enclosed in double quotes: line 1 column 2 (char 1)); "
+        f"{study / 'artifacts/runs' / PENDING / 'run.json'}: invalid JSON: "
+        "Expecting property name enclosed in double quotes (column 2); "
         "not read (the run may still come from its other records)",
         f"{runs}:3: trace 'traces/missing.jsonl' does not exist",
         f"{runs}:3: trace '../../../etc/passwd' is outside the study folder; not imported",
@@ -275,3 +278,125 @@ def test_rescans_read_only_the_run_records_that_changed_since_their_events_were_
         ("run_registered", "run-1e82141caa1a"), ("run_status_changed", "run-1e82141caa1a")]
     ledger.append(changed.events)
     assert ledger.run("run-1e82141caa1a")["status"] == "running"
+
+
+# -- a study folder's whole files obey the drop folder's rules (review item 2) ---------
+
+
+def _scan_within(study: Path, seconds: float = 20) -> StudyFolderScan:
+    """Scan in a thread; a scan still blocked after ``seconds`` fails the test (and the
+    FIFOs it may wait on are opened, so the thread can end)."""
+    result: list[StudyFolderScan | BaseException] = []
+
+    def scan() -> None:
+        try:
+            result.append(scan_study_folder(study))
+        except BaseException as exc:  # handed to the test's thread
+            result.append(exc)
+
+    thread = threading.Thread(target=scan, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        while thread.is_alive():  # opened both ways, a FIFO lets a blocked reader go on to EOF
+            for fifo in (path for path in study.rglob("*") if path.is_fifo()):
+                os.close(os.open(fifo, os.O_RDWR))
+            thread.join(0.1)
+        pytest.fail("the scan blocked on a file that is not a regular one")
+    [found] = result
+    if isinstance(found, BaseException):
+        raise found
+    return found
+
+
+def test_a_fifo_among_the_run_records_never_blocks_the_scan(study: Path) -> None:
+    record = study / "artifacts" / "runs" / PENDING / "run.json"
+    record.unlink()
+    os.mkfifo(record)
+    runs = study / "artifacts" / "checkpoints" / "runs.jsonl"
+    runs.unlink()
+    os.mkfifo(runs)
+    scan = _scan_within(study)
+    assert f"{record}: not a regular file; not read (the run may still come from its other records)" in scan.problems
+    assert runs in scan.jsonl_files  # listed, so the tailer refuses it with its reason like any other FIFO
+
+
+@pytest.mark.parametrize("name", ["study.yaml", "conditions.csv", "evaluations.csv"])
+def test_a_fifo_named_like_a_whole_study_file_is_refused_not_waited_on(study: Path, name: str) -> None:
+    (study / name).unlink()
+    os.mkfifo(study / name)
+    with pytest.raises(StudyFolderError, match=rf"{name}: not a regular file"):
+        _scan_within(study)
+
+
+@pytest.mark.parametrize("name", ["study.yaml", "conditions.csv", "evaluations.csv"])
+def test_a_whole_study_file_linked_out_of_the_folder_is_not_read(study: Path, tmp_path: Path, name: str) -> None:
+    outside = tmp_path / f"outside-{name}"
+    shutil.move(study / name, outside)
+    (study / name).symlink_to(outside)
+    with pytest.raises(StudyFolderError, match=rf"{name}: a symbolic link to .*outside.*: not read"):
+        scan_study_folder(study)
+    # A link that stays inside the folder is followed.
+    shutil.move(outside, study / f"real-{name}")
+    (study / name).unlink()
+    (study / name).symlink_to(study / f"real-{name}")
+    assert scan_study_folder(study).study_id == "bracket-study"
+
+
+def test_a_run_record_linked_out_of_the_folder_is_not_read(study: Path, tmp_path: Path) -> None:
+    record = study / "artifacts" / "runs" / PENDING / "run.json"
+    outside = tmp_path / "outside.json"
+    shutil.move(record, outside)
+    record.symlink_to(outside)
+    scan = scan_study_folder(study)
+    [problem] = [p for p in scan.problems if str(record) in p]
+    assert "outside" in problem and "not read" in problem
+    assert PENDING not in {event.run_id for event in scan.events}
+
+
+def test_a_run_record_is_held_to_a_lines_limits(study: Path) -> None:
+    """A 16 MiB run.json of `{}` objects took 460 MB to import: a record is refused as a
+    line is, over the line limit or over the value limit, before anything is built."""
+    records = study / "artifacts" / "runs"
+    many = records / PENDING / "run.json"
+    many.write_bytes(b'{"run_id": "' + PENDING.encode() + b'", "x": [' + b"{}," * 100_000 + b"{}]}")
+    big = records / RUNNING / "run.json"
+    big.write_bytes(b'{"x": "' + b"y" * (16 * 1024 * 1024) + b'"}')
+    scan = scan_study_folder(study)
+    assert (f"{many}: too many JSON values (100,004; at most 100,000, as in a line); "
+            "not read (the run may still come from its other records)") in scan.problems
+    assert (f"{big}: larger than the line limit (16,777,216 bytes); "
+            "not read (the run may still come from its other records)") in scan.problems
+
+
+def test_a_csv_is_held_to_a_lines_value_limit(study: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 16 MiB conditions.csv of short rows took 2.3 GB and 76 s: the cells of the rows
+    imported count as a line's values do."""
+    monkeypatch.setattr(study_folder, "MAX_VALUES", 1_000)
+    (study / "conditions.csv").write_text("condition_id,admissible\n" + "".join(f"c{i},true\n" for i in range(499)))
+    assert len(scan_study_folder(study).events) > 499
+    (study / "conditions.csv").write_text("condition_id,admissible\n" + "".join(f"c{i},true\n" for i in range(501)))
+    with pytest.raises(StudyFolderError, match=r"conditions\.csv:502: more than 1,000 values"):
+        scan_study_folder(study)
+    (study / "conditions.csv").write_text("condition_id" + ",x" * 1_000 + "\n")
+    with pytest.raises(StudyFolderError, match=r"conditions\.csv:1: more than 1,000 values"):
+        scan_study_folder(study)
+
+
+def test_study_yaml_is_held_to_a_lines_value_limit(study: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(study_folder, "MAX_VALUES", 1_000)
+    # Nodes are counted, keys too: the mapping, two keys, two values, then the list's items.
+    (study / "study.yaml").write_text("study_id: s\nx: [" + "{}, " * 995 + "]\n")
+    assert scan_study_folder(study).study_id == "s"
+    (study / "study.yaml").write_text("study_id: s\nx: [" + "{}, " * 996 + "]\n")
+    with pytest.raises(StudyFolderError, match=r"study\.yaml:2: invalid YAML: more than 1,000 values"):
+        scan_study_folder(study)
+
+
+def test_the_scan_reads_past_an_overlong_runs_jsonl_line(study: Path) -> None:
+    runs = study / "artifacts" / "checkpoints" / "runs.jsonl"
+    with runs.open("ab") as handle:
+        handle.write(b'{"run_id": "' + b"r" * (17 * 1024 * 1024) + b'"}\n')
+    runs.write_text(runs.read_text() + _stray_line())
+    scan = scan_study_folder(study)  # the tailer rejects the long line; the scan reads past it
+    assert scan.orphan_traces == []  # the stray run's line after it was read

@@ -15,6 +15,7 @@ from studyledger import Ledger
 from studyledger.tui.app import StudyLedgerApp
 from studyledger.tui.observation_list import ObservationList
 from studyledger.tui.screens.audit import AuditScreen
+from studyledger.tui.screens.conditions import ConditionsScreen
 from studyledger.tui.screens.filter import FilterScreen
 from studyledger.tui.screens.ingestion import IngestionScreen
 from studyledger.tui.screens.no_ledger import NoLedgerScreen
@@ -22,6 +23,7 @@ from studyledger.tui.screens.observation import ObservationScreen
 from studyledger.tui.screens.run import RunScreen
 from studyledger.tui.screens.runs import RunsScreen
 from studyledger.tui.screens.studies import StudiesScreen
+from studyledger.tui.widgets import LedgerHeader
 
 from .tui_helpers import CLOCK, build, sync, until
 
@@ -84,10 +86,53 @@ async def test_studies_show_run_counts_and_status_breakdown(db: Path) -> None:
         table = app.screen.query_one(DataTable)
         assert column(table, "study") == ["bracket", "smoke"]
         assert column(table, "runs") == ["5", "1"]
-        breakdown = column(table, "status")[0]
-        assert "1 pend" in breakdown and "1 run" in breakdown and "1 fail" in breakdown
-        assert "1 stale" in breakdown  # run-live has been silent for 30 minutes
+        # run-live has been silent for 30 minutes: stale
+        words = "1 pending 1 running 1 success 1 failed 1 skipped (1 stale)"
+        assert column(table, "status")[0] == words
         assert column(table, "last") == ["1h29m ago", "1h29m ago"]  # source times, 09:00:30 and 09:00:45
+        await open_runs(app, pilot)  # the runs screen says it in the same words
+        assert static_text(app.screen.query_one("#summary", Static)).startswith(words)
+
+
+@sync
+async def test_a_missing_value_is_a_dash_in_every_column(db: Path) -> None:
+    """Review item 14: missing values were blank in some columns and `-` in others."""
+    app = make_app(db)
+    async with app.run_test(size=(160, 30)) as pilot:
+        table = await open_runs(app, pilot)
+        waiting = column(table, "run").index("run-wait")  # pending: never started, no metric
+        cells = {str(key.value): column(table, str(key.value))[waiting] for key in table.columns}
+        assert cells["status"] == "pending" and all(cells.values()), cells
+        assert [key for key, value in cells.items() if value == "-"] == ["metric", "duration", "started"], cells
+
+
+@sync
+async def test_every_key_of_every_footer_fits_in_80_columns(db: Path) -> None:
+    """Review item 14: at 80 columns the footer cut off "s Search all"."""
+    app = make_app(db)
+    async with app.run_test(size=(80, 24)) as pilot:
+
+        async def footer(screen: type[object]) -> list[str]:
+            await until(pilot, lambda: isinstance(app.screen, screen) and app.screen.query("FooterKey"))
+            await pilot.pause()
+            keys = sorted(app.screen.query("FooterKey"), key=lambda key: key.region.x)
+            assert any(key.description == "Search all" for key in keys)  # type: ignore[attr-defined]
+            ends = [0, *(key.region.right for key in keys)]
+            return [key.description for key, end in zip(keys, ends, strict=False)  # type: ignore[attr-defined]
+                    if key.region.right > 80 or key.region.x < end]  # cut off, or under another key
+
+        assert await footer(StudiesScreen) == []
+        app.open_conditions("bracket")
+        assert await footer(ConditionsScreen) == []
+        app.open_study("bracket")
+        assert await footer(RunsScreen) == []
+        await app.open_run("run-fail")
+        assert await footer(RunScreen) == []
+        app.open_observation(app.screen.query_one(ObservationList).loaded_row(0)["seq"])  # type: ignore[index]
+        assert await footer(ObservationScreen) == []
+        for key, screen in (("i", IngestionScreen), ("a", AuditScreen)):
+            await pilot.press(key)
+            assert await footer(screen) == []
 
 
 @sync
@@ -152,6 +197,8 @@ async def test_sorting_by_clicking_a_column_header(db: Path) -> None:
         index = list(table.columns).index("seed")  # type: ignore[arg-type]
         app.screen.post_message(DataTable.HeaderSelected(table, "seed", index, seeds.label))  # type: ignore[arg-type]
         await until(pilot, lambda: column(table, "seed") == ["101", "102", "103", "104", "105"])
+        app.screen.post_message(DataTable.HeaderSelected(table, "seed", index, seeds.label))  # type: ignore[arg-type]
+        await until(pilot, lambda: column(table, "seed") == ["105", "104", "103", "102", "101"])  # again: reversed
 
 
 @sync
@@ -394,6 +441,36 @@ async def test_ingestion_screen_with_watch_ingests_in_process(tmp_path: Path) ->
 
 
 @sync
+async def test_every_screen_says_when_the_watcher_waits_or_stops(tmp_path: Path) -> None:
+    """Review item 8: a watcher waiting for its folder, or stopped, showed only on the
+    ingestion screen. The header of every screen says so, and a notification when it changes."""
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    app = make_app(tmp_path / "watched.db", watch=folder, watch_options={"reconcile": 0.1})
+
+    def header() -> str:
+        return app.screen.query_one(LedgerHeader).format_title().plain
+
+    def notified(text: str) -> bool:
+        return any(text in " ".join(str(toast.render()).split()) for toast in app.screen.query("Toast"))
+
+    async with app.run_test(size=(120, 30), notifications=True) as pilot:
+        await until(pilot, lambda: header() == "studyledger — studies")
+        folder.rename(tmp_path / "drop.gone")
+        await until(pilot, lambda: header() == "studyledger [waiting for its folder drop] — studies")
+        await until(pilot, lambda: notified("the folder is gone; waiting for it to come back"))
+        await pilot.press("s")  # another screen says it too
+        await until(pilot, lambda: header() == "studyledger [waiting for its folder drop] — search every run")
+        (tmp_path / "drop.gone").rename(folder)
+        await until(pilot, lambda: header() == "studyledger — search every run")
+        await until(pilot, lambda: notified("back; watching it again"))
+        assert app.watcher is not None
+        app.watcher.stop()
+        await until(pilot, lambda: header() == "studyledger [watcher stopped] — search every run")
+        await until(pilot, lambda: notified("watcher stopped"))
+
+
+@sync
 async def test_the_mouse_selects_and_opens(db: Path) -> None:
     app = make_app(db)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -411,15 +488,33 @@ async def test_the_mouse_selects_and_opens(db: Path) -> None:
         await until(pilot, lambda: isinstance(app.screen, ObservationScreen))
 
 
-def test_tui_command_refuses_a_missing_watch_folder(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", [["watch"], ["tui", "--watch"]])
+def test_watch_and_the_dashboards_watch_refuse_what_is_not_a_folder_alike(tmp_path: Path, command: list[str]) -> None:
+    """Review item 14: `watch FILE` said "no such folder", and `tui --watch nope` spoke
+    click's words with status 2 where `watch nope` said its own with status 1."""
     from click.testing import CliRunner
 
     from studyledger.cli import cli
 
-    result = CliRunner().invoke(cli, ["--db", str(tmp_path / "x.db"), "tui", "--watch", str(tmp_path / "nope")])
-    assert result.exit_code == 2
-    assert "does not exist" in result.output
+    file = tmp_path / "a.jsonl"
+    file.write_text("{}\n")
+    for path, message in ((tmp_path / "nope", "no such folder"), (file, "a file; watch takes a folder")):
+        result = CliRunner().invoke(cli, ["--db", str(tmp_path / "x.db"), *command, str(path)])
+        assert (result.exit_code, result.stderr) == (1, f"Error: {path}: {message}\n")
     assert not (tmp_path / "x.db").exists()
+
+
+def test_the_dashboards_watch_takes_the_options_of_watch() -> None:
+    from click.testing import CliRunner
+
+    from studyledger.cli import cli
+
+    def options(*command: str) -> dict[str, str]:
+        text = CliRunner().invoke(cli, [*command, "--help"], terminal_width=200).stdout
+        return {line.split()[0]: " ".join(line.split()) for line in text.splitlines()
+                if line.strip().startswith(("--poll", "--reconcile", "--line-limit", "--adapter"))}
+
+    assert options("tui") == options("watch") and len(options("watch")) == 4
 
 
 @sync

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
@@ -9,11 +10,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from studyledger import Ledger
+from studyledger import Ledger, search, store
 from studyledger.errors import LedgerMissingError
 from studyledger.query import is_stale, run_duration
 from studyledger.tui.data import ObservationFilter, Source, SourceClosed, SpanDepths
 
+from .test_readonly import make_projections_stale
 from .tui_helpers import NOW, build, observation
 
 
@@ -114,3 +116,49 @@ def test_a_replayed_old_trace_is_not_timed_as_if_running_since_its_start() -> No
     behind = {"status": "running", "started_at": "2026-03-02T08:00:00+00:00",
               "last_activity": "2026-03-02T08:09:00+00:00", "last_recorded": "2026-03-02T10:09:00+00:00"}
     assert run_duration(behind, late, 300) == 600
+
+
+# -- what the dashboard writes (review item 6) --------------------------------------------
+
+
+def test_the_dashboard_writes_derived_tables_and_the_search_index_never_an_event(tmp_path: Path) -> None:
+    """It rebuilds derived tables another version left and builds the search index: derived
+    state, which a writer's open and a first search write too. The events and their chain
+    stay as they were."""
+    db = build(tmp_path / "ledger.db")
+    make_projections_stale(db)
+    with Ledger.open(db, readonly=True) as ledger:
+        events, head = [(e.event_id, e.body) for e in ledger.events()], ledger.store.head()
+        assert not ledger.projections_current and not search.exists(ledger.conn)
+    source = Source(db)
+    try:
+        hits, _ = source.search("beam", search.Filters())
+        assert hits and not source.temporary_index
+    finally:
+        source.close()
+    with Ledger.open(db, readonly=True) as ledger:
+        assert ledger.projections_current and search.is_current(ledger.conn)
+        assert [(e.event_id, e.body) for e in ledger.events()] == events and ledger.store.head() == head
+
+
+def test_a_busy_ledger_is_searched_with_a_temporary_index_until_the_kept_one_can_be_built(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A busy lock is a moment, not a property of the ledger: the session searched with a
+    temporary index for good after one. The next search tries the kept index again."""
+    monkeypatch.setattr(store, "BUSY_TIMEOUT_MS", 50)  # give up on the lock at once
+    monkeypatch.setattr(store, "BEGIN_ATTEMPTS", 1)
+    db = build(tmp_path / "ledger.db")
+    source = Source(db)
+    holder = sqlite3.connect(db, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+        hits, count = source.search("beam", search.Filters())
+        assert hits and count and source.temporary_index and source.index_note == "the ledger is busy"
+        holder.execute("ROLLBACK")
+        assert source.search("beam", search.Filters()) == (hits, count)
+        assert not source.temporary_index and source.index_note is None
+        with Ledger.open(db, readonly=True) as ledger:
+            assert search.is_current(ledger.conn)
+    finally:
+        holder.close()
+        source.close()

@@ -9,6 +9,7 @@ Update the snapshots after an intended change with
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 import statistics
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
@@ -180,3 +182,39 @@ def test_run_snapshot_with_metrics_at_80x24(upstream_ledgers: dict[str, Path], s
         await pilot.pause(0.2)
 
     assert snap_compare(make_app(upstream_ledgers["metrics_special"]), terminal_size=(80, 24), run_before=opened)
+
+
+def shown_at_its_width(widget: Static) -> str:
+    """What a Static shows, laid out at the width it has on the screen."""
+    console = Console(width=widget.content_size.width, file=io.StringIO(), color_system=None)
+    with console.capture() as capture:
+        console.print(widget.content)
+    return capture.get()
+
+
+@sync
+async def test_the_run_figures_keep_every_value_when_the_keys_panel_narrows_them(
+        upstream_ledgers: dict[str, Path]) -> None:
+    """Review item 14: with `?` open, the run-metrics grid dropped values (laid out for the
+    width it had before the panel took its share)."""
+    record = next(json.loads(line) for line in
+                  (UPSTREAM / "metrics_special" / "artifacts" / "checkpoints" / "runs.jsonl").read_text().splitlines()
+                  if json.loads(line)["outputs"]["answer"]["variant"] == "nan")
+    app = make_app(upstream_ledgers["metrics_special"])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.source is not None)
+        await app.open_run(record["run_id"])
+        await until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.run_row is not None)
+        figures = app.screen.query_one("#run-figures", Static)
+        pairs = [("answer.max_stress_ratio", "NaN"), ("answer.variant", "nan"), ("max_stress_ratio", "NaN"),
+                 ("score", "NaN"), ("converged", "true")]
+        wide = figures.content_size.width
+        for name, value in pairs:
+            assert re.search(rf"(^|\s){re.escape(name)}\s+{value}\s", shown_at_its_width(figures)), name
+        await pilot.press("question_mark")
+        await until(pilot, lambda: figures.content_size.width < wide)
+        await pilot.pause()
+        text = shown_at_its_width(figures)
+        for name, value in pairs:
+            assert re.search(rf"(^|\s){re.escape(name)}\s+{value}\s", text), (name, text)
+        assert "…" not in text

@@ -23,19 +23,18 @@ from hypothesis import strategies as st
 
 from studyledger import Ledger, query
 from studyledger.events import NewEvent, parse_instant
-from studyledger.ingestion.service import IngestReport, ingest, plan
+from studyledger.ingestion.service import IngestReport, plan
 from studyledger.ingestion.study_folder import scan_study_folder
 from studyledger.ingestion.tailer import Tailer
 from studyledger.projections import time_span
 from studyledger.schema import from_canonical
 from studyledger.tui.app import StudyLedgerApp
 
+from .conftest import UPSTREAM, UPSTREAM_CASES
 from .test_tui_app import column, open_runs
 from .tui_helpers import sync, until
 
-UPSTREAM = Path(__file__).parent / "fixtures" / "upstream"
-CASES = ("plain", "runner_raises", "fail_fast", "metrics_special", "agents_traced", "crashed", "resumed",
-         "rerun")
+CASES = UPSTREAM_CASES
 DISAGREEING = {"run-5fd4a18d4b22", "run-6f63d5076175"}
 """The two agents_traced runs whose trace says failed (RunFinished success: false) while the
 runner says success: the only true disagreements in the fixtures."""
@@ -56,14 +55,14 @@ def same(a: Any, b: Any) -> bool:
 
 
 @pytest.fixture(scope="module")
-def ingested(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[Ledger, IngestReport]]]:
-    """Each case ingested once (as `studyledger ingest CASE` does) into its own ledger."""
+def ingested(upstream_ingested: dict[str, tuple[Path, IngestReport]]
+             ) -> Iterator[dict[str, tuple[Ledger, IngestReport]]]:
+    """Each case's shared ledger (ingested once a session, as `studyledger ingest CASE`
+    does), opened for reading, with its ingest's report."""
     ledgers: dict[str, tuple[Ledger, IngestReport]] = {}
-    root = tmp_path_factory.mktemp("upstream")
     try:
-        for case in CASES:
-            ledger = Ledger.open(root / f"{case}.db")
-            ledgers[case] = (ledger, ingest(ledger, [UPSTREAM / case]))
+        for case, (path, report) in upstream_ingested.items():
+            ledgers[case] = (Ledger.open(path, readonly=True), report)
         yield ledgers
     finally:
         for ledger, _ in ledgers.values():

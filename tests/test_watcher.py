@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -281,3 +283,62 @@ def test_a_file_truncated_and_regrown_while_watched_loses_nothing(ledger_path: P
             handle.seek(0, 2)
             handle.write(b"".join(same_tail_line(i, "new") for i in range(30)))
         wait_for(lambda: count_events(ledger_path, OBS) == 60, what="every regrown line")
+
+
+# -- the watched folder gone for a moment (review item 8) ----------------------------------
+
+
+@pytest.mark.parametrize("back", ["moved back", "made again"])
+def test_the_watcher_waits_for_its_folder_to_come_back(ledger_path: Path, tmp_path: Path, back: str) -> None:
+    """`mv drop drop.gone; sleep 5; mv drop.gone drop` stopped `watch` for good with a raw
+    errno. It waits, says so while it waits, and then watches the folder again, through
+    the observer too (a new folder is a new inode to watch)."""
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    write(drop / "a.jsonl", lines(0, 1))
+    with Watcher(ledger_path, drop, reconcile=0.1) as watcher:
+        wait_for(lambda: count_events(ledger_path, OBS) == 1, what="the first line")
+        drop.rename(tmp_path / "drop.gone")
+        waiting = f"{drop}: the folder is gone; waiting for it to come back"
+        wait_for(lambda: watcher.waiting == waiting, what="the watcher to wait")
+        assert watcher.running and watcher.stats.errors == [waiting]
+        if back == "moved back":
+            (tmp_path / "drop.gone").rename(drop)
+        else:
+            drop.mkdir()
+        write(drop / "b.jsonl", lines(1, 3))
+        wait_for(lambda: count_events(ledger_path, OBS) == 3, what="lines in the folder come back")
+        assert watcher.waiting is None and watcher.stats.errors == []
+        watcher.reconcile = 3600.0  # from now on only the observer can tell ...
+        time.sleep(0.5)  # ... once the scan due in 0.1 s has run (nothing shows it has)
+        write(drop / "c.jsonl", lines(3, 4))
+        wait_for(lambda: count_events(ledger_path, OBS) == 4, what="a line the observer reports")
+    assert watcher.error is None
+
+
+def test_watch_keeps_running_while_its_folder_is_away(ledger_path: Path, tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    process = start_watch(ledger_path, drop, "--reconcile", "0.1")
+    said: list[bytes] = []
+    assert process.stderr is not None
+    reader = threading.Thread(target=lambda: said.extend(iter(process.stderr.readline, b"")), daemon=True)
+    reader.start()
+    waiting = f"{drop}: the folder is gone; waiting for it to come back"
+    try:
+        write(drop / "a.jsonl", lines(0, 1))
+        wait_for(lambda: count_events(ledger_path, OBS) == 1, what="the first line")
+        drop.rename(tmp_path / "drop.gone")
+        wait_for(lambda: waiting.encode() in b"".join(said), what="watch to say it waits")
+        (tmp_path / "drop.gone").rename(drop)
+        write(drop / "a.jsonl", lines(1, 2))
+        wait_for(lambda: count_events(ledger_path, OBS) == 2, what="a line after the folder came back")
+        wait_for(lambda: b"back; watching it again" in b"".join(said), what="watch to say it is back")
+        assert process.poll() is None
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        reader.join(10)
+    err = b"".join(said).decode()
+    assert process.returncode == 0, err
+    assert err.count(waiting) == 1 and f"{drop}: back; watching it again" in err and "Error" not in err, err

@@ -269,6 +269,12 @@ def anomalies(conn: sqlite3.Connection, run_id: str | None = None) -> list[Row]:
     return rows(conn.execute("SELECT * FROM anomalies WHERE run_id = ? ORDER BY seq, id", (run_id,)))
 
 
+def sql_limit(limit: int) -> int:
+    """A count to put in ``LIMIT`` as SQLite takes it: its integers are 64-bit (a larger
+    literal is a float, refused), and no ledger holds more rows than that."""
+    return min(int(limit), 2**63 - 1)
+
+
 def rejections(conn: sqlite3.Connection, *, after_seq: int = 0, limit: int | None = None,
                latest: int | None = None) -> list[Row]:
     """Lines the ingester could not use, with where they were and why, in sequence order.
@@ -282,7 +288,7 @@ def rejections(conn: sqlite3.Connection, *, after_seq: int = 0, limit: int | Non
         newest = conn.execute("SELECT seq FROM rejections ORDER BY seq DESC LIMIT 1 OFFSET ?",
                               (latest,)).fetchone()
         after_seq = max(after_seq, newest[0] if newest else 0)
-    tail = f" LIMIT {int(limit)}" if limit is not None else ""
+    tail = f" LIMIT {sql_limit(limit)}" if limit is not None else ""
     return rows(conn.execute(f"SELECT * FROM rejections WHERE seq > ? ORDER BY seq{tail}", (after_seq,)))
 
 

@@ -180,6 +180,11 @@ def echo_result(as_json: bool, value: Any, line: str) -> None:
         say(line)
 
 
+LIMIT = click.IntRange(min=1)
+"""The ``--limit`` of every listing (events, rejects, search): at least 1; a number larger
+than a ledger holds is everything (:func:`~studyledger.query.sql_limit`)."""
+
+
 def json_option(func: F) -> F:
     """The ``--json`` flag every command has."""
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(func)

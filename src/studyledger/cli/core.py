@@ -16,7 +16,7 @@ from ..ingestion.tailer import ensure_state_table
 from ..ledger import Ledger
 from ..schema import RunStatus
 from ..store import DatabaseURL, Head
-from .common import Context, cli, echo_json, echo_result, json_option, say, user_errors
+from .common import LIMIT, Context, cli, echo_json, echo_result, json_option, say, user_errors
 
 pass_context = click.make_pass_decorator(Context)
 STATUSES = click.Choice([status.value for status in RunStatus])
@@ -97,6 +97,12 @@ def runs(ctx: Context, study_id: str | None, status: str | None, metrics: tuple[
     for row in rows if metrics else []:
         found = values.get(row["run_id"], {})
         row["metrics"] = {name: found.get(name) for name in metrics}
+    known = sorted({name for found in values.values() for name in found})
+    for name in metrics:
+        if name not in known:
+            # A typo and a metric no run has reported yet read alike: say so, and go on.
+            say(f"Warning: no run here has a metric {name!r}; "
+                f"{'these have: ' + ', '.join(known) if known else 'no run has any metric yet'}", err=True)
     if as_json:
         echo_json(rows)
         return
@@ -178,16 +184,19 @@ def show(ctx: Context, run_id: str, as_json: bool) -> None:
 @cli.command()
 @click.option("--run", "run_id", help="Only events of this run.")
 @click.option("--after", type=SEQ, default=0, show_default=True, help="Only events after this sequence number.")
-@click.option("--limit", type=SEQ, help="At most this many events.")
+@click.option("--limit", type=LIMIT, help="At most this many events.")
 @json_option
 @pass_context
 @user_errors
 def events(ctx: Context, run_id: str | None, after: int, limit: int | None, as_json: bool) -> None:
     """Stored events in sequence order, optionally of one run or after a sequence number."""
     with ctx.reader(tables=False) as ledger:
-        rows = ledger.events(after=after, run_id=run_id, limit=limit)
+        rows = ledger.events(after=after, run_id=run_id, limit=None if limit is None else query.sql_limit(limit))
     if as_json:
         echo_json([row.to_dict() for row in rows])
+        return
+    if not rows:
+        say("no events", err=True)
         return
     for row in rows:
         say(f"{row.seq:>8} {row.event_id} {row.kind:<22} {row.run_id or row.study_id or '-':<20} {row.source}")

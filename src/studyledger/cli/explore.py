@@ -12,7 +12,7 @@ from .. import query, search as search_index
 from ..errors import StudyLedgerError, UnknownStudyError
 from ..ledger import Ledger
 from ..store import Target
-from .common import Context, cli, echo_json, json_option, printable, say, user_errors
+from .common import LIMIT, Context, cli, echo_json, json_option, printable, say, user_errors
 from .core import STATUSES
 
 pass_context = click.make_pass_decorator(Context)
@@ -67,8 +67,7 @@ def conditions(ctx: Context, study_id: str, as_json: bool) -> None:
               help="Only observations, rejected lines or run errors.")
 @click.option("--event-type", help="Only observations of this event type.")
 @click.option("--tool", help="Only observations of this tool.")
-@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True,
-              help="Show at most this many hits, newest first.")
+@click.option("--limit", type=LIMIT, default=50, show_default=True, help="Show at most this many hits, newest first.")
 @json_option
 @pass_context
 @user_errors
@@ -90,7 +89,7 @@ def search(ctx: Context, text: str, study_id: str | None, status: str | None, ki
         if not kept:
             # The index cannot be written into this ledger: one for this search alone.
             search_index.build_temporary(ledger.conn)
-        hits = search_index.search(ledger.conn, text, filters=filters, limit=limit)
+        hits = search_index.search(ledger.conn, text, filters=filters, limit=query.sql_limit(limit))
         total = search_index.count(ledger.conn, text, filters=filters)
     if as_json:
         echo_json(hits)

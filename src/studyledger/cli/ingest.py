@@ -6,11 +6,11 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -23,6 +23,7 @@ from ..ingestion.watcher import DEFAULT_RECONCILE, Watcher
 from .common import Context, cli, echo_json, json_option, printable, say, user_errors
 
 pass_context = click.make_pass_decorator(Context)
+F = TypeVar("F", bound=Callable[..., Any])
 
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 """Inputs smaller than this finish too fast for a progress bar to help."""
@@ -121,25 +122,33 @@ def _progress() -> Iterator[Progress]:
         yield advance
 
 
+def watch_options(func: F) -> F:
+    """``--poll``, ``--reconcile``, ``--line-limit`` and ``--adapter``: how a folder is
+    watched, by ``watch`` and ``tui --watch`` alike."""
+    options = (
+        click.option("--poll", type=click.FloatRange(min=0.01), default=None, metavar="SECONDS",
+                     help="Poll every SECONDS instead of using filesystem events (network filesystems)."),
+        click.option("--reconcile", type=click.FloatRange(min=0.05), default=DEFAULT_RECONCILE, show_default=True,
+                     metavar="SECONDS", help="Full rescan interval that catches anything the events missed."),
+        line_limit_option,
+        adapter_option,
+    )
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def watched_folder(folder: Path) -> Path:
+    """The folder to watch, or the one line ``watch`` and ``tui --watch`` both give (exit 1)."""
+    if not folder.is_dir():
+        what = "a file; watch takes a folder" if folder.exists() else "no such folder"
+        raise click.ClickException(printable(f"{folder}: {what}"))
+    return folder
+
+
 @cli.command()
 @click.argument("folder", type=click.Path(path_type=Path))
-@click.option(
-    "--poll",
-    type=click.FloatRange(min=0.01),
-    default=None,
-    metavar="SECONDS",
-    help="Poll every SECONDS instead of using filesystem events (network filesystems).",
-)
-@click.option(
-    "--reconcile",
-    type=click.FloatRange(min=0.05),
-    default=DEFAULT_RECONCILE,
-    show_default=True,
-    metavar="SECONDS",
-    help="Full rescan interval that catches anything the events missed.",
-)
-@line_limit_option
-@adapter_option
+@watch_options
 @json_option
 @pass_context
 @user_errors
@@ -152,16 +161,20 @@ def watch(
     Each batch of lines is committed with its file offsets, so stopping (or being
     killed) at any moment loses nothing and duplicates nothing on the next start.
     """
-    if not folder.is_dir():
-        raise click.ClickException(printable(f"{folder}: no such folder"))
+    watched_folder(folder)
     stop = threading.Event()
     with _stop_on_signals(stop):
         watcher = Watcher(ctx.db, folder, poll=poll, reconcile=reconcile, line_limit=line_limit,
                           adapter=adapter).start()
         say(f"watching {folder} into {ctx.db} (Ctrl-C to stop)", err=True)
         live = sys.stderr.isatty() and not as_json
+        waiting: str | None = None
         try:
             while watcher.running and not stop.wait(STATUS_INTERVAL):
+                if watcher.waiting != waiting:  # said once each way, on its own line
+                    waiting = watcher.waiting
+                    click.echo("\r" if live else "", nl=False, err=True)
+                    say(waiting or f"{watcher.folder}: back; watching it again", err=True)
                 if live:
                     # The carriage return is ours (it redraws the line); the rest is escaped.
                     click.echo("\r", nl=False, err=True)

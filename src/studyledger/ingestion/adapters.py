@@ -106,6 +106,9 @@ def detect_format(obj: Any) -> str:
         return EXPERIMENTS_CHECKPOINT
     if "record_id" in obj:
         return OBSERVATION_ROW
+    if "kind" in obj and "body" in obj:
+        raise LineRejected(f"looks like a studyledger line without its version key: "
+                           f'add "{own_lines.FORMAT_KEY}": {own_lines.FORMAT_VERSION}')
     keys = ", ".join(sorted(str(key)[:40] for key in obj)[:8]) or "no keys"
     raise LineRejected(f"unknown line shape (keys: {keys}): not a studyledger line, trace event, "
                        "run-evidence record, checkpoint line or observation row")

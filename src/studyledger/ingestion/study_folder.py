@@ -15,11 +15,19 @@ Trace files that no run references are kept (listed for ingestion like the other
 also returned in :attr:`StudyFolderScan.orphan_traces`, so the caller can report them: an
 orphan is information (a run that crashed before its checkpoint, a stray file), not an error.
 See docs/formats.md for every mapping.
+
+A study folder sits in a drop folder and is as untrusted as the rest of it: every file is
+opened as the tailer opens one (:func:`~studyledger.ingestion.tailer.open_regular`: never
+waiting on a FIFO, never through a symbolic link out of the study folder), and a whole file
+is held to a line's limits (:func:`_read_whole`, :data:`MAX_VALUES`), because each is read
+into memory at once as a line is.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
+import io
 import json
 import os
 import re
@@ -27,11 +35,11 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import yaml
 
-from ..errors import LineRejected, StudyFolderError
+from ..errors import BadLine, LineRejected, StudyFolderError
 from ..events import (
     EventKind,
     NewEvent,
@@ -47,6 +55,8 @@ from .adapters import (
     events_from_line,
     run_registration,
 )
+from .lines import DEFAULT_LINE_LIMIT, MAX_VALUES, parse_line, values_in
+from .tailer import CHUNK, open_regular
 
 STUDY_FILE = "study.yaml"
 CONDITIONS_FILE = "conditions.csv"
@@ -57,6 +67,9 @@ RUNS_DIR = Path("artifacts") / "runs"
 TRACES_DIR = "traces"
 TRACE_NAME = re.compile(r"^run_\d{8}T\d{6}Z_(?P<request_id>.+)\.jsonl$")
 """design-research-agents names a trace ``run_<UTC time>_<request id>.jsonl``."""
+
+WHOLE_FILE_LIMIT = DEFAULT_LINE_LIMIT
+"""Largest whole file of a study folder read, in bytes: each is read at once, as a line is."""
 
 _STUDY_FIELDS = frozenset({"study_id", "title", "description", "seed_policy", "run_budget", "budget"})
 
@@ -93,7 +106,7 @@ def is_study_folder(path: Path) -> bool:
     """Whether a folder is a study output folder: it holds study.yaml, or the ``artifacts/``
     layout upstream's runner creates before the first run (``artifacts/runs`` or
     ``artifacts/checkpoints``), which is all a study killed mid-run leaves."""
-    return (path / STUDY_FILE).is_file() or (path / RUNS_DIR).is_dir() or (path / CHECKPOINTS_DIR).is_dir()
+    return os.path.lexists(path / STUDY_FILE) or (path / RUNS_DIR).is_dir() or (path / CHECKPOINTS_DIR).is_dir()
 
 
 def scan_study_folder(path: Path, *, cache: CheckpointCache | None = None) -> StudyFolderScan:
@@ -106,17 +119,19 @@ def scan_study_folder(path: Path, *, cache: CheckpointCache | None = None) -> St
 
     Raises:
         StudyFolderError: the folder is not a study folder, study.yaml is malformed, or
-            conditions.csv / evaluations.csv is malformed; the message names the file and line.
+            conditions.csv / evaluations.csv is malformed, or one of them cannot be read
+            (not a regular file, a link out of the folder, over a line's limits); the
+            message names the file and line.
     """
     root = path
     if not is_study_folder(root):
         raise StudyFolderError(f"{root}: not a study output folder (no {STUDY_FILE}, no {RUNS_DIR})")
     study_id: str | None = None
     scan = StudyFolderScan(study_id=None)
-    if (root / STUDY_FILE).is_file():
-        study_id, study_event = _study(root / STUDY_FILE)
+    if os.path.lexists(root / STUDY_FILE):
+        study_id, study_event = _study(root / STUDY_FILE, root)
         scan.events.append(study_event)
-    checkpoints = _read_checkpoints(root / CHECKPOINTS, cache)
+    checkpoints = _read_checkpoints(root / CHECKPOINTS, root, cache)
     run_ids = set(checkpoints.run_ids)
     references = list(checkpoints.trace_refs)
     records = [*sorted((root / RUNS_DIR).glob("*/run.json")), *sorted((root / CHECKPOINTS_DIR).glob("*.json"))]
@@ -130,10 +145,11 @@ def scan_study_folder(path: Path, *, cache: CheckpointCache | None = None) -> St
         run_ids.add(record.run_id)
         references.extend(record.references)
         stated.update(record.evaluations)
-    scan.events.extend(_conditions(root / CONDITIONS_FILE, study_id))
+    scan.events.extend(_conditions(root / CONDITIONS_FILE, root, study_id))
     scan.events.extend(run_events)
-    scan.events.extend(_evaluations(root / EVALUATIONS_FILE, study_id, stated))
-    if (root / CHECKPOINTS).is_file():
+    scan.events.extend(_evaluations(root / EVALUATIONS_FILE, root, study_id, stated))
+    if os.path.lexists(root / CHECKPOINTS):
+        # Listed whatever it is: the tailer reads it, or says why not (a FIFO, a link out).
         scan.jsonl_files.append(root / CHECKPOINTS)
     scan.jsonl_files.extend(sorted((root / RUNS_DIR).glob("*/observations.jsonl")))
     _traces(root, run_ids, references, scan)
@@ -142,6 +158,38 @@ def scan_study_folder(path: Path, *, cache: CheckpointCache | None = None) -> St
         if other.resolve() not in listed:
             scan.problems.append(f"{other}: not a file a study folder is known to hold; not imported")
     return scan
+
+
+def _read_whole(path: Path, root: Path) -> bytes:
+    """A whole file of the study folder ``root``, read as the drop folder's rules allow.
+
+    Raises:
+        OSError: it is gone, not a regular file, a symbolic link out of ``root``,
+            unreadable, or longer than :data:`WHOLE_FILE_LIMIT`; ``strerror`` says which.
+    """
+    with open_regular(str(path), within=str(root)) as handle:
+        data = handle.read(WHOLE_FILE_LIMIT + 1)
+    if len(data) > WHOLE_FILE_LIMIT:
+        raise OSError(errno.EFBIG, f"larger than the line limit ({WHOLE_FILE_LIMIT:,} bytes)", str(path))
+    return data
+
+
+def _whole_text(path: Path, root: Path, encoding: str) -> str:
+    """A whole study file as text (see :func:`_read_whole`).
+
+    Raises:
+        StudyFolderError: it cannot be read, or is not UTF-8; the message names it.
+    """
+    try:
+        return _read_whole(path, root).decode(encoding)
+    except OSError as exc:
+        raise StudyFolderError(f"{path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise StudyFolderError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+
+
+def _too_many_values(where: str) -> StudyFolderError:
+    return StudyFolderError(f"{where}: more than {MAX_VALUES:,} values (at most as many as in a line)")
 
 
 def _evaluation_key(row: dict[str, Any]) -> tuple[Any, ...]:
@@ -153,22 +201,28 @@ def _evaluation_key(row: dict[str, Any]) -> tuple[Any, ...]:
 
 
 class _NoAliasLoader(yaml.SafeLoader):
-    """YAML without aliases: ``*name`` lets a few bytes expand into an exponential tree."""
+    """YAML without aliases, of at most :data:`MAX_VALUES` nodes: ``*name`` lets a few bytes
+    expand into an exponential tree, and a dense flow collection (``[{}, {}, ...]``) costs
+    about 250 bytes of memory per byte of input (4 MiB of it took 1.1 GB and 41 s)."""
+
+    nodes = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]  # untyped in stubs
             raise yaml.composer.ComposerError(None, None, "aliases (*name) are not accepted", mark)
+        self.nodes += 1
+        if self.nodes > MAX_VALUES:
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]  # untyped in stubs
+            raise yaml.composer.ComposerError(
+                None, None, f"more than {MAX_VALUES:,} values (at most as many as in a line)", mark)
         return super().compose_node(parent, index)
 
 
-def _study(path: Path) -> tuple[str, NewEvent]:
-    if not path.is_file():
-        raise StudyFolderError(f"{path.parent}: not a study output folder (no {STUDY_FILE})")
+def _study(path: Path, root: Path) -> tuple[str, NewEvent]:
+    text = _whole_text(path, root, "utf-8")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_NoAliasLoader)  # safe: a SafeLoader without aliases
-    except UnicodeDecodeError as exc:
-        raise StudyFolderError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        data = yaml.load(text, Loader=_NoAliasLoader)  # safe: a SafeLoader without aliases
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
@@ -219,42 +273,68 @@ def _build(cls: type[Any], value: Any, key: str) -> Any:
 # -- CSV files -------------------------------------------------------------------------
 
 
-def _csv_rows(path: Path) -> Iterator[tuple[int, int, dict[str, str]]]:
+def _csv_rows(path: Path, root: Path) -> Iterator[tuple[int, int, dict[str, str]]]:
     """Rows of a CSV file with the line and byte offset where each starts.
 
+    Lines are split as the csv module expects (``newline=""``) as the rows are read, so a
+    file of a million short rows is never a list of a million lines.
+
     Raises:
-        StudyFolderError: the file is not UTF-8, not CSV, or a row's field count differs
-            from the header's; the message names the file and line.
+        StudyFolderError: the file cannot be read (see :func:`_read_whole`), is not UTF-8,
+            not CSV, its header has more than :data:`MAX_VALUES` fields, or a row's field
+            count differs from the header's; the message names the file and line.
     """
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise StudyFolderError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    lines = text.splitlines(keepends=True)
-    starts = [0]
-    for line in lines:
-        starts.append(starts[-1] + len(line.encode("utf-8")))
-    reader = csv.reader(lines, strict=True)
+    text = _whole_text(path, root, "utf-8-sig")
+    starts: dict[int, int] = {}  # line number -> byte offset, of the lines the reader holds
+
+    def lines() -> Iterator[str]:
+        offset = 0
+        for number, line in enumerate(io.StringIO(text, newline=""), start=1):
+            starts[number] = offset
+            offset += len(line) if line.isascii() else len(line.encode("utf-8"))
+            yield line
+
+    reader = csv.reader(lines(), strict=True)
     try:
         header = next(reader, None)
         if header is None:
             return
+        if len(header) > MAX_VALUES:
+            raise _too_many_values(f"{path}:1")
         row_start = reader.line_num
         for values in reader:
             if len(values) != len(header):
                 raise StudyFolderError(f"{path}:{row_start + 1}: {len(values)} fields, the header has {len(header)}")
-            yield row_start + 1, starts[row_start], dict(zip(header, values, strict=True))
+            yield row_start + 1, starts[row_start + 1], dict(zip(header, values, strict=True))
+            for number in range(row_start + 1, reader.line_num + 1):
+                del starts[number]
             row_start = reader.line_num
     except csv.Error as exc:
         raise StudyFolderError(f"{path}:{reader.line_num}: invalid CSV: {exc}") from None
 
 
-def _conditions(path: Path, study_id: str | None) -> list[NewEvent]:
-    if not path.is_file():
+class _Cells:
+    """Counts the cells of the CSV rows a scan imports: each row becomes an event, so a
+    file of short rows is bounded as a line's values are (a 16 MiB conditions.csv of
+    short rows took 2.3 GB and 76 s). Rows a scan skips are not counted."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def add(self, row: dict[str, str], where: str) -> None:
+        self.count += len(row)
+        if self.count > MAX_VALUES:
+            raise _too_many_values(where)
+
+
+def _conditions(path: Path, root: Path, study_id: str | None) -> list[NewEvent]:
+    if not os.path.lexists(path):
         return []
     events = []
-    for line, offset, row in _csv_rows(path):
+    cells = _Cells()
+    for line, offset, row in _csv_rows(path, root):
         where = f"{path}:{line}"
+        cells.add(row, where)
         condition_id = row.get("condition_id", "")
         if not condition_id:
             raise StudyFolderError(f"{where}: 'condition_id' is empty")
@@ -335,19 +415,21 @@ def _metric(value: str) -> int | float | str | None:
     return value
 
 
-def _evaluations(path: Path, study_id: str | None, stated: set[tuple[Any, ...]]) -> list[NewEvent]:
+def _evaluations(path: Path, root: Path, study_id: str | None, stated: set[tuple[Any, ...]]) -> list[NewEvent]:
     """Evaluation rows not already stated by runs.jsonl or a run's record.
 
     Those hold the same rows with their exact JSON values (a CSV cell cannot tell a NaN
     from the text "nan", 1 from 1.0, or True from the text "True"), so a row they state is
     taken from there and skipped here; rows only the CSV holds are imported.
     """
-    if not path.is_file():
+    if not os.path.lexists(path):
         return []
     events = []
-    for line, offset, row in _csv_rows(path):
+    cells = _Cells()
+    for line, offset, row in _csv_rows(path, root):
         if _evaluation_key(row) in stated:
             continue
+        cells.add(row, f"{path}:{line}")
         cleaned: dict[str, Any] = {name: (value or None) for name, value in row.items()}
         cleaned["metric_value"] = _metric(row.get("metric_value", ""))
         try:
@@ -423,17 +505,18 @@ class CheckpointCache:
                 self.records.pop(key, None)
 
 
-def _read_checkpoints(path: Path, cache: CheckpointCache | None) -> _Checkpoints:
+def _read_checkpoints(path: Path, root: Path, cache: CheckpointCache | None) -> _Checkpoints:
     """Run ids, trace references and evaluation keys from runs.jsonl, streamed.
 
     Only what the scan needs is kept, so memory does not grow with the lines' size. Lines
     that cannot be read are skipped here: the tailer reads the same file and records each
-    of them as a rejected line with its reason. A last line without its newline is left for
-    the next scan, as the tailer leaves it.
+    of them as a rejected line with its reason (a line over the line limit is read past in
+    chunks), and says why a file it cannot read is refused. A last line without its newline
+    is left for the next scan, as the tailer leaves it.
     """
     try:
-        handle = path.open("rb")
-    except FileNotFoundError:
+        handle = open_regular(str(path), within=str(root))
+    except OSError:
         return _Checkpoints()
     key = os.path.abspath(path)
     cache = cache or CheckpointCache()
@@ -444,18 +527,34 @@ def _read_checkpoints(path: Path, cache: CheckpointCache | None) -> _Checkpoints
         if found is None or not _still_same(handle, found, identity, info.st_size):
             found = _Checkpoints(identity=identity)
         handle.seek(found.offset)
-        for raw in handle:
-            if not raw.endswith(b"\n"):
-                break
+        while (line := _next_line(handle)) is not None:
+            data, length, tail = line
             found.lines += 1
-            found.offset += len(raw)
-            found.before_offset = (found.before_offset + raw)[-_CHECK_BYTES:]
-            _collect(found, raw, f"{path}:{found.lines}")
+            found.offset += length
+            found.before_offset = (found.before_offset + tail)[-_CHECK_BYTES:]
+            if data is not None:
+                _collect(found, data, f"{path}:{found.lines}")
         cache.summaries[key] = found
         return found.copy()
 
 
-def _still_same(handle: BinaryIO, found: _Checkpoints, identity: tuple[int, int], size: int) -> bool:
+def _next_line(handle: IO[bytes]) -> tuple[bytes | None, int, bytes] | None:
+    """The next complete line: ``(its bytes, or None when it is over the line limit; its
+    length; its last bytes)``, or None when no complete line is left."""
+    raw = handle.readline(WHOLE_FILE_LIMIT + 1)
+    if raw.endswith(b"\n"):
+        return raw, len(raw), raw[-_CHECK_BYTES:]
+    if len(raw) <= WHOLE_FILE_LIMIT:
+        return None
+    length, tail = len(raw), raw[-_CHECK_BYTES:]
+    while chunk := handle.readline(CHUNK):
+        length, tail = length + len(chunk), (tail + chunk)[-_CHECK_BYTES:]
+        if chunk.endswith(b"\n"):
+            return None, length, tail
+    return None
+
+
+def _still_same(handle: IO[bytes], found: _Checkpoints, identity: tuple[int, int], size: int) -> bool:
     if found.identity != identity or size < found.offset:
         return False
     handle.seek(found.offset - len(found.before_offset))
@@ -464,8 +563,8 @@ def _still_same(handle: BinaryIO, found: _Checkpoints, identity: tuple[int, int]
 
 def _collect(found: _Checkpoints, raw: bytes, where: str) -> None:
     try:
-        line = json.loads(raw)
-    except (ValueError, RecursionError):
+        line = parse_line(raw)
+    except BadLine:
         return
     if not isinstance(line, dict) or not isinstance(line.get("run_id"), str):
         return
@@ -521,7 +620,7 @@ def _run_records(root: Path, paths: list[Path], study_id: str | None, scan: Stud
         if known is not None and known[0] == signature:
             summaries.append(known[1])
             continue
-        found = _run_record(path, study_id, scan)
+        found = _run_record(path, root, study_id, scan)
         if found is None:
             continue
         run_id, references, record_events = found
@@ -535,20 +634,26 @@ def _run_records(root: Path, paths: list[Path], study_id: str | None, scan: Stud
     return summaries
 
 
-def _run_record(path: Path, study_id: str | None,
+def _run_record(path: Path, root: Path, study_id: str | None,
                 scan: StudyFolderScan) -> tuple[str, list[tuple[str, str]], list[NewEvent]] | None:
     """Events of one run record file (a run.json, or a checkpoint's ``<run_id>.json``).
 
-    Returns its run id, trace references and events, or None (with the reason in
-    ``scan.problems``) when the file cannot be used.
+    The record is parsed as a line is (:func:`~studyledger.ingestion.lines.parse_line`),
+    with a line's limits. Returns its run id, trace references and events, or None (with
+    the reason in ``scan.problems``) when the file cannot be used.
     """
     try:
-        data = json.loads(path.read_bytes())
-    except (ValueError, RecursionError) as exc:
-        scan.problems.append(f"{path}: not JSON ({exc}); not read (the run may still come from its other records)")
+        raw = _read_whole(path, root)
+        if len(raw) > MAX_VALUES and (count := values_in(raw)) > MAX_VALUES:
+            raise BadLine(f"too many JSON values ({count:,}; at most {MAX_VALUES:,}, as in a line)")
+        data = parse_line(raw)
+    except BadLine as exc:
+        scan.problems.append(f"{path}: {exc}; not read (the run may still come from its other records)")
         return None
     except OSError as exc:
-        scan.problems.append(f"{path}: cannot be read ({exc.strerror or exc}); not read (the run may still come from its other records)")
+        # open_regular's refusal of a link already ends in "not read".
+        why = (exc.strerror or str(exc)).removesuffix(": not read")
+        scan.problems.append(f"{path}: {why}; not read (the run may still come from its other records)")
         return None
     if not isinstance(data, dict):
         scan.problems.append(f"{path}: must be a JSON object; not read (the run may still come from its other records)")

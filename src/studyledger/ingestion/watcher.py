@@ -19,7 +19,9 @@ CLI can own the main thread.
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 import threading
 import time
 import warnings
@@ -62,6 +64,18 @@ _Signature = tuple[int, int, int, int]
 warnings.filterwarnings("ignore", message=r"Callback with id .* already exists for watch", category=RuntimeWarning)
 
 
+class _StoppedEmitter(logging.Filter):
+    """Drops watchdog's log line of an emitter stopped between two of its reads (as when
+    the folder it watched is gone and the watcher points the observer elsewhere): it read
+    nothing more, and the line would reach the user's terminal as an error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "called when the thread is inactive" not in record.getMessage()
+
+
+logging.getLogger("watchdog.observers.inotify").addFilter(_StoppedEmitter())
+
+
 class _Hints(FileSystemEventHandler):
     """Collects the paths watchdog says changed; runs in the observer's thread."""
 
@@ -88,6 +102,44 @@ class _Hints(FileSystemEventHandler):
 
 def _text(path: str | bytes) -> str:
     return os.fsdecode(path)
+
+
+_FolderSignature = frozenset[tuple[str, _Signature | None]]
+
+# A file changed this recently may change again within the same timestamp tick (the
+# kernel's clock is coarse) without its size changing: such a folder is imported at every
+# scan until it has been still this long, as git treats "racily clean" files.
+_SETTLED_NS = 2_000_000_000
+
+
+def _folder_signature(folder: Path) -> _FolderSignature | None:
+    """What a study folder's import depends on: every entry under it with the signature of
+    what it leads to, except the JSONL files the tailer follows (traces, observations),
+    whose names alone the import reads; runs.jsonl's content it reads too. None while
+    something in it changed too recently for its signature to be trusted."""
+    found: set[tuple[str, _Signature | None]] = set()
+    unsettled = time.time_ns() - _SETTLED_NS
+    pending = [str(folder)]
+    while pending:
+        try:
+            entries = list(os.scandir(pending.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(entry.path)
+            if entry.name.endswith(".jsonl") and entry.name != "runs.jsonl":
+                found.add((entry.path, None))
+                continue
+            try:
+                info = entry.stat()
+            except OSError:
+                found.add((entry.path, None))
+                continue
+            if info.st_mtime_ns > unsettled:
+                return None
+            found.add((entry.path, (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)))
+    return frozenset(found)
 
 
 class Watcher:
@@ -126,6 +178,9 @@ class Watcher:
         self.line_limit = line_limit
         self.adapter = adapter
         self.error: BaseException | None = None
+        self.waiting: str | None = None
+        """What the watcher waits for while its folder is gone (moved away, deleted), else None."""
+        self._watched: tuple[int, int] | None = None  # the folder the observer watches
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -140,6 +195,8 @@ class Watcher:
         # What the latest scan of each study folder found wrong: a file caught while a
         # runner rewrites it is a problem of one scan, gone at the next.
         self._study_findings: dict[Path, tuple[list[str], list[str], str | None]] = {}
+        # Each study folder's files as its last import saw them, and the JSONL files it listed.
+        self._imported: dict[Path, tuple[_FolderSignature | None, list[Path]]] = {}
         self._checkpoints = CheckpointCache()
         self._thread: threading.Thread | None = None
 
@@ -186,7 +243,8 @@ class Watcher:
             totals = self._totals
             findings = list(self._study_findings.values())
             return replace(totals, files=len(self._files),
-                           errors=[*totals.errors, *(error for _, _, error in findings if error)],
+                           errors=[*totals.errors, *(error for _, _, error in findings if error),
+                                   *([self.waiting] if self.waiting else [])],
                            studies=list(totals.studies),
                            orphan_traces=[trace for _, orphans, _ in findings for trace in orphans],
                            problems=[problem for problems, _, _ in findings for problem in problems])
@@ -229,7 +287,7 @@ class Watcher:
             tailer = Tailer(ledger, line_limit=self.line_limit, adapter=self.adapter, worker_min_bytes=None)
             observer = self._make_observer()
             # Scheduled before the first scan: a change during the scan raises a hint.
-            observer.schedule(_Hints(self), str(self.folder), recursive=True)
+            self._follow_folder(observer)
             observer.start()
             self._ready.set()
             next_scan = 0.0
@@ -240,8 +298,9 @@ class Watcher:
                     scan, self._scan_requested = self._scan_requested, False
                 for path in sorted(dirty):
                     self._read(tailer, path)
-                if scan or stopping or time.monotonic() >= next_scan:
+                if (scan or stopping or time.monotonic() >= next_scan) and self._follow_folder(observer):
                     self._scan(tailer)
+                if scan or stopping or time.monotonic() >= next_scan:
                     next_scan = time.monotonic() + self.reconcile
                 if stopping:
                     return
@@ -258,13 +317,38 @@ class Watcher:
             if ledger is not None:
                 ledger.close()
 
+    def _follow_folder(self, observer: BaseObserver) -> bool:
+        """Whether the folder is there to scan.
+
+        While it is gone (moved away, deleted) the watcher waits for it, saying so in
+        :attr:`waiting`, and looks again at each scan. When it is back, or a new folder
+        took its name, the observer is pointed at it: it watched the folder's inode.
+        """
+        try:
+            info = os.stat(self.folder)
+            found = (info.st_dev, info.st_ino) if stat.S_ISDIR(info.st_mode) else None
+        except OSError:
+            found = None
+        if found != self._watched:
+            observer.unschedule_all()
+            if found is not None:
+                observer.schedule(_Hints(self), str(self.folder), recursive=True)
+            self._watched = found
+        self.waiting = None if found is not None else f"{self.folder}: the folder is gone; waiting for it to come back"
+        return found is not None
+
     def _scan(self, tailer: Tailer) -> None:
         """Import the study folders found, then read every file whose signature changed."""
-        found = plan([self.folder])
+        try:
+            found = plan([self.folder])
+        except FileNotFoundError:
+            return  # gone since it was looked for: the next scan waits for it
         files = list(found.files)
         with self._lock:
             for moved in set(self._study_findings) - set(found.studies):
                 del self._study_findings[moved]  # a study folder moved away has no problems left here
+        for moved in set(self._imported) - set(found.studies):
+            del self._imported[moved]
         for study in found.studies:
             files.extend(self._scan_study(tailer.ledger, study))
         present: set[str] = set()
@@ -286,15 +370,23 @@ class Watcher:
         """Append what a study folder's whole files state (study.yaml, CSVs, run.json);
         return the JSONL files it holds.
 
-        They are re-read at every scan because runner processes rewrite them while a study
-        runs; events are content-addressed, so unchanged facts append nothing.
+        Runner processes rewrite them while a study runs, so a scan imports the folder
+        again whenever one of its files changed since its last import (events are
+        content-addressed: unchanged facts append nothing). A folder whose files are as
+        its last import saw them is not imported again: an idle watch over 30 finished
+        study folders spent 1.8 CPU-s every 10 s doing that.
         """
+        signature = _folder_signature(folder)  # taken first: a change during the import shows next scan
+        kept = self._imported.get(folder)
+        if kept is not None and signature is not None and kept[0] == signature:
+            return kept[1]
         found = IngestReport()
         try:
             files = import_study_folder(ledger, folder, found, cache=self._checkpoints)
         except (StudyFolderError, OSError) as exc:
-            # Often a file caught mid-rewrite: the next scan reads it again.
+            # Often a file caught mid-rewrite: the scan after its rewrite reads it again.
             self._note_study(folder, [], [], str(exc))
+            self._imported[folder] = (signature, [])
             return []
         except (LedgerBusyError, EventConflictError) as exc:
             # Busy: the next scan appends them. A conflict means the ledger was edited:
@@ -307,6 +399,7 @@ class Watcher:
             totals.events_appended += found.events_appended
             totals.duplicates += found.duplicates
             totals.studies.extend(study for study in found.studies if study not in totals.studies)
+        self._imported[folder] = (signature, files)
         return files
 
     def _note_study(self, folder: Path, problems: list[str], orphans: list[str], error: str | None) -> None:

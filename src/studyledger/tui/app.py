@@ -10,10 +10,10 @@ An idle dashboard therefore runs one pragma per poll and nothing else.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual.app import App
 from textual.await_complete import AwaitComplete
@@ -26,6 +26,7 @@ from ..ingestion.watcher import Watcher
 from ..store import DatabaseURL, ledger_target
 from .commands import LedgerCommands
 from .data import Source, SourceClosed, now_utc
+from .literal import clean
 from .screens.audit import AuditScreen
 from .screens.base import LiveScreen
 from .screens.conditions import ConditionsScreen
@@ -42,6 +43,7 @@ DEFAULT_STALE_AFTER = 300.0
 POLL_SECONDS = 0.25
 # How often derived, time-based state (stale flags, "3m ago") is redrawn without new data.
 TICK_SECONDS = 5.0
+WATCHER_CHECK_SECONDS = 0.5
 
 
 class StudyLedgerApp(App[None]):
@@ -50,6 +52,8 @@ class StudyLedgerApp(App[None]):
     Args:
         db_path: The ledger (with ``watch`` it is created when missing).
         watch: A folder to ingest in this process, off the UI thread, while the app runs.
+        watch_options: The :class:`Watcher`'s options (``poll``, ``reconcile``, ...), as
+            ``studyledger watch`` takes them.
         stale_after: Seconds without an event after which a running run is shown as stale.
         clock: Returns "now" (tests and screenshots pass a fixed clock).
         poll: Seconds between change checks.
@@ -61,9 +65,12 @@ class StudyLedgerApp(App[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
         Binding("question_mark", "help", "Keys"),
-        Binding("i", "ingestion", "Ingestion"),
-        Binding("a", "audit", "Audit"),
-        Binding("s", "search", "Search all"),
+        # Every screen has these; the studies screen shows i and a in its footer, so the
+        # others' keys fit in 80 columns.
+        Binding("i", "ingestion", "Ingestion", show=False),
+        Binding("a", "audit", "Audit", show=False),
+        # Its own action name: the footer shows one key per action, and screens search with /.
+        Binding("s", "search_all", "Search all"),
         Binding("t", "toggle_theme", "Theme", show=False),
     ]
 
@@ -72,6 +79,7 @@ class StudyLedgerApp(App[None]):
         db_path: str | Path | DatabaseURL,
         *,
         watch: str | Path | None = None,
+        watch_options: Mapping[str, Any] | None = None,
         stale_after: float = DEFAULT_STALE_AFTER,
         clock: Callable[[], datetime] = now_utc,
         poll: float = POLL_SECONDS,
@@ -79,18 +87,21 @@ class StudyLedgerApp(App[None]):
         super().__init__()
         self.db_path = ledger_target(db_path)
         self.watch_folder = Path(watch) if watch is not None else None
+        self.watch_options = dict(watch_options or {})
         self.stale_after = stale_after
         self.clock = clock
         self.poll = poll
         self.source: Source | None = None
         self.watcher: Watcher | None = None
+        self._watcher_state: str | None = None
         self._stop = threading.Event()
 
     # -- start and stop ---------------------------------------------------------------------
 
     def on_mount(self) -> None:
         if self.watch_folder is not None:
-            self.watcher = Watcher(self.db_path, self.watch_folder).start()
+            self.watcher = Watcher(self.db_path, self.watch_folder, **self.watch_options).start()
+            self.set_interval(WATCHER_CHECK_SECONDS, self._check_watcher)
         self._open()
         self.set_interval(TICK_SECONDS, self._tick)
 
@@ -135,6 +146,26 @@ class StudyLedgerApp(App[None]):
     def _changed(self) -> None:
         if isinstance(self.screen, LiveScreen):
             self.screen.refresh_data()
+
+    def _check_watcher(self) -> None:
+        """Say on every screen when the ``--watch`` watcher waits for its folder or has
+        stopped: in the title while it lasts, and in a notification when it changes."""
+        watcher = self.watcher
+        assert watcher is not None
+        if not watcher.running:
+            state, short = f"watcher stopped{f': {watcher.error}' if watcher.error else ''}", "watcher stopped"
+        elif watcher.waiting is not None:
+            state, short = watcher.waiting, f"waiting for its folder {watcher.folder.name}"
+        else:
+            state, short = None, None
+        if state == self._watcher_state:
+            return
+        self._watcher_state = state
+        self.title = self.TITLE if short is None else f"{self.TITLE} [{clean(short)}]"
+        if state is None:
+            self.notify(clean(f"{watcher.folder}: back; watching it again"), markup=False)
+        else:
+            self.notify(clean(state), severity="error" if not watcher.running else "warning", markup=False)
 
     def _tick(self) -> None:
         if isinstance(self.screen, (StudiesScreen, RunsScreen)):
@@ -192,7 +223,7 @@ class StudyLedgerApp(App[None]):
         if len(self.screen_stack) > 2:
             self.pop_screen()
 
-    def action_search(self) -> None:
+    def action_search_all(self) -> None:
         """Search every run (observations, rejected lines, run errors)."""
         if self.source is not None and not isinstance(self.screen, SearchScreen):
             self.push_screen(SearchScreen())

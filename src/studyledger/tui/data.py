@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from .. import query, search
 from ..audit.diff import diff_runs
 from ..audit.verify import VerifyReport, verify
-from ..errors import LedgerError
+from ..errors import LedgerBusyError, LedgerError
 from ..ledger import Ledger
 from ..store import DatabaseURL, ledger_target
 
@@ -31,6 +31,8 @@ Row = dict[str, Any]
 T = TypeVar("T")
 
 POOL_SIZE = 3
+BUSY = "the ledger is busy"
+"""The :attr:`Source.index_note` of a search the lock held up; the next search tries again."""
 # Runs with at most this many observations get their whole span tree computed when they
 # open, so every row is indented right; bigger runs indent from the pages seen so far.
 SPAN_SCAN_LIMIT = 50_000
@@ -138,7 +140,12 @@ class SourceClosed(LedgerError):
 class Source:
     """Read access to one ledger file for the dashboard's worker threads.
 
-    Every connection is read-only: the dashboard never changes the ledger it shows.
+    Every connection it reads through is read-only, and it never writes an event: the
+    ledger's history is never changed by looking at it. It writes derived state only, and
+    only when it cannot show the ledger otherwise, as any writer would: it rebuilds derived
+    tables another studyledger version left (once, when it opens), and builds or catches up
+    the search index at a search. A ledger it cannot write is shown as it is (stale
+    derived tables are reported, searches use a temporary index).
 
     Args:
         path: The ledger file. It must exist: the dashboard never creates one.
@@ -160,11 +167,13 @@ class Source:
         self._version_lock = threading.Lock()
         self._search_ledger: Ledger | None = None  # holds a temporary index: see search()
         self._search_lock = threading.Lock()
+        self.index_note: str | None = None
+        """Why searches use a temporary index (None: the ledger's own serves)."""
 
     def _ready_projections(self) -> None:
         """Bring derived tables built by another version up to date: the writer's step.
 
-        Catching up is the one write the dashboard allows itself, and only when it cannot
+        A write of derived tables, never of an event, made only when the dashboard cannot
         show the ledger otherwise; a read-only file is then reported, not rebuilt.
         """
         with Ledger.open(self.path, readonly=True) as ledger:
@@ -283,29 +292,49 @@ class Source:
     def search(self, text: str, filters: search.Filters, *, limit: int = 200) -> tuple[list[Row], int]:
         """``(newest hits, hit count up to the cap)`` of a search across every run.
 
-        The index is built (or caught up) first when it is missing or behind: the one write
-        the dashboard makes besides rebuilding stale derived tables, and like those it is
-        derived state, never history. A ledger the dashboard cannot write is searched
-        with a temporary index on a connection of its own (:attr:`temporary_index`),
-        caught up before each search.
+        The index is built (or caught up) first when it is missing or behind: derived
+        state like the derived tables, never an event. A ledger the dashboard cannot write
+        is searched with a temporary index on a connection of its own
+        (:attr:`temporary_index`, :attr:`index_note` says why), caught up before each search.
         """
         with self._search_lock:
-            if self._search_ledger is None and not self.read(search.is_current):
-                try:
-                    with Ledger.open(self.path, create=False) as ledger, ledger.store.transaction():
-                        search.build(ledger.conn)
-                except (LedgerError, OSError, sqlite3.Error):
-                    self._search_ledger = self._open()
-            if self._search_ledger is not None:
-                conn = self._search_ledger.conn
+            conn = self._search_connection()
+            if conn is not None:
                 search.build_temporary(conn)
                 return search.search(conn, text, filters=filters, limit=limit), search.count(conn, text, filters=filters)
         return self.read(lambda c: (search.search(c, text, filters=filters, limit=limit),
                                     search.count(c, text, filters=filters)))
 
+    def _search_connection(self) -> sqlite3.Connection | None:
+        """The connection holding a temporary index, or None when the ledger's own serves.
+
+        A ledger that cannot be written (a read-only file, another user's) keeps the
+        temporary index for the session. A busy one (another writer held the lock past
+        every retry) only for this search: the next one tries the ledger's index again.
+        """
+        if self._search_ledger is not None and self.index_note != BUSY:
+            return self._search_ledger.conn
+        self.index_note = None
+        if not self.read(search.is_current):
+            try:
+                with Ledger.open(self.path, create=False) as ledger, ledger.store.transaction():
+                    search.build(ledger.conn)
+            except LedgerBusyError:
+                self.index_note = BUSY
+            except (LedgerError, OSError, sqlite3.Error):
+                self.index_note = "the ledger cannot be written here"
+        if self.index_note is None:
+            if self._search_ledger is not None:  # busy before: the ledger's own index serves again
+                self._search_ledger.close()
+                self._search_ledger = None
+            return None
+        if self._search_ledger is None:
+            self._search_ledger = self._open()
+        return self._search_ledger.conn
+
     @property
     def temporary_index(self) -> bool:
-        """Whether searches use a temporary index (the ledger cannot be written)."""
+        """Whether searches use a temporary index (:attr:`index_note` says why)."""
         return self._search_ledger is not None
 
     def run_detail(self, run_id: str) -> Row | None:

@@ -36,46 +36,49 @@ def status_text(status: str | None, *, stale: bool = False) -> Text:
     return text
 
 
-SHORT_NAMES = {"pending": "pend", "running": "run", "success": "ok", "failed": "fail", "skipped": "skip"}
-
-
-def breakdown(by_status: dict[str, int], stale: int = 0, *, short: bool = False) -> Text:
-    """Coloured counts per status, in lifecycle order (``3 running 2 success``).
-
-    Args:
-        short: Abbreviate the names (``3 run 2 ok``) to fit a table column.
-    """
+def breakdown(by_status: dict[str, int], stale: int = 0) -> Text:
+    """Coloured counts per status, in lifecycle order (``3 running 2 success (1 stale)``),
+    in the words of the status column, wherever it is shown."""
     text = Text(no_wrap=True, end="")
     known = [s for s in STATUS_ORDER if by_status.get(s)]
     others = sorted(s for s in by_status if s not in STATUS_ORDER and by_status[s])
     for status in known + others:
         if text:
             text.append(" ")
-        name = SHORT_NAMES.get(status, status) if short else status
-        text.append(f"{by_status[status]} {name}", STATUS_COLOURS.get(status, ""))
+        text.append(f"{by_status[status]} {status}", STATUS_COLOURS.get(status, ""))
     if stale:
-        text.append(f" {stale} stale" if short else f" ({stale} stale)", STATUS_COLOURS[STALE])
+        text.append(f" ({stale} stale)", STATUS_COLOURS[STALE])
     return text if text else Text("no runs", "dim")
+
+
+MISSING = "-"
+"""What every view shows for a value that is not there (``query.value_text`` says the same)."""
 
 
 def short_time(value: str | None) -> str:
     """``MM-DD HH:MM:SS`` in UTC (the year is in the detail views)."""
     moment = parse_instant(value)
-    return moment.strftime("%m-%d %H:%M:%S") if moment else ""
+    return moment.strftime("%m-%d %H:%M:%S") if moment else MISSING
+
+
+def clock_time(value: str | None) -> str:
+    """``HH:MM:SS`` in UTC."""
+    moment = parse_instant(value)
+    return moment.strftime("%H:%M:%S") if moment else MISSING
 
 
 def full_time(value: str | None) -> str:
     """``YYYY-MM-DD HH:MM:SS.fff`` in UTC, or the raw text when it does not parse."""
     moment = parse_instant(value)
     if moment is None:
-        return "" if value is None else str(value)
+        return MISSING if value is None else str(value)
     return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
 
 
 def duration(seconds: float | None) -> str:
     """``850ms``, ``12.3s``, ``4m05s``, ``2h03m``."""
     if seconds is None:
-        return ""
+        return MISSING
     if seconds < 1:
         return f"{seconds * 1000:.0f}ms"
     if seconds < 60:
@@ -86,10 +89,10 @@ def duration(seconds: float | None) -> str:
 
 
 def ago(value: str | None, now: datetime) -> str:
-    """How long before ``now`` a timestamp was (``3m ago``); blank when unknown."""
+    """How long before ``now`` a timestamp was (``3m ago``)."""
     moment = parse_instant(value)
     if moment is None:
-        return ""
+        return MISSING
     seconds = (now - moment).total_seconds()
     if seconds < 0:
         return short_time(value)

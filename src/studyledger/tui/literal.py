@@ -40,8 +40,9 @@ def clean(value: object, *, multiline: bool = False) -> str:
 
 
 def literal(value: object, style: str | Style = "", *, multiline: bool = False) -> Text:
-    """A Text that shows ``value`` exactly, escapes highlighted, markup inert."""
-    text = "" if value is None else str(value)
+    """A Text that shows ``value`` exactly, escapes highlighted, markup inert; ``-`` for
+    None, as every missing value is shown."""
+    text = "-" if value is None else str(value)
     result = Text(style=style, no_wrap=not multiline, end="")
     position = 0
     for match in _CONTROL.finditer(text):

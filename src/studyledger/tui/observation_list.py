@@ -28,7 +28,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from .data import ObservationFilter, Row, Source, SpanDepths, span_ids
-from .format import short_time
+from .format import clock_time
 from .literal import literal
 from .workers import in_thread
 
@@ -237,7 +237,7 @@ class ObservationList(ScrollView, can_focus=True):
         # Only the colour: a component style's background would hide the cursor bar.
         dim = Style(color=self.get_component_rich_style("observation-list--dim").color)
         text.append(f"{row['seq']:>8} ", dim)
-        text.append(f"{short_time(row.get('timestamp'))[6:]:<8} ", dim)
+        text.append(f"{clock_time(row.get('timestamp')):<8} ", dim)
         level = str(row.get("level") or "")
         text.append(literal(f"{level:<9} ", LEVEL_COLOURS.get(level, "")))
         text.append("  " * min(int(row.get("_depth", 0)), 12))

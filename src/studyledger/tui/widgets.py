@@ -9,7 +9,7 @@ from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.events import Mount
 from textual.message import Message
-from textual.widgets import DataTable, Header, Input
+from textual.widgets import DataTable, Footer, Header, Input
 from textual.widgets._header import HeaderTitle
 
 Cells = Sequence[Text | str]
@@ -34,6 +34,14 @@ class LedgerHeader(Header):
     def _show_title(self) -> None:
         for title in self.query(HeaderTitle):
             title.update(self.format_title())
+
+
+class LedgerFooter(Footer):
+    """The footer every screen shows: compact, and without the command palette's key, so
+    a screen's keys fit in 80 columns (``?`` lists every key, ctrl+p among them)."""
+
+    def __init__(self) -> None:
+        super().__init__(compact=True, show_command_palette=False)
 
 
 class SearchBar(Input):

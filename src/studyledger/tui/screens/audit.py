@@ -7,12 +7,12 @@ from typing import ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import Footer, Label, Static
+from textual.widgets import Label, Static
 
 from ...audit.verify import VerifyReport
 from ..data import Row
 from ..literal import literal
-from ..widgets import LedgerHeader, LiveTable
+from ..widgets import LedgerFooter, LedgerHeader, LiveTable
 from .base import LiveScreen
 
 
@@ -32,10 +32,9 @@ class AuditScreen(LiveScreen):
         for key in ("seq", "run", "kind", "message"):
             table.add_column(key, key=key)
         yield table
-        yield Footer(compact=True)
+        yield LedgerFooter()
 
     def on_mount(self) -> None:
-        self.title = "studyledger"
         self.sub_title = "audit"
         self.query_one(LiveTable).focus()
         self._start_verify()  # the anomalies load when the screen is shown (on resume)
@@ -76,7 +75,7 @@ class AuditScreen(LiveScreen):
         self.query_one(LiveTable).sync([
             (str(r["id"]), [
                 Text(str(r["seq"]), justify="right"),
-                literal(r.get("run_id") or r.get("study_id") or ""),
+                literal(r.get("run_id") or r.get("study_id")),
                 literal(r.get("kind"), "#c27c0e" if r.get("severity") == "warning" else "#d64a3b"),
                 literal(r.get("message")),
             ])

@@ -31,6 +31,12 @@ def mark_pair(marked: list[str], key: str) -> tuple[str, str] | None:
     return first, second
 
 
+def header_sort(column: int, sort_column: int, descending: bool) -> tuple[int, bool]:
+    """``(sort column, descending)`` after a click on a column's header: the column sorted
+    by reverses, another sorts ascending. The conditions screen and a runs table alike."""
+    return (column, not descending) if column == sort_column else (column, False)
+
+
 class LiveScreen(Screen[None]):
     """A screen whose data the app refreshes when the ledger changes.
 

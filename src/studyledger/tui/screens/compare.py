@@ -14,13 +14,13 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from ...query import difference, finite_values, summary_text, value_text
 from ..data import ConditionFigures, Row
 from ..format import breakdown, distribution, progress_bar
 from ..literal import literal
-from ..widgets import LedgerHeader
+from ..widgets import LedgerFooter, LedgerHeader
 from .base import LiveScreen
 
 PICTURE = 16
@@ -46,10 +46,9 @@ class CompareScreen(LiveScreen):
         yield LedgerHeader()
         with VerticalScroll(id="comparison"):
             yield Static(id="compared")
-        yield Footer(compact=True)
+        yield LedgerFooter()
 
     def on_mount(self) -> None:
-        self.title = "studyledger"
         self.sub_title = f"{self.first} vs {self.second}"
         self.query_one("#comparison").focus()
 

@@ -21,15 +21,15 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.events import Resize
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from ...events import parse_instant
 from ...query import finite_values, summary_text, value_text
 from ..data import ConditionFigures, Row
 from ..format import bins, breakdown, distribution, duration, progress_bar, resources_text, spark
 from ..literal import literal
-from ..widgets import LedgerHeader, LiveTable
-from .base import LiveScreen, mark_pair
+from ..widgets import LedgerFooter, LedgerHeader, LiveTable
+from .base import LiveScreen, header_sort, mark_pair
 from .compare import CompareScreen
 
 BAR = 12
@@ -91,10 +91,9 @@ class ConditionsScreen(LiveScreen):
         yield Static(id="summary", classes="summary study-summary")
         yield Static(id="empty", classes="empty")
         yield LiveTable(id="conditions")
-        yield Footer(compact=True)
+        yield LedgerFooter()
 
     def on_mount(self) -> None:
-        self.title = "studyledger"
         self.sub_title = f"conditions of {self.study_id}"
         self.query_one(LiveTable).focus()
 
@@ -122,7 +121,7 @@ class ConditionsScreen(LiveScreen):
 
         def factor(name: str) -> Column:
             return Column(f"factor:{name}", name, lambda r: value_text(r["factors"].get(name)),
-                          lambda r: literal(value_text(r["factors"].get(name)) if name in r["factors"] else ""))
+                          lambda r: literal(value_text(r["factors"].get(name))))
 
         def metric(name: str) -> Column:
             return Column(f"metric:{name}", name, lambda r: _mean_order(r["metrics"].get(name)),
@@ -272,10 +271,7 @@ class ConditionsScreen(LiveScreen):
             self.ledger_app.open_study(self.study_id, str(event.row_key.value))
 
     def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
-        if event.column_index == self.sort_column:
-            self.descending = not self.descending
-        else:
-            self.sort_column, self.descending = event.column_index, False
+        self.sort_column, self.descending = header_sort(event.column_index, self.sort_column, self.descending)
         self._show()
 
     def action_open(self) -> None:

@@ -14,12 +14,12 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from ...query import value_text
 from ..data import Row
 from ..literal import literal, shorten
-from ..widgets import LedgerHeader
+from ..widgets import LedgerFooter, LedgerHeader
 from .base import LiveScreen
 
 DIFFERS = "#c27c0e"
@@ -47,10 +47,9 @@ class DiffScreen(LiveScreen):
         yield LedgerHeader()
         with VerticalScroll(id="diff"):
             yield Static(id="fields")
-        yield Footer(compact=True)
+        yield LedgerFooter()
 
     def on_mount(self) -> None:
-        self.title = "studyledger"
         self.sub_title = f"{self.run_a} vs {self.run_b}"
         self.query_one("#diff").focus()
 

@@ -8,12 +8,13 @@ from typing import ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import Footer, Label, Static
+from textual.widgets import Label, Static
 
+from ...query import value_text
 from ..data import Row
 from ..format import short_time
 from ..literal import literal, shorten
-from ..widgets import LedgerHeader, LiveTable
+from ..widgets import LedgerFooter, LedgerHeader, LiveTable
 from .base import LiveScreen
 
 
@@ -38,10 +39,9 @@ class IngestionScreen(LiveScreen):
         for key in ("seq", "file", "line", "reason", "raw"):
             rejected.add_column(key, key=key)
         yield rejected
-        yield Footer(compact=True)
+        yield LedgerFooter()
 
     def on_mount(self) -> None:
-        self.title = "studyledger"
         self.sub_title = "ingestion"
         self.query_one("#files").focus()
 
@@ -67,7 +67,7 @@ class IngestionScreen(LiveScreen):
             (str(r["seq"]), [
                 Text(str(r["seq"]), justify="right"),
                 literal(_near(r.get("file"))),
-                Text(str(r.get("line") or ""), justify="right"),
+                Text(value_text(r.get("line")), justify="right"),
                 literal(shorten(r.get("reason"), 80), "#d13438"),
                 literal(shorten(r.get("raw"), 120), "dim"),
             ])
@@ -82,7 +82,8 @@ class IngestionScreen(LiveScreen):
             text.append(" (start it with --watch DIR, or run `studyledger watch DIR` beside it).", "dim")
         else:
             stats = watcher.stats
-            state = ("watching", "#2e9e44") if watcher.running else ("stopped", "#d13438")
+            state = (("stopped", "#d13438") if not watcher.running else
+                     ("waiting for", "#c27c0e") if watcher.waiting is not None else ("watching", "#2e9e44"))
             text.append(state[0], f"bold {state[1]}")
             text.append(" ")
             text.append_text(literal(watcher.folder))

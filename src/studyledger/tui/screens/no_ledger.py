@@ -8,10 +8,10 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from ..literal import clean
-from ..widgets import LedgerHeader
+from ..widgets import LedgerFooter, LedgerHeader
 
 
 class NoLedgerScreen(Screen[None]):
@@ -38,8 +38,7 @@ class NoLedgerScreen(Screen[None]):
             ("  studyledger demo\n\n", "bold"),
             "This screen checks every second and opens the ledger as soon as it exists.",
         ), classes="empty", id="no-ledger")
-        yield Footer(compact=True)
+        yield LedgerFooter()
 
     def on_mount(self) -> None:
-        self.title = "studyledger"
         self.sub_title = "no ledger"

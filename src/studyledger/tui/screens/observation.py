@@ -17,11 +17,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.highlight import highlight
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from ..data import Row
 from ..literal import clean, literal
-from ..widgets import LedgerHeader
+from ..widgets import LedgerFooter, LedgerHeader
 from .base import LiveScreen
 
 PREVIEW_CHARS = 50_000
@@ -73,10 +73,9 @@ class ObservationScreen(LiveScreen):
         with VerticalScroll(id="observation"):
             yield Static(id="fields")
             yield Static(id="meta")
-        yield Footer(compact=True)
+        yield LedgerFooter()
 
     def on_mount(self) -> None:
-        self.title = "studyledger"
         self.sub_title = f"observation {self.seq}"
         self.query_one("#observation").focus()
 

@@ -16,14 +16,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.events import Resize
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from ...query import flatten, is_stale, provenance_fields, run_duration, value_text
 from ..data import ObservationFilter, Row, SpanDepths
 from ..format import duration, full_time, metric_cell, status_text
 from ..literal import clean, literal, shorten
 from ..observation_list import ObservationList
-from ..widgets import LedgerHeader, SearchBar
+from ..widgets import LedgerFooter, LedgerHeader, SearchBar
 from .base import LiveScreen
 from .filter import FilterScreen
 
@@ -55,16 +55,15 @@ class RunScreen(LiveScreen):
         yield LedgerHeader()
         with VerticalScroll(id="run-details"):
             yield Static(id="run-summary")
-            yield Static(id="run-figures")
+            yield Figures(id="run-figures")
             yield Static(id="run-history")
             yield Static(id="run-provenance")
         yield Static(id="list-status", classes="summary")
         yield ObservationList(self.source, self.run_id, id="observations")
         yield SearchBar("search text, event type, tool name (n / N: next / previous)")
-        yield Footer(compact=True)
+        yield LedgerFooter()
 
     def on_mount(self) -> None:
-        self.title = "studyledger"
         self.sub_title = f"run {self.run_id}"
         observations = self.query_one(ObservationList)
         observations.focus()
@@ -123,24 +122,13 @@ class RunScreen(LiveScreen):
             text.append_text(literal(anomaly.get("message"), "#c27c0e"))
         summary.update(text)
         self.query_one("#run-history", Static).update(_history(run["transitions"]))
-        figures = self.query_one("#run-figures", Static)
-        groups = figure_groups(run)
-        figures.display = bool(groups)
-        figures.update(figures_table(groups, self._details_width()) if groups else "")
+        self.query_one(Figures).show(figure_groups(run))
         provenance = self.query_one("#run-provenance", Static)
         provenance.display = bool(run["provenance"])
         if run["provenance"]:
             line = Text("provenance ", no_wrap=False, end="")
             line.append_text(literal(_provenance_line(run["provenance"][-1]), "dim"))
             provenance.update(line)
-
-    def _details_width(self) -> int:
-        # The details pane's padding and scrollbar.
-        return max(20, (self.query_one("#run-details").size.width or self.app.size.width) - 4)
-
-    def on_resize(self, event: Resize) -> None:
-        if self.run_row is not None:
-            self._show_run(self.run_row)  # the figures' columns follow the width
 
     def on_observation_list_changed(self, event: ObservationList.Changed) -> None:
         observations = self.query_one(ObservationList)
@@ -300,6 +288,30 @@ def _leaves(prefix: str, value: object) -> list[tuple[str, Text]]:
     pairs = leaves or ([(prefix, value)] if prefix else [])
     return [(name, metric_cell(leaf) if not isinstance(leaf, str) else literal(shorten(leaf, 300)))
             for name, leaf in pairs]
+
+
+class Figures(Static):
+    """The run's figures (:func:`figures_table`), laid out again whenever its own width
+    changes: the keys panel opened beside it narrows it without resizing the screen, and
+    a table laid out for the old width would drop values."""
+
+    def __init__(self, *, id: str) -> None:
+        super().__init__(id=id)
+        self.groups: list[FigureGroup] = []
+
+    def show(self, groups: list[FigureGroup]) -> None:
+        """Show these groups (hidden when there are none)."""
+        self.groups = groups
+        self.display = bool(groups)
+        self._draw()
+
+    def _draw(self) -> None:
+        # Before its first layout it has no width: the screen's, less the pane's padding.
+        width = self.content_size.width or self.app.size.width - 4
+        self.update(figures_table(self.groups, max(20, width)) if self.groups else "")
+
+    def on_resize(self, event: Resize) -> None:
+        self._draw()
 
 
 def figures_table(groups: list[FigureGroup], width: int) -> Table:

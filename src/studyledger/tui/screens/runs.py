@@ -13,14 +13,14 @@ from typing import Any, ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from ...query import is_stale, run_duration, value_text
 from ..data import Row, RunFigures
 from ..format import STALE, breakdown, duration, metric_cell, resources_text, short_time, status_text
 from ..literal import literal
-from ..widgets import LedgerHeader, LiveTable, SearchBar
-from .base import LiveScreen, mark_pair
+from ..widgets import LedgerFooter, LedgerHeader, LiveTable, SearchBar
+from .base import LiveScreen, header_sort, mark_pair
 
 # Single-key status filters, in lifecycle order ("stale" is derived, not a status).
 STATUS_KEYS = {"0": None, "1": "pending", "2": "running", "3": "success", "4": "failed",
@@ -60,10 +60,10 @@ class RunsScreen(LiveScreen):
         Binding("1", "status('1')", "Status", key_display="0-6"),
         *[Binding(key, f"status('{key}')", f"Only {name or 'all'}", show=False) for key, name in STATUS_KEYS.items()
           if key != "1"],
-        Binding("o", "sort", "Sort"),
+        Binding("o", "sort", "Sort", show=False),  # a header's click sorts too; ? lists it
         Binding("O", "reverse", "Reverse", show=False),
         Binding("slash", "search", "Search"),
-        Binding("m", "next_metric", "Metric"),
+        Binding("m", "next_metric", "Metric", show=False),
         Binding("c", "mark", "Compare"),
         Binding("v", "conditions", "Conditions"),
     ]
@@ -93,10 +93,9 @@ class RunsScreen(LiveScreen):
             table.add_column(label, key=key)
         yield table
         yield SearchBar("search run id, condition, agent, problem, status")
-        yield Footer(compact=True)
+        yield LedgerFooter()
 
     def on_mount(self) -> None:
-        self.title = "studyledger"
         if self.without_study:
             self.sub_title = "runs without a study"
         elif self.condition_id is not None:
@@ -190,10 +189,7 @@ class RunsScreen(LiveScreen):
             self.ledger_app.open_run(str(event.row_key.value))
 
     def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
-        if event.column_index == self.sort_column:
-            self.descending = not self.descending
-        else:
-            self.sort_column, self.descending = event.column_index, False
+        self.sort_column, self.descending = header_sort(event.column_index, self.sort_column, self.descending)
         self._show()
 
     def action_open(self) -> None:

@@ -14,13 +14,13 @@ from typing import ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import DataTable, Input, Static
 
 from ...search import COUNT_CAP, KINDS, Filters, match_expression
 from ..data import Row
 from ..format import status_text
 from ..literal import clean, literal
-from ..widgets import LedgerHeader, LiveTable
+from ..widgets import LedgerFooter, LedgerHeader, LiveTable
 from .base import LiveScreen
 
 FILTER_NAMES = {"study": "study_id", "status": "status", "kind": "kind", "type": "event_type", "tool": "tool"}
@@ -69,10 +69,9 @@ class SearchScreen(LiveScreen):
                            ("snippet", "where the words are")):
             table.add_column(label, key=key)
         yield table
-        yield Footer(compact=True)
+        yield LedgerFooter()
 
     def on_mount(self) -> None:
-        self.title = "studyledger"
         self.sub_title = "search every run"
         self.query_one("#query", Input).focus()
         self._say(Text("Observations, rejected lines and run errors of every run, newest first. "
@@ -110,8 +109,8 @@ class SearchScreen(LiveScreen):
             text.append("  filters: " + clean(", ".join(applied)), "italic")
         if len(hits) < total:
             text.append(f"  (newest {len(hits)} shown)", "dim")
-        if self.source.temporary_index:
-            text.append("  read-only ledger: searched with a temporary index", "italic")
+        if self.source.index_note is not None:
+            text.append(f"  {self.source.index_note}: searched with a temporary index", "italic")
         self._say(text)
         if hits and (self.submitted or self.focused is None):
             table.focus()

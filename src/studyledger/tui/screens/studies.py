@@ -11,13 +11,13 @@ from typing import ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from ...query import is_stale
 from ..data import Row
-from ..format import ago, breakdown
+from ..format import MISSING, ago, breakdown
 from ..literal import literal
-from ..widgets import LedgerHeader, LiveTable
+from ..widgets import LedgerFooter, LedgerHeader, LiveTable
 from .base import LiveScreen
 
 
@@ -33,6 +33,8 @@ class StudiesScreen(LiveScreen):
         Binding("enter", "open", "Open", show=True),
         Binding("v", "conditions", "Conditions"),
         Binding("r", "all_runs", "All runs"),
+        Binding("i", "app.ingestion", "Ingestion"),
+        Binding("a", "app.audit", "Audit"),
     ]
 
     def compose(self) -> ComposeResult:
@@ -42,13 +44,14 @@ class StudiesScreen(LiveScreen):
         table.add_column("study", key="study")
         table.add_column("title", key="title", width=26)
         table.add_column("runs", key="runs")
-        table.add_column("runs by status", key="status")
         table.add_column("last activity", key="last")
+        # Last: spelled as the runs screen spells statuses, it is the widest, and on a
+        # narrow screen is the one cut at its end.
+        table.add_column("runs by status", key="status")
         yield table
-        yield Footer(compact=True)
+        yield LedgerFooter()
 
     def on_mount(self) -> None:
-        self.title = "studyledger"
         self.sub_title = "studies"
 
     def refresh_data(self) -> None:
@@ -90,8 +93,8 @@ class StudiesScreen(LiveScreen):
                 literal(s["study_id"], "bold"),
                 literal(s["title"]),
                 Text(str(s["run_count"]), justify="right"),
-                breakdown(s["runs_by_status"], stale.get(s["study_id"], 0), short=True),
                 Text(ago(s.get("last_activity"), now)),
+                breakdown(s["runs_by_status"], stale.get(s["study_id"], 0)),
             ])
             for s in studies
         ]
@@ -100,8 +103,8 @@ class StudiesScreen(LiveScreen):
                 Text("(no study)", "italic"),
                 Text("runs from traces no study names", "dim"),
                 Text(str(sum(without.values())), justify="right"),
-                breakdown(without, stale.get(None, 0), short=True),
-                Text(""),
+                Text(MISSING),
+                breakdown(without, stale.get(None, 0)),
             ]))
         table.sync(rows)
         if shown and self.focused is None:
