@@ -517,10 +517,20 @@ def event_id_for(kind: str, body_json: str) -> str:
     Equal to ``hash_identifier("evt", {"body": body, "kind": kind}, length=32)``; written
     out so the body is not serialised a second time on the hot path.
     """
+    return event_id_of_bytes(kind, body_json.encode("utf-8"))
+
+
+def event_id_of_bytes(kind: str, body: bytes) -> str:
+    """:func:`event_id_for` of a body given as its UTF-8 bytes (verify hashes what it reads)."""
     digest = hashlib.sha256(b'{"body":')
-    digest.update(body_json.encode("utf-8"))
-    digest.update(f',"kind":{_kind_json(kind)}}}'.encode("utf-8"))
+    digest.update(body)
+    digest.update(_kind_suffix(kind))
     return "evt-" + digest.hexdigest()[:EVENT_ID_LENGTH]
+
+
+@functools.lru_cache(maxsize=64)
+def _kind_suffix(kind: str) -> bytes:
+    return f',"kind":{_kind_json(kind)}}}'.encode("utf-8")
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,7 +46,7 @@ from .schema import (
     shown_status,
 )
 
-PROJECTION_VERSION = "6"
+PROJECTION_VERSION = "7"
 
 ANOMALY_SEVERITY: dict[str, ConstraintSeverity] = {
     "conflicting_outcome": ConstraintSeverity.ERROR,
@@ -102,13 +102,12 @@ TABLES: dict[str, str] = {
         first_seq INTEGER NOT NULL,
         last_seq INTEGER NOT NULL
     )""",
-    # Only what observations are found by; every other column comes from the event body
-    # through the observation_rows view, so ingesting an observation writes it once.
+    # Only what observations are found by (their indexes end in seq, the rowid); every other
+    # column comes from the event through the observation_rows view, so ingesting an
+    # observation writes it once.
     "observations": """CREATE TABLE observations (
         seq INTEGER PRIMARY KEY,
         run_id TEXT,
-        study_id TEXT,
-        timestamp TEXT,
         level TEXT,
         event_type TEXT,
         tool_name TEXT
@@ -189,7 +188,7 @@ TABLES: dict[str, str] = {
 VIEWS = (
     """CREATE VIEW observation_rows AS SELECT
         o.seq AS seq,
-        o.timestamp AS timestamp,
+        json_extract(e.body, '$.timestamp') AS timestamp,
         json_extract(e.body, '$.record_id') AS record_id,
         json_extract(e.body, '$.text') AS text,
         json_extract(e.body, '$.session_id') AS session_id,
@@ -197,20 +196,20 @@ VIEWS = (
         o.event_type AS event_type,
         json_extract(e.body, '$.meta_json') AS meta_json,
         o.level AS level,
-        o.study_id AS study_id,
+        e.study_id AS study_id,
         o.run_id AS run_id,
         json_extract(e.body, '$.condition_id') AS condition_id,
         json_extract(e.body, '$.trial_id') AS trial_id,
         json_extract(e.body, '$.step_id') AS step_id,
         o.tool_name AS tool_name,
         json_extract(e.body, '$.evaluation_id') AS evaluation_id
-    FROM observations o JOIN events e ON e.seq = o.seq""",
+    FROM observations o JOIN events_json e ON e.seq = o.seq""",
 )
 
 INDEXES = (
     "CREATE INDEX runs_study ON runs(study_id, status)",
-    "CREATE INDEX observations_run ON observations(run_id, seq)",
-    "CREATE INDEX observations_run_filter ON observations(run_id, level, event_type, seq)",
+    "CREATE INDEX observations_run ON observations(run_id)",
+    "CREATE INDEX observations_run_filter ON observations(run_id, level, event_type)",
     "CREATE INDEX provenance_run ON provenance(run_id, seq)",
     "CREATE INDEX transitions_run ON transitions(run_id, seq)",
     "CREATE INDEX evaluations_run ON evaluations(run_id, seq)",
@@ -336,7 +335,7 @@ class _Fold:
     def flush(self, last_seq: int) -> None:
         if self.observations:
             self.conn.executemany(
-                "INSERT INTO observations VALUES (?,?,?,?,?,?,?)",
+                "INSERT INTO observations VALUES (?,?,?,?,?)",
                 self.observations,
             )
         if self.anomalies:
@@ -593,10 +592,7 @@ def _on_observation(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> No
         if row["study_id"] is None and body.get("study_id"):
             row["study_id"] = body["study_id"]
             fold.status_changed.add(run_id)  # its status anomalies name the study
-    fold.observations.append(
-        (event.seq, run_id, body.get("study_id"), body.get("timestamp"), body.get("level"),
-         body.get("event_type"), body.get("tool_name"))
-    )
+    fold.observations.append((event.seq, run_id, body.get("level"), body.get("event_type"), body.get("tool_name")))
 
 
 def _on_evaluation(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> None:
@@ -721,9 +717,11 @@ def _clean_observation_sql() -> str:
 
 _LEVEL_NAMES = frozenset(level.value for level in ObservationLevel)
 _FOLD_TEMP = "sl_fold_observations"
+_FOLD_SOURCES = ("events_json", "sl_ledger_events")
+"""Where stored events are read decoded: the ledger's view, or replay's view of the ledger it attached."""
 
 
-def fold_stored(conn: sqlite3.Connection, *, table: str = "events", after: int = 0, until: int | None = None,
+def fold_stored(conn: sqlite3.Connection, *, table: str = "events_json", after: int = 0, until: int | None = None,
                 condition: str = "", batch: int = 20_000) -> int:
     """Fold the stored events with ``after < seq <= until`` (and ``condition``) into the tables.
 
@@ -732,7 +730,7 @@ def fold_stored(conn: sqlite3.Connection, *, table: str = "events", after: int =
     tables event-by-event folding gives, which replay checks against the ones stored.
 
     Args:
-        table: Where the events are (``ledger.events`` for replay's attached ledger).
+        table: Where the events are, decoded (``sl_ledger_events``: replay's attached ledger).
         condition: More SQL on ``e`` choosing which events count (replay's as-of by time).
 
     Returns:
@@ -748,7 +746,7 @@ def fold_stored(conn: sqlite3.Connection, *, table: str = "events", after: int =
         return counted
     conn.create_function("sl_is_time", 1, is_time, deterministic=True)
     conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_FOLD_TEMP} (seq INTEGER PRIMARY KEY, run_id, study_id, "
-                 "timestamp, level, event_type, tool_name, occurred_at, recorded_at, event_study)")
+                 "level, event_type, tool_name, occurred_at, recorded_at, event_study)")
     bound = "" if until is None else f" AND e.seq <= {int(until)}"
     counted, last = 0, after
     while True:
@@ -764,11 +762,13 @@ def fold_stored(conn: sqlite3.Connection, *, table: str = "events", after: int =
 def _fold_range(conn: sqlite3.Connection, table: str, after: int, upper: int, condition: str) -> None:
     """Fold one range of stored events: clean observations in SQL, the rest in Python."""
     window = f"e.seq > {int(after)} AND e.seq <= {int(upper)}{condition}"
+    # The range's rows decoded once (a stored body is compressed), not once per field read.
     conn.execute(
+        f"WITH e AS MATERIALIZED (SELECT e.* FROM {table} e WHERE {window}) "
         f"INSERT INTO {_FOLD_TEMP} SELECT e.seq, json_extract(e.body, '$.run_id'), json_extract(e.body, '$.study_id'), "
-        "json_extract(e.body, '$.timestamp'), json_extract(e.body, '$.level'), json_extract(e.body, '$.event_type'), "
+        "json_extract(e.body, '$.level'), json_extract(e.body, '$.event_type'), "
         "json_extract(e.body, '$.tool_name'), e.occurred_at, e.recorded_at, e.study_id "
-        f"FROM {table} e WHERE {window} AND {_CLEAN_OBSERVATION}")
+        f"FROM e WHERE {_CLEAN_OBSERVATION}")
     # Per run, the first observation naming a study may give the run its study: in Python.
     conn.execute(f"DELETE FROM {_FOLD_TEMP} WHERE seq IN (SELECT min(seq) FROM {_FOLD_TEMP} "
                  "WHERE run_id <> '' AND study_id <> '' GROUP BY run_id)")
@@ -776,8 +776,7 @@ def _fold_range(conn: sqlite3.Connection, table: str, after: int, upper: int, co
                           f" AND NOT EXISTS (SELECT 1 FROM {_FOLD_TEMP} c WHERE c.seq = e.seq)")
     for chunk in _chunks(rest, 5_000):
         apply(conn, chunk)
-    conn.execute(f"INSERT INTO observations SELECT seq, run_id, study_id, timestamp, level, event_type, tool_name "
-                 f"FROM {_FOLD_TEMP}")
+    conn.execute(f"INSERT INTO observations SELECT seq, run_id, level, event_type, tool_name FROM {_FOLD_TEMP}")
     later = "CASE WHEN {0} IS NULL THEN excluded.{0} WHEN excluded.{0} IS NULL THEN {0} ELSE max({0}, excluded.{0}) END"
     conn.execute(
         "INSERT INTO runs (run_id, status, observation_count, anomaly_count, first_seq, last_seq, last_activity, "
@@ -825,7 +824,7 @@ def _chunks(events: Iterable[StoredEvent], size: int) -> Iterator[list[StoredEve
 
 
 def _check_sql_names(table: str, condition: str) -> None:
-    if table not in ("events", "ledger.events") or (condition and not condition.startswith(" AND ")):
+    if table not in _FOLD_SOURCES or (condition and not condition.startswith(" AND ")):
         raise ValueError(f"cannot fold from {table!r} where {condition!r}")
 
 

@@ -57,7 +57,7 @@ SELECT seq,
        CASE kind WHEN 'observation_recorded' THEN json_extract(body, '$.tool_name') END,
        CASE kind WHEN 'observation_recorded' THEN 'observation'
                  WHEN 'line_rejected' THEN 'rejection' ELSE 'run_error' END
-FROM events
+FROM events_json
 WHERE seq > ? AND json_valid(body) -- a body only a raw writer stored may not be JSON
   AND (kind IN ('observation_recorded', 'line_rejected')
                    OR (kind = 'run_status_changed'
@@ -206,7 +206,7 @@ def search(conn: sqlite3.Connection, text: str, *, filters: Filters = Filters(),
     where = "".join(f" AND {clause}" for clause in clauses)
     cursor = conn.execute(
         f"SELECT i.{key}, e.kind, e.run_id, coalesce(r.study_id, e.study_id), r.status, e.body "
-        f"FROM {INDEX_TABLE} i JOIN events e ON e.seq = i.{key} LEFT JOIN runs r ON r.run_id = e.run_id "
+        f"FROM {INDEX_TABLE} i JOIN events_json e ON e.seq = i.{key} LEFT JOIN runs r ON r.run_id = e.run_id "
         f"WHERE {match}{where} ORDER BY i.{key} DESC LIMIT {int(limit)}",
         [argument, *params],
     )
@@ -234,7 +234,7 @@ def count(conn: sqlite3.Connection, text: str, *, filters: Filters = Filters(), 
     key, match, argument = _matching(conn, text, expression)
     where = "".join(f" AND {clause}" for clause in clauses)
     return int(conn.execute(
-        f"SELECT count(*) FROM (SELECT 1 FROM {INDEX_TABLE} i JOIN events e ON e.seq = i.{key} "
+        f"SELECT count(*) FROM (SELECT 1 FROM {INDEX_TABLE} i JOIN events_json e ON e.seq = i.{key} "
         f"LEFT JOIN runs r ON r.run_id = e.run_id WHERE {match}{where} LIMIT {int(cap)}) AS hits",
         [argument, *params]).fetchone()[0])
 
