@@ -149,7 +149,6 @@ whose columns hold the canonical values."""
 T = TypeVar("T")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TIME_LENGTHS = frozenset({25, 32})
-_DICT_ID_BYTES = (0, 1, 2, 4)
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -176,12 +175,22 @@ def canonical_chain(stored: Any) -> Any:
 
 
 _SECONDS: dict[int, str] = {}
+_TIMES: dict[int, str] = {}
 
 
 def decode_time(stored: Any) -> Any:
     """A time as read from a row: a time code as its text; anything else as it is."""
     if stored.__class__ is not int:
         return stored
+    text = _TIMES.get(stored)  # the rows of one append share their recording time
+    if text is None:
+        if len(_TIMES) > 4_096:
+            _TIMES.clear()
+        text = _TIMES[stored] = _time_text(stored)
+    return text
+
+
+def _time_text(stored: int) -> str:
     seconds, micros = divmod(stored >> 1, 1_000_000)
     head = _SECONDS.get(seconds)
     if head is None:
@@ -207,16 +216,6 @@ def encode_time(text: str | None) -> str | int | None:
 
 
 _MICROSECOND = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - _EPOCH
-
-
-def dictionary_id(frame: bytes) -> int:
-    """The dictionary a zstd frame names in its header (0: none)."""
-    if len(frame) < 6 or frame[:4] != b"\x28\xb5\x2f\xfd":
-        return -1
-    descriptor = frame[4]
-    size = _DICT_ID_BYTES[descriptor & 3]
-    start = 5 if descriptor & 0x20 else 6  # a window byte unless the frame is a single segment
-    return int.from_bytes(frame[start:start + size], "little") if size else 0
 
 
 class UnreadableRow(LedgerError):
@@ -397,17 +396,17 @@ class Codec:
         Raises:
             UnreadableRow: a frame whose dictionary the ledger lacks, or that does not decompress.
         """
-        if stored.__class__ is str:
-            return bytes(stored.encode("utf-8"))
         if stored.__class__ is not bytes:
+            if stored.__class__ is str:
+                return bytes(stored.encode("utf-8"))
             raise UnreadableRow(f"a body stored as {type(stored).__name__}, neither text nor a zstd frame")
-        dict_id = dictionary_id(stored)
-        decompressor = self._known(self.decompressors, dict_id,
-                                   f"a body compressed with dictionary {dict_id}, which the ledger does not hold")
         try:
-            size = zstandard.frame_content_size(stored)
-            if not 0 <= size <= MAX_BODY_BYTES:
-                raise UnreadableRow(f"a compressed body claiming {size} bytes")
+            frame = zstandard.get_frame_parameters(stored)
+            decompressor = self.decompressors.get(frame.dict_id) or self._known(
+                self.decompressors, frame.dict_id,
+                f"a body compressed with dictionary {frame.dict_id}, which the ledger does not hold")
+            if not 0 <= frame.content_size <= MAX_BODY_BYTES:
+                raise UnreadableRow(f"a compressed body claiming {frame.content_size} bytes")
             return bytes(decompressor.decompress(stored))
         except zstandard.ZstdError as exc:
             raise UnreadableRow(f"a compressed body that does not decompress ({exc})") from None

@@ -522,10 +522,15 @@ def event_id_for(kind: str, body_json: str) -> str:
 
 def event_id_of_bytes(kind: str, body: bytes) -> str:
     """:func:`event_id_for` of a body given as its UTF-8 bytes (verify hashes what it reads)."""
+    return "evt-" + event_digest(kind, body).hex()
+
+
+def event_digest(kind: str, body: bytes) -> bytes:
+    """The bytes an event id writes in hex after ``evt-`` (what the SQLite ledger stores)."""
     digest = hashlib.sha256(b'{"body":')
     digest.update(body)
     digest.update(_kind_suffix(kind))
-    return "evt-" + digest.hexdigest()[:EVENT_ID_LENGTH]
+    return digest.digest()[:EVENT_ID_LENGTH // 2]
 
 
 @functools.lru_cache(maxsize=64)

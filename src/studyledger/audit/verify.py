@@ -29,7 +29,7 @@ import orjson
 from ..backends import connect_reader
 from ..codec import CODEC_TRIGGER_DDL, Codec, canonical_chain, canonical_id, decode_time, physical_select
 from ..errors import LedgerError
-from ..events import depth, event_id_of_bytes, has_lone_surrogate, indexed_columns
+from ..events import depth, event_digest, event_id_of_bytes, has_lone_surrogate, indexed_columns
 from ..ledger import Ledger
 from ..store import GENESIS_CHAIN, STORE_SCHEMA_VERSION, SQLiteStore, Store, chain_digest, has_sqlite_json
 from . import merkle
@@ -125,10 +125,6 @@ def _body_fields(text: str | bytes) -> tuple[bool, str | None, str | None, str |
     return (True, *indexed_columns(body))
 
 
-def _text_bytes(stored: Any) -> bytes:
-    return str(stored).encode("utf-8")
-
-
 def _check_range(conn: sqlite3.Connection, after: int, until: int | None) -> _RangeResult:
     """Check a range of rows exactly as one sequential scan of the ledger would.
 
@@ -138,8 +134,6 @@ def _check_range(conn: sqlite3.Connection, after: int, until: int | None) -> _Ra
     they come out of the decompressor, for its id and for the chain.
     """
     codec = Codec(conn) if has_sqlite_json(conn) else None
-    body_bytes = codec.body_bytes if codec is not None else _text_bytes
-    names = codec.names if codec is not None else {}
     columns = [row[1] for row in conn.execute("PRAGMA table_info(events)")]
     select = (f"SELECT {physical_select(columns)} FROM events WHERE seq > ? AND (? < 0 OR seq <= ?) "
               "ORDER BY seq LIMIT ?")
@@ -155,36 +149,20 @@ def _check_range(conn: sqlite3.Connection, after: int, until: int | None) -> _Ra
         rows = conn.execute(select, (last, bound, bound, _BATCH)).fetchall()
         if not rows:
             break
-        for seq, event_id, kind, study_id, run_id, occurred_at, recorded_at, source, line, offset, body, chain \
-                in rows:
-            result.events += 1
+        result.events += len(rows)
+        for row in rows:
+            seq = row[0]
             if seq != previous_seq + 1:
                 problems.append(Problem(seq, "sequence", f"gap in sequence: {previous_seq} is followed by {seq}"))
-            event_id, chain = canonical_id(event_id), canonical_chain(chain)
+            chain = canonical_chain(row[11])
             try:
-                if kind.__class__ is int:
-                    kind = names.get(kind) or codec.name(kind)  # type: ignore[union-attr]
-                if source.__class__ is int:
-                    source = f"{names.get(source) or codec.name(source)}:{line}:{offset}"  # type: ignore[union-attr]
-                text = body_bytes(body)
+                values, text = _decoded(codec, row)
             except LedgerError as exc:
                 problems.append(Problem(seq, "body", f"the stored row cannot be read back: {exc}"))
                 previous_seq, previous_chain = seq, chain
                 continue
-            occurred_at, recorded_at = decode_time(occurred_at), decode_time(recorded_at)
-            fields = _body_fields(text)
-            if not fields[0]:
-                problems.append(Problem(seq, "body", "body is not a JSON object that can be read "
-                                                    "(invalid, or nested too deeply)"))
-            elif b"\\ud" in text and has_lone_surrogate(text.decode("utf-8")):
-                problems.append(Problem(seq, "body", "body holds a lone UTF-16 surrogate: SQLite's JSON "
-                                                    "functions make bytes of it that are not UTF-8"))
-            elif fields[1:] != (study_id, run_id, occurred_at):
-                problems.append(Problem(seq, "columns", "study_id, run_id or occurred_at disagree with the body"))
-            if event_id_of_bytes(kind, text) != event_id:
-                problems.append(Problem(seq, "event_id",
-                                        "event id does not match its kind and body (body or id edited)"))
-            values = (seq, event_id, kind, study_id, run_id, occurred_at, recorded_at, source)
+            if not _plainly_right(values, text, row[1]):
+                problems.extend(_row_problems(values, text, row[1]))
             if chain_digest(previous_chain, values, text) != chain:
                 problems.append(Problem(
                     seq, "chain",
@@ -195,6 +173,60 @@ def _check_range(conn: sqlite3.Connection, after: int, until: int | None) -> _Ra
         last = rows[-1][0]
     result.last_seq, result.last_chain = previous_seq, previous_chain
     return result
+
+
+def _decoded(codec: Codec | None, row: tuple[Any, ...]) -> tuple[tuple[Any, ...], bytes]:
+    """A stored row's canonical values before the body, and the body's bytes.
+
+    Raises:
+        LedgerError: a name or dictionary the row needs is missing, or its body does not
+            decompress.
+    """
+    seq, event_id, kind, study_id, run_id, occurred_at, recorded_at, source, line, offset, body, _ = row
+    if codec is None:  # a server: every column holds its canonical value
+        return (seq, event_id, kind, study_id, run_id, occurred_at, recorded_at, source), str(body).encode("utf-8")
+    if kind.__class__ is int:
+        kind = codec.names.get(kind) or codec.name(kind)
+    if source.__class__ is int:
+        source = f"{codec.names.get(source) or codec.name(source)}:{line}:{offset}"
+    values = (seq, canonical_id(event_id), kind, study_id, run_id, decode_time(occurred_at),
+              decode_time(recorded_at), source)
+    return values, codec.body_bytes(body)
+
+
+def _plainly_right(values: tuple[Any, ...], text: bytes, stored_id: Any) -> bool:
+    """The common case, decided quickly: a body orjson reads as an object, with no escaped
+    surrogate, agreeing with the row's columns, whose id is the stored one. Anything else
+    is judged by :func:`_row_problems`."""
+    try:
+        body = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False
+    if body.__class__ is not dict or b"\\ud" in text or indexed_columns(body) != values[3:6]:
+        return False
+    if stored_id.__class__ is bytes:
+        return bool(event_digest(values[2], text) == stored_id)
+    return bool(event_id_of_bytes(values[2], text) == stored_id)
+
+
+def _row_problems(values: tuple[Any, ...], text: bytes, stored_id: Any) -> list[Problem]:
+    """What is wrong with one row's body, its columns and its id (the chain is checked apart)."""
+    seq, event_id, kind, study_id, run_id, occurred_at = values[:6]
+    found = []
+    fields = _body_fields(text)
+    if not fields[0]:
+        found.append(Problem(seq, "body", "body is not a JSON object that can be read "
+                                          "(invalid, or nested too deeply)"))
+    elif b"\\ud" in text and has_lone_surrogate(text.decode("utf-8")):
+        found.append(Problem(seq, "body", "body holds a lone UTF-16 surrogate: SQLite's JSON "
+                                          "functions make bytes of it that are not UTF-8"))
+    elif fields[1:] != (study_id, run_id, occurred_at):
+        found.append(Problem(seq, "columns", "study_id, run_id or occurred_at disagree with the body"))
+    matches = (event_digest(kind, text) == stored_id if stored_id.__class__ is bytes
+               else event_id_of_bytes(kind, text) == event_id)
+    if not matches:
+        found.append(Problem(seq, "event_id", "event id does not match its kind and body (body or id edited)"))
+    return found
 
 
 def _check_ranges_in_processes(conn: sqlite3.Connection, uri: str, ranges: list[tuple[int, int]]) -> list[_RangeResult]:
