@@ -407,7 +407,7 @@ class Codec:
                 f"a body compressed with dictionary {frame.dict_id}, which the ledger does not hold")
             if not 0 <= frame.content_size <= MAX_BODY_BYTES:
                 raise UnreadableRow(f"a compressed body claiming {frame.content_size} bytes")
-            return bytes(decompressor.decompress(stored))
+            return decompressor.decompress(stored)
         except zstandard.ZstdError as exc:
             raise UnreadableRow(f"a compressed body that does not decompress ({exc})") from None
 
@@ -437,10 +437,11 @@ class Codec:
         # same frame each time: keep the last answer.
         if stored.__class__ is not bytes:
             return stored if stored is None or stored.__class__ is str else None
-        if self._last_frame[0] == stored:
-            return self._last_frame[1]
+        last = self._last_frame
+        if last[0] == stored:
+            return last[1]
         try:
-            text = self.body(stored)
+            text = self.body_bytes(stored).decode("utf-8")
         except (UnreadableRow, UnicodeDecodeError):
             return None
         self._last_frame = (stored, text)

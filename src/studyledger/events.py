@@ -527,10 +527,13 @@ def event_id_of_bytes(kind: str, body: bytes) -> str:
 
 def event_digest(kind: str, body: bytes) -> bytes:
     """The bytes an event id writes in hex after ``evt-`` (what the SQLite ledger stores)."""
-    digest = hashlib.sha256(b'{"body":')
+    digest = _BODY_PREFIX.copy()
     digest.update(body)
     digest.update(_kind_suffix(kind))
     return digest.digest()[:EVENT_ID_LENGTH // 2]
+
+
+_BODY_PREFIX = hashlib.sha256(b'{"body":')
 
 
 @functools.lru_cache(maxsize=64)

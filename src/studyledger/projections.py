@@ -764,7 +764,8 @@ def _fold_range(conn: sqlite3.Connection, table: str, after: int, upper: int, co
     window = f"e.seq > {int(after)} AND e.seq <= {int(upper)}{condition}"
     # The range's rows decoded once (a stored body is compressed), not once per field read.
     conn.execute(
-        f"WITH e AS MATERIALIZED (SELECT e.* FROM {table} e WHERE {window}) "
+        f"WITH e AS MATERIALIZED (SELECT e.seq, e.kind, e.study_id, e.occurred_at, e.recorded_at, e.body "
+        f"FROM {table} e WHERE {window}) "
         f"INSERT INTO {_FOLD_TEMP} SELECT e.seq, json_extract(e.body, '$.run_id'), json_extract(e.body, '$.study_id'), "
         "json_extract(e.body, '$.level'), json_extract(e.body, '$.event_type'), "
         "json_extract(e.body, '$.tool_name'), e.occurred_at, e.recorded_at, e.study_id "
