@@ -57,13 +57,17 @@ SELECT seq,
        CASE kind WHEN 'observation_recorded' THEN json_extract(body, '$.tool_name') END,
        CASE kind WHEN 'observation_recorded' THEN 'observation'
                  WHEN 'line_rejected' THEN 'rejection' ELSE 'run_error' END
-FROM events_json
-WHERE seq > ? AND json_valid(body) -- a body only a raw writer stored may not be JSON
+FROM {events}
+WHERE json_valid(body) -- a body only a raw writer stored may not be JSON
   AND (kind IN ('observation_recorded', 'line_rejected')
                    OR (kind = 'run_status_changed'
                        AND (json_extract(body, '$.error') IS NOT NULL OR json_extract(body, '$.status') = 'failed')))
-ORDER BY seq
 """
+# The events after the last indexed one, each decoded once: on SQLite a subquery that is not
+# flattened into the query above (OFFSET) runs as a co-routine, so a compressed body and its
+# kind are decoded once per row rather than once per field read.
+_SQLITE_ROWS = _ROWS.format(events="(SELECT seq, kind, body FROM events_json WHERE seq > ? LIMIT -1 OFFSET 0)")
+_PG_ROWS = _ROWS.format(events="(SELECT seq, kind, body FROM events WHERE seq > ?) AS e")
 
 
 def exists(conn: sqlite3.Connection) -> bool:
@@ -101,10 +105,10 @@ def catch_up(conn: sqlite3.Connection) -> int:
     if head <= last:
         return 0
     if has_sqlite_json(conn):
-        added = conn.execute(f"INSERT INTO {INDEX_TABLE}(rowid, body, event_type, tool, kind) {_ROWS}",
+        added = conn.execute(f"INSERT INTO {INDEX_TABLE}(rowid, body, event_type, tool, kind) {_SQLITE_ROWS}",
                              (last,)).rowcount
     else:
-        added = conn.execute(f"{_PG_INSERT} ({_ROWS}){_PG_ROWS_ALIAS}", (last,)).rowcount
+        added = conn.execute(f"{_PG_INSERT} ({_PG_ROWS}){_PG_ROWS_ALIAS}", (last,)).rowcount
     conn.execute(f"UPDATE {STATE_TABLE} SET last_seq = ? WHERE name = 'index'", (head,))
     return added
 
