@@ -226,7 +226,7 @@ def live(folder: str, db: str, lines: int, rate: float) -> Result:
                 os.write(fd, (json.dumps(row) + "\n").encode())
                 written.append(time.perf_counter())
                 now = time.perf_counter()
-            for seq, source in conn.execute("SELECT seq, source FROM events WHERE seq > ?", (last_seq,)):
+            for seq, source in conn.execute("SELECT seq, source FROM events_plain WHERE seq > ?", (last_seq,)):
                 last_seq = seq
                 # source = file:PATH:LINE:OFFSET; the line number names the probe.
                 number = int(source.rsplit(":", 2)[1])

@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from studyledger import Ledger, Observation, RunBudget, RunStatus
 from studyledger.cli import cli
+from studyledger.codec import PHYSICAL_COLUMNS, Codec, id_bytes
 from studyledger.events import event_id_for
 from studyledger.store import EVENT_COLUMNS, GENESIS_CHAIN, TRIGGER_DDL, chain_hash
+
+INSERT_STORED = f"INSERT INTO events ({', '.join(PHYSICAL_COLUMNS)}) VALUES ({', '.join('?' * len(PHYSICAL_COLUMNS))})"
+"""A raw insert of a row in the form :func:`stored_row` gives."""
+
+
+def stored_row(values: Sequence[object], chain: str) -> list[object]:
+    """A row (its canonical values before the chain, and the chain) as a raw writer stores it
+    in a SQLite ledger: id and chain as bytes, every other column as its text, which the
+    table accepts as well as its compact forms."""
+    seq, event_id, kind, study_id, run_id, occurred_at, recorded_at, source, body = values
+    return [seq, id_bytes(str(event_id)), kind, study_id, run_id, occurred_at, recorded_at, source, None, None,
+            body, bytes.fromhex(chain)]
 
 
 def invoke(*args: str) -> tuple[int, str, str]:
@@ -38,8 +52,11 @@ def fill(path: Path, runs: int = 2, observations: int = 3) -> list[str]:
 
 
 def raw(path: Path) -> sqlite3.Connection:
-    """A raw sqlite3 session on the file, the way an attacker would open it."""
-    return sqlite3.connect(path, isolation_level=None)
+    """A raw sqlite3 session on the file, the way an attacker would open it (reading
+    compressed bodies with ``sl_body`` as studyledger does: an attacker can too)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    Codec(conn).register()
+    return conn
 
 
 def drop_triggers(conn: sqlite3.Connection) -> None:
@@ -53,7 +70,7 @@ def restore_triggers(conn: sqlite3.Connection) -> None:
 
 
 def rows(conn: sqlite3.Connection) -> list[list[object]]:
-    return [list(row) for row in conn.execute(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events ORDER BY seq")]
+    return [list(row) for row in conn.execute(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events_json ORDER BY seq")]
 
 
 def rewrite(conn: sqlite3.Connection, new_rows: list[list[object]]) -> None:
@@ -68,8 +85,7 @@ def rewrite(conn: sqlite3.Connection, new_rows: list[list[object]]) -> None:
         event_id = event_id_for(str(kind), str(body))
         values = [seq, event_id, kind, study_id, run_id, occurred_at, recorded_at, source, body]
         chain = chain_hash(chain, values)
-        conn.execute(f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * 10)})",
-                     [*values, chain])
+        conn.execute(INSERT_STORED, stored_row(values, chain))
 
 
 def edit_body(body: str, key: str, value: object) -> str:

@@ -61,8 +61,9 @@ def event_ids(db: Path, kind: str | None = None) -> list[str]:
     """Event ids in sequence order, read through a separate connection."""
     with sqlite3.connect(db) as conn:
         if kind is None:
-            return [row[0] for row in conn.execute("SELECT event_id FROM events ORDER BY seq")]
-        return [row[0] for row in conn.execute("SELECT event_id FROM events WHERE kind = ? ORDER BY seq", (kind,))]
+            return [row[0] for row in conn.execute("SELECT event_id FROM events_plain ORDER BY seq")]
+        return [row[0] for row in conn.execute("SELECT event_id FROM events_plain WHERE kind = ? ORDER BY seq",
+                                               (kind,))]
 
 
 def count_events(db: Path, kind: str | None = None) -> int:

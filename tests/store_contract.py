@@ -73,6 +73,13 @@ HOLDER = textwrap.dedent("""
 """)
 
 
+def _literal(value: Any) -> str:
+    """A value as SQL text: NULL, a number, or a quoted string."""
+    if value is None:
+        return "NULL"
+    return str(value) if isinstance(value, int) else "'" + str(value).replace("'", "''") + "'"
+
+
 class StoreContract:
     """The guarantees of docs/store.md; a backend's test class subclasses this.
 
@@ -83,8 +90,12 @@ class StoreContract:
       or ``psql`` would, raising the driver's own errors;
     * :meth:`tamper`: run statements with the immutability triggers out of the way and put
       them back (what an attacker with the owner's rights does);
-    * :meth:`drop_trigger`.
+    * :meth:`drop_trigger`;
+    * :meth:`row_literal`: a row as a raw ``INSERT INTO events VALUES (...)`` gives it, and
+      :attr:`BODY`: SQL reading a row's body as text (SQLite may keep it compressed).
     """
+
+    BODY = "body"
 
     REFUSED = ("UPDATE events SET body = '{}' WHERE seq = 1", "UPDATE events SET chain = chain",
                "DELETE FROM events WHERE seq = 1", "DELETE FROM events")
@@ -101,6 +112,9 @@ class StoreContract:
 
     def drop_trigger(self, target: str, name: str) -> None:
         raise NotImplementedError
+
+    def row_literal(self, values: tuple[Any, ...], chain: str) -> str:
+        return ", ".join(_literal(v) for v in (*values, chain))
 
     @pytest.fixture
     def ledger(self, target: str) -> Any:
@@ -126,9 +140,7 @@ class StoreContract:
                       "gap": (4, observation_event(7)), "stored id": (3, observation_event(1))}[where]
         values = (seq, event.event_id, event.kind, event.study_id, event.run_id, event.occurred_at,
                   "2026-01-01T00:00:00+00:00", "raw", event.body)
-        row = (*values, chain_hash(stored[-1].chain, values))
-        literal = ", ".join("NULL" if v is None else str(v) if isinstance(v, int) else "'" + v.replace("'", "''") + "'"
-                            for v in row)
+        literal = self.row_literal(values, chain_hash(stored[-1].chain, values))
         # PostgreSQL keeps ids unique by a constraint, SQLite by the insert trigger.
         with pytest.raises(Exception, match="append-only|duplicate key"):
             self.raw(target, f"INSERT INTO events VALUES ({literal})")
@@ -349,7 +361,7 @@ class StoreContract:
                                                                        tmp_path: Path) -> None:
         ledger.append([observation_event(i) for i in range(6)])
         pinned = checkpoints.take(ledger.store)
-        self.tamper(target, "UPDATE events SET body = replace(body, '\"t\"', '\"T\"') WHERE seq = 3")
+        self.tamper(target, f"UPDATE events SET body = replace({self.BODY}, '\"t\"', '\"T\"') WHERE seq = 3")
         report = verify(ledger)
         assert report.first_failure is not None and report.first_failure.seq == 3
         assert {p.check for p in report.problems if p.seq == 3} == {"event_id", "chain"}
@@ -363,7 +375,7 @@ class StoreContract:
 
     def test_verify_in_worker_processes_agrees_with_one_scan(self, ledger: Ledger, target: str) -> None:
         ledger.append([observation_event(i) for i in range(40)])
-        self.tamper(target, "UPDATE events SET body = replace(body, '\"t\"', '\"x\"') WHERE seq IN (7, 31)")
+        self.tamper(target, f"UPDATE events SET body = replace({self.BODY}, '\"t\"', '\"x\"') WHERE seq IN (7, 31)")
         one, several = verify(ledger, workers=1), verify(ledger, workers=3)  # workers get the address by env
         assert several.problems == one.problems and [p.seq for p in one.problems] == [7, 7, 31, 31]
         assert (several.events, several.head_seq, several.head_chain) == (one.events, one.head_seq, one.head_chain)

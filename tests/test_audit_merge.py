@@ -14,6 +14,7 @@ from studyledger import Ledger, NotALedgerError, Observation, RunBudget, RunStat
 from studyledger.audit.merge import merge
 from studyledger.audit.verify import verify
 
+from studyledger.codec import id_bytes
 from studyledger.events import event_id_for, indexed_columns
 from studyledger.store import EVENT_COLUMNS
 
@@ -113,7 +114,8 @@ def test_merge_refuses_an_edited_other_ledger(tmp_path: Path) -> None:
     machine(tmp_path / "b.db", "b", [1])
     conn = raw(tmp_path / "b.db")
     drop_triggers(conn)
-    conn.execute("UPDATE events SET body = replace(body, 'b?', 'X?') WHERE kind = 'observation_recorded'")
+    conn.execute("UPDATE events SET body = replace(sl_body(body), 'b?', 'X?') "
+                 "WHERE seq IN (SELECT seq FROM events_plain WHERE kind = 'observation_recorded')")
     conn.close()
     before = ids(tmp_path / "a.db")
     code, _, err = invoke("--db", str(tmp_path / "a.db"), "merge", str(tmp_path / "b.db"))
@@ -142,7 +144,7 @@ def _forge(path: Path, seq: int, body: dict[str, object]) -> None:
     schema checks, were the triggers left dropped) can tell."""
     conn = raw(path)
     drop_triggers(conn)
-    rows = [list(row) for row in conn.execute(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events ORDER BY seq")]
+    rows = [list(row) for row in conn.execute(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events_json ORDER BY seq")]
     rows[seq - 1][3:6] = indexed_columns(body)
     rows[seq - 1][8] = json.dumps(body, sort_keys=True, separators=(",", ":"))
     rewrite(conn, rows)
@@ -157,9 +159,10 @@ def test_merge_verifies_its_source_first_and_records_trust(tmp_path: Path) -> No
     machine(tmp_path / "b.db", "b", [1])
     conn = raw(tmp_path / "b.db")
     drop_triggers(conn)
-    row = conn.execute("SELECT seq, kind, body FROM events WHERE kind = 'observation_recorded'").fetchone()
+    row = conn.execute("SELECT seq, kind, body FROM events_json WHERE kind = 'observation_recorded'").fetchone()
     body = row[2].replace("b?", "X?")
-    conn.execute("UPDATE events SET body = ?, event_id = ? WHERE seq = ?", (body, event_id_for(row[1], body), row[0]))
+    conn.execute("UPDATE events SET body = ?, event_id = ? WHERE seq = ?",
+                 (body, id_bytes(event_id_for(row[1], body)), row[0]))
     conn.close()
     before = ids(tmp_path / "a.db")
     code, _, err = invoke("--db", str(tmp_path / "a.db"), "merge", str(tmp_path / "b.db"))

@@ -16,21 +16,32 @@ import pytest
 
 from studyledger.audit import checkpoint as checkpoints
 from studyledger.events import EventKind, make_event
-from studyledger.store import EVENT_COLUMNS, SQLiteStore, chain_hash
+from studyledger.store import SQLiteStore, chain_hash
 from studyledger.audit.verify import checkpoint_problems, verify
 
-from .audit_helpers import drop_triggers, edit_body, fill, invoke, raw, restore_triggers, rewrite, rows
+from .audit_helpers import (
+    INSERT_STORED,
+    drop_triggers,
+    edit_body,
+    fill,
+    invoke,
+    raw,
+    restore_triggers,
+    rewrite,
+    rows,
+    stored_row,
+)
 
 
 def flip_body_byte(conn: sqlite3.Connection) -> None:
-    body = conn.execute("SELECT body FROM events WHERE seq = 5").fetchone()[0]
+    body = conn.execute("SELECT body FROM events_json WHERE seq = 5").fetchone()[0]
     position = body.index('"t1"') + 2  # inside the text, so the JSON stays valid
     flipped = body[:position] + chr(ord(body[position]) ^ 1) + body[position + 1:]
     conn.execute("UPDATE events SET body = ? WHERE seq = 5", (flipped,))
 
 
 def change_id(conn: sqlite3.Connection) -> None:
-    conn.execute("UPDATE events SET event_id = 'evt-0123456789abcdef0123456789abcdef' WHERE seq = 4")
+    conn.execute("UPDATE events SET event_id = X'0123456789abcdef0123456789abcdef' WHERE seq = 4")
 
 
 def delete_middle(conn: sqlite3.Connection) -> None:
@@ -47,11 +58,10 @@ def insert_forged(conn: sqlite3.Connection) -> None:
     last = conn.execute("SELECT max(seq) FROM events").fetchone()[0]
     for seq in range(last, 4, -1):  # make room at seq 5, from the top so keys never collide
         conn.execute("UPDATE events SET seq = seq + 1 WHERE seq = ?", (seq,))
-    previous = conn.execute("SELECT chain FROM events WHERE seq = 4").fetchone()[0]
+    previous = conn.execute("SELECT chain FROM events_plain WHERE seq = 4").fetchone()[0]
     values = [5, forged.event_id, forged.kind, forged.study_id, forged.run_id, forged.occurred_at,
               "2026-01-01T00:01:00+00:00", forged.source, forged.body]
-    conn.execute(f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * 10)})",
-                 [*values, chain_hash(previous, values)])
+    conn.execute(INSERT_STORED, stored_row(values, chain_hash(previous, values)))
 
 
 def reorder(conn: sqlite3.Connection) -> None:

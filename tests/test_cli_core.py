@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from studyledger import Ledger, Observation, RunStatus
 from studyledger.cli import cli
+from studyledger.codec import Codec
 
 from .study_helpers import build_study
 
@@ -89,7 +90,9 @@ def test_verify_exit_codes(populated: tuple[Path, str]) -> None:
     assert code == 0 and out.startswith("ok: 6 events")
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("DROP TRIGGER events_refuse_update")
-    conn.execute("UPDATE events SET body = replace(body, 'hello', 'HELLO') WHERE kind = 'observation_recorded'")
+    Codec(conn).register()
+    conn.execute("UPDATE events SET body = replace(sl_body(body), 'hello', 'HELLO') "
+                 "WHERE seq IN (SELECT seq FROM events_plain WHERE kind = 'observation_recorded')")
     conn.close()
     code, out, err = invoke("--db", str(db), "verify")
     assert code == 1
@@ -143,8 +146,8 @@ def test_a_raw_insert_of_garbage_is_reported_not_a_crash(populated: tuple[Path, 
     db, _ = populated
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("INSERT INTO events (seq, event_id, kind, study_id, run_id, occurred_at, recorded_at, source, body, "
-                 "chain) VALUES (7, 'evt-x', 'run_status_changed', NULL, NULL, NULL, 't', 'raw', 'not json', ?)",
-                 ("0" * 64,))
+                 "chain) VALUES (7, ?, 'run_status_changed', NULL, NULL, NULL, 't', 'raw', 'not json', ?)",
+                 (bytes(16), bytes(32)))
     conn.close()
     code, _, err = invoke("--db", str(db), "verify")
     assert code == 1 and "seq 7: body: body is not a JSON object" in err

@@ -117,10 +117,10 @@ def test_duplicated_checkpoint_line_and_reingestion_append_nothing(ingested: tup
         before = ledger.head().seq
         last = len((STUDY / "artifacts" / "checkpoints" / "runs.jsonl").read_text().splitlines())
         from_repeat = ledger.conn.execute(
-            "SELECT count(*) FROM events WHERE source LIKE ?", (f"%runs.jsonl:{last}:%",)
+            "SELECT count(*) FROM events_plain WHERE source LIKE ?", (f"%runs.jsonl:{last}:%",)
         ).fetchone()[0]
         from_first = ledger.conn.execute(
-            "SELECT count(*) FROM events WHERE source LIKE ?", ("%runs.jsonl:1:%",)
+            "SELECT count(*) FROM events_plain WHERE source LIKE ?", ("%runs.jsonl:1:%",)
         ).fetchone()[0]
     assert from_first > 0 and from_repeat == 0  # the repeated line stated nothing new
     result = CliRunner().invoke(cli, ["--db", str(db), "ingest", str(STUDY), str(EXAMPLES / "drop"), "--json"])

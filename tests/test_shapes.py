@@ -15,7 +15,7 @@ from studyledger.store import chain_hash
 from studyledger.events import BODY_SHAPES, NewEvent, body_problems, event_id_for, indexed_columns, is_unicode
 from studyledger.tui.data import ObservationFilter, Source
 
-from .audit_helpers import fill, invoke, raw
+from .audit_helpers import INSERT_STORED, fill, invoke, raw, stored_row
 from .conftest import REPO
 
 HOSTILE: list[Any] = [{"an": "object"}, ["a", "list"], "text", "", 2**63, -1, True, 1.5e308, None]
@@ -114,10 +114,10 @@ def test_a_lone_surrogate_is_refused_by_the_store_and_reported_when_written_raw(
     with Ledger.open(db) as ledger, pytest.raises(ValidationError, match="lone UTF-16 surrogate"):
         ledger.append([event])
     conn = raw(db)
-    previous = conn.execute("SELECT seq, chain FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+    previous = conn.execute("SELECT seq, chain FROM events_plain ORDER BY seq DESC LIMIT 1").fetchone()
     values = (previous[0] + 1, event.event_id, event.kind, None, None, event.occurred_at, "2026-01-01", "raw",
               event.body)
-    conn.execute("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?)", (*values, chain_hash(previous[1], values)))
+    conn.execute(INSERT_STORED, stored_row(values, chain_hash(previous[1], values)))
     conn.close()
     code, out, _ = invoke("--db", str(db), "verify", "--json")
     assert code == 1 and [p["check"] for p in json.loads(out)["problems"]] == ["body"]

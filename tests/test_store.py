@@ -13,7 +13,9 @@ from studyledger.events import make_event
 from studyledger.errors import LedgerMissingError
 from studyledger.events import EventKind, NewEvent
 from studyledger.audit.verify import verify
-from studyledger.store import GENESIS_CHAIN, SQLiteStore, chain_hash
+from studyledger.store import GENESIS_CHAIN, STORE_SCHEMA_VERSION, SQLiteStore, chain_hash
+
+from .audit_helpers import INSERT_STORED, stored_row
 
 
 def observation_event(index: int, run_id: str = "run-x", text: str = "t") -> NewEvent:
@@ -71,12 +73,12 @@ def test_store_without_projections_still_reads(ledger_path: Path) -> None:
     store.close()
 
 
-def _next_row(conn: sqlite3.Connection, seq: int, event: NewEvent) -> tuple[object, ...]:
+def _next_row(conn: sqlite3.Connection, seq: int, event: NewEvent) -> list[object]:
     """A row as an attacker would craft it: valid id and chain, any seq."""
-    row = conn.execute("SELECT chain FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+    row = conn.execute("SELECT chain FROM events_plain ORDER BY seq DESC LIMIT 1").fetchone()
     values = (seq, event.event_id, event.kind, event.study_id, event.run_id, event.occurred_at,
               "2026-01-01T00:00:00+00:00", "raw", event.body)
-    return (*values, chain_hash(row[0] if row else GENESIS_CHAIN, values))
+    return stored_row(values, chain_hash(row[0] if row else GENESIS_CHAIN, values))
 
 
 @pytest.mark.parametrize("conflict", ["REPLACE", "IGNORE", "ABORT", "FAIL", "ROLLBACK"])
@@ -91,7 +93,7 @@ def test_no_insert_can_replace_or_skip_a_stored_row(ledger: Ledger, conflict: st
     # A new id at a stored seq, or a stored id at the next seq.
     row = _next_row(conn, 1, observation_event(9)) if target == "seq" else _next_row(conn, 3, first)
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        conn.execute(f"INSERT OR {conflict} INTO events VALUES (?,?,?,?,?,?,?,?,?,?)", row)
+        conn.execute(INSERT_STORED.replace("INSERT", f"INSERT OR {conflict}", 1), row)
     assert [e.event_id for e in ledger.events()] == [first.event_id, observation_event(2).event_id]
     assert verify(ledger.store).ok
 
@@ -101,9 +103,9 @@ def test_an_insert_off_the_end_of_the_chain_is_refused(ledger: Ledger, seq: int)
     ledger.append([observation_event(1), observation_event(2)])
     conn = raw(ledger.path)
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        conn.execute("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?)", _next_row(conn, seq, observation_event(7)))
+        conn.execute(INSERT_STORED, _next_row(conn, seq, observation_event(7)))
     # The honest next row is accepted from a raw session too: the trigger only guards the shape.
-    conn.execute("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?)", _next_row(conn, 3, observation_event(7)))
+    conn.execute(INSERT_STORED, _next_row(conn, 3, observation_event(7)))
     assert ledger.store.event_count() == 3
 
 
@@ -118,5 +120,5 @@ def test_an_older_ledger_gains_the_insert_trigger_when_a_writer_opens_it(ledger_
         assert not verify(reader).ok
     with Ledger.open(ledger_path) as writer:
         assert writer.store.missing_triggers() == []
-        assert writer.store.meta()["schema_version"] == "2"
+        assert writer.store.meta()["schema_version"] == str(STORE_SCHEMA_VERSION)
         assert verify(writer).ok

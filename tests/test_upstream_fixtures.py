@@ -133,7 +133,7 @@ def test_a_crashed_study_shows_every_run_and_its_running_run_goes_stale(
 def test_booleans_nan_and_infinity_are_kept(ingested: dict[str, tuple[Ledger, IngestReport]]) -> None:
     ledger, _ = ingested["metrics_special"]
     stored = Counter()
-    for (body,) in ledger.conn.execute("SELECT body FROM events WHERE kind = 'evaluation_recorded'"):
+    for (body,) in ledger.conn.execute("SELECT body FROM events_json WHERE kind = 'evaluation_recorded'"):
         value = from_canonical(json.loads(body)["metric_value"])
         if isinstance(value, bool):
             stored[value] += 1
@@ -158,7 +158,7 @@ def test_run_json_and_runs_jsonl_state_the_same_facts(ingested: dict[str, tuple[
     """A finished run's run.json and its checkpoint line are one set of events, not two."""
     ledger, _ = ingested["plain"]
     per_run = Counter(row[0] for row in ledger.conn.execute(
-        "SELECT run_id FROM events WHERE kind = 'run_status_changed'"))
+        "SELECT run_id FROM events_json WHERE kind = 'run_status_changed'"))
     assert set(per_run.values()) == {2}  # running and success, once each
 
 

@@ -11,6 +11,8 @@ from studyledger import Ledger, Observation, RunStatus
 from studyledger.store import TRIGGER_DDL
 from studyledger.audit.verify import verify
 
+from .audit_helpers import INSERT_STORED, stored_row
+
 
 @pytest.fixture
 def filled(study_ledger: Ledger) -> Ledger:
@@ -46,7 +48,7 @@ def test_intact_ledger_verifies(filled: Ledger) -> None:
 CASES: dict[str, tuple[list[str], Callable[[list[tuple[int, str]]], bool]]] = {
     "body edited": (["UPDATE events SET body = replace(body, '\"t3\"', '\"t9\"') WHERE seq = 7"],
                     lambda found: (7, "event_id") in found and (7, "chain") in found),
-    "id edited": (["UPDATE events SET event_id = 'evt-00000000000000000000000000000000' WHERE seq = 4"],
+    "id edited": (["UPDATE events SET event_id = X'00000000000000000000000000000000' WHERE seq = 4"],
                   lambda found: (4, "event_id") in found and (4, "chain") in found),
     "row deleted": (["DELETE FROM events WHERE seq = 5"],
                     lambda found: (6, "sequence") in found and (6, "chain") in found),
@@ -108,12 +110,12 @@ def test_a_body_too_deep_for_sqlites_json_functions_is_checked_in_python(filled:
 
     deep = '{"run_id":"run-deep","x":' + '{"d":' * 2500 + "1" + "}" * 2500 + "}"
     conn = sqlite3.connect(filled.path, isolation_level=None)
-    previous = conn.execute("SELECT chain FROM events ORDER BY seq DESC LIMIT 1").fetchone()[0]
+    previous = conn.execute("SELECT chain FROM events_plain ORDER BY seq DESC LIMIT 1").fetchone()[0]
     values = (11, event_id_for("observation_recorded", deep), "observation_recorded", None, "run-deep",
               None, "2026-01-01T00:00:00+00:00", "raw", deep)
     from studyledger.store import chain_hash
 
-    conn.execute("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?)", (*values, chain_hash(previous, values)))
+    conn.execute(INSERT_STORED, stored_row(values, chain_hash(previous, values)))
     conn.close()
     report = verify(filled.store)
     assert [(p.seq, p.check) for p in report.problems] == [(11, "body")]
@@ -148,8 +150,8 @@ def test_a_row_at_seq_zero_is_seen_and_does_not_hide_the_count(filled: Ledger) -
 
     forged = make_event("observation_recorded", {"record_id": "x", "timestamp": "2026-01-01T00:00:00+00:00",
                                                  "event_type": "e"}, source="raw")
-    tamper(filled, f"INSERT INTO events VALUES (0, '{forged.event_id}', '{forged.kind}', NULL, NULL, NULL, "
-           f"'2026-01-01', 'raw', '{forged.body}', '{GENESIS_CHAIN}')", *_restore_triggers())
+    tamper(filled, f"INSERT INTO events VALUES (0, X'{forged.event_id[4:]}', '{forged.kind}', NULL, NULL, NULL, "
+           f"'2026-01-01', 'raw', NULL, NULL, '{forged.body}', X'{GENESIS_CHAIN}')", *_restore_triggers())
     report = verify(filled.store)
     assert not report.ok
     assert report.events == 11

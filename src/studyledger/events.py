@@ -529,10 +529,28 @@ def event_id_for(kind: str, body_json: str) -> str:
     Equal to ``hash_identifier("evt", {"body": body, "kind": kind}, length=32)``; written
     out so the body is not serialised a second time on the hot path.
     """
-    digest = hashlib.sha256(b'{"body":')
-    digest.update(body_json.encode("utf-8"))
-    digest.update(f',"kind":{_kind_json(kind)}}}'.encode("utf-8"))
-    return "evt-" + digest.hexdigest()[:EVENT_ID_LENGTH]
+    return event_id_of_bytes(kind, body_json.encode("utf-8"))
+
+
+def event_id_of_bytes(kind: str, body: bytes) -> str:
+    """:func:`event_id_for` of a body given as its UTF-8 bytes (verify hashes what it reads)."""
+    return "evt-" + event_digest(kind, body).hex()
+
+
+def event_digest(kind: str, body: bytes) -> bytes:
+    """The bytes an event id writes in hex after ``evt-`` (what the SQLite ledger stores)."""
+    digest = _BODY_PREFIX.copy()
+    digest.update(body)
+    digest.update(_kind_suffix(kind))
+    return digest.digest()[:EVENT_ID_LENGTH // 2]
+
+
+_BODY_PREFIX = hashlib.sha256(b'{"body":')
+
+
+@functools.lru_cache(maxsize=64)
+def _kind_suffix(kind: str) -> bytes:
+    return f',"kind":{_kind_json(kind)}}}'.encode("utf-8")
 
 
 @dataclass(frozen=True, slots=True)

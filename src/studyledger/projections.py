@@ -46,7 +46,7 @@ from .schema import (
     shown_status,
 )
 
-PROJECTION_VERSION = "6"
+PROJECTION_VERSION = "7"
 
 ANOMALY_SEVERITY: dict[str, ConstraintSeverity] = {
     "conflicting_outcome": ConstraintSeverity.ERROR,
@@ -102,13 +102,12 @@ TABLES: dict[str, str] = {
         first_seq INTEGER NOT NULL,
         last_seq INTEGER NOT NULL
     )""",
-    # Only what observations are found by; every other column comes from the event body
-    # through the observation_rows view, so ingesting an observation writes it once.
+    # Only what observations are found by (their indexes end in seq, the rowid); every other
+    # column comes from the event through the observation_rows view, so ingesting an
+    # observation writes it once.
     "observations": """CREATE TABLE observations (
         seq INTEGER PRIMARY KEY,
         run_id TEXT,
-        study_id TEXT,
-        timestamp TEXT,
         level TEXT,
         event_type TEXT,
         tool_name TEXT
@@ -189,7 +188,7 @@ TABLES: dict[str, str] = {
 VIEWS = (
     """CREATE VIEW observation_rows AS SELECT
         o.seq AS seq,
-        o.timestamp AS timestamp,
+        json_extract(e.body, '$.timestamp') AS timestamp,
         json_extract(e.body, '$.record_id') AS record_id,
         json_extract(e.body, '$.text') AS text,
         json_extract(e.body, '$.session_id') AS session_id,
@@ -197,20 +196,20 @@ VIEWS = (
         o.event_type AS event_type,
         json_extract(e.body, '$.meta_json') AS meta_json,
         o.level AS level,
-        o.study_id AS study_id,
+        e.study_id AS study_id,
         o.run_id AS run_id,
         json_extract(e.body, '$.condition_id') AS condition_id,
         json_extract(e.body, '$.trial_id') AS trial_id,
         json_extract(e.body, '$.step_id') AS step_id,
         o.tool_name AS tool_name,
         json_extract(e.body, '$.evaluation_id') AS evaluation_id
-    FROM observations o JOIN events e ON e.seq = o.seq""",
+    FROM observations o JOIN events_json e ON e.seq = o.seq""",
 )
 
 INDEXES = (
     "CREATE INDEX runs_study ON runs(study_id, status)",
-    "CREATE INDEX observations_run ON observations(run_id, seq)",
-    "CREATE INDEX observations_run_filter ON observations(run_id, level, event_type, seq)",
+    "CREATE INDEX observations_run ON observations(run_id)",
+    "CREATE INDEX observations_run_filter ON observations(run_id, level, event_type)",
     "CREATE INDEX provenance_run ON provenance(run_id, seq)",
     "CREATE INDEX transitions_run ON transitions(run_id, seq)",
     "CREATE INDEX evaluations_run ON evaluations(run_id, seq)",
@@ -336,7 +335,7 @@ class _Fold:
     def flush(self, last_seq: int) -> None:
         if self.observations:
             self.conn.executemany(
-                "INSERT INTO observations VALUES (?,?,?,?,?,?,?)",
+                "INSERT INTO observations VALUES (?,?,?,?,?)",
                 self.observations,
             )
         if self.anomalies:
@@ -593,10 +592,7 @@ def _on_observation(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> No
         if row["study_id"] is None and body.get("study_id"):
             row["study_id"] = body["study_id"]
             fold.status_changed.add(run_id)  # its status anomalies name the study
-    fold.observations.append(
-        (event.seq, run_id, body.get("study_id"), body.get("timestamp"), body.get("level"),
-         body.get("event_type"), body.get("tool_name"))
-    )
+    fold.observations.append((event.seq, run_id, body.get("level"), body.get("event_type"), body.get("tool_name")))
 
 
 def _on_evaluation(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> None:
@@ -654,9 +650,9 @@ _HANDLERS = {
 }
 
 
-ObservationRow = tuple[Any, Any, Any, Any, Any, Any]
-"""What the fold takes from an observation's body: ``(run_id, study_id, timestamp, level,
-event_type, tool_name)``."""
+ObservationRow = tuple[Any, Any, Any, Any, Any]
+"""What the fold takes from an observation's body: ``(run_id, study_id, level, event_type,
+tool_name)``."""
 
 
 def observation_row(kind: str, body: dict[str, Any] | None, misfits: tuple[str, ...] | None) -> ObservationRow | None:
@@ -670,7 +666,7 @@ def observation_row(kind: str, body: dict[str, Any] | None, misfits: tuple[str, 
     if kind != _OBSERVATION or body is None or misfits != () or not _REQUIRED_OBSERVATION.issubset(body):
         return None
     get = body.get
-    return get("run_id"), get("study_id"), get("timestamp"), get("level"), get("event_type"), get("tool_name")
+    return get("run_id"), get("study_id"), get("level"), get("event_type"), get("tool_name")
 
 
 def apply(conn: sqlite3.Connection, events: Sequence[StoredEvent],
@@ -709,7 +705,7 @@ def apply(conn: sqlite3.Connection, events: Sequence[StoredEvent],
             continue
         seq, run_id, study_id = event.seq, row[0], event.study_id
         occurred, recorded = event.occurred_at, event.recorded_at
-        observed.append((seq, *row))
+        observed.append((seq, run_id, *row[2:]))
         # _later written out (a call per observation is a tenth of this loop).
         if run_id:
             found = runs.get(run_id)
@@ -735,7 +731,7 @@ def apply(conn: sqlite3.Connection, events: Sequence[StoredEvent],
         fold.flush(events[-1].seq)
     if observed:
         # After the flush: these add to the rows the other events left, whatever they were.
-        conn.executemany("INSERT INTO observations VALUES (?,?,?,?,?,?,?)", observed)
+        conn.executemany("INSERT INTO observations VALUES (?,?,?,?,?)", observed)
         conn.executemany(f"{_RUNS_INSERT} VALUES (?, '{RunStatus.PENDING.value}', ?, 0, ?, ?, ?, ?) {_RUNS_MERGE}",
                          list(runs.values()))
         conn.executemany(f"{_STUDIES_INSERT} VALUES (?, '', '', 0, ?, ?, ?) {_STUDIES_MERGE}", list(studies.values()))
@@ -801,9 +797,11 @@ _LEVEL_NAMES = frozenset(level.value for level in ObservationLevel)
 _FOLD_TEMP = "sl_fold_observations"
 _OBSERVATION = EventKind.OBSERVATION_RECORDED.value
 _REQUIRED_OBSERVATION = frozenset(_OBSERVATION_SHAPE.required)
+_FOLD_SOURCES = ("events_json", "sl_ledger_events")
+"""Where stored events are read decoded: the ledger's view, or replay's view of the ledger it attached."""
 
 
-def fold_stored(conn: sqlite3.Connection, *, table: str = "events", after: int = 0, until: int | None = None,
+def fold_stored(conn: sqlite3.Connection, *, table: str = "events_json", after: int = 0, until: int | None = None,
                 condition: str = "", batch: int = 20_000) -> int:
     """Fold the stored events with ``after < seq <= until`` (and ``condition``) into the tables.
 
@@ -812,7 +810,7 @@ def fold_stored(conn: sqlite3.Connection, *, table: str = "events", after: int =
     tables event-by-event folding gives, which replay checks against the ones stored.
 
     Args:
-        table: Where the events are (``ledger.events`` for replay's attached ledger).
+        table: Where the events are, decoded (``sl_ledger_events``: replay's attached ledger).
         condition: More SQL on ``e`` choosing which events count (replay's as-of by time).
 
     Returns:
@@ -843,11 +841,14 @@ def fold_stored(conn: sqlite3.Connection, *, table: str = "events", after: int =
 def _fold_range(conn: sqlite3.Connection, table: str, after: int, upper: int, condition: str) -> None:
     """Fold one range of stored events: clean observations in SQL, the rest in Python."""
     window = f"e.seq > {int(after)} AND e.seq <= {int(upper)}{condition}"
+    # The range's rows decoded once (a stored body is compressed), not once per field read.
     conn.execute(
+        f"WITH e AS MATERIALIZED (SELECT e.seq, e.kind, e.study_id, e.occurred_at, e.recorded_at, e.body "
+        f"FROM {table} e WHERE {window}) "
         f"INSERT INTO {_FOLD_TEMP} SELECT e.seq, json_extract(e.body, '$.run_id'), json_extract(e.body, '$.study_id'), "
-        "json_extract(e.body, '$.timestamp'), json_extract(e.body, '$.level'), json_extract(e.body, '$.event_type'), "
+        "json_extract(e.body, '$.level'), json_extract(e.body, '$.event_type'), "
         "json_extract(e.body, '$.tool_name'), e.occurred_at, e.recorded_at, e.study_id "
-        f"FROM {table} e WHERE {window} AND {_CLEAN_OBSERVATION}")
+        f"FROM e WHERE {_CLEAN_OBSERVATION}")
     # Per run, the first observation naming a study may give the run its study: in Python.
     conn.execute(f"DELETE FROM {_FOLD_TEMP} WHERE seq IN (SELECT min(seq) FROM {_FOLD_TEMP} "
                  "WHERE run_id <> '' AND study_id <> '' GROUP BY run_id)")
@@ -861,14 +862,13 @@ def _fold_range(conn: sqlite3.Connection, table: str, after: int, upper: int, co
 def _ensure_staging(conn: sqlite3.Connection) -> None:
     """The connection's temporary table of observations to fold set-based (empty between folds)."""
     conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_FOLD_TEMP} (seq INTEGER PRIMARY KEY, run_id, study_id, "
-                 "timestamp, level, event_type, tool_name, occurred_at, recorded_at, event_study)")
+                 "level, event_type, tool_name, occurred_at, recorded_at, event_study)")
 
 
 def _fold_staged(conn: sqlite3.Connection, last_seq: int) -> None:
     """Fold the staged observations: their rows, then their runs' and studies' counts, seqs and
     times in one upsert each (after every other event of the batch: these commute with them)."""
-    conn.execute(f"INSERT INTO observations SELECT seq, run_id, study_id, timestamp, level, event_type, tool_name "
-                 f"FROM {_FOLD_TEMP}")
+    conn.execute(f"INSERT INTO observations SELECT seq, run_id, level, event_type, tool_name FROM {_FOLD_TEMP}")
     conn.execute(f"{_RUNS_INSERT} SELECT run_id, '{RunStatus.PENDING.value}', count(*), 0, min(seq), max(seq), "
                  f"max(occurred_at), max(recorded_at) FROM {_FOLD_TEMP} WHERE run_id <> '' GROUP BY run_id "
                  f"{_RUNS_MERGE}")
@@ -921,7 +921,7 @@ def _chunks(events: Iterable[StoredEvent], size: int) -> Iterator[list[StoredEve
 
 
 def _check_sql_names(table: str, condition: str) -> None:
-    if table not in ("events", "ledger.events") or (condition and not condition.startswith(" AND ")):
+    if table not in _FOLD_SOURCES or (condition and not condition.startswith(" AND ")):
         raise ValueError(f"cannot fold from {table!r} where {condition!r}")
 
 

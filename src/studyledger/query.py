@@ -331,7 +331,7 @@ def events(
         params.append(run_id)
     tail = f" LIMIT {int(limit)}" if limit is not None else ""
     cursor = conn.execute(
-        f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE {' AND '.join(clauses)} ORDER BY seq{tail}",
+        f"SELECT {', '.join(EVENT_COLUMNS)} FROM events_json WHERE {' AND '.join(clauses)} ORDER BY seq{tail}",
         params,
     )
     return [StoredEvent(*row) for row in cursor.fetchall()]
@@ -496,7 +496,7 @@ def metric_values(conn: sqlite3.Connection, *, study_id: str | None = None,
     for values in conn.execute(
         f"SELECT v.seq, v.run_id, r.condition_id, r.status, v.evaluator_id, v.metric_name, v.metric_unit, "
         f"v.aggregation_level, json_extract(e.body, '$.metric_value'), json_type(e.body, '$.metric_value') "
-        f"FROM evaluations v JOIN runs r ON r.run_id = v.run_id JOIN events e ON e.seq = v.seq "
+        f"FROM evaluations v JOIN runs r ON r.run_id = v.run_id JOIN events_json e ON e.seq = v.seq "
         f"WHERE {scope} ORDER BY v.seq", params):
         *head, raw, kind = values
         row = dict(zip(_EVALUATOR_COLUMNS, head, strict=True))

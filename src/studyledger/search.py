@@ -65,13 +65,16 @@ SELECT seq,
        CASE kind WHEN 'observation_recorded' THEN json_extract(body, '$.tool_name') END,
        CASE kind WHEN 'observation_recorded' THEN 'observation'
                  WHEN 'line_rejected' THEN 'rejection' ELSE 'run_error' END
-FROM events
-WHERE seq > ? AND json_valid(body) -- a body only a raw writer stored may not be JSON
+FROM {events}
+WHERE json_valid(body) -- a body only a raw writer stored may not be JSON
   AND (kind IN ('observation_recorded', 'line_rejected')
                    OR (kind = 'run_status_changed'
                        AND (json_extract(body, '$.error') IS NOT NULL OR json_extract(body, '$.status') = 'failed')))
-ORDER BY seq
 """
+# The events after the last indexed one, each decoded once: on SQLite a subquery that is not
+# flattened into the query above (OFFSET) runs as a co-routine, so a compressed body and its
+# kind are decoded once per row rather than once per field read.
+_SQLITE_ROWS = _ROWS.format(events="(SELECT seq, kind, body FROM events_json WHERE seq > ? LIMIT -1 OFFSET 0)")
 
 
 def exists(conn: sqlite3.Connection) -> bool:
@@ -117,7 +120,7 @@ def catch_up(conn: sqlite3.Connection) -> int:
     if head <= last:
         return 0
     if has_sqlite_json(conn):
-        added = conn.execute(f"INSERT INTO {INDEX_TABLE}(rowid, body, event_type, tool, kind) {_ROWS}",
+        added = conn.execute(f"INSERT INTO {INDEX_TABLE}(rowid, body, event_type, tool, kind) {_SQLITE_ROWS}",
                              (last,)).rowcount
     else:
         added = _catch_up_postgres(conn, last, head)
@@ -248,7 +251,7 @@ def search(conn: sqlite3.Connection, text: str, *, filters: Filters = Filters(),
     where = "".join(f" AND {clause}" for clause in clauses)
     cursor = conn.execute(
         f"SELECT i.{key}, e.kind, e.run_id, coalesce(r.study_id, e.study_id), r.status, e.body "
-        f"FROM {INDEX_TABLE} i JOIN events e ON e.seq = i.{key} LEFT JOIN runs r ON r.run_id = e.run_id "
+        f"FROM {INDEX_TABLE} i JOIN events_json e ON e.seq = i.{key} LEFT JOIN runs r ON r.run_id = e.run_id "
         f"WHERE {match}{where} ORDER BY i.{key} DESC LIMIT {int(limit)}",
         [argument, *params],
     )
@@ -276,7 +279,7 @@ def count(conn: sqlite3.Connection, text: str, *, filters: Filters = Filters(), 
     key, match, argument = _matching(conn, text, expression)
     where = "".join(f" AND {clause}" for clause in clauses)
     return int(conn.execute(
-        f"SELECT count(*) FROM (SELECT 1 FROM {INDEX_TABLE} i JOIN events e ON e.seq = i.{key} "
+        f"SELECT count(*) FROM (SELECT 1 FROM {INDEX_TABLE} i JOIN events_json e ON e.seq = i.{key} "
         f"LEFT JOIN runs r ON r.run_id = e.run_id WHERE {match}{where} LIMIT {int(cap)}) AS hits",
         [argument, *params]).fetchone()[0])
 
@@ -297,7 +300,7 @@ _PG_DDL = (
 _PG_INSERT = (f"INSERT INTO {INDEX_TABLE} (seq, kind, words) SELECT (r->>0)::bigint, r->>1, "
               "to_tsvector('simple', r->>2) FROM json_array_elements(?::json) AS r")
 # Batches are ranges of seq: with LIMIT instead, the server sorted every later row each time.
-_PG_ROWS = _ROWS.replace("WHERE seq > ?", "WHERE seq > ? AND seq <= ?")
+_PG_ROWS = _ROWS.format(events="(SELECT seq, kind, body FROM events WHERE seq > ? AND seq <= ?) AS e")
 _PG_BATCH = 5_000
 
 

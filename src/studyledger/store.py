@@ -48,16 +48,30 @@ from .errors import (
     NotALedgerError,
     ValidationError,
 )
+from .codec import (
+    CODEC_TRIGGER_DDL,
+    COMPACT_EVENTS_DDL,
+    DICTIONARIES_DDL,
+    EVENTS_JSON_DDL,
+    EVENTS_PLAIN_DDL,
+    LEGACY_VIEWS,
+    NAMES_DDL,
+    PHYSICAL_COLUMNS,
+    Codec,
+    canonical_chain,
+    canonical_id,
+    id_bytes,
+    physical_select,
+)
 from .events import EVENT_COLUMNS, NewEvent, StoredEvent, has_lone_surrogate
 
 APPLICATION = "studyledger"
-STORE_SCHEMA_VERSION = 2
+STORE_SCHEMA_VERSION = 3
 GENESIS_CHAIN = "0" * 64
 BUSY_TIMEOUT_MS = 5_000
 BEGIN_ATTEMPTS = 12
 _ID_LOOKUP_CHUNK = 500
 ATOMIC_ATTEMPTS = 5
-_JOIN_UP_TO = 1 << 16
 
 META_DDL = "CREATE TABLE ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 EVENTS_DDL = """CREATE TABLE events (
@@ -72,6 +86,8 @@ EVENTS_DDL = """CREATE TABLE events (
                     body TEXT NOT NULL,
                     chain TEXT NOT NULL CHECK (length(chain) = 64)
                 )"""
+"""The events table whose columns hold the canonical values themselves: PostgreSQL's, and a
+SQLite ledger's before schema version 3 (since then SQLite keeps ``codec.COMPACT_EVENTS_DDL``)."""
 
 TRIGGER_DDL = {
     "events_refuse_update": (
@@ -135,27 +151,30 @@ def chain_hash(previous: str, row: Sequence[Any]) -> str:
     bytes, a colon and the value (``-`` for null). Length prefixes make it unambiguous
     without escaping the body again.
     """
+    *values, body = row
+    return chain_digest(previous, values, body.encode("utf-8") if isinstance(body, str) else str(body).encode())
+
+
+def chain_digest(previous: str, values: Sequence[Any], body: bytes) -> str:
+    """:func:`chain_hash` of a row given as its values before the body, and the body's UTF-8
+    bytes (verify hashes the bytes it reads, without making text of them)."""
     parts = [previous]
-    for value in row:
+    for value in values:
         if value is None:
             parts.append("-")
         else:
             text = str(value)
             parts.append(f"{len(text) if text.isascii() else len(text.encode())}:{text}")
-    if len(parts[-1]) < _JOIN_UP_TO:
-        return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
-    # A body of megabytes is hashed part by part: joined, it would be copied twice more.
-    digest = hashlib.sha256(parts[0].encode("utf-8"))
-    for part in parts[1:]:
-        digest.update(b"\n")
-        digest.update(part.encode("utf-8"))
+    parts.append(f"{len(body)}:")
+    digest = hashlib.sha256("\n".join(parts).encode("utf-8"))
+    digest.update(body)
     return digest.hexdigest()
 
 
 def read_head(conn: sqlite3.Connection) -> Head:
     """The :class:`Head` of the ledger a connection reads (the store's and the query layer's)."""
     row = conn.execute("SELECT seq, chain FROM events ORDER BY seq DESC LIMIT 1").fetchone()
-    return Head(int(row[0]), str(row[1])) if row else EMPTY_HEAD
+    return Head(int(row[0]), str(canonical_chain(row[1]))) if row else EMPTY_HEAD
 
 
 def _is_busy(error: sqlite3.OperationalError) -> bool:
@@ -273,6 +292,10 @@ class Store(ABC):
     @abstractmethod
     def events_triggers(self) -> dict[str, str]:
         """Every trigger on ``events``, by name, with what defines it."""
+
+    def layout_ddl(self) -> str:
+        """The events table this ledger's schema version has (verify compares it with the stored one)."""
+        return self.events_ddl
 
     def missing_triggers(self) -> list[str]:
         """Names of the immutability triggers that are not installed."""
@@ -455,7 +478,7 @@ class Store(ABC):
                 clauses.append("run_id = ?")
                 params.append(run_id)
             cursor = self.conn.execute(
-                f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE {' AND '.join(clauses)} "
+                f"SELECT {self._event_select()} FROM events WHERE {' AND '.join(clauses)} "
                 f"ORDER BY seq LIMIT {int(batch)}",
                 params,
             )
@@ -463,9 +486,17 @@ class Store(ABC):
             for row in cursor:
                 found += 1
                 last = row[0]
-                yield StoredEvent(*row)
+                yield StoredEvent(*self._canonical(row))
             if not found:
                 return
+
+    def _event_select(self) -> str:
+        """The select list of ``events`` that :meth:`_canonical` reads a row from."""
+        return ", ".join(EVENT_COLUMNS)
+
+    def _canonical(self, row: Sequence[Any]) -> Sequence[Any]:
+        """A row read by :meth:`_event_select` as its canonical values (``EVENT_COLUMNS``)."""
+        return row
 
     def event_count(self) -> int:
         """Number of stored events."""
@@ -485,8 +516,12 @@ class SQLiteStore(Store):
     """
 
     backend = "sqlite"
-    events_ddl = EVENTS_DDL
+    events_ddl = COMPACT_EVENTS_DDL
     trigger_ddl = TRIGGER_DDL
+    codec: Codec
+    legacy = False
+    """A ledger in the layout of schema version 2 or older, opened read-only: its columns hold
+    the canonical values, and ``events_json`` is a temporary view of them."""
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True, readonly: bool = False) -> None:
         self.path: Path = Path(path)
@@ -505,7 +540,13 @@ class SQLiteStore(Store):
         try:
             self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             self._check_or_create()
-            if not readonly:
+            self.codec = Codec(self.conn)
+            self.codec.register()
+            for ddl in LEGACY_VIEWS if self.legacy else ():
+                self.conn.execute(ddl)
+            if readonly:
+                self.conn.execute("PRAGMA query_only = ON")
+            else:
                 self.conn.execute("PRAGMA synchronous = NORMAL")
             # The unique event_id index takes scattered inserts (its keys are hashes); a page
             # cache larger than the 2 MiB default keeps more of it in memory at ingest rates.
@@ -555,7 +596,6 @@ class SQLiteStore(Store):
                         "where the folder can be written, or copy the ledger with its -wal") from None
                 self.read_uri += "&immutable=1"
                 conn = connect(self.read_uri, uri=True)
-            conn.execute("PRAGMA query_only = ON")
             return conn
         except LedgerError:
             raise
@@ -596,10 +636,11 @@ class SQLiteStore(Store):
         version = self._check_meta()
         if version < 1:
             raise NotALedgerError(f"{self.path}: unknown ledger schema version {version}")
-        # Every older layout reads as this one does: a reader leaves it as it is (verify
-        # reports what it lacks), a writer upgrades it.
+        # A reader leaves an older layout as it is (verify reports what it lacks) and reads
+        # it through the same decoding, a writer upgrades it.
         if version < STORE_SCHEMA_VERSION and not self.readonly:
             self._migrate(version)
+        self.legacy = not self._compact()
 
     def _create(self) -> None:
         mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -609,25 +650,74 @@ class SQLiteStore(Store):
             if "ledger_meta" in self._tables():  # another process created it first
                 return
             self.conn.execute(META_DDL)
-            self.conn.execute(EVENTS_DDL)
-            for ddl in TRIGGER_DDL.values():
-                self.conn.execute(ddl)
+            self._create_compact_events()
             self.conn.executemany("INSERT INTO ledger_meta(key, value) VALUES (?, ?)", self._initial_meta())
             self.created = True
+
+    def _create_compact_events(self) -> None:
+        """The events table of schema version 3, its names and dictionaries, their
+        triggers, and the ``events_plain`` and ``events_json`` views."""
+        for ddl in (COMPACT_EVENTS_DDL, NAMES_DDL, DICTIONARIES_DDL, *TRIGGER_DDL.values(),
+                    *CODEC_TRIGGER_DDL.values(), EVENTS_PLAIN_DDL, EVENTS_JSON_DDL):
+            self.conn.execute(ddl)
 
     def _migrate(self, version: int) -> None:
         """Bring an older ledger up to :data:`STORE_SCHEMA_VERSION`, in one write transaction.
 
-        Version 2 added the ``events_append_only`` trigger. Another process may have
-        migrated meanwhile, so the version is read again under the write lock.
+        Version 2 added the ``events_append_only`` trigger; version 3 stores rows compactly
+        (codec.py), so every row is rewritten, with the same canonical values, ids and
+        chain. Another process may have migrated meanwhile, so the version is read again
+        under the write lock. The file keeps its size: SQLite reuses the pages the old
+        table freed for new events (``VACUUM`` gives them back to the disk).
         """
         with self.transaction():
             current = int(self.meta().get("schema_version", "0"))
             if current < 2:
                 self.conn.execute("DROP TRIGGER IF EXISTS events_append_only")
                 self.conn.execute(TRIGGER_DDL["events_append_only"])
+            if current < 3 and not self._compact():
+                self._compact_rows()
             if current < STORE_SCHEMA_VERSION:
                 self.set_meta("schema_version", str(STORE_SCHEMA_VERSION))
+
+    def _compact(self) -> bool:
+        """Whether the events table has the compact layout (schema version 3 and later)."""
+        return "line" in {row[1] for row in self.conn.execute("PRAGMA table_info(events)")}
+
+    def _compact_rows(self) -> None:
+        """Rewrite the events of a version 2 ledger in the compact layout (inside the migration)."""
+        for name in TRIGGER_DDL:
+            self.conn.execute(f"DROP TRIGGER IF EXISTS {name}")
+        # The projection views name ``events``: renaming must not rewrite them to the old table.
+        self.conn.execute("PRAGMA legacy_alter_table = ON")
+        try:
+            self.conn.execute("ALTER TABLE events RENAME TO events_before_v3")
+        finally:
+            self.conn.execute("PRAGMA legacy_alter_table = OFF")
+        self._create_compact_events()
+        codec = Codec(self.conn)
+        head = self.conn.execute("SELECT coalesce(max(seq), 0) FROM events_before_v3").fetchone()[0]
+        codec.train_if_due(int(head), "events_before_v3")
+        insert = f"INSERT INTO events VALUES ({', '.join('?' * len(PHYSICAL_COLUMNS))})"
+        last = -(1 << 63)
+        while True:
+            rows = self.conn.execute(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events_before_v3 WHERE seq > ? "
+                                     "ORDER BY seq LIMIT 5000", (last,)).fetchall()
+            if not rows:
+                break
+            encoded = []
+            for row in rows:
+                try:
+                    encoded.append(codec.encode(StoredEvent(*row)))
+                except (ValueError, TypeError, AttributeError) as exc:
+                    raise LedgerError(f"{self.path}: cannot upgrade the ledger: seq {row[0]} is not a row "
+                                      f"studyledger wrote ({exc}); the ledger was edited. Check it with "
+                                      "`studyledger verify` and restore a good copy") from None
+            # The append-only trigger is created with the table and checks each row is the
+            # next one: copied in order, every row is.
+            self.conn.executemany(insert, encoded)
+            last = rows[-1][0]
+        self.conn.execute("DROP TABLE events_before_v3")
 
     def events_definition(self) -> str | None:
         row = self.conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'events'").fetchone()
@@ -673,13 +763,20 @@ class SQLiteStore(Store):
         try:
             yield self.conn
             self.conn.execute("COMMIT")
+            self._codec_done(committed=True)
         except BaseException as exc:
             # SQLite may have rolled back already (a full disk does that).
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
+            self._codec_done(committed=False)
             if isinstance(exc, sqlite3.OperationalError):
                 self._raise_write_failure(exc)
             raise
+
+    def _codec_done(self, *, committed: bool) -> None:
+        codec = getattr(self, "codec", None)  # none yet while the schema is being created
+        if codec is not None:
+            codec.committed() if committed else codec.rolled_back()
 
     def _raise_write_failure(self, exc: sqlite3.OperationalError) -> NoReturn:
         """Raise a write SQLite refused as an error that says what and where (``exc`` as it
@@ -708,22 +805,33 @@ class SQLiteStore(Store):
     def existing_bodies(self, event_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         """``{event_id: (kind, body)}`` for the ids already stored."""
         found: dict[str, tuple[str, str]] = {}
-        for start in range(0, len(event_ids), _ID_LOOKUP_CHUNK):
-            chunk = event_ids[start : start + _ID_LOOKUP_CHUNK]
+        keys: Sequence[Any] = event_ids if self.legacy else [id_bytes(event_id) for event_id in event_ids]
+        for start in range(0, len(keys), _ID_LOOKUP_CHUNK):
+            chunk = keys[start : start + _ID_LOOKUP_CHUNK]
             marks = ",".join("?" * len(chunk))
-            for event_id, kind, body in self.conn.execute(
+            for key, kind, body in self.conn.execute(
                 f"SELECT event_id, kind, body FROM events WHERE event_id IN ({marks})", chunk
             ):
-                found[event_id] = (kind, body)
+                name = self.codec.name(kind) if isinstance(kind, int) else kind
+                found[canonical_id(key)] = (name, self.codec.body(body))
         return found
 
     def _insert(self, rows: list[StoredEvent]) -> None:
+        if not rows:
+            return
         self.conn.executemany(
-            "INSERT INTO events (seq, event_id, kind, study_id, run_id, occurred_at, "
-            "recorded_at, source, body, chain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (r.seq, r.event_id, r.kind, r.study_id, r.run_id, r.occurred_at,
-                 r.recorded_at, r.source, r.body, r.chain)
-                for r in rows
-            ],
+            f"INSERT INTO events ({', '.join(PHYSICAL_COLUMNS)}) VALUES ({', '.join('?' * len(PHYSICAL_COLUMNS))})",
+            [self.codec.encode(row) for row in rows],
         )
+        self.codec.train_if_due(rows[-1].seq)
+
+    def layout_ddl(self) -> str:
+        return EVENTS_DDL if self.legacy else COMPACT_EVENTS_DDL
+
+    def _event_select(self) -> str:
+        if self.legacy:
+            return physical_select(EVENT_COLUMNS)
+        return ", ".join(PHYSICAL_COLUMNS)
+
+    def _canonical(self, row: Sequence[Any]) -> Sequence[Any]:
+        return self.codec.decode(row)

@@ -302,6 +302,8 @@ def _placeholders(text: str) -> str:
         after = tokens[significant[place + 1]].upper() if place + 1 < len(significant) else ""
         if token == "?":
             out[i] = "%s"
+        elif token in ("events_json", "events_plain"):  # the events table holds the canonical values here
+            out[i] = "events"
         elif "%" in token:  # psycopg reads % everywhere, in string literals too
             out[i] = token.replace("%", "%%")
         elif token.lower() == "offset" and not (len(before) == 2 and before[0] == "LIMIT"):

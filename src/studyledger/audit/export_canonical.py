@@ -225,7 +225,7 @@ def _evaluation_rows(conn: sqlite3.Connection, study_id: str | None) -> Iterator
     (a boolean, a NaN); ``notes_json`` as upstream writes it (``json.dumps`` sorted)."""
     where, params = _study_filter(study_id, "r.study_id")
     for (body,) in conn.execute(
-            f"SELECT e.body FROM evaluations x JOIN events e ON e.seq = x.seq LEFT JOIN runs r ON r.run_id = x.run_id "
+            f"SELECT e.body FROM evaluations x JOIN events_json e ON e.seq = x.seq LEFT JOIN runs r ON r.run_id = x.run_id "
             f"WHERE {where} ORDER BY x.seq", params):
         data = from_canonical(json.loads(body))
         notes = data.get("notes_json")
@@ -339,8 +339,8 @@ def export_study(conn: sqlite3.Connection, study_id: str | None, folder: Path, *
 def _has_unassigned(conn: sqlite3.Connection) -> bool:
     return bool(conn.execute(
         "SELECT EXISTS (SELECT 1 FROM runs WHERE study_id IS NULL) "
-        "OR EXISTS (SELECT 1 FROM observations o LEFT JOIN runs r ON r.run_id = o.run_id "
-        "           WHERE coalesce(o.study_id, r.study_id) IS NULL) "
+        "OR EXISTS (SELECT 1 FROM observations o JOIN events e ON e.seq = o.seq LEFT JOIN runs r ON r.run_id = o.run_id "
+        "           WHERE coalesce(e.study_id, r.study_id) IS NULL) "
         "OR EXISTS (SELECT 1 FROM evaluations e LEFT JOIN runs r ON r.run_id = e.run_id "
         "           WHERE r.study_id IS NULL)").fetchone()[0])
 

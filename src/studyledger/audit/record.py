@@ -50,7 +50,7 @@ def audits(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     anything): a field of the wrong type reads as null, an unreadable body as ``{}``.
     """
     kind = EventKind.AUDIT_RECORDED.value
-    rows = conn.execute("SELECT seq, recorded_at, body FROM events WHERE kind = ? ORDER BY seq", (kind,))
+    rows = conn.execute("SELECT seq, recorded_at, body FROM events_json WHERE kind = ? ORDER BY seq", (kind,))
     found = []
     for seq, recorded_at, body in rows:
         try:

@@ -29,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ..codec import Codec
 from ..errors import ValidationError
 from ..events import EVENT_COLUMNS, parse_instant
 from .. import projections, query
@@ -41,6 +42,8 @@ MAX_DIFFERENCES = 100
 MAX_ANOMALIES = 200
 COMPARED_TABLES = (*projections.PROJECTION_TABLES, "projection_state")
 _COPY_BATCH = 5_000
+LEDGER_EVENTS = "sl_ledger_events"
+"""The scratch connection's view of the ledger's events, decoded (see :func:`_scratch`)."""
 _event_row = attrgetter(*EVENT_COLUMNS)
 
 
@@ -145,6 +148,12 @@ def _scratch(store: Store, in_memory: bool) -> tuple[sqlite3.Connection, Path | 
             # Read-only, as the store reads it: replay never writes to what it audits.
             conn.execute("ATTACH DATABASE ? AS ledger", (store.read_uri,))
             conn.execute("PRAGMA ledger.busy_timeout = 5000")
+        Codec(conn, "ledger").register()
+        # The ledger's events decoded: its events_json view; a ledger in the layout before
+        # schema version 3 (or copied from a server) holds them decoded in its table.
+        decoded = conn.execute("SELECT count(*) FROM ledger.sqlite_master WHERE type = 'view' "
+                               "AND name = 'events_json'").fetchone()[0]
+        conn.execute(f"CREATE TEMP VIEW {LEDGER_EVENTS} AS SELECT * FROM ledger.{'events_json' if decoded else 'events'}")
     except BaseException:
         conn.close()
         if directory is not None:
@@ -187,24 +196,27 @@ def _fold(conn: sqlite3.Connection, seq: int | None, at: datetime | None) -> tup
 
     Runs inside the caller's transaction, whose first read fixes the ledger snapshot.
     """
-    head = conn.execute("SELECT coalesce(max(seq), 0) FROM ledger.events").fetchone()[0]
+    head = conn.execute(f"SELECT coalesce(max(seq), 0) FROM {LEDGER_EVENTS}").fetchone()[0]
     upper = head if seq is None else min(seq, head)
     if at is not None:
         conn.create_function("sl_recorded_by", 1, _recorded_by(at), deterministic=True)
     projections.create_tables(conn)
     timed = " AND sl_recorded_by(e.recorded_at)" if at is not None else ""
-    return upper, projections.fold_stored(conn, table="ledger.events", until=upper, condition=timed)
+    return upper, projections.fold_stored(conn, table=LEDGER_EVENTS, until=upper, condition=timed)
 
 
 def _events_view(conn: sqlite3.Connection, upper: int, timed: bool) -> None:
-    """Give the scratch database an ``events`` view over the folded prefix of the ledger.
+    """Give the scratch database ``events`` and ``events_json`` views over the folded prefix of
+    the ledger, both decoded.
 
     Only a TEMP view may reference the attached ledger, and a view stored in ``main``
     resolves its names inside ``main`` only; so the projection views (which join
-    ``events``) are moved to TEMP as well, where they see the ``events`` view.
+    ``events_json``) are moved to TEMP as well, where they see the ``events_json`` view.
     """
     filter_sql = " AND sl_recorded_by(recorded_at)" if timed else ""
-    conn.execute(f"CREATE TEMP VIEW events AS SELECT * FROM ledger.events WHERE seq <= {int(upper)}{filter_sql}")
+    conn.execute(f"CREATE TEMP VIEW events_json AS SELECT * FROM {LEDGER_EVENTS} WHERE seq <= {int(upper)}"
+                 f"{filter_sql}")
+    conn.execute("CREATE TEMP VIEW events AS SELECT * FROM events_json")
     views = conn.execute("SELECT name, sql FROM main.sqlite_master WHERE type = 'view'").fetchall()
     for name, sql in views:
         conn.execute(f"DROP VIEW main.{name}")

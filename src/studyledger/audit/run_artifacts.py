@@ -141,7 +141,7 @@ def evaluation_rows(conn: sqlite3.Connection, run_id: str) -> list[dict[str, Any
     """A run's evaluator outputs with their exact values (booleans, NaN), in the order stored."""
     rows = []
     for (body,) in conn.execute(
-            "SELECT e.body FROM evaluations x JOIN events e ON e.seq = x.seq WHERE x.run_id = ? ORDER BY x.seq",
+            "SELECT e.body FROM evaluations x JOIN events_json e ON e.seq = x.seq WHERE x.run_id = ? ORDER BY x.seq",
             (run_id,)):
         data = from_canonical(json.loads(body))
         rows.append({key: data.get(key) for key in ("aggregation_level", "evaluator_id", "metric_name",
@@ -152,7 +152,7 @@ def evaluation_rows(conn: sqlite3.Connection, run_id: str) -> list[dict[str, Any
 def _observation_lines(conn: sqlite3.Connection, run_id: str) -> Iterator[str]:
     # The stored body is the canonical observation row: the ingester's observation adapter
     # rebuilds the identical body from it, hence the identical event id.
-    for (body,) in conn.execute("SELECT e.body FROM observations o JOIN events e ON e.seq = o.seq "
+    for (body,) in conn.execute("SELECT e.body FROM observations o JOIN events_json e ON e.seq = o.seq "
                                 "WHERE o.run_id = ? ORDER BY o.seq", (run_id,)):
         yield body + "\n"
 

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
+from ..codec import canonical_id
 from ..ledger import Ledger
 from ..store import Store
 
@@ -61,6 +62,6 @@ def event_ids(conn: sqlite3.Connection, *, limit: int | None = None, table: str 
         if not rows:
             return
         for _, event_id in rows:
-            yield str(event_id)
+            yield str(canonical_id(event_id))
         taken += len(rows)
         last = rows[-1][0]

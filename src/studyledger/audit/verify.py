@@ -15,6 +15,7 @@ What a chain alone can and cannot see (docs/audit.md says the same):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -23,10 +24,14 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..events import EVENT_COLUMNS, depth, event_id_for, has_lone_surrogate, indexed_columns
-from ..ledger import Ledger
+import orjson
+
 from ..backends import connect_reader
-from ..store import GENESIS_CHAIN, STORE_SCHEMA_VERSION, Store, chain_hash, has_sqlite_json
+from ..codec import CODEC_TRIGGER_DDL, Codec, canonical_chain, canonical_id, decode_time, physical_select
+from ..errors import LedgerError
+from ..events import depth, event_digest, event_id_of_bytes, has_lone_surrogate, indexed_columns
+from ..ledger import Ledger
+from ..store import GENESIS_CHAIN, STORE_SCHEMA_VERSION, SQLiteStore, Store, chain_digest, has_sqlite_json
 from . import merkle
 from .checkpoint import Checkpoint
 from .snapshot_read import event_ids, read_snapshot
@@ -46,8 +51,9 @@ class Problem:
 
     Attributes:
         seq: The first sequence number concerned (0 for ledger-wide problems).
-        check: Which check failed: ``body`` (not a JSON object), ``event_id``, ``columns``, ``sequence``,
-            ``chain``, ``triggers`` or ``schema``.
+        check: Which check failed: ``body`` (not a JSON object, or a stored row that cannot be
+            read back), ``event_id``, ``columns``, ``sequence``, ``chain``, ``triggers``,
+            ``dictionary`` (a compression dictionary changed) or ``schema``.
         message: What was wrong, in words.
     """
 
@@ -87,25 +93,6 @@ class VerifyReport:
         }
 
 
-def _text_field(path: str) -> str:
-    return f"CASE WHEN json_type(body, '{path}') = 'text' THEN json_extract(body, '{path}') END"
-
-
-# The body's own study_id, run_id and time, read by SQLite's JSON functions: the rule of
-# events.indexed_columns, without decoding every body in Python.
-_CHECK_SQL = f"""SELECT {", ".join(EVENT_COLUMNS)},
-    CASE WHEN json_valid(body) THEN json_type(body) = 'object' ELSE 0 END,
-    CASE WHEN json_valid(body) THEN {_text_field("$.study_id")} END,
-    CASE WHEN json_valid(body) THEN {_text_field("$.run_id")} END,
-    CASE WHEN json_valid(body) THEN
-        CASE WHEN json_type(body, '$.at') IS NOT NULL THEN {_text_field("$.at")}
-        ELSE {_text_field("$.timestamp")} END
-    END
-FROM events WHERE seq > ? AND (? < 0 OR seq <= ?) ORDER BY seq LIMIT ?"""
-_PLAIN_SQL = f"""SELECT {", ".join(EVENT_COLUMNS)}
-FROM events WHERE seq > ? AND (? < 0 OR seq <= ?) ORDER BY seq LIMIT ?"""
-
-
 @dataclass(slots=True)
 class _RangeResult:
     """What checking the rows with ``after < seq <= until`` found."""
@@ -116,33 +103,24 @@ class _RangeResult:
     last_chain: str
 
 
-def _batch(conn: sqlite3.Connection, after: int, until: int | None) -> list[tuple[Any, ...]]:
-    """The next rows with their body fields; read in Python when SQLite cannot.
+def _body_fields(text: str | bytes) -> tuple[bool, str | None, str | None, str | None]:
+    """``(is an object, study_id, run_id, time)`` of a body, by ``events.indexed_columns``.
 
-    SQLite's JSON functions raise on some bodies (nested deeper than they allow) instead of
-    answering; such a batch is read again and its bodies decoded here, by the same rule. A
-    ledger on a server is always read that way: its JSON parser is not SQLite's, and the
-    verdict must not depend on the backend.
+    orjson reads what it can (any standard JSON nested less than 1,024 deep); anything else
+    (NaN, lone surrogates, deeper nesting, errors) is read by the standard parser, which
+    gives the verdict, as it does on every backend.
     """
-    bound = until if until is not None else -1
-    params = (after, bound, bound, _BATCH)
-    if has_sqlite_json(conn):
-        try:
-            return conn.execute(_CHECK_SQL, params).fetchall()
-        except sqlite3.OperationalError:
-            pass
-    rows = conn.execute(_PLAIN_SQL, params).fetchall()
-    return [(*row, *_body_fields(row[8])) for row in rows]
-
-
-def _body_fields(text: str) -> tuple[bool, str | None, str | None, str | None]:
-    """``(is an object, study_id, run_id, time)`` of a body, as _CHECK_SQL reads them."""
     try:
-        body = json.loads(text)
-    except (ValueError, RecursionError):
-        return False, None, None, None
-    # Deeper than SQLite can read it is unreadable, whatever this Python's parser manages.
-    if not isinstance(body, dict) or depth(body) > SQLITE_JSON_DEPTH:
+        body = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        try:
+            body = json.loads(text)
+        except (ValueError, RecursionError):
+            return False, None, None, None
+        # Deeper than SQLite can read it is unreadable, whatever this Python's parser manages.
+        if isinstance(body, dict) and depth(body) > SQLITE_JSON_DEPTH:
+            return False, None, None, None
+    if not isinstance(body, dict):
         return False, None, None, None
     return (True, *indexed_columns(body))
 
@@ -152,39 +130,62 @@ def _check_range(conn: sqlite3.Connection, after: int, until: int | None) -> _Ra
 
     Each row is checked against the stored row before it, so ranges are independent: the
     row just before the range (whatever its seq, if rows were deleted) starts the chain.
+    A row is read as stored and decoded here (codec.py): the body's bytes are hashed as
+    they come out of the decompressor, for its id and for the chain.
     """
+    codec = Codec(conn) if has_sqlite_json(conn) else None
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(events)")]
+    select = (f"SELECT {physical_select(columns)} FROM events WHERE seq > ? AND (? < 0 OR seq <= ?) "
+              "ORDER BY seq LIMIT ?")
     before = conn.execute(
         "SELECT seq, chain FROM events WHERE seq <= ? ORDER BY seq DESC LIMIT 1", (after,)
     ).fetchone()
-    previous_seq, previous_chain = (int(before[0]), str(before[1])) if before else (0, GENESIS_CHAIN)
+    previous_seq, previous_chain = (int(before[0]), str(canonical_chain(before[1]))) if before else (0, GENESIS_CHAIN)
     result = _RangeResult([], 0, previous_seq, previous_chain)
     problems = result.problems
+    bound = until if until is not None else -1
     last = after
+    loads, JSONDecodeError = orjson.loads, orjson.JSONDecodeError
+    names = codec.names if codec is not None else {}
     while True:
-        rows = _batch(conn, last, until)
+        rows = conn.execute(select, (last, bound, bound, _BATCH)).fetchall()
         if not rows:
             break
+        result.events += len(rows)
         for row in rows:
-            seq, event_id, kind, study_id, run_id, occurred_at = row[:6]
-            body, chain, body_is_object = row[8], row[9], row[10]
-            result.events += 1
+            seq = row[0]
             if seq != previous_seq + 1:
                 problems.append(Problem(seq, "sequence", f"gap in sequence: {previous_seq} is followed by {seq}"))
-            if not body_is_object:
-                problems.append(Problem(seq, "body", "body is not a JSON object that can be read "
-                                                    "(invalid, or nested too deeply)"))
-            elif has_lone_surrogate(body):
-                problems.append(Problem(seq, "body", "body holds a lone UTF-16 surrogate: SQLite's JSON "
-                                                    "functions make bytes of it that are not UTF-8"))
-            elif row[11:] != (study_id, run_id, occurred_at) and _body_fields(body)[1:] != (study_id, run_id,
-                                                                                            occurred_at):
-                # SQLite's json_extract cuts text at a NUL character: a disagreement is
-                # confirmed by the rule itself before it is reported.
-                problems.append(Problem(seq, "columns", "study_id, run_id or occurred_at disagree with the body"))
-            if event_id_for(kind, body) != event_id:
-                problems.append(Problem(seq, "event_id",
-                                        "event id does not match its kind and body (body or id edited)"))
-            if chain_hash(previous_chain, row[:9]) != chain:
+            chain = canonical_chain(row[11])
+            try:
+                if codec is None:  # a server: every column holds its canonical value
+                    values, text = row[:8], str(row[10]).encode("utf-8")
+                else:  # codec.decode's rule, the body kept as bytes, without calls on the common row
+                    kind, source, body = row[2], row[7], row[10]
+                    if kind.__class__ is int:
+                        kind = names.get(kind) or codec.name(kind)
+                    if source.__class__ is int:
+                        source = f"{names.get(source) or codec.name(source)}:{row[8]}:{row[9]}"
+                    values = (seq, canonical_id(row[1]), kind, row[3], row[4], decode_time(row[5]),
+                              decode_time(row[6]), source)
+                    text = codec.body_bytes(body)
+            except LedgerError as exc:
+                problems.append(Problem(seq, "body", f"the stored row cannot be read back: {exc}"))
+                previous_seq, previous_chain = seq, chain
+                continue
+            # The common row decided here, without calls (a third of verify's time was
+            # calls); anything else is judged by _row_problems.
+            try:
+                body = loads(text)
+            except JSONDecodeError:
+                body = None
+            if (body.__class__ is not dict or b"\\ud" in text
+                    or (body.get("study_id"), body.get("run_id"), body.get("at", body.get("timestamp")))
+                    != values[3:6]
+                    or (event_digest(values[2], text) != row[1] if row[1].__class__ is bytes
+                        else event_id_of_bytes(values[2], text) != row[1])):
+                problems.extend(_row_problems(values, text, row[1]))
+            if chain_digest(previous_chain, values, text) != chain:
                 problems.append(Problem(
                     seq, "chain",
                     "chain broken: the row or the one before it was changed, removed, inserted or reordered"))
@@ -194,6 +195,26 @@ def _check_range(conn: sqlite3.Connection, after: int, until: int | None) -> _Ra
         last = rows[-1][0]
     result.last_seq, result.last_chain = previous_seq, previous_chain
     return result
+
+
+def _row_problems(values: tuple[Any, ...], text: bytes, stored_id: Any) -> list[Problem]:
+    """What is wrong with one row's body, its columns and its id (the chain is checked apart)."""
+    seq, event_id, kind, study_id, run_id, occurred_at = values[:6]
+    found = []
+    fields = _body_fields(text)
+    if not fields[0]:
+        found.append(Problem(seq, "body", "body is not a JSON object that can be read "
+                                          "(invalid, or nested too deeply)"))
+    elif b"\\ud" in text and has_lone_surrogate(text.decode("utf-8")):
+        found.append(Problem(seq, "body", "body holds a lone UTF-16 surrogate: SQLite's JSON "
+                                          "functions make bytes of it that are not UTF-8"))
+    elif fields[1:] != (study_id, run_id, occurred_at):
+        found.append(Problem(seq, "columns", "study_id, run_id or occurred_at disagree with the body"))
+    matches = (event_digest(kind, text) == stored_id if stored_id.__class__ is bytes
+               else event_id_of_bytes(kind, text) == event_id)
+    if not matches:
+        found.append(Problem(seq, "event_id", "event id does not match its kind and body (body or id edited)"))
+    return found
 
 
 def _check_ranges_in_processes(conn: sqlite3.Connection, uri: str, ranges: list[tuple[int, int]]) -> list[_RangeResult]:
@@ -312,7 +333,7 @@ def schema_problems(store: Store) -> list[Problem]:
                                              f"{STORE_SCHEMA_VERSION} (a writing command such as "
                                              "`studyledger init` upgrades it)"))
     table = store.events_definition()
-    if table is None or _normalized(table) != _normalized(store.events_ddl):
+    if table is None or _normalized(table) != _normalized(store.layout_ddl()):
         problems.append(Problem(0, "schema", "the events table is not the one studyledger creates "
                                              "(columns or constraints changed)"))
     present = store.events_triggers()
@@ -326,6 +347,29 @@ def schema_problems(store: Store) -> list[Problem]:
     for name in sorted(set(present) - set(store.trigger_ddl)):
         problems.append(Problem(0, "triggers", f"trigger {name} on events is not studyledger's: "
                                                "it runs on every write of history"))
+    if isinstance(store, SQLiteStore) and not store.legacy:
+        problems.extend(_codec_problems(store.conn))
+    return problems
+
+
+def _codec_problems(conn: sqlite3.Connection) -> list[Problem]:
+    """What is wrong with the names and dictionaries a compact ledger's rows are read with
+    (codec.py): their triggers, and each dictionary against the SHA-256 stored with it.
+
+    A changed name or dictionary would also show in the rows using it (their chain or id);
+    this says which part of the ledger was changed.
+    """
+    problems = []
+    present = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+                                "AND tbl_name IN ('ledger_names', 'ledger_dictionaries')").fetchall())
+    for name, ddl in CODEC_TRIGGER_DDL.items():
+        if present.get(name) != ddl:
+            problems.append(Problem(0, "triggers", f"trigger {name} is missing or not the one studyledger "
+                                                   "installs: names or dictionaries can be changed"))
+    for dict_id, data, sha in conn.execute("SELECT id, CAST(data AS BLOB), sha256 FROM ledger_dictionaries ORDER BY id"):
+        if hashlib.sha256(data).hexdigest() != sha:
+            problems.append(Problem(0, "dictionary", f"compression dictionary {dict_id} does not match its "
+                                                     "SHA-256: it was changed, and the bodies it reads with it"))
     return problems
 
 
@@ -364,7 +408,7 @@ def checkpoint_problems(store: Store, checkpoint: Checkpoint) -> list[Problem]:
             problems.append(Problem(checkpoint.head_seq, "checkpoint",
                                     f"seq {checkpoint.head_seq}, the checkpoint's head, is gone: "
                                     "the tail was cut off"))
-        elif checkpoint.head_seq and row[0] != checkpoint.head_chain:
+        elif checkpoint.head_seq and canonical_chain(row[0]) != checkpoint.head_chain:
             problems.append(Problem(checkpoint.head_seq, "checkpoint",
                                     f"chain at seq {checkpoint.head_seq} differs from the checkpoint's: "
                                     "history up to it was rewritten"))
