@@ -55,8 +55,8 @@ CHUNK = 1 << 20
 BATCH_LINES = 10_000
 BATCH_BYTES = 2 << 20
 """A batch's bounds. A commit writes every page its batch touched, the id index's scattered
-ones included: 2 MiB batches store a trace line in 10% less time than 1 MiB ones (28.5 ->
-25.7 us, the commit 4.7 -> 3.8), 4 and 16 MiB ones in hardly less for more memory."""
+ones included, so fewer, larger batches store a line in less time; past about 2 MiB they
+gain hardly more for more memory (figures in the commit that chose these)."""
 WORKER_MIN_BYTES = 8 << 20
 """Unread bytes of a file from which a worker process converts its lines (about 20,000
 trace lines, a second of work): a fork costs a few milliseconds, and a small file is read
