@@ -24,7 +24,6 @@ import cProfile
 import hashlib
 import json
 import pstats
-import resource
 import sqlite3
 import sys
 import tempfile
@@ -36,24 +35,10 @@ from studyledger import Ledger
 from studyledger.events import EventKind, observation_recorded
 from studyledger import ingest, own_lines
 
+from rss import peak_rss_mb
+
 BATCH = 5_000
 CEILING_BATCH = 10_000
-
-
-def _rss_mb() -> float:
-    """This process's peak RSS in MB: ``VmHWM``, the high-water mark of its own memory map.
-
-    Not ``ru_maxrss``: Linux carries that over from the parent when a subprocess is spawned
-    (vfork + exec), so a child of a 300 MB harness would report at least 300 MB.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def write_lines(path: Path, count: int) -> None:
@@ -163,7 +148,7 @@ def main() -> None:
         lines = work / "obs.jsonl"
         write_lines(lines, args.lines)
         ingest = bench_ingest(lines, work / "ingest.db", args.profile)
-        rss_mb = _rss_mb()
+        rss_mb = peak_rss_mb()
         raw_rows = bench_raw_rows(work / "ingest.db", work / "raw_rows.db")
         raw_loader = bench_raw_loader(lines, work / "raw_loader.db")
     print(json.dumps({

@@ -1,6 +1,6 @@
 """One measurement per process: ``python benchmarks/measure.py NAME '{"arg": ...}'``.
 
-Each measurement runs in its own process so that its peak RSS (``ru_maxrss``) is its own and
+Each measurement runs in its own process so that its peak RSS (``rss.peak_rss_mb``) is its own and
 no cache warmed by an earlier measurement flatters a later one. It prints one JSON object:
 ``seconds`` (the timed part only), ``count`` (items processed), ``rss_mb`` and extras.
 """
@@ -19,23 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rss import peak_rss_mb
+
 Result = dict[str, Any]
-
-
-def _rss_mb() -> float:
-    """This process's peak RSS in MB: ``VmHWM``, the high-water mark of its own memory map.
-
-    Not ``ru_maxrss``: Linux carries that over from the parent when a subprocess is spawned
-    (vfork + exec), so a child of a 300 MB harness would report at least 300 MB.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def raw_insert(path: str, db: str) -> Result:
@@ -77,7 +63,7 @@ def raw_insert(path: str, db: str) -> Result:
         count += len(batch)
     seconds = time.perf_counter() - started
     conn.close()
-    return {"seconds": seconds, "count": count, "rss_mb": _rss_mb(), "bytes": offset}
+    return {"seconds": seconds, "count": count, "rss_mb": peak_rss_mb(), "bytes": offset}
 
 
 def ceiling(source: str, db: str, batch: int = 10_000) -> Result:
@@ -107,7 +93,7 @@ def ceiling(source: str, db: str, batch: int = 10_000) -> Result:
         conn.execute("COMMIT")
     seconds = time.perf_counter() - started
     conn.close()
-    return {"seconds": seconds, "count": len(rows), "rss_mb": _rss_mb()}
+    return {"seconds": seconds, "count": len(rows), "rss_mb": peak_rss_mb()}
 
 
 def ingest(path: str, db: str, profile: str | None = None) -> Result:
@@ -127,7 +113,7 @@ def ingest(path: str, db: str, profile: str | None = None) -> Result:
     # the parent's pages, shared until written, and counts them as its own.
     worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"seconds": seconds, "count": stats.lines_read, "events": stats.events_appended,
-            "rejected": stats.lines_rejected, "rss_mb": _rss_mb(), "worker_rss_mb": worker}
+            "rejected": stats.lines_rejected, "rss_mb": peak_rss_mb(), "worker_rss_mb": worker}
 
 
 def raw_scan(db: str) -> Result:
@@ -137,7 +123,7 @@ def raw_scan(db: str) -> Result:
     count = 0
     for _row in conn.execute("SELECT * FROM events ORDER BY seq"):
         count += 1
-    return {"seconds": time.perf_counter() - started, "count": count, "rss_mb": _rss_mb()}
+    return {"seconds": time.perf_counter() - started, "count": count, "rss_mb": peak_rss_mb()}
 
 
 def stream_read(path: str, chunk: int = 1 << 20) -> Result:
@@ -152,7 +138,7 @@ def stream_read(path: str, chunk: int = 1 << 20) -> Result:
             digest.update(piece)
             objects += piece.count(b"{")
             size += len(piece)
-    return {"seconds": time.perf_counter() - started, "count": objects, "bytes": size, "rss_mb": _rss_mb()}
+    return {"seconds": time.perf_counter() - started, "count": objects, "bytes": size, "rss_mb": peak_rss_mb()}
 
 
 def tree_parse(path: str) -> Result:
@@ -162,7 +148,7 @@ def tree_parse(path: str) -> Result:
     with open(path, "rb") as handle:
         value = json.loads(handle.read())
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "count": len(value), "rss_mb": _rss_mb()}
+    return {"seconds": seconds, "count": len(value), "rss_mb": peak_rss_mb()}
 
 
 def replay(db: str, profile: str | None = None) -> Result:
@@ -176,7 +162,7 @@ def replay(db: str, profile: str | None = None) -> Result:
         ledger.rebuild_projections()
         seconds = time.perf_counter() - started
         _save_profile(profiler, profile)
-    return {"seconds": seconds, "count": count, "rss_mb": _rss_mb()}
+    return {"seconds": seconds, "count": count, "rss_mb": peak_rss_mb()}
 
 
 def verify(db: str, profile: str | None = None) -> Result:
@@ -190,7 +176,7 @@ def verify(db: str, profile: str | None = None) -> Result:
         report = verify_ledger(ledger)
         seconds = time.perf_counter() - started
         _save_profile(profiler, profile)
-    return {"seconds": seconds, "count": report.events, "ok": report.ok, "rss_mb": _rss_mb()}
+    return {"seconds": seconds, "count": report.events, "ok": report.ok, "rss_mb": peak_rss_mb()}
 
 
 def live(folder: str, db: str, lines: int, rate: float) -> Result:
@@ -243,7 +229,7 @@ def live(folder: str, db: str, lines: int, rate: float) -> Result:
         "p50_ms": latencies[len(latencies) // 2] if latencies else None,
         "p95_ms": latencies[int(len(latencies) * 0.95) - 1] if latencies else None,
         "max_ms": latencies[-1] if latencies else None,
-        "rss_mb": _rss_mb(),
+        "rss_mb": peak_rss_mb(),
     }
 
 
@@ -292,7 +278,7 @@ def dashboard(db: str, run_id: str) -> Result:
             return {"first_paint_s": first, "open_run_s": shown, "run_observations": total}
 
     result = asyncio.run(measure())
-    return {**result, "rss_mb": _rss_mb()}
+    return {**result, "rss_mb": peak_rss_mb()}
 
 
 def _profiler(path: str | None) -> Any:

@@ -13,7 +13,6 @@ object like ``measure.py``, with the peer's version.
 from __future__ import annotations
 
 import json
-import resource
 from importlib.metadata import version
 import sys
 import time
@@ -23,26 +22,12 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from rss import peak_rss_mb
+
 
 def _lines(path: str, count: int) -> Iterator[bytes]:
     with open(path, "rb") as handle:
         yield from islice(handle, count)
-
-
-def _rss_mb() -> float:
-    """This process's peak RSS in MB: ``VmHWM``, the high-water mark of its own memory map.
-
-    Not ``ru_maxrss``: Linux carries that over from the parent when a subprocess is spawned
-    (vfork + exec), so a child of a 300 MB harness would report at least 300 MB.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def mlflow_log_batch(path: str, work: Path, count: int) -> dict[str, Any]:
@@ -71,7 +56,7 @@ def mlflow_log_batch(path: str, work: Path, count: int) -> dict[str, Any]:
     if batch:
         client.log_batch(run_id, metrics=batch)
         stored += len(batch)
-    return {"seconds": time.perf_counter() - started, "count": stored, "rss_mb": _rss_mb(),
+    return {"seconds": time.perf_counter() - started, "count": stored, "rss_mb": peak_rss_mb(),
             "version": version("mlflow")}
 
 
@@ -100,7 +85,7 @@ def eventsourcing_recorder(path: str, work: Path, count: int) -> dict[str, Any]:
     if batch:
         recorder.insert_events(batch)
         stored += len(batch)
-    return {"seconds": time.perf_counter() - started, "count": stored, "rss_mb": _rss_mb(),
+    return {"seconds": time.perf_counter() - started, "count": stored, "rss_mb": peak_rss_mb(),
             "version": version("eventsourcing")}
 
 
@@ -126,7 +111,7 @@ def aim_track(path: str, work: Path, count: int) -> dict[str, Any]:
         run.track(float(value), name=line["event_type"], step=stored)
         stored += 1
     run.close()
-    return {"seconds": time.perf_counter() - started, "count": stored, "rss_mb": _rss_mb(),
+    return {"seconds": time.perf_counter() - started, "count": stored, "rss_mb": peak_rss_mb(),
             "version": version("aim")}
 
 

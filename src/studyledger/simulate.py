@@ -114,6 +114,17 @@ class _Session:
         self.lines.append((self.clock_ms, line))
 
 
+@dataclass(frozen=True)
+class _Step:
+    """One workflow step of a session: a model call, then a call of its tool unless it answers."""
+
+    id: str  # "step-N", or "answer" for the last
+    span: str
+    call: str  # the model call's span
+    started_ms: int
+    tool: str
+
+
 def agent_session(
     run_id: str,
     *,
@@ -130,87 +141,133 @@ def agent_session(
     examples, the wall clock for the live simulator).
     """
     s = _Session(run_id, rng)
-    root, agent = s.span(), s.span()
-    start_attrs: dict[str, Any] = {
-        "agent": "MultiStepAgent", "dependency_keys": [], "input": {"prompt": prompt},
-        "request_id": run_id,
-    }
-    s.emit("RunStarted", root, None, {**start_attrs, "trace_path": trace_path} if trace_path else start_attrs)
-    s.wait(1, 3)
-    s.emit("AgentRunStarted", agent, root, start_attrs)
+    root, agent = _start_run(s, prompt, trace_path)
     tools = list(_TOOLS)
     rng.shuffle(tools)
     steps = rng.randint(1, 3)
     tokens = 0
     for number in range(steps + 1):
         final = number == steps
-        step_id = "answer" if final else f"step-{number + 1}"
-        step, call = s.span(), s.span()
-        step_started = s.clock_ms
-        s.wait(1, 5)
-        s.emit("WorkflowStepStarted", step, agent, {"dependencies": [], "step_id": step_id, "step_type": "ModelStep"})
-        s.wait(1, 5)
-        messages = [{"role": "system", "content": "You are a design agent."}, {"role": "user", "content": prompt}]
-        s.emit("ModelCallStarted", call, step, {
-            "agent": "MultiStepAgent", "message_count": len(messages), "message_source": "prompt",
-            "messages": messages, "model": model, "params": {"temperature": 0.0}, "phase": step_id,
-            "step_id": step_id,
-        })
+        # A failing outcome strikes in the last step before the answer.
+        failure = outcome if number == steps - 1 else None
+        step = _Step("answer" if final else f"step-{number + 1}", s.span(), s.span(), s.clock_ms,
+                     tools[number % len(tools)])
+        _ask_model(s, step, agent, prompt, model)
         if outcome is Outcome.HANG:
             return s.lines
         latency = s.wait(180, 1400)
-        if outcome is Outcome.MODEL_ERROR and number == steps - 1:
-            s.emit("ModelCallFailed", call, step, {"error": "HTTP 429 rate limited", "model": model,
-                                                  "provider": "demo"}, latency)
-            s.wait(1, 3)
-            _finish(s, root, agent, success=False, error="ModelCallError: HTTP 429 rate limited", result=None)
+        if failure is Outcome.MODEL_ERROR:
+            _model_fails(s, step, root, agent, model, latency)
             return s.lines
-        usage = {"prompt_tokens": rng.randint(30, 900), "completion_tokens": rng.randint(10, 300)}
-        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        tokens += usage["total_tokens"]
-        tool = tools[number % len(tools)]
-        text = (json.dumps({"answer": f"{rng.choice([5, 6, 8])} mm S275 steel"}) if final
-                else json.dumps({"tool_name": tool, "tool_input": _TOOLS[tool]}))
-        s.emit("ModelCallFinished", call, step, {
-            "finish_reason": "stop", "latency_ms": latency, "model": model, "provider": "demo",
-            "response": {"text": text}, "usage": usage,
-        }, latency)
+        tokens += _model_answers(s, step, model, latency, final=final)
         if final:
-            s.wait(1, 3)
-            s.emit("ContinuationDecision", step, agent, {"continue": False, "reason": "answer complete"})
-            s.wait(1, 3)
-            s.emit("WorkflowStepFinished", step, agent, {"error": None, "status": "completed", "step_id": step_id},
-                   s.clock_ms - step_started)
+            _conclude(s, step, agent)
             break
-        s.wait(1, 3)
-        s.emit("ToolSelectionDecision", step, agent, {
-            "parsed_tool_call": {"tool_name": tool, "tool_input": _TOOLS[tool]}, "reason": "need data",
-            "source": "model", "tool_name": tool,
-        })
-        tool_span = s.span()
-        s.wait(1, 3)
-        s.emit("ToolCallStarted", tool_span, step, {"dependency_keys": [], "request_id": run_id,
-                                                    "tool_input": _TOOLS[tool], "tool_name": tool})
-        if outcome is Outcome.CRASH and number == steps - 1:
+        if not _call_tool(s, step, root, agent, failure):
             return s.lines
-        took = s.wait(5, 250)
-        if outcome is Outcome.TOOL_FAILURE and number == steps - 1:
-            s.emit("ToolCallFailed", tool_span, step, {"error": f"{tool}: upstream service unavailable",
-                                                       "ok": False, "tool_name": tool}, took)
-            s.wait(1, 3)
-            s.emit("WorkflowStepFinished", step, agent, {"error": "tool failed", "status": "failed",
-                                                         "step_id": step_id}, s.clock_ms - step_started)
-            s.wait(1, 3)
-            _finish(s, root, agent, success=False, error=None, result=None)
-            return s.lines
-        s.emit("ToolCallFinished", tool_span, step, {"ok": True, "result": {"value": round(rng.uniform(0.1, 400), 3)},
-                                                     "tool_name": tool}, took)
-        s.wait(1, 3)
-        s.emit("WorkflowStepFinished", step, agent, {"error": None, "status": "completed", "step_id": step_id},
-               s.clock_ms - step_started)
     s.wait(1, 3)
     _finish(s, root, agent, success=True, error=None, result={"text": "bracket sized", "total_tokens": tokens})
     return s.lines
+
+
+def _start_run(s: _Session, prompt: str, trace_path: str | None) -> tuple[str, str]:
+    """Emit the run's and its agent's start; return their spans (root, agent)."""
+    root, agent = s.span(), s.span()
+    start_attrs: dict[str, Any] = {
+        "agent": "MultiStepAgent", "dependency_keys": [], "input": {"prompt": prompt},
+        "request_id": s.run_id,
+    }
+    s.emit("RunStarted", root, None, {**start_attrs, "trace_path": trace_path} if trace_path else start_attrs)
+    s.wait(1, 3)
+    s.emit("AgentRunStarted", agent, root, start_attrs)
+    return root, agent
+
+
+def _ask_model(s: _Session, step: _Step, agent: str, prompt: str, model: str) -> None:
+    """Start the step and its model call."""
+    s.wait(1, 5)
+    s.emit("WorkflowStepStarted", step.span, agent, {"dependencies": [], "step_id": step.id, "step_type": "ModelStep"})
+    s.wait(1, 5)
+    messages = [{"role": "system", "content": "You are a design agent."}, {"role": "user", "content": prompt}]
+    s.emit("ModelCallStarted", step.call, step.span, {
+        "agent": "MultiStepAgent", "message_count": len(messages), "message_source": "prompt",
+        "messages": messages, "model": model, "params": {"temperature": 0.0}, "phase": step.id,
+        "step_id": step.id,
+    })
+
+
+def _model_fails(s: _Session, step: _Step, root: str, agent: str, model: str, latency: int) -> None:
+    """The provider refuses the model call, which ends the run with an error."""
+    s.emit("ModelCallFailed", step.call, step.span, {"error": "HTTP 429 rate limited", "model": model,
+                                                     "provider": "demo"}, latency)
+    s.wait(1, 3)
+    _finish(s, root, agent, success=False, error="ModelCallError: HTTP 429 rate limited", result=None)
+
+
+def _model_answers(s: _Session, step: _Step, model: str, latency: int, *, final: bool) -> int:
+    """The model call's response: the answer in the final step, else a call of the step's
+    tool. Returns the tokens it used."""
+    rng = s.rng
+    usage = {"prompt_tokens": rng.randint(30, 900), "completion_tokens": rng.randint(10, 300)}
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    text = (json.dumps({"answer": f"{rng.choice([5, 6, 8])} mm S275 steel"}) if final
+            else json.dumps({"tool_name": step.tool, "tool_input": _TOOLS[step.tool]}))
+    s.emit("ModelCallFinished", step.call, step.span, {
+        "finish_reason": "stop", "latency_ms": latency, "model": model, "provider": "demo",
+        "response": {"text": text}, "usage": usage,
+    }, latency)
+    return usage["total_tokens"]
+
+
+def _conclude(s: _Session, step: _Step, agent: str) -> None:
+    """The agent takes the answer and stops: the final step ends."""
+    s.wait(1, 3)
+    s.emit("ContinuationDecision", step.span, agent, {"continue": False, "reason": "answer complete"})
+    s.wait(1, 3)
+    _end_step(s, step, agent)
+
+
+def _call_tool(s: _Session, step: _Step, root: str, agent: str, failure: Outcome | None) -> bool:
+    """Call the step's tool, then end the step; whether the run goes on (a crash stops the
+    file mid-call, a failed tool ends the run)."""
+    tool = step.tool
+    tool_span = _start_tool_call(s, step, agent)
+    if failure is Outcome.CRASH:
+        return False
+    took = s.wait(5, 250)
+    if failure is Outcome.TOOL_FAILURE:
+        s.emit("ToolCallFailed", tool_span, step.span, {"error": f"{tool}: upstream service unavailable",
+                                                        "ok": False, "tool_name": tool}, took)
+        s.wait(1, 3)
+        _end_step(s, step, agent, error="tool failed", status="failed")
+        s.wait(1, 3)
+        _finish(s, root, agent, success=False, error=None, result=None)
+        return False
+    result = {"value": round(s.rng.uniform(0.1, 400), 3)}
+    s.emit("ToolCallFinished", tool_span, step.span, {"ok": True, "result": result, "tool_name": tool}, took)
+    s.wait(1, 3)
+    _end_step(s, step, agent)
+    return True
+
+
+def _start_tool_call(s: _Session, step: _Step, agent: str) -> str:
+    """The agent selects the step's tool and calls it; returns the tool call's span."""
+    tool = step.tool
+    s.wait(1, 3)
+    s.emit("ToolSelectionDecision", step.span, agent, {
+        "parsed_tool_call": {"tool_name": tool, "tool_input": _TOOLS[tool]}, "reason": "need data",
+        "source": "model", "tool_name": tool,
+    })
+    tool_span = s.span()
+    s.wait(1, 3)
+    s.emit("ToolCallStarted", tool_span, step.span, {"dependency_keys": [], "request_id": s.run_id,
+                                                     "tool_input": _TOOLS[tool], "tool_name": tool})
+    return tool_span
+
+
+def _end_step(s: _Session, step: _Step, agent: str, *, error: str | None = None, status: str = "completed") -> None:
+    s.emit("WorkflowStepFinished", step.span, agent, {"error": error, "status": status, "step_id": step.id},
+           s.clock_ms - step.started_ms)
 
 
 def _finish(s: _Session, root: str, agent: str, *, success: bool, error: str | None,
@@ -275,8 +332,36 @@ def plan(
     rng = random.Random(seed)
     start = int(time.time() * 1000) if start_ms is None else start_ms
     policy = SeedPolicy(base_seed=seed)
-    budget = RunBudget(replicates=max(1, -(-runs // len(_CONDITIONS))), parallelism=4)
     condition_ids = [hash_identifier("cond", {"study_id": study_id, **factors}) for factors in _CONDITIONS]
+    planned = _draw_runs(runs, rng, study_id, condition_ids, policy)
+    timeline = _Timeline(start, _scale(planned, seconds))
+    writes = _study_writes(start, runs, study_id, condition_ids, policy)
+    for run in planned:
+        writes += _run_writes(run, timeline, study_id)
+    # A stable sort keeps each file's lines in the order they were produced.
+    writes.sort(key=lambda item: item[0])
+    return [Write(at_s=(moment - start) / 1000, path=path, text=text) for moment, path, text in writes]
+
+
+_Timed = tuple[int, str, str]
+"""A line to write: (epoch ms, path in the drop folder, text)."""
+
+
+@dataclass(frozen=True)
+class _Timeline:
+    """When a moment of the natural-pace schedule (ms after the study starts) is written."""
+
+    start_ms: int
+    scale: float
+
+    def at(self, natural_ms: int) -> int:
+        return self.start_ms + int(natural_ms * self.scale)
+
+
+def _draw_runs(runs: int, rng: random.Random, study_id: str, condition_ids: list[str],
+               policy: SeedPolicy) -> list[_PlannedRun]:
+    """Each run's condition, seed, outcome and session, spread over the conditions in
+    turn and started a natural pause after the one before."""
     planned: list[_PlannedRun] = []
     offset = 0
     for number, outcome in enumerate(_outcomes(runs, rng)):
@@ -291,40 +376,48 @@ def plan(
             policy.derive_seed(study_id, condition_id, replicate, salt=f"{_AGENT}:{_PROBLEM}"),
             offset, model, outcome, lines,
         ))
+    return planned
+
+
+def _scale(planned: list[_PlannedRun], seconds: float) -> float:
+    """The factor that puts the last line of the natural-pace schedule at 85% of ``seconds``."""
     last = max([run.offset_ms + (run.lines[-1][0] if run.lines else 1) for run in planned] or [1])
-    scale = seconds * 0.85 / (last / 1000)
+    return seconds * 0.85 / (last / 1000)
 
-    def at(natural_ms: int) -> int:
-        return start + int(natural_ms * scale)
 
-    writes: list[tuple[int, str, str]] = [(start, OWN_LINES_FILE, line_for(EventKind.STUDY_REGISTERED, ev.study_registered(
+def _study_writes(start: int, runs: int, study_id: str, condition_ids: list[str], policy: SeedPolicy) -> list[_Timed]:
+    """The study's and its conditions' own lines, written as the simulation starts."""
+    budget = RunBudget(replicates=max(1, -(-runs // len(_CONDITIONS))), parallelism=4)
+    writes: list[_Timed] = [(start, OWN_LINES_FILE, line_for(EventKind.STUDY_REGISTERED, ev.study_registered(
         study_id, title="Live bracket study (simulated)",
         description="Written by `studyledger simulate`: prompt framing x model on a bracket-sizing task.",
         seed_policy=policy, run_budget=budget, at=_iso(start))))]
     writes += [(start, OWN_LINES_FILE, line_for(EventKind.CONDITION_REGISTERED, ev.condition_registered(
         study_id, condition_id, factors=dict(factors), admissible=True)))
         for factors, condition_id in zip(_CONDITIONS, condition_ids, strict=True)]
-    for run in planned:
-        begin = at(run.offset_ms)
-        writes.append((begin, OWN_LINES_FILE, line_for(EventKind.RUN_REGISTERED, ev.run_registered(
-            run.run_id, study_id=study_id, condition_id=run.condition_id, replicate=run.replicate,
-            agent_id=_AGENT, problem_id=_PROBLEM, seed=run.seed, at=_iso(begin)))))
-        if run.outcome is None:
-            writes.append((begin, OWN_LINES_FILE, line_for(EventKind.RUN_STATUS_CHANGED, ev.run_status_changed(
-                run.run_id, "skipped", at=_iso(begin), reason="budget: max_runs reached", study_id=study_id))))
-            continue
-        # The file is named when the run starts: that second is part of the name.
-        path = f"{TRACES_DIR}/{trace_file_name(run.run_id, begin)}"
-        for line_ms, line in run.lines:
-            moment = at(run.offset_ms + line_ms)
-            duration = line["duration_ms"]
-            scaled = {**line, "duration_ms": None if duration is None else int(duration * scale)}
-            if line["event_type"] == "RunStarted":
-                scaled["attributes"] = {**line["attributes"], "trace_path": path}
-            writes.append((moment, path, trace_line_text(stamp(scaled, moment))))
-    # A stable sort keeps each file's lines in the order they were produced.
-    writes.sort(key=lambda item: item[0])
-    return [Write(at_s=(moment - start) / 1000, path=path, text=text) for moment, path, text in writes]
+    return writes
+
+
+def _run_writes(run: _PlannedRun, timeline: _Timeline, study_id: str) -> list[_Timed]:
+    """A run's own line as it starts, then its skip or its trace file's lines."""
+    begin = timeline.at(run.offset_ms)
+    writes: list[_Timed] = [(begin, OWN_LINES_FILE, line_for(EventKind.RUN_REGISTERED, ev.run_registered(
+        run.run_id, study_id=study_id, condition_id=run.condition_id, replicate=run.replicate,
+        agent_id=_AGENT, problem_id=_PROBLEM, seed=run.seed, at=_iso(begin))))]
+    if run.outcome is None:
+        writes.append((begin, OWN_LINES_FILE, line_for(EventKind.RUN_STATUS_CHANGED, ev.run_status_changed(
+            run.run_id, "skipped", at=_iso(begin), reason="budget: max_runs reached", study_id=study_id))))
+        return writes
+    # The file is named when the run starts: that second is part of the name.
+    path = f"{TRACES_DIR}/{trace_file_name(run.run_id, begin)}"
+    for line_ms, line in run.lines:
+        moment = timeline.at(run.offset_ms + line_ms)
+        duration = line["duration_ms"]
+        scaled = {**line, "duration_ms": None if duration is None else int(duration * timeline.scale)}
+        if line["event_type"] == "RunStarted":
+            scaled["attributes"] = {**line["attributes"], "trace_path": path}
+        writes.append((moment, path, trace_line_text(stamp(scaled, moment))))
+    return writes
 
 
 def _outcomes(runs: int, rng: random.Random) -> list[Outcome | None]:

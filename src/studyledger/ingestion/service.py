@@ -201,6 +201,14 @@ def ingest(
     """
     found = plan(paths, recursive=recursive)
     report = IngestReport()
+    to_read = _import_studies(ledger, found, report)
+    _read_files(ledger, found, to_read, report, line_limit=line_limit, adapter=adapter, progress=progress)
+    return report
+
+
+def _import_studies(ledger: Ledger, found: Plan, report: IngestReport) -> dict[str, Path]:
+    """Append every study folder's facts; return the files to read by absolute path: the
+    plain JSONL files found, then those the study folders list (each read within its folder)."""
     to_read: dict[str, Path] = {os.path.abspath(file): file for file in found.files}
     for folder in found.studies:
         try:
@@ -214,16 +222,29 @@ def ingest(
             if key not in to_read:
                 to_read[key] = file
                 found.within[key] = found.within[os.path.abspath(folder)]
+    return to_read
+
+
+@dataclass
+class _ByteProgress:
+    """Bytes done out of the bytes of every file to read, told to the caller as they grow."""
+
+    total: int
+    progress: Progress | None
+    done: int = 0
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+
+def _read_files(ledger: Ledger, found: Plan, to_read: dict[str, Path], report: IngestReport, *,
+                line_limit: int, adapter: LineAdapter | None, progress: Progress | None) -> None:
+    """Read every file from its committed offset, reporting the ones that cannot be read."""
     sizes = [_size(file) for file in to_read.values()]
-    total, done = sum(sizes), 0
-
-    def advance(count: int) -> None:
-        nonlocal done
-        done += count
-        if progress is not None:
-            progress(done, total)
-
-    tailer = Tailer(ledger, line_limit=line_limit, adapter=adapter, on_progress=advance)
+    meter = _ByteProgress(sum(sizes), progress)
+    tailer = Tailer(ledger, line_limit=line_limit, adapter=adapter, on_progress=meter.advance)
     finished = 0
     for file, size in zip(to_read.values(), sizes, strict=True):
         try:
@@ -232,8 +253,7 @@ def ingest(
             report.errors.append(f"{exc.filename or file}: {exc.strerror or exc}")
         # Bytes read before (an earlier ingest) count as done: jump to the file's end.
         finished += size
-        advance(max(0, finished - done))
-    return report
+        meter.advance(max(0, finished - meter.done))
 
 
 def _size(path: Path) -> int:

@@ -148,7 +148,7 @@ class Watcher:
     Use as a context manager, or call :meth:`start` and :meth:`stop`.
 
     Args:
-        db_path: The ledger file (created when missing), or a server's URL.
+        db: The ledger: its file (created when missing), or a server's URL.
         folder: The folder to watch, recursively.
         poll: Seconds between polls with watchdog's polling observer (for network
             filesystems); None uses the native observer (inotify on Linux).
@@ -163,7 +163,7 @@ class Watcher:
 
     def __init__(
         self,
-        db_path: str | os.PathLike[str] | DatabaseURL,
+        db: str | os.PathLike[str] | DatabaseURL,
         folder: str | os.PathLike[str],
         *,
         poll: float | None = None,
@@ -171,7 +171,7 @@ class Watcher:
         line_limit: int = DEFAULT_LINE_LIMIT,
         adapter: LineAdapter | None = None,
     ) -> None:
-        self.db_path = ledger_target(db_path)
+        self.db = ledger_target(db)
         self.folder = Path(os.path.abspath(folder))
         self.poll = poll
         self.reconcile = reconcile
@@ -283,7 +283,7 @@ class Watcher:
         observer: BaseObserver | None = None
         ledger: Ledger | None = None
         try:
-            ledger = Ledger.open(self.db_path, source="watch")
+            ledger = Ledger.open(self.db, source="watch")
             tailer = Tailer(ledger, line_limit=self.line_limit, adapter=self.adapter, worker_min_bytes=None)
             observer = self._make_observer()
             # Scheduled before the first scan: a change during the scan raises a hint.
