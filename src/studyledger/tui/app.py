@@ -47,10 +47,10 @@ WATCHER_CHECK_SECONDS = 0.5
 
 
 class StudyLedgerApp(App[None]):
-    """The dashboard over one ledger file.
+    """The dashboard over one ledger (a SQLite file or a PostgreSQL server).
 
     Args:
-        db_path: The ledger (with ``watch`` it is created when missing).
+        db: The ledger (with ``watch`` it is created when missing).
         watch: A folder to ingest in this process, off the UI thread, while the app runs.
         watch_options: The :class:`Watcher`'s options (``poll``, ``reconcile``, ...), as
             ``studyledger watch`` takes them.
@@ -76,7 +76,7 @@ class StudyLedgerApp(App[None]):
 
     def __init__(
         self,
-        db_path: str | Path | DatabaseURL,
+        db: str | Path | DatabaseURL,
         *,
         watch: str | Path | None = None,
         watch_options: Mapping[str, Any] | None = None,
@@ -85,7 +85,7 @@ class StudyLedgerApp(App[None]):
         poll: float = POLL_SECONDS,
     ) -> None:
         super().__init__()
-        self.db_path = ledger_target(db_path)
+        self.db = ledger_target(db)
         self.watch_folder = Path(watch) if watch is not None else None
         self.watch_options = dict(watch_options or {})
         self.stale_after = stale_after
@@ -100,7 +100,7 @@ class StudyLedgerApp(App[None]):
 
     def on_mount(self) -> None:
         if self.watch_folder is not None:
-            self.watcher = Watcher(self.db_path, self.watch_folder, **self.watch_options).start()
+            self.watcher = Watcher(self.db, self.watch_folder, **self.watch_options).start()
             self.set_interval(WATCHER_CHECK_SECONDS, self._check_watcher)
         self._open()
         self.set_interval(TICK_SECONDS, self._tick)
@@ -110,7 +110,7 @@ class StudyLedgerApp(App[None]):
 
         def work() -> None:
             try:
-                source: Source | str = Source(self.db_path)
+                source: Source | str = Source(self.db)
             except LedgerError as exc:
                 source = str(exc)
             self.call_from_thread(self._opened, source)
@@ -120,7 +120,7 @@ class StudyLedgerApp(App[None]):
     def _opened(self, source: Source | str) -> None:
         if isinstance(source, str):
             if not isinstance(self.screen, NoLedgerScreen):
-                self.push_screen(NoLedgerScreen(str(self.db_path), source))
+                self.push_screen(NoLedgerScreen(str(self.db), source))
             self.set_timer(1.0, self._open)
             return
         self.source = source
