@@ -253,6 +253,10 @@ def _later(a: str | None, b: str | None) -> str | None:
     return max(a, b)
 
 
+_PREFETCH_CHUNK = 500
+"""Keys per prefetch query: well under SQLite's limit on bound values."""
+
+
 class _Fold:
     """Folds one batch of events; touched study and run rows are written back once."""
 
@@ -264,15 +268,40 @@ class _Fold:
         self.anomalies: list[tuple[Any, ...]] = []
         self.status_changed: set[str] = set()
         self.event_anomalies = 0
+        self.absent: set[tuple[str, str]] = set()  # (table, key) of rows known not to exist yet
+        self.columns: dict[str, list[str]] = {}  # a table's column names, as prefetch read them
+
+    def prefetch(self, events: Sequence[StoredEvent]) -> None:
+        """Read the rows of the runs and studies a batch names in a few statements.
+
+        One query per run would be one round trip per run on a database server, where
+        that, not the fold, bounded ingestion.
+        """
+        for table, key, values in (("runs", "run_id", {event.run_id for event in events if event.run_id}),
+                                   ("studies", "study_id", {event.study_id for event in events if event.study_id})):
+            cache = self.runs if table == "runs" else self.studies
+            wanted = sorted(values - cache.keys())
+            for start in range(0, len(wanted), _PREFETCH_CHUNK):
+                chunk = wanted[start:start + _PREFETCH_CHUNK]
+                found = self.conn.execute(
+                    f"SELECT * FROM {table} WHERE {key} IN ({', '.join('?' * len(chunk))})", chunk)
+                names = self.columns[table] = [d[0] for d in found.description]
+                for values_found in found.fetchall():
+                    row = dict(zip(names, values_found, strict=True))
+                    cache[row[key]] = row
+                self.absent.update((table, value) for value in chunk if value not in cache)
 
     def _load(self, cache: dict[str, dict[str, Any]], table: str, key: str, value: str,
               **new: Any) -> dict[str, Any]:
         """A row of ``table`` from the batch's cache, the table, or ``new`` defaults."""
         row = cache.get(value)
         if row is None:
-            found = self.conn.execute(f"SELECT * FROM {table} WHERE {key} = ?", (value,))
-            names = [d[0] for d in found.description]
-            values = found.fetchone()
+            values = None
+            names = self.columns.get(table) if (table, value) in self.absent else None
+            if names is None:
+                found = self.conn.execute(f"SELECT * FROM {table} WHERE {key} = ?", (value,))
+                names = [d[0] for d in found.description]
+                values = found.fetchone()
             if values is not None:
                 row = dict(zip(names, values, strict=True))
             else:
@@ -343,11 +372,15 @@ class _Fold:
                 "INSERT INTO anomalies(id, seq, run_id, study_id, kind, severity, message) VALUES (?,?,?,?,?,?,?)",
                 self.anomalies,
             )
-        for run_id in sorted(self.status_changed):
-            row = self.runs[run_id]
-            _judge_reports(self.conn, run_id, row["study_id"])
-            row["anomaly_count"] = self.conn.execute(
-                "SELECT count(*) FROM anomalies WHERE run_id = ?", (run_id,)).fetchone()[0]
+        changed = sorted(self.status_changed)
+        for start in range(0, len(changed), _PREFETCH_CHUNK):
+            chunk = changed[start:start + _PREFETCH_CHUNK]
+            _judge_reports(self.conn, {run_id: self.runs[run_id]["study_id"] for run_id in chunk})
+            counts = dict(self.conn.execute(
+                f"SELECT run_id, count(*) FROM anomalies WHERE run_id IN ({', '.join('?' * len(chunk))}) "
+                "GROUP BY run_id", chunk).fetchall())
+            for run_id in chunk:
+                self.runs[run_id]["anomaly_count"] = counts.get(run_id, 0)
         _upsert(self.conn, "studies", "study_id", self.studies.values())
         _upsert(self.conn, "runs", "run_id", self.runs.values())
         self.conn.execute("UPDATE projection_state SET last_seq = ? WHERE name = 'all'", (last_seq,))
@@ -486,32 +519,43 @@ def _report_order(report: tuple[Any, ...]) -> tuple[Any, ...]:
     return (when, STATUS_PRECEDENCE[RunStatus(status)], at or "", reason or "", error or "", seq)
 
 
-def _judge_reports(conn: sqlite3.Connection, run_id: str, study_id: str | None) -> None:
-    """Judge all of a run's status reports in the order they happened; rewrite its transitions'
-    derived columns and its status anomalies."""
-    reports = conn.execute("SELECT seq, to_status, reason, error, at FROM transitions WHERE run_id = ?",
-                           (run_id,)).fetchall()
-    state = shown = RunStatus.PENDING.value
-    reached: tuple[datetime, datetime] | None = None
+def _judge_reports(conn: sqlite3.Connection, runs: Mapping[str, str | None]) -> None:
+    """Judge all of each run's status reports in the order they happened; rewrite their
+    transitions' derived columns and their status anomalies.
+
+    Args:
+        runs: run id -> its study id. Read and written in a few statements for all of them,
+            not a few per run: on a database server each statement waited on is a round trip.
+    """
+    marks = ", ".join("?" * len(runs))
+    reports: dict[str, list[tuple[Any, ...]]] = {run_id: [] for run_id in runs}
+    for run_id, *report in conn.execute(
+            f"SELECT run_id, seq, to_status, reason, error, at FROM transitions WHERE run_id IN ({marks})",
+            list(runs)).fetchall():
+        reports[run_id].append(tuple(report))
     updates, anomalies = [], []
-    for ordinal, report in enumerate(sorted(reports, key=_report_order), start=1):
-        seq, reported, _, _, at = report
-        span = time_span(at)
-        kind, after = _judge(state, reached, reported, span)
-        now_shown = shown_status(shown, reported)
-        if kind is not None:
-            message = (f"sources disagree: {state} and {reported}; showing {now_shown}"
-                       if kind == "conflicting_outcome" else f"{state} -> {reported} is not a legal transition")
-            anomalies.append((seq * ANOMALY_SLOTS, seq, run_id, study_id, kind,
-                              ANOMALY_SEVERITY[kind].value, message))
-        updates.append((state, now_shown, int(kind is None), ordinal, seq))
-        if after != state:
-            state, reached = after, span
-        shown = now_shown
+    for run_id, study_id in runs.items():
+        state = shown = RunStatus.PENDING.value
+        reached: tuple[datetime, datetime] | None = None
+        for ordinal, report in enumerate(sorted(reports[run_id], key=_report_order), start=1):
+            seq, reported, _, _, at = report
+            span = time_span(at)
+            kind, after = _judge(state, reached, reported, span)
+            now_shown = shown_status(shown, reported)
+            if kind is not None:
+                message = (f"sources disagree: {state} and {reported}; showing {now_shown}"
+                           if kind == "conflicting_outcome" else f"{state} -> {reported} is not a legal transition")
+                anomalies.append((seq * ANOMALY_SLOTS, seq, run_id, study_id, kind,
+                                  ANOMALY_SEVERITY[kind].value, message))
+            updates.append((state, now_shown, int(kind is None), ordinal, seq))
+            if after != state:
+                state, reached = after, span
+            shown = now_shown
     conn.executemany("UPDATE transitions SET from_status = ?, shown_status = ?, legal = ?, ordinal = ? "
                      "WHERE seq = ?", updates)
     kinds = ", ".join("?" * len(STATUS_ANOMALIES))
-    conn.execute(f"DELETE FROM anomalies WHERE run_id = ? AND kind IN ({kinds})", (run_id, *STATUS_ANOMALIES))
+    conn.execute(f"DELETE FROM anomalies WHERE run_id IN ({marks}) AND kind IN ({kinds})",
+                 (*runs, *STATUS_ANOMALIES))
     conn.executemany("INSERT INTO anomalies(id, seq, run_id, study_id, kind, severity, message) "
                      "VALUES (?,?,?,?,?,?,?)", anomalies)
 
@@ -684,6 +728,7 @@ def apply(conn: sqlite3.Connection, events: Sequence[StoredEvent],
     if not events:
         return
     fold = _Fold(conn)
+    fold.prefetch(events)
     folded = False
     observed: list[tuple[Any, ...]] = []
     runs: dict[str, list[Any]] = {}  # run_id -> [run_id, count, first seq, last seq, activity, recorded]
