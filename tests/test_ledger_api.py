@@ -330,6 +330,56 @@ def test_bodies_the_fold_cannot_use_become_anomalies(ledger: Ledger) -> None:
     assert snapshot(ledger.conn) == incremental
 
 
+def odd_observation(field: str, value: str) -> str:
+    """An observation body as a raw writer could store it: ``field`` holds ``value`` (JSON text)."""
+    fields = {"event_type": '"e"', "record_id": '"r"', "run_id": '"run-o"', "timestamp": '"2026-01-01T00:00:01+00:00"',
+              field: value}
+    return "{" + ",".join(f'"{key}":{text}' for key, text in sorted(fields.items())) + "}"
+
+
+ODD_OBSERVATIONS = [
+    odd_observation("text", '"plain"'),
+    odd_observation("study_id", '"s1"'), odd_observation("study_id", '"s1"'), odd_observation("study_id", '""'),
+    odd_observation("level", '{"an":"object"}'), odd_observation("level", '["step"]'), odd_observation("level", '"loud"'),
+    odd_observation("level", "3"), odd_observation("level", "null"), odd_observation("level", '"tool-call"'),
+    odd_observation("timestamp", '"yesterday"'), odd_observation("timestamp", "12"),
+    odd_observation("record_id", '""'), odd_observation("event_type", "null"),
+    odd_observation("text", "123456789012345678901234567890"), odd_observation("text", '"caf\\u00e9"'),
+    odd_observation("text", '"a\\u0000b"'), odd_observation("text", "NaN"),
+    odd_observation("tool_name", "5"), odd_observation("tool_name", "1e400"), odd_observation("run_id", '"run-\\u00e9"'),
+    odd_observation("meta_json", '"text"'), odd_observation("meta_json", "[1]"),
+    odd_observation("meta_json", '{"n":123456789012345678901234567890,"x":1e-400}'),
+    odd_observation("meta_json", "[" * 600 + "]" * 600),
+    '{"event_type":"e","record_id":"r","run_id":"run-o","run_id":"run-p","timestamp":"2026-01-01T00:00:01+00:00"}',
+    '{"event_type":"e","record_id":"r","run_id":"run-o","timestamp":"2026-01-01T00:00:01+00:00" }',
+    '{"event_type":"e","run_id":"run-o","timestamp":"2026-01-01T00:00:01+00:00"}',
+    "[1]", '"x"', "not json", "{}", "\xe9",
+]
+
+
+@pytest.mark.parametrize("batch", [1, 3, 20_000])
+def test_observations_a_raw_writer_stored_fold_alike_in_any_rebuild(tmp_path: Path, batch: int) -> None:
+    """A rebuild reads stored observation bodies with orjson and checks their shape in Python:
+    each odd one must be flagged, or folded, exactly as the one-by-one fold of Python does."""
+    with Ledger.open(tmp_path / "a.db") as ledger:
+        ledger.append(status_event("run-o", "running", "2026-01-01T00:00:00+00:00"))
+        ledger.append([raw_event(EventKind.OBSERVATION_RECORDED, text, run_id=None) for text in ODD_OBSERVATIONS])
+        with ledger.store.transaction():
+            projections.drop_tables(ledger.conn)
+            projections.create_tables(ledger.conn)
+            projections.apply(ledger.conn, list(ledger.store.iter_events()))
+        one_by_one = snapshot(ledger.conn)
+        with ledger.store.transaction():
+            projections.drop_tables(ledger.conn)
+            projections.create_tables(ledger.conn, indexes=())
+            projections.fold_stored(ledger.conn, batch=batch)
+        assert snapshot(ledger.conn) == one_by_one
+        kinds = [a["kind"] for a in ledger.anomalies()]
+        assert kinds.count("unreadable_event") >= 8 and kinds.count("invalid_field") >= 10
+        assert ledger.run("run-o")["observation_count"] >= 10
+        assert replay(ledger.store).identical
+
+
 def test_a_number_where_a_time_belongs_folds_the_same_in_any_batching(tmp_path: Path) -> None:
     events = [*status_event("run-q", "running", "2026-01-01T00:00:00+00:00"),
               raw_event(EventKind.RUN_STATUS_CHANGED, '{"at":1767225600,"run_id":"run-q","status":"running"}'),

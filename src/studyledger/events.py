@@ -124,7 +124,6 @@ class ValueType:
 
 
 _ABSENT = object()
-_TEXT_OR_NULL = frozenset({str, type(None)})
 _STATUSES = frozenset(status.value for status in RunStatus)
 _LEVELS = frozenset(level.value for level in ObservationLevel)
 
@@ -180,9 +179,13 @@ class Shape:
         """``(field, why)`` for every field present whose value its type refuses."""
         checked = self._checked
         if self._texts:
-            values = tuple(map(body.get, self._texts))
-            if not set(map(type, values)) - _TEXT_OR_NULL and "".join(filter(None, values)).isascii():
-                checked = self._others  # every optional text field holds ASCII text or null
+            # Every optional text field holds ASCII text or null: join refuses anything but
+            # text (TypeError), and text joined is ASCII only if each part is.
+            try:
+                if "".join([value for value in map(body.get, self._texts) if value is not None]).isascii():
+                    checked = self._others
+            except TypeError:
+                pass
         found = []
         for key, accepts, kind, nullable, plain in checked:
             value = body.get(key, _ABSENT)

@@ -180,8 +180,7 @@ class Ledger:
 
     def _rebuild_in_transaction(self) -> None:
         projections.drop_tables(self.conn)
-        projections.create_tables(self.conn)
-        projections.fold_stored(self.conn)
+        projections.build(self.conn)
         self.store.set_meta("projection_version", projections.PROJECTION_VERSION)
 
     def rebuild_projections(self) -> None:

@@ -26,13 +26,15 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
+
+from .codec import Codec, UnreadableRow, decode_time
 from .events import (
     BODY_SHAPES,
     EVENT_COLUMNS,
     EventKind,
     StoredEvent,
     canonical_body,
-    is_time,
     misfit_fields,
     parse_instant,
 )
@@ -40,7 +42,6 @@ from .schema import (
     STATUS_PRECEDENCE,
     TERMINAL_STATUSES,
     ConstraintSeverity,
-    ObservationLevel,
     RunStatus,
     is_legal_transition,
     shown_status,
@@ -216,16 +217,35 @@ INDEXES = (
     "CREATE INDEX anomalies_run ON anomalies(run_id, seq)",
 )
 
+_OBSERVATION_INDEXES = tuple(ddl for ddl in INDEXES if " ON observations(" in ddl)
+
 PROJECTION_TABLES = tuple(name for name in TABLES if name != "projection_state")
 
 
-def create_tables(conn: sqlite3.Connection) -> None:
-    """Create the projection tables and indexes (inside a transaction)."""
+def create_tables(conn: sqlite3.Connection, *, indexes: Sequence[str] = INDEXES) -> None:
+    """Create the projection tables and ``indexes`` (inside a transaction)."""
     for ddl in TABLES.values():
         conn.execute(ddl)
-    for ddl in (*INDEXES, *VIEWS):
+    for ddl in (*indexes, *VIEWS):
         conn.execute(ddl)
     conn.execute("INSERT INTO projection_state(name, last_seq) VALUES ('all', 0)")
+
+
+def build(conn: sqlite3.Connection, *, table: str = "events_json", until: int | None = None,
+          condition: str = "") -> int:
+    """Create the projection tables and fold the stored events into them (:func:`fold_stored`).
+
+    The indexes on ``observations`` are made after the fold: one sorted build of each costs
+    less than inserting every observation into it (the fold looks nothing up by them).
+
+    Returns:
+        How many events were folded.
+    """
+    create_tables(conn, indexes=[ddl for ddl in INDEXES if ddl not in _OBSERVATION_INDEXES])
+    folded = fold_stored(conn, table=table, until=until, condition=condition)
+    for ddl in _OBSERVATION_INDEXES:
+        conn.execute(ddl)
+    return folded
 
 
 def drop_tables(conn: sqlite3.Connection) -> None:
@@ -720,20 +740,14 @@ def apply(conn: sqlite3.Connection, events: Sequence[StoredEvent],
     On SQLite, the observations whose bodies the fold reads whole and flags nothing in
     (:func:`observation_row`, from the decoded body an event carries or from
     ``observation_rows`` by event id) are folded set-based after the other events, as
-    :func:`fold_stored` folds them: their rows in one statement, their runs' and studies'
-    counts, seqs and times summed up per run and study and merged in one upsert each. Per
-    run, the first of them naming a study folds in Python in its place, since it may give
-    the run its study.
+    :func:`fold_stored` folds them (see :class:`_Observed`).
     """
     if not events:
         return
     fold = _Fold(conn)
     fold.prefetch(events)
     folded = False
-    observed: list[tuple[Any, ...]] = []
-    runs: dict[str, list[Any]] = {}  # run_id -> [run_id, count, first seq, last seq, activity, recorded]
-    studies: dict[str, list[Any]] = {}  # study_id -> [study_id, first seq, last seq, activity]
-    named: set[str] = set()  # runs whose first observation naming a study went to Python
+    observed = _Observed()
     set_based = type(conn) is sqlite3.Connection
     for event in events:
         row = None
@@ -741,21 +755,47 @@ def apply(conn: sqlite3.Connection, events: Sequence[StoredEvent],
             row = observation_rows.get(event.event_id) if observation_rows else None
             if row is None:
                 row = observation_row(event.kind, event.decoded, event.misfits)
-            if row is not None and row[0] and row[1] and row[0] not in named:
-                named.add(row[0])
-                row = None
-        if row is None:
+        if row is None or not observed.add(event.seq, row, event.study_id, event.occurred_at, event.recorded_at):
             fold.apply(event)
             folded = True
-            continue
-        seq, run_id, study_id = event.seq, row[0], event.study_id
-        occurred, recorded = event.occurred_at, event.recorded_at
-        observed.append((seq, run_id, *row[2:]))
+    if folded:
+        fold.flush(events[-1].seq)
+    observed.write(conn, events[-1].seq)
+
+
+class _Observed:
+    """Observations folded set-based: their rows in one statement, their runs' and studies'
+    counts, seqs and times summed up per run and study and merged in one upsert each.
+
+    Observations are most of a ledger, and what one does to the tables needs no per-event
+    SQL: its row of ``observations`` is a function of its own body, and what it does to its
+    run and study rows commutes with everything else (a count, the earliest and latest seq,
+    the latest times). The one exception is a run's study: the first observation naming one
+    sets it when the run has none, which a later registration naming another study then
+    disputes; so per run the first observation naming a study is folded in Python, in its
+    place (:meth:`add` refuses it). Everything else goes through :class:`_Fold` in sequence
+    order, and :meth:`write` runs after its flush: these add to whatever rows it left.
+    """
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[Any, ...]] = []
+        self.runs: dict[str, list[Any]] = {}  # run_id -> [run_id, count, first seq, last seq, activity, recorded]
+        self.studies: dict[str, list[Any]] = {}  # study_id -> [study_id, first seq, last seq, activity]
+        self.named: set[str] = set()  # runs whose first observation naming a study went to Python
+
+    def add(self, seq: int, row: ObservationRow, study_id: str | None, occurred: str | None, recorded: str) -> bool:
+        """Take one observation the fold reads whole and flags nothing in; False when it
+        must fold in Python in its place (the first of its run naming a study)."""
+        run_id = row[0]
+        if run_id and row[1] and run_id not in self.named:
+            self.named.add(run_id)
+            return False
+        self.rows.append((seq, run_id, *row[2:]))
         # _later written out (a call per observation is a tenth of this loop).
         if run_id:
-            found = runs.get(run_id)
+            found = self.runs.get(run_id)
             if found is None:
-                runs[run_id] = [run_id, 1, seq, seq, occurred, recorded]
+                self.runs[run_id] = [run_id, 1, seq, seq, occurred, recorded]
             else:
                 found[1] += 1
                 found[3] = seq
@@ -765,94 +805,45 @@ def apply(conn: sqlite3.Connection, events: Sequence[StoredEvent],
                     found[5] = recorded
         if study_id:
             activity = occurred or recorded
-            known = studies.get(study_id)
+            known = self.studies.get(study_id)
             if known is None:
-                studies[study_id] = [study_id, seq, seq, activity]
+                self.studies[study_id] = [study_id, seq, seq, activity]
             else:
                 known[2] = seq
                 if activity is not None and (known[3] is None or activity > known[3]):
                     known[3] = activity
-    if folded:
-        fold.flush(events[-1].seq)
-    if observed:
-        # After the flush: these add to the rows the other events left, whatever they were.
-        conn.executemany("INSERT INTO observations VALUES (?,?,?,?,?)", observed)
+        return True
+
+    def write(self, conn: sqlite3.Connection, last_seq: int) -> None:
+        """Write what was taken (after the batch's other events are flushed)."""
+        if not self.rows:
+            return
+        conn.executemany("INSERT INTO observations VALUES (?,?,?,?,?)", self.rows)
         conn.executemany(f"{_RUNS_INSERT} VALUES (?, '{RunStatus.PENDING.value}', ?, 0, ?, ?, ?, ?) {_RUNS_MERGE}",
-                         list(runs.values()))
-        conn.executemany(f"{_STUDIES_INSERT} VALUES (?, '', '', 0, ?, ?, ?) {_STUDIES_MERGE}", list(studies.values()))
-        conn.execute("UPDATE projection_state SET last_seq = ? WHERE name = 'all'", (events[-1].seq,))
+                         list(self.runs.values()))
+        conn.executemany(f"{_STUDIES_INSERT} VALUES (?, '', '', 0, ?, ?, ?) {_STUDIES_MERGE}",
+                         list(self.studies.values()))
+        conn.execute("UPDATE projection_state SET last_seq = ? WHERE name = 'all'", (last_seq,))
 
 
-# -- folding stored events in SQL ----------------------------------------------------------
-#
-# Observations are most of a ledger, and what one does to the tables needs no Python: its
-# row of ``observations`` is a function of its own body, and what it does to its run and
-# study rows commutes with everything else (a count, the earliest and latest seq, the
-# latest times). The one exception is a run's study: the first observation naming one sets
-# it when the run has none, which a later registration naming another study then disputes;
-# so per run the first observation naming a study is folded in Python, in its place.
-# Everything else an observation does is done here by a few set-based statements per
-# batch, and every other event (and every observation the fold would have to flag or could
-# not read) goes through :class:`_Fold` in sequence order, as before.
+# -- folding stored events ----------------------------------------------------------------
 
 _OBSERVATION_SHAPE = BODY_SHAPES[EventKind.OBSERVATION_RECORDED.value]
-
-
-def _json_is(path: str, *types: str, nullable: bool = True) -> str:
-    found = f"json_type(e.body, '$.{path}')"
-    allowed = ", ".join(f"'{name}'" for name in (*types, *(("null",) if nullable else ())))
-    return f"coalesce({found}, 'null') IN ({allowed})" if nullable else f"{found} IN ({allowed})"
-
-
-def _clean_observation_sql() -> str:
-    """Where ``e`` (an events row) is an observation the fold reads whole and flags nothing in.
-
-    The SQL twin of :meth:`_Fold.apply` on an observation without misfits: a JSON object,
-    its required fields present, every typed field of its kind's shape of its type, the
-    ledger's own columns of theirs. Bodies with an escaped surrogate or NUL go to Python
-    (SQLite's JSON functions would make other text of them). One difference is left: of a
-    key written twice in one object, SQLite reads the first and Python the last; canonical
-    bodies never hold one, only text appended raw around the canonical encoder can.
-    """
-    levels = ", ".join(f"'{level}'" for level in sorted(_LEVEL_NAMES))
-    checks = ["e.kind = 'observation_recorded'", "typeof(e.body) = 'text'", "json_valid(e.body)",
-              "json_type(e.body) = 'object'",
-              # ASCII without NUL (a NUL ends text for SQLite's functions), then no escaped
-              # surrogate or NUL, scanning the body once when it has no escape at all.
-              "length(e.body) = length(CAST(e.body AS BLOB))",
-              "(instr(e.body, '\\u') = 0 OR (instr(e.body, '\\ud') = 0 AND instr(e.body, '\\uD') = 0 "
-              "AND instr(e.body, '\\u0000') = 0))", "typeof(e.occurred_at) IN ('text', 'null')",
-              "typeof(e.recorded_at) = 'text'", "typeof(e.study_id) IN ('text', 'null')",
-              _json_is("timestamp", "text", nullable=False), "sl_is_time(json_extract(e.body, '$.timestamp'))"]
-    for key, kind in _OBSERVATION_SHAPE.required.items():
-        if kind.name == "non-empty text":
-            checks += [_json_is(key, "text", nullable=False), f"json_extract(e.body, '$.{key}') <> ''"]
-    for key, kind in _OBSERVATION_SHAPE.optional.items():
-        if kind.name == "text":
-            checks.append(_json_is(key, "text"))
-        elif kind.name == "an object":
-            checks.append(_json_is(key, "object"))
-        else:  # the level
-            checks.append(f"({_json_is(key)} OR (json_type(e.body, '$.{key}') = 'text' "
-                          f"AND json_extract(e.body, '$.{key}') IN ({levels})))")
-    return " AND ".join(checks)
-
-
-_LEVEL_NAMES = frozenset(level.value for level in ObservationLevel)
-_FOLD_TEMP = "sl_fold_observations"
 _OBSERVATION = EventKind.OBSERVATION_RECORDED.value
 _REQUIRED_OBSERVATION = frozenset(_OBSERVATION_SHAPE.required)
-_FOLD_SOURCES = ("events_json", "sl_ledger_events")
-"""Where stored events are read decoded: the ledger's view, or replay's view of the ledger it attached."""
+_FOLD_SOURCES = {"events_json": "main", "sl_ledger_events": "ledger"}
+"""Where stored events are read decoded (the ledger's view, or replay's view of the ledger it
+attached), and the schema whose ``events`` table holds them as stored."""
 
 
 def fold_stored(conn: sqlite3.Connection, *, table: str = "events_json", after: int = 0, until: int | None = None,
                 condition: str = "", batch: int = 20_000) -> int:
     """Fold the stored events with ``after < seq <= until`` (and ``condition``) into the tables.
 
-    Observations go set-based (see the note above), everything else through :func:`apply`,
-    one batch of ``batch`` events at a time, in one transaction (the caller's). Gives the
-    tables event-by-event folding gives, which replay checks against the ones stored.
+    One batch of ``batch`` events at a time, in one transaction (the caller's), through
+    :func:`apply`; on SQLite the observations the fold reads whole and flags nothing in are
+    picked out of each batch in Python first (:func:`_fold_batch`). Gives the tables
+    event-by-event folding gives, which replay checks against the ones stored.
 
     Args:
         table: Where the events are, decoded (``sl_ledger_events``: replay's attached ledger).
@@ -869,59 +860,82 @@ def fold_stored(conn: sqlite3.Connection, *, table: str = "events_json", after: 
             apply(conn, chunk)
             counted += len(chunk)
         return counted
-    conn.create_function("sl_is_time", 1, is_time, deterministic=True)
-    _ensure_staging(conn)
+    schema = _FOLD_SOURCES[table]
+    codec: Codec | None = None
     bound = "" if until is None else f" AND e.seq <= {int(until)}"
     counted, last = 0, after
     while True:
-        row = conn.execute(f"SELECT max(seq), count(*) FROM (SELECT e.seq FROM {table} e WHERE e.seq > ?{bound}"
-                           f"{condition} ORDER BY e.seq LIMIT {int(batch)})", (last,)).fetchone()
-        if row[0] is None:
+        # The rows as stored (a compressed body is decompressed once, in Python); the view
+        # only chooses them, so its decoding runs only for what ``condition`` reads.
+        rows = conn.execute(f"SELECT s.seq, s.kind, s.study_id, s.occurred_at, s.recorded_at, s.body "
+                            f"FROM {table} e JOIN {schema}.events s ON s.seq = e.seq WHERE e.seq > ?{bound}"
+                            f"{condition} ORDER BY e.seq LIMIT {int(batch)}", (last,)).fetchall()
+        if not rows:
             return counted
-        upper, counted = int(row[0]), counted + int(row[1])
-        _fold_range(conn, table, last, upper, condition)
-        last = upper
+        if codec is None:
+            codec = Codec(conn, schema)
+        _fold_batch(conn, table, codec, rows)
+        counted, last = counted + len(rows), rows[-1][0]
 
 
-def _fold_range(conn: sqlite3.Connection, table: str, after: int, upper: int, condition: str) -> None:
-    """Fold one range of stored events: clean observations in SQL, the rest in Python."""
-    window = f"e.seq > {int(after)} AND e.seq <= {int(upper)}{condition}"
-    # The range's rows decoded once (a stored body is compressed), not once per field read.
-    conn.execute(
-        f"WITH e AS MATERIALIZED (SELECT e.seq, e.kind, e.study_id, e.occurred_at, e.recorded_at, e.body "
-        f"FROM {table} e WHERE {window}) "
-        f"INSERT INTO {_FOLD_TEMP} SELECT e.seq, json_extract(e.body, '$.run_id'), json_extract(e.body, '$.study_id'), "
-        "json_extract(e.body, '$.level'), json_extract(e.body, '$.event_type'), "
-        "json_extract(e.body, '$.tool_name'), e.occurred_at, e.recorded_at, e.study_id "
-        f"FROM e WHERE {_CLEAN_OBSERVATION}")
-    # Per run, the first observation naming a study may give the run its study: in Python.
-    conn.execute(f"DELETE FROM {_FOLD_TEMP} WHERE seq IN (SELECT min(seq) FROM {_FOLD_TEMP} "
-                 "WHERE run_id <> '' AND study_id <> '' GROUP BY run_id)")
-    rest = _stored_events(conn, table, after, upper, condition,
-                          f" AND NOT EXISTS (SELECT 1 FROM {_FOLD_TEMP} c WHERE c.seq = e.seq)")
-    for chunk in _chunks(rest, 5_000):
+def _fold_batch(conn: sqlite3.Connection, table: str, codec: Codec, rows: list[tuple[Any, ...]]) -> None:
+    """Fold one batch of stored rows (``seq, kind, study_id, occurred_at, recorded_at, body`` as stored).
+
+    An observation whose body reads as an object with nothing to flag (:func:`_stored_observation`)
+    is folded set-based (:class:`_Observed`); every other event is read again whole from
+    ``table`` and folded by :func:`apply` in sequence order, before them.
+    """
+    observed = _Observed()
+    rest: list[int] = []
+    names = codec.names
+    for seq, kind, study_id, occurred, recorded, body in rows:
+        if kind.__class__ is int:
+            if kind not in names:
+                codec.refresh()  # named by another writer since; a name still missing folds in Python
+            kind = names.get(kind, kind)
+        if kind == _OBSERVATION:
+            occurred, recorded = decode_time(occurred), decode_time(recorded)
+            row = _stored_observation(codec, body, study_id, occurred, recorded)
+            if row is not None and observed.add(seq, row, study_id, occurred, recorded):
+                continue
+        rest.append(seq)
+    for chunk in _chunks(_events_at(conn, table, rest), 5_000):
         apply(conn, chunk)
-    _fold_staged(conn, upper)
+    observed.write(conn, rows[-1][0])
 
 
-def _ensure_staging(conn: sqlite3.Connection) -> None:
-    """The connection's temporary table of observations to fold set-based (empty between folds)."""
-    conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_FOLD_TEMP} (seq INTEGER PRIMARY KEY, run_id, study_id, "
-                 "level, event_type, tool_name, occurred_at, recorded_at, event_study)")
+def _stored_observation(codec: Codec, stored: Any, study_id: Any, occurred: Any, recorded: Any) -> ObservationRow | None:
+    """:func:`observation_row` of a stored observation, or None where :class:`_Fold` must read it.
+
+    The body is read by orjson. Where it reads a body at all, it reads what the standard
+    parser (:attr:`StoredEvent.data`) reads, except for numbers beyond 64 bits or below
+    float precision: no field of an observation's shape accepts a number, so either reading
+    is flagged alike, and such a body folds in Python anyway. Anything orjson refuses (NaN,
+    a lone surrogate, deep nesting, not JSON), a body that does not decompress, and columns
+    of a type a raw writer chose go to :class:`_Fold`, which reads them as it always has.
+    """
+    if not (study_id is None or study_id.__class__ is str) or not (occurred is None or occurred.__class__ is str) \
+            or recorded.__class__ is not str:
+        return None
+    try:
+        body = orjson.loads(codec.body_bytes(stored))
+    except (orjson.JSONDecodeError, UnreadableRow):
+        return None
+    try:
+        if body.__class__ is not dict or _OBSERVATION_SHAPE.misfits(body):
+            return None
+    except TypeError:  # an unhashable value where a level belongs: the fold says it is unreadable
+        return None
+    return observation_row(_OBSERVATION, body, ())
 
 
-def _fold_staged(conn: sqlite3.Connection, last_seq: int) -> None:
-    """Fold the staged observations: their rows, then their runs' and studies' counts, seqs and
-    times in one upsert each (after every other event of the batch: these commute with them)."""
-    conn.execute(f"INSERT INTO observations SELECT seq, run_id, level, event_type, tool_name FROM {_FOLD_TEMP}")
-    conn.execute(f"{_RUNS_INSERT} SELECT run_id, '{RunStatus.PENDING.value}', count(*), 0, min(seq), max(seq), "
-                 f"max(occurred_at), max(recorded_at) FROM {_FOLD_TEMP} WHERE run_id <> '' GROUP BY run_id "
-                 f"{_RUNS_MERGE}")
-    conn.execute(f"{_STUDIES_INSERT} SELECT event_study, '', '', 0, min(seq), max(seq), "
-                 f"max(coalesce(nullif(occurred_at, ''), recorded_at)) FROM {_FOLD_TEMP} WHERE event_study <> '' "
-                 f"GROUP BY event_study {_STUDIES_MERGE}")
-    conn.execute(f"DELETE FROM {_FOLD_TEMP}")
-    conn.execute("UPDATE projection_state SET last_seq = ? WHERE name = 'all'", (last_seq,))
+def _events_at(conn: sqlite3.Connection, table: str, seqs: list[int]) -> Iterator[StoredEvent]:
+    """The stored events with these seqs (in order), read decoded from ``table``."""
+    columns = ", ".join(f"e.{name}" for name in EVENT_COLUMNS)
+    for start in range(0, len(seqs), 5_000):
+        for row in conn.execute(f"SELECT {columns} FROM {table} e WHERE e.seq IN (SELECT value FROM json_each(?)) "
+                                "ORDER BY e.seq", (json.dumps(seqs[start:start + 5_000]),)).fetchall():
+            yield StoredEvent(*row)
 
 
 # What observations add to a run's and a study's row, merged into what is there: counts add
@@ -969,5 +983,3 @@ def _check_sql_names(table: str, condition: str) -> None:
     if table not in _FOLD_SOURCES or (condition and not condition.startswith(" AND ")):
         raise ValueError(f"cannot fold from {table!r} where {condition!r}")
 
-
-_CLEAN_OBSERVATION = _clean_observation_sql()

@@ -200,9 +200,8 @@ def _fold(conn: sqlite3.Connection, seq: int | None, at: datetime | None) -> tup
     upper = head if seq is None else min(seq, head)
     if at is not None:
         conn.create_function("sl_recorded_by", 1, _recorded_by(at), deterministic=True)
-    projections.create_tables(conn)
     timed = " AND sl_recorded_by(e.recorded_at)" if at is not None else ""
-    return upper, projections.fold_stored(conn, table=LEDGER_EVENTS, until=upper, condition=timed)
+    return upper, projections.build(conn, table=LEDGER_EVENTS, until=upper, condition=timed)
 
 
 def _events_view(conn: sqlite3.Connection, upper: int, timed: bool) -> None:
