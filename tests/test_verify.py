@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import tempfile
 from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from studyledger import Ledger, Observation, RunStatus
-from studyledger.store import TRIGGER_DDL
+from studyledger.events import NewEvent, event_id_for
+from studyledger.store import TRIGGER_DDL, SQLiteStore
 from studyledger.audit.verify import verify
 
 from .audit_helpers import INSERT_STORED, stored_row
@@ -156,3 +163,43 @@ def test_a_row_at_seq_zero_is_seen_and_does_not_hide_the_count(filled: Ledger) -
     assert not report.ok
     assert report.events == 11
     assert (0, "sequence") in [(p.seq, p.check) for p in report.problems]
+
+
+_TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)  # non-ASCII included; stored text is UTF-8
+_TIME = st.one_of(
+    st.none(), _TEXT,
+    # the exact forms a ledger stores as time codes, with and without a fraction
+    st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(9999, 12, 31),
+                 timezones=st.just(UTC)).map(datetime.isoformat),
+)
+_SOURCE = st.one_of(
+    _TEXT.filter(bool),
+    # file sources are stored as a name and two numbers, as large as SQLite keeps
+    st.builds("file:{}:{}:{}".format, _TEXT, st.integers(0, 2**63 - 1), st.integers(0, 2**63 - 1)),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(_TEXT.filter(bool), st.none() | _TEXT, st.none() | _TEXT, _TIME, _TIME.filter(bool),
+                          _SOURCE, _TEXT), min_size=1, max_size=8))
+def test_verify_computes_the_chain_and_ids_chain_hash_defines(
+        drawn: list[tuple[str, str | None, str | None, str | None, str, str, str]]) -> None:
+    """verify builds the chained text of a stored row its own way (its parts kept once
+    made); over the whole value space it must agree with chain_hash, which the store
+    chains with, or an honest ledger would fail."""
+    events = []
+    for kind, study_id, run_id, occurred_at, recorded_at, source, extra in drawn:
+        body = json.dumps({"at": occurred_at, "extra": extra, "run_id": run_id, "study_id": study_id},
+                          sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        events.append(NewEvent(kind, body, event_id_for(kind, body), study_id, run_id, occurred_at, source,
+                               recorded_at))
+    with tempfile.TemporaryDirectory() as folder:
+        store = SQLiteStore(Path(folder) / "ledger.db")
+        try:
+            with store.transaction():
+                appended = store.append(events).appended
+            report = verify(store, workers=1)
+        finally:
+            store.close()
+    assert report.problems == []
+    assert (report.head_seq, report.head_chain) == (appended[-1].seq, appended[-1].chain)
