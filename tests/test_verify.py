@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,7 +20,7 @@ from hypothesis import strategies as st
 from studyledger import Ledger, Observation, RunStatus
 from studyledger.events import NewEvent, event_id_for
 from studyledger.store import TRIGGER_DDL, SQLiteStore
-from studyledger.audit.verify import verify
+from studyledger.audit.verify import _check_range, verify
 
 from .audit_helpers import INSERT_STORED, stored_row
 
@@ -109,6 +113,21 @@ def test_parallel_verify_finds_what_one_scan_finds(filled: Ledger, case: str) ->
         assert together.problems == alone.problems
         assert (together.events, together.head_seq, together.head_chain) == (
             alone.events, alone.head_seq, alone.head_chain)
+
+
+def test_a_worker_process_checks_each_range_it_is_handed_as_this_process_does(filled: Ledger) -> None:
+    """A parallel verify hands each worker one range at a time, on its stdin; the worker
+    answers each with a line of JSON, read back into the same result as checking here."""
+    tamper(filled, *CASES["row deleted"][0], *CASES["body edited"][0], *_restore_triggers())
+    ranges = [(0, 4), (4, 7), (7, 10)]
+    answer = subprocess.run(
+        [sys.executable, "-c", "from studyledger.audit.verify import _range_worker; _range_worker()"],
+        input="".join(f"{after} {until}\n" for after, until in ranges), capture_output=True, text=True, check=True,
+        env={**os.environ, "STUDYLEDGER_VERIFY_URI": filled.store.read_uri}).stdout
+    here = [asdict(_check_range(filled.store.conn, after, until)) for after, until in ranges]
+    assert [json.loads(line) for line in answer.splitlines()] == here
+    assert [(p["seq"], p["check"]) for result in here for p in result["problems"]] == [
+        (6, "sequence"), (6, "chain"), (7, "event_id"), (7, "chain")]
 
 
 def test_a_body_too_deep_for_sqlites_json_functions_is_checked_in_python(filled: Ledger) -> None:

@@ -21,6 +21,8 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -41,6 +43,10 @@ SQLITE_JSON_DEPTH = 2_000
 _MAX_PROBLEMS = 1_000
 _BATCH = 5_000
 _PARTS_KEPT = 100_000
+_MAX_SEQ = 2**63 - 1
+_RANGE_ROWS = 32_768
+"""Rows of a range handed to a process at a time by a parallel verify: about 0.25 s of
+work, so processes finish within that of each other, and one range per 250 ms costs little."""
 _URI_VARIABLE = "STUDYLEDGER_VERIFY_URI"
 PARALLEL_FROM = 100_000
 """Ledgers with at least this many events are verified by several processes by default."""
@@ -136,15 +142,16 @@ def _check_range(conn: sqlite3.Connection, after: int, until: int | None) -> _Ra
     """
     codec = Codec(conn) if has_sqlite_json(conn) else None
     columns = [row[1] for row in conn.execute("PRAGMA table_info(events)")]
-    select = (f"SELECT {physical_select(columns)} FROM events WHERE seq > ? AND (? < 0 OR seq <= ?) "
-              "ORDER BY seq LIMIT ?")
+    # Both bounds plain, so the primary key bounds the scan: with ``(? < 0 OR seq <= ?)``
+    # the query after a range's last row read on to the end of the table (60 ms at 1M rows).
+    select = f"SELECT {physical_select(columns)} FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
     before = conn.execute(
         "SELECT seq, chain FROM events WHERE seq <= ? ORDER BY seq DESC LIMIT 1", (after,)
     ).fetchone()
     previous_seq, previous_chain = (int(before[0]), str(canonical_chain(before[1]))) if before else (0, GENESIS_CHAIN)
     result = _RangeResult([], 0, previous_seq, previous_chain)
     problems = result.problems
-    bound = until if until is not None else -1
+    bound = until if until is not None else _MAX_SEQ
     last = after
     loads, JSONDecodeError, sha256 = orjson.loads, orjson.JSONDecodeError, hashlib.sha256
     names = codec.names if codec is not None else {}
@@ -172,7 +179,7 @@ def _check_range(conn: sqlite3.Connection, after: int, until: int | None) -> _Ra
         return text
 
     while True:
-        rows = conn.execute(select, (last, bound, bound, _BATCH)).fetchall()
+        rows = conn.execute(select, (last, bound, _BATCH)).fetchall()
         if not rows:
             break
         result.events += len(rows)
@@ -254,53 +261,96 @@ def _row_problems(values: tuple[Any, ...], text: bytes, stored_id: Any) -> list[
     return found
 
 
-def _check_ranges_in_processes(conn: sqlite3.Connection, uri: str, ranges: list[tuple[int, int]]) -> list[_RangeResult]:
-    """Check the last range here, on ``conn``, and each other one in a fresh interpreter of its
-    own reading ``uri``, at the same time; collect the results in range order.
+def _check_ranges_in_processes(conn: sqlite3.Connection, uri: str, ranges: list[tuple[int, int]],
+                               workers: int) -> list[_RangeResult]:
+    """Check ``ranges`` with this process, on ``conn``, and ``workers - 1`` fresh interpreters
+    reading ``uri``, each taking the next unchecked range as it finishes one; collect the
+    results in range order.
 
-    Plain subprocesses rather than multiprocessing: spawn re-imports the caller's main
-    module (a user's script without a ``__main__`` guard would start again), and a fork of
-    the dashboard, which calls this from a thread, could inherit held locks. This process
-    takes a range itself instead of waiting: on two cores, one child and this process keep
-    both busy.
+    Ranges are handed out one at a time rather than split evenly up front: a child starts
+    about 0.2 s after this process (it imports studyledger first), and on a shared machine
+    either may be slowed for a while; taking the next range when free makes them finish
+    together. Plain subprocesses rather than multiprocessing: spawn re-imports the caller's
+    main module (a user's script without a ``__main__`` guard would start again), and a
+    fork of the dashboard, which calls this from a thread, could inherit held locks. This
+    process checks ranges itself instead of waiting: on two cores, one child and this
+    process keep both busy.
     """
     # The ledger's address goes by environment, not argv: a server's URL may hold a password.
     env = {**os.environ, _URI_VARIABLE: uri}
+    pending = deque(enumerate(ranges))  # popleft is atomic: the threads below need no lock
+    results: dict[int, _RangeResult] = {}
+    failures: list[str] = []
     children = [
         subprocess.Popen(
-            [sys.executable, "-c", "from studyledger.audit.verify import _range_worker; _range_worker()",
-             str(after), str(until)],
-            stdout=subprocess.PIPE, env=env,
+            [sys.executable, "-c", "from studyledger.audit.verify import _range_worker; _range_worker()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
         )
-        for after, until in ranges[:-1]
+        for _ in range(workers - 1)
     ]
+
+    def feed(child: subprocess.Popen[bytes]) -> None:
+        """Hand ``child`` one range at a time and keep what it finds."""
+        assert child.stdin is not None and child.stdout is not None
+        try:
+            while pending:
+                try:
+                    index, (after, until) = pending.popleft()
+                except IndexError:  # this process took the last one meanwhile
+                    break
+                child.stdin.write(f"{after} {until}\n".encode())
+                child.stdin.flush()
+                line = child.stdout.readline()
+                if not line:
+                    failures.append(f"a verify worker stopped with exit status {child.wait()}")
+                    return
+                data = json.loads(line)
+                problems = [Problem(**item) for item in data.pop("problems")]
+                results[index] = _RangeResult(problems=problems, **data)
+        except OSError as exc:  # the child is gone: its stdin is a broken pipe
+            failures.append(f"a verify worker failed ({exc})")
+        finally:
+            child.stdin.close()
+
+    feeders = [threading.Thread(target=feed, args=(child,), daemon=True) for child in children]
+    for feeder in feeders:
+        feeder.start()
     try:
-        own = _check_range(conn, *ranges[-1])
+        while pending:
+            try:
+                index, (after, until) = pending.popleft()
+            except IndexError:
+                break
+            results[index] = _check_range(conn, after, until)
     except BaseException:
+        pending.clear()
         for child in children:
             child.kill()
-            child.communicate()
         raise
-    results = []
-    for child in children:
-        output, _ = child.communicate()
-        if child.returncode != 0:
-            raise RuntimeError(f"a verify worker failed with exit status {child.returncode}")
-        data = json.loads(output)
-        problems = [Problem(**item) for item in data.pop("problems")]
-        results.append(_RangeResult(problems=problems, **data))
-    return [*results, own]
+    finally:
+        for feeder in feeders:
+            feeder.join()
+        for child in children:
+            child.wait()
+            assert child.stdout is not None
+            child.stdout.close()
+    if failures:
+        raise RuntimeError(failures[0])
+    return [results[index] for index in range(len(ranges))]
 
 
 def _range_worker() -> None:
-    """Entry point of a worker process: check one range, print the result as JSON."""
-    after, until = int(sys.argv[1]), int(sys.argv[2])
+    """Entry point of a worker process: check each range read from stdin (``after until``
+    a line) and print what it found as a line of JSON."""
     conn = connect_reader(os.environ[_URI_VARIABLE])
     try:
-        result = _check_range(conn, after, until)
+        for line in sys.stdin:
+            after, until = map(int, line.split())
+            result = _check_range(conn, after, until)
+            sys.stdout.write(json.dumps({**asdict(result), "problems": [asdict(p) for p in result.problems]}) + "\n")
+            sys.stdout.flush()
     finally:
         conn.close()
-    json.dump({**asdict(result), "problems": [asdict(p) for p in result.problems]}, sys.stdout)
 
 
 def _ranges(conn: sqlite3.Connection, parts: int) -> list[tuple[int, int]]:
@@ -337,9 +387,9 @@ def verify(ledger: Ledger | Store, *, checkpoint: Checkpoint | None = None,
     if workers is None:
         size = store.head().seq
         workers = min(os.cpu_count() or 1, 4) if size >= PARALLEL_FROM else 1
-    ranges = _ranges(store.conn, workers) if workers > 1 else []
+    ranges = _ranges(store.conn, max(workers, -(-store.head().seq // _RANGE_ROWS))) if workers > 1 else []
     if len(ranges) > 1:
-        results = _check_ranges_in_processes(store.conn, store.read_uri, ranges)
+        results = _check_ranges_in_processes(store.conn, store.read_uri, ranges, workers)
     else:
         results = [_check_range(store.conn, 0, None)]
     for result in results:
