@@ -307,8 +307,8 @@ def _check_ranges_in_processes(conn: sqlite3.Connection, uri: str, ranges: list[
                 data = json.loads(line)
                 problems = [Problem(**item) for item in data.pop("problems")]
                 results[index] = _RangeResult(problems=problems, **data)
-        except OSError as exc:  # the child is gone: its stdin is a broken pipe
-            failures.append(f"a verify worker failed ({exc})")
+        except Exception as exc:  # raised in the caller's thread below, not lost with this one
+            failures.append(f"a verify worker failed ({exc!r})")
         finally:
             child.stdin.close()
 
