@@ -8,10 +8,12 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -20,6 +22,7 @@ from hypothesis import strategies as st
 from studyledger import Ledger, Observation, RunStatus
 from studyledger.events import NewEvent, event_id_for
 from studyledger.store import TRIGGER_DDL, SQLiteStore
+from studyledger.audit import verify as verify_module
 from studyledger.audit.verify import _check_range, verify
 
 from .audit_helpers import INSERT_STORED, stored_row
@@ -125,9 +128,43 @@ def test_a_worker_process_checks_each_range_it_is_handed_as_this_process_does(fi
         input="".join(f"{after} {until}\n" for after, until in ranges), capture_output=True, text=True, check=True,
         env={**os.environ, "STUDYLEDGER_VERIFY_URI": filled.store.read_uri}).stdout
     here = [asdict(_check_range(filled.store.conn, after, until)) for after, until in ranges]
-    assert [json.loads(line) for line in answer.splitlines()] == here
+    assert answer.splitlines()[0] == "ready"
+    assert [json.loads(line) for line in answer.splitlines()[1:]] == here
     assert [(p["seq"], p["check"]) for result in here for p in result["problems"]] == [
         (6, "sequence"), (6, "chain"), (7, "event_id"), (7, "chain")]
+
+
+def test_ranges_a_worker_process_checked_are_merged_in_ledger_order(filled: Ledger,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process waits with its first range until a worker has answered one, so the
+    worker's results are merged with its own (on a ledger this small, it would otherwise
+    check every range before the worker has started)."""
+    tamper(filled, *CASES["row deleted"][0], *CASES["body edited"][0], *_restore_triggers())
+    alone = verify(filled.store, workers=1)
+    answered = threading.Event()
+    check_here = verify_module._check_range
+
+    class AnswersSeen:
+        """verify's json module, noting when the feeder reads a worker's answer."""
+        dumps = staticmethod(json.dumps)
+
+        @staticmethod
+        def loads(text: str | bytes) -> Any:
+            answered.set()
+            return json.loads(text)
+
+    def after_a_worker_answered(conn: sqlite3.Connection, after: int, until: int | None) -> Any:
+        assert answered.wait(60), "no worker answered"
+        return check_here(conn, after, until)
+
+    monkeypatch.setattr(verify_module, "json", AnswersSeen)
+    monkeypatch.setattr(verify_module, "_check_range", after_a_worker_answered)
+    monkeypatch.setattr(verify_module, "_RANGE_ROWS", 3)
+    together = verify(filled.store, workers=2)
+    assert answered.is_set()
+    assert together.problems == alone.problems and together.problems
+    assert (together.events, together.head_seq, together.head_chain) == (
+        alone.events, alone.head_seq, alone.head_chain)
 
 
 def test_a_body_too_deep_for_sqlites_json_functions_is_checked_in_python(filled: Ledger) -> None:

@@ -289,10 +289,18 @@ def _check_ranges_in_processes(conn: sqlite3.Connection, uri: str, ranges: list[
         for _ in range(workers - 1)
     ]
 
+    starting = set(children)
+
     def feed(child: subprocess.Popen[bytes]) -> None:
         """Hand ``child`` one range at a time and keep what it finds."""
         assert child.stdin is not None and child.stdout is not None
         try:
+            # Its first line says the child has started: no range waits on its imports. A
+            # child that dies (or is stopped) before has taken nothing: this process checks
+            # every range left.
+            if not child.stdout.readline():
+                return
+            starting.discard(child)
             while pending:
                 try:
                     index, (after, until) = pending.popleft()
@@ -322,6 +330,8 @@ def _check_ranges_in_processes(conn: sqlite3.Connection, uri: str, ranges: list[
             except IndexError:
                 break
             results[index] = _check_range(conn, after, until)
+        for child in list(starting):  # every range is checked: do not wait on its start-up
+            child.kill()
     except BaseException:
         pending.clear()
         for child in children:
@@ -340,9 +350,11 @@ def _check_ranges_in_processes(conn: sqlite3.Connection, uri: str, ranges: list[
 
 
 def _range_worker() -> None:
-    """Entry point of a worker process: check each range read from stdin (``after until``
-    a line) and print what it found as a line of JSON."""
+    """Entry point of a worker process: say ``ready``, then check each range read from stdin
+    (``after until`` a line) and print what it found as a line of JSON."""
     conn = connect_reader(os.environ[_URI_VARIABLE])
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
     try:
         for line in sys.stdin:
             after, until = map(int, line.split())
