@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
 from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from studyledger import Ledger, Observation, RunStatus
-from studyledger.store import TRIGGER_DDL
-from studyledger.audit.verify import verify
+from studyledger.events import NewEvent, event_id_for
+from studyledger.store import TRIGGER_DDL, SQLiteStore
+from studyledger.audit import verify as verify_module
+from studyledger.audit.verify import _check_range, verify
 
 from .audit_helpers import INSERT_STORED, stored_row
 
@@ -104,6 +118,55 @@ def test_parallel_verify_finds_what_one_scan_finds(filled: Ledger, case: str) ->
             alone.events, alone.head_seq, alone.head_chain)
 
 
+def test_a_worker_process_checks_each_range_it_is_handed_as_this_process_does(filled: Ledger) -> None:
+    """A parallel verify hands each worker one range at a time, on its stdin; the worker
+    answers each with a line of JSON, read back into the same result as checking here."""
+    tamper(filled, *CASES["row deleted"][0], *CASES["body edited"][0], *_restore_triggers())
+    ranges = [(0, 4), (4, 7), (7, 10)]
+    answer = subprocess.run(
+        [sys.executable, "-c", "from studyledger.audit.verify import _range_worker; _range_worker()"],
+        input="".join(f"{after} {until}\n" for after, until in ranges), capture_output=True, text=True, check=True,
+        env={**os.environ, "STUDYLEDGER_VERIFY_URI": filled.store.read_uri}).stdout
+    here = [asdict(_check_range(filled.store.conn, after, until)) for after, until in ranges]
+    assert answer.splitlines()[0] == "ready"
+    assert [json.loads(line) for line in answer.splitlines()[1:]] == here
+    assert [(p["seq"], p["check"]) for result in here for p in result["problems"]] == [
+        (6, "sequence"), (6, "chain"), (7, "event_id"), (7, "chain")]
+
+
+def test_ranges_a_worker_process_checked_are_merged_in_ledger_order(filled: Ledger,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process waits with its first range until a worker has answered one, so the
+    worker's results are merged with its own (on a ledger this small, it would otherwise
+    check every range before the worker has started)."""
+    tamper(filled, *CASES["row deleted"][0], *CASES["body edited"][0], *_restore_triggers())
+    alone = verify(filled.store, workers=1)
+    answered = threading.Event()
+    check_here = verify_module._check_range
+
+    class AnswersSeen:
+        """verify's json module, noting when the feeder reads a worker's answer."""
+        dumps = staticmethod(json.dumps)
+
+        @staticmethod
+        def loads(text: str | bytes) -> Any:
+            answered.set()
+            return json.loads(text)
+
+    def after_a_worker_answered(conn: sqlite3.Connection, after: int, until: int | None) -> Any:
+        assert answered.wait(60), "no worker answered"
+        return check_here(conn, after, until)
+
+    monkeypatch.setattr(verify_module, "json", AnswersSeen)
+    monkeypatch.setattr(verify_module, "_check_range", after_a_worker_answered)
+    monkeypatch.setattr(verify_module, "_RANGE_ROWS", 3)
+    together = verify(filled.store, workers=2)
+    assert answered.is_set()
+    assert together.problems == alone.problems and together.problems
+    assert (together.events, together.head_seq, together.head_chain) == (
+        alone.events, alone.head_seq, alone.head_chain)
+
+
 def test_a_body_too_deep_for_sqlites_json_functions_is_checked_in_python(filled: Ledger) -> None:
     """A raw writer can store what the API refuses; verify reports it instead of crashing."""
     from studyledger.events import event_id_for
@@ -156,3 +219,43 @@ def test_a_row_at_seq_zero_is_seen_and_does_not_hide_the_count(filled: Ledger) -
     assert not report.ok
     assert report.events == 11
     assert (0, "sequence") in [(p.seq, p.check) for p in report.problems]
+
+
+_TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)  # non-ASCII included; stored text is UTF-8
+_TIME = st.one_of(
+    st.none(), _TEXT,
+    # the exact forms a ledger stores as time codes, with and without a fraction
+    st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(9999, 12, 31),
+                 timezones=st.just(UTC)).map(datetime.isoformat),
+)
+_SOURCE = st.one_of(
+    _TEXT.filter(bool),
+    # file sources are stored as a name and two numbers, as large as SQLite keeps
+    st.builds("file:{}:{}:{}".format, _TEXT, st.integers(0, 2**63 - 1), st.integers(0, 2**63 - 1)),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(_TEXT.filter(bool), st.none() | _TEXT, st.none() | _TEXT, _TIME, _TIME.filter(bool),
+                          _SOURCE, _TEXT), min_size=1, max_size=8))
+def test_verify_computes_the_chain_and_ids_chain_hash_defines(
+        drawn: list[tuple[str, str | None, str | None, str | None, str, str, str]]) -> None:
+    """verify builds the chained text of a stored row its own way (its parts kept once
+    made); over the whole value space it must agree with chain_hash, which the store
+    chains with, or an honest ledger would fail."""
+    events = []
+    for kind, study_id, run_id, occurred_at, recorded_at, source, extra in drawn:
+        body = json.dumps({"at": occurred_at, "extra": extra, "run_id": run_id, "study_id": study_id},
+                          sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        events.append(NewEvent(kind, body, event_id_for(kind, body), study_id, run_id, occurred_at, source,
+                               recorded_at))
+    with tempfile.TemporaryDirectory() as folder:
+        store = SQLiteStore(Path(folder) / "ledger.db")
+        try:
+            with store.transaction():
+                appended = store.append(events).appended
+            report = verify(store, workers=1)
+        finally:
+            store.close()
+    assert report.problems == []
+    assert (report.head_seq, report.head_chain) == (appended[-1].seq, appended[-1].chain)

@@ -155,20 +155,26 @@ def chain_hash(previous: str, row: Sequence[Any]) -> str:
     return chain_digest(previous, values, body.encode("utf-8") if isinstance(body, str) else str(body).encode())
 
 
+def chain_part(value: Any) -> str:
+    """One value's line of the text :func:`chain_hash` hashes (verify builds the line of a
+    repeated value once)."""
+    if value is None:
+        return "-"
+    text = str(value)
+    return f"{len(text) if text.isascii() else len(text.encode())}:{text}"
+
+
 def chain_digest(previous: str, values: Sequence[Any], body: bytes) -> str:
     """:func:`chain_hash` of a row given as its values before the body, and the body's UTF-8
     bytes (verify hashes the bytes it reads, without making text of them)."""
-    parts = [previous]
-    for value in values:
-        if value is None:
-            parts.append("-")
-        else:
-            text = str(value)
-            parts.append(f"{len(text) if text.isascii() else len(text.encode())}:{text}")
-    parts.append(f"{len(body)}:")
-    digest = hashlib.sha256("\n".join(parts).encode("utf-8"))
+    digest = hashlib.sha256(chain_text(previous, values, len(body)).encode("utf-8"))
     digest.update(body)
     return digest.hexdigest()
+
+
+def chain_text(previous: str, values: Sequence[Any], body_length: int) -> str:
+    """The text :func:`chain_hash` hashes before the body's bytes."""
+    return "\n".join([previous, *map(chain_part, values), f"{body_length}:"])
 
 
 def read_head(conn: sqlite3.Connection) -> Head:

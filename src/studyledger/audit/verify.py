@@ -21,6 +21,8 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -31,7 +33,7 @@ from ..codec import CODEC_TRIGGER_DDL, Codec, canonical_chain, canonical_id, dec
 from ..errors import LedgerError
 from ..events import depth, event_digest, event_id_of_bytes, has_lone_surrogate, indexed_columns
 from ..ledger import Ledger
-from ..store import GENESIS_CHAIN, STORE_SCHEMA_VERSION, SQLiteStore, Store, chain_digest, has_sqlite_json
+from ..store import GENESIS_CHAIN, STORE_SCHEMA_VERSION, SQLiteStore, Store, chain_part, chain_text, has_sqlite_json
 from . import merkle
 from .checkpoint import Checkpoint
 from .snapshot_read import event_ids, read_snapshot
@@ -40,6 +42,11 @@ SQLITE_JSON_DEPTH = 2_000
 """SQLite's JSON functions refuse documents nested deeper than this."""
 _MAX_PROBLEMS = 1_000
 _BATCH = 5_000
+_PARTS_KEPT = 100_000
+_MAX_SEQ = 2**63 - 1
+_RANGE_ROWS = 32_768
+"""Rows of a range handed to a process at a time by a parallel verify: about 0.25 s of
+work, so processes finish within that of each other, and one range per 250 ms costs little."""
 _URI_VARIABLE = "STUDYLEDGER_VERIFY_URI"
 PARALLEL_FROM = 100_000
 """Ledgers with at least this many events are verified by several processes by default."""
@@ -135,61 +142,98 @@ def _check_range(conn: sqlite3.Connection, after: int, until: int | None) -> _Ra
     """
     codec = Codec(conn) if has_sqlite_json(conn) else None
     columns = [row[1] for row in conn.execute("PRAGMA table_info(events)")]
-    select = (f"SELECT {physical_select(columns)} FROM events WHERE seq > ? AND (? < 0 OR seq <= ?) "
-              "ORDER BY seq LIMIT ?")
+    # Both bounds plain, so the primary key bounds the scan: with ``(? < 0 OR seq <= ?)``
+    # the query after a range's last row read on to the end of the table (60 ms at 1M rows).
+    select = f"SELECT {physical_select(columns)} FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
     before = conn.execute(
         "SELECT seq, chain FROM events WHERE seq <= ? ORDER BY seq DESC LIMIT 1", (after,)
     ).fetchone()
     previous_seq, previous_chain = (int(before[0]), str(canonical_chain(before[1]))) if before else (0, GENESIS_CHAIN)
     result = _RangeResult([], 0, previous_seq, previous_chain)
     problems = result.problems
-    bound = until if until is not None else -1
+    bound = until if until is not None else _MAX_SEQ
     last = after
-    loads, JSONDecodeError = orjson.loads, orjson.JSONDecodeError
+    loads, JSONDecodeError, sha256 = orjson.loads, orjson.JSONDecodeError, hashlib.sha256
     names = codec.names if codec is not None else {}
+    # chain_part of each text seen (kinds, studies, runs, sources' names repeat row after
+    # row); only text and null are kept, so no two values that compare equal share a part
+    # (1, 1.0 and True do, and their parts differ).
+    parts: dict[Any, str] = {None: "-"}
+    times: dict[int, str] = {}  # recording times' parts by their time codes (one per append)
+
+    def part(value: Any) -> str:
+        text = chain_part(value)
+        if value.__class__ is str:
+            if len(parts) > _PARTS_KEPT:
+                parts.clear()
+                parts[None] = "-"
+            parts[value] = text
+        return text
+
+    def time_part(stored: Any) -> str:
+        if stored.__class__ is not int:
+            return parts.get(stored) or part(stored)
+        if len(times) > _PARTS_KEPT:
+            times.clear()
+        text = times[stored] = chain_part(decode_time(stored))
+        return text
+
     while True:
-        rows = conn.execute(select, (last, bound, bound, _BATCH)).fetchall()
+        rows = conn.execute(select, (last, bound, _BATCH)).fetchall()
         if not rows:
             break
         result.events += len(rows)
         for row in rows:
-            seq = row[0]
+            seq, stored_id, kind, study_id, run_id, occurred_at, recorded_at, source, line, offset, body, stored_chain = row
             if seq != previous_seq + 1:
                 problems.append(Problem(seq, "sequence", f"gap in sequence: {previous_seq} is followed by {seq}"))
-            chain = canonical_chain(row[11])
             try:
                 if codec is None:  # a server: every column holds its canonical value
-                    values, text = row[:8], str(row[10]).encode("utf-8")
+                    values, text = row[:8], str(body).encode("utf-8")
+                    kind, occurred_at = values[2], values[5]
+                    hashed = chain_text(previous_chain, values, len(text))
                 else:  # codec.decode's rule, the body kept as bytes, without calls on the common row
-                    kind, source, body = row[2], row[7], row[10]
                     if kind.__class__ is int:
                         kind = names.get(kind) or codec.name(kind)
                     if source.__class__ is int:
-                        source = f"{names.get(source) or codec.name(source)}:{row[8]}:{row[9]}"
-                    values = (seq, canonical_id(row[1]), kind, row[3], row[4], decode_time(row[5]),
-                              decode_time(row[6]), source)
+                        source = f"{names.get(source) or codec.name(source)}:{line}:{offset}"
                     text = codec.body_bytes(body)
+                    occurred_at = decode_time(occurred_at)
+                    # chain_text of the decoded values, the parts of repeated ones made once
+                    event_id = (f"{4 + 2 * len(stored_id)}:evt-{stored_id.hex()}" if stored_id.__class__ is bytes
+                                else chain_part(stored_id))
+                    hashed = (f"{previous_chain}\n{len(str(seq))}:{seq}\n{event_id}\n{parts.get(kind) or part(kind)}\n"
+                              f"{parts.get(study_id) or part(study_id)}\n{parts.get(run_id) or part(run_id)}\n"
+                              f"{chain_part(occurred_at)}\n{times.get(recorded_at) or time_part(recorded_at)}\n"
+                              f"{chain_part(source)}\n{len(text)}:")
             except LedgerError as exc:
                 problems.append(Problem(seq, "body", f"the stored row cannot be read back: {exc}"))
-                previous_seq, previous_chain = seq, chain
+                previous_seq, previous_chain = seq, canonical_chain(stored_chain)
                 continue
             # The common row decided here, without calls (a third of verify's time was
             # calls); anything else is judged by _row_problems.
             try:
-                body = loads(text)
+                decoded = loads(text)
             except JSONDecodeError:
-                body = None
-            if (body.__class__ is not dict or b"\\ud" in text
-                    or (body.get("study_id"), body.get("run_id"), body.get("at", body.get("timestamp")))
-                    != values[3:6]
-                    or (event_digest(values[2], text) != row[1] if row[1].__class__ is bytes
-                        else event_id_of_bytes(values[2], text) != row[1])):
-                problems.extend(_row_problems(values, text, row[1]))
-            if chain_digest(previous_chain, values, text) != chain:
+                decoded = None
+            if (decoded.__class__ is not dict or b"\\ud" in text
+                    or decoded.get("study_id") != study_id or decoded.get("run_id") != run_id
+                    or decoded.get("at", decoded.get("timestamp")) != occurred_at
+                    or (event_digest(kind, text) != stored_id if stored_id.__class__ is bytes
+                        else event_id_of_bytes(kind, text) != stored_id)):
+                problems.extend(_row_problems(
+                    (seq, canonical_id(stored_id), kind, study_id, run_id, occurred_at), text, stored_id))
+            digest = sha256(hashed.encode("utf-8"))
+            digest.update(text)
+            if stored_chain.__class__ is bytes:  # canonical_chain's rule, the digest compared as bytes
+                broken, stored_chain = digest.digest() != stored_chain, stored_chain.hex()
+            else:
+                broken = digest.hexdigest() != stored_chain
+            if broken:
                 problems.append(Problem(
                     seq, "chain",
                     "chain broken: the row or the one before it was changed, removed, inserted or reordered"))
-            previous_seq, previous_chain = seq, chain
+            previous_seq, previous_chain = seq, stored_chain
             if len(problems) > _MAX_PROBLEMS:
                 del problems[_MAX_PROBLEMS + 1:]
         last = rows[-1][0]
@@ -217,58 +261,116 @@ def _row_problems(values: tuple[Any, ...], text: bytes, stored_id: Any) -> list[
     return found
 
 
-def _check_ranges_in_processes(conn: sqlite3.Connection, uri: str, ranges: list[tuple[int, int]]) -> list[_RangeResult]:
-    """Check the last range here, on ``conn``, and each other one in a fresh interpreter of its
-    own reading ``uri``, at the same time; collect the results in range order.
+def _check_ranges_in_processes(conn: sqlite3.Connection, uri: str, ranges: list[tuple[int, int]],
+                               workers: int) -> list[_RangeResult]:
+    """Check ``ranges`` with this process, on ``conn``, and ``workers - 1`` fresh interpreters
+    reading ``uri``, each taking the next unchecked range as it finishes one; collect the
+    results in range order.
 
-    Plain subprocesses rather than multiprocessing: spawn re-imports the caller's main
-    module (a user's script without a ``__main__`` guard would start again), and a fork of
-    the dashboard, which calls this from a thread, could inherit held locks. This process
-    takes a range itself instead of waiting: on two cores, one child and this process keep
-    both busy.
+    Ranges are handed out one at a time rather than split evenly up front: a child starts
+    about 0.2 s after this process (it imports studyledger first), and on a shared machine
+    either may be slowed for a while; taking the next range when free makes them finish
+    together. Plain subprocesses rather than multiprocessing: spawn re-imports the caller's
+    main module (a user's script without a ``__main__`` guard would start again), and a
+    fork of the dashboard, which calls this from a thread, could inherit held locks. This
+    process checks ranges itself instead of waiting: on two cores, one child and this
+    process keep both busy.
     """
     # The ledger's address goes by environment, not argv: a server's URL may hold a password.
     env = {**os.environ, _URI_VARIABLE: uri}
+    pending = deque(enumerate(ranges))  # popleft is atomic: the threads below need no lock
+    results: dict[int, _RangeResult] = {}
+    failures: list[str] = []
     children = [
         subprocess.Popen(
-            [sys.executable, "-c", "from studyledger.audit.verify import _range_worker; _range_worker()",
-             str(after), str(until)],
-            stdout=subprocess.PIPE, env=env,
+            [sys.executable, "-c", "from studyledger.audit.verify import _range_worker; _range_worker()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
         )
-        for after, until in ranges[:-1]
+        for _ in range(workers - 1)
     ]
+
+    starting = set(children)
+
+    def feed(child: subprocess.Popen[bytes]) -> None:
+        """Hand ``child`` one range at a time and keep what it finds."""
+        assert child.stdin is not None and child.stdout is not None
+        try:
+            # Its first line says the child has started: no range waits on its imports. A
+            # child that dies (or is stopped) before has taken nothing: this process checks
+            # every range left.
+            if not child.stdout.readline():
+                return
+            starting.discard(child)
+            while pending:
+                try:
+                    index, (after, until) = pending.popleft()
+                except IndexError:  # this process took the last one meanwhile
+                    break
+                child.stdin.write(f"{after} {until}\n".encode())
+                child.stdin.flush()
+                line = child.stdout.readline()
+                if not line:
+                    failures.append(f"a verify worker stopped with exit status {child.wait()}")
+                    return
+                data = json.loads(line)
+                problems = [Problem(**item) for item in data.pop("problems")]
+                results[index] = _RangeResult(problems=problems, **data)
+        except Exception as exc:  # raised in the caller's thread below, not lost with this one
+            failures.append(f"a verify worker failed ({exc!r})")
+        finally:
+            child.stdin.close()
+
+    feeders = [threading.Thread(target=feed, args=(child,), daemon=True) for child in children]
+    for feeder in feeders:
+        feeder.start()
     try:
-        own = _check_range(conn, *ranges[-1])
+        while pending:
+            try:
+                index, (after, until) = pending.popleft()
+            except IndexError:
+                break
+            results[index] = _check_range(conn, after, until)
+        for child in list(starting):  # every range is checked: do not wait on its start-up
+            child.kill()
     except BaseException:
+        pending.clear()
         for child in children:
             child.kill()
-            child.communicate()
         raise
-    results = []
-    for child in children:
-        output, _ = child.communicate()
-        if child.returncode != 0:
-            raise RuntimeError(f"a verify worker failed with exit status {child.returncode}")
-        data = json.loads(output)
-        problems = [Problem(**item) for item in data.pop("problems")]
-        results.append(_RangeResult(problems=problems, **data))
-    return [*results, own]
+    finally:
+        for feeder in feeders:
+            feeder.join()
+        for child in children:
+            child.wait()
+            assert child.stdout is not None
+            child.stdout.close()
+    if failures:
+        raise RuntimeError(failures[0])
+    return [results[index] for index in range(len(ranges))]
 
 
 def _range_worker() -> None:
-    """Entry point of a worker process: check one range, print the result as JSON."""
-    after, until = int(sys.argv[1]), int(sys.argv[2])
+    """Entry point of a worker process: say ``ready``, then check each range read from stdin
+    (``after until`` a line) and print what it found as a line of JSON."""
     conn = connect_reader(os.environ[_URI_VARIABLE])
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
     try:
-        result = _check_range(conn, after, until)
+        for line in sys.stdin:
+            after, until = map(int, line.split())
+            result = _check_range(conn, after, until)
+            sys.stdout.write(json.dumps({**asdict(result), "problems": [asdict(p) for p in result.problems]}) + "\n")
+            sys.stdout.flush()
     finally:
         conn.close()
-    json.dump({**asdict(result), "problems": [asdict(p) for p in result.problems]}, sys.stdout)
 
 
 def _ranges(conn: sqlite3.Connection, parts: int) -> list[tuple[int, int]]:
     """Split the stored rows into ``parts`` seq ranges of about equal row counts."""
-    low, high = conn.execute("SELECT coalesce(min(seq), 0), coalesce(max(seq), 0) FROM events").fetchone()
+    # Each bound by its own subquery: SQLite reads a lone min() or max() off the primary key,
+    # but scans the whole table for the two together (0.12 s at 1M rows, before any worker starts).
+    low, high = conn.execute("SELECT coalesce((SELECT min(seq) FROM events), 0), "
+                             "coalesce((SELECT max(seq) FROM events), 0)").fetchone()
     bounds = [low - 1 + (high - low + 1) * i // parts for i in range(parts)] + [high]
     return [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
 
@@ -297,9 +399,9 @@ def verify(ledger: Ledger | Store, *, checkpoint: Checkpoint | None = None,
     if workers is None:
         size = store.head().seq
         workers = min(os.cpu_count() or 1, 4) if size >= PARALLEL_FROM else 1
-    ranges = _ranges(store.conn, workers) if workers > 1 else []
+    ranges = _ranges(store.conn, max(workers, -(-store.head().seq // _RANGE_ROWS))) if workers > 1 else []
     if len(ranges) > 1:
-        results = _check_ranges_in_processes(store.conn, store.read_uri, ranges)
+        results = _check_ranges_in_processes(store.conn, store.read_uri, ranges, workers)
     else:
         results = [_check_range(store.conn, 0, None)]
     for result in results:
