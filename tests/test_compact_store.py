@@ -136,6 +136,17 @@ def test_tampering_with_compressed_bodies_names_and_dictionaries_is_reported(gro
     assert report.first_failure is not None and report.first_failure.seq == 0
 
 
+@pytest.mark.parametrize("code", [2**62, -(2**62), 2**63 - 1])
+def test_a_time_code_out_of_any_calendar_is_reported_not_a_crash(grown: Ledger, code: int) -> None:
+    last = grown.head().seq
+    conn = raw(grown.path)
+    for name in TRIGGER_DDL:
+        conn.execute(f"DROP TRIGGER {name}")
+    conn.execute("UPDATE events SET occurred_at = ?, recorded_at = ? WHERE seq = ?", (code, code, last))
+    conn.close()
+    assert {(p.seq, p.check) for p in verify(grown.store).problems} >= {(last, "body")}
+
+
 def test_a_rolled_back_training_leaves_nothing_behind(ledger: Ledger) -> None:
     with pytest.raises(RuntimeError), ledger.store.transaction():
         ledger.append(_trace_events(FIRST_TRAINING + 10))

@@ -196,7 +196,11 @@ def _time_text(stored: int) -> str:
     if head is None:
         if len(_SECONDS) > 100_000:
             _SECONDS.clear()
-        head = _SECONDS[seconds] = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        try:
+            head = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        except (ValueError, OverflowError, OSError):  # only an edited row holds such a code
+            raise UnreadableRow(f"a time code ({stored}) that is no time of any calendar") from None
+        _SECONDS[seconds] = head
     return f"{head}+00:00" if stored & 1 else f"{head}.{micros:06d}+00:00"
 
 
