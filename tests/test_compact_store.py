@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from studyledger import Ledger
 from studyledger.audit.verify import verify
-from studyledger.codec import FIRST_TRAINING, PHYSICAL_COLUMNS, decode_time, encode_time
-from studyledger.events import EVENT_COLUMNS
+from studyledger.codec import FIRST_TRAINING, PHYSICAL_COLUMNS, Codec, decode_time, encode_time, prepare
+from studyledger.events import EVENT_COLUMNS, StoredEvent
 from studyledger.store import EVENTS_DDL, META_DDL, STORE_SCHEMA_VERSION, TRIGGER_DDL
 
 from .audit_helpers import raw
@@ -239,3 +239,25 @@ def test_recording_times_of_a_batch_are_coded_once(ledger: Ledger) -> None:
     recorded = decode_time(conn.execute("SELECT recorded_at FROM events").fetchone()[0])
     assert abs(datetime.fromisoformat(recorded) - datetime.now(UTC)) < timedelta(minutes=5)
     conn.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["file:/d/trace.jsonl:12:3400", "file:a:b:0:0", "file:x:01:2", "api", "file:/d/ü:7:9"]),
+       st.one_of(st.none(), MOMENTS.map(lambda d: d.replace(tzinfo=UTC).isoformat()), st.text(max_size=32)))
+def test_what_a_worker_prepares_is_what_the_writer_would_store(source: str, occurred_at: str | None) -> None:
+    """An ingest worker sends :func:`prepare` of each event; the writer stores exactly the
+    row it would make itself, and a prepared entry for other times or another source of the
+    same id (a line repeated elsewhere) is not used."""
+    event = observation_event(3)
+    row = StoredEvent(1, event.event_id, event.kind, None, "run-x", occurred_at, "2026-01-01T00:00:00+00:00", source,
+                      event.body, "ab" * 32)
+    with sqlite3.connect(":memory:") as conn:
+        codec = Codec(conn)
+        codec.name_ids.update({"observation_recorded": 1, "file:/d/trace.jsonl": 2, "file:a:b": 3, "file:x:01": 4,
+                               "file:/d/ü": 5})
+        alone = codec.encode(row)
+        with codec.preparing({event.event_id: prepare(event.event_id, occurred_at, source)}):
+            assert codec.encode(row) == alone
+        with codec.preparing({event.event_id: prepare(event.event_id, "2001-01-01T00:00:00+00:00", "file:o:1:1")}):
+            assert codec.encode(row) == alone
+        assert codec.prepared == {}

@@ -43,7 +43,9 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -205,21 +207,70 @@ def _time_text(stored: int) -> str:
 
 
 def encode_time(text: str | None) -> str | int | None:
-    """The time code of a time, when its text reads back exactly from one; else the text."""
+    """The time code of a time, when its text reads back exactly from one; else the text.
+
+    The second is looked up by the text's first 19 characters (the events of one run
+    share their seconds), so most times cost a slice and a lookup, not a parse.
+    """
     if text is None or len(text) not in _TIME_LENGTHS or not text.endswith("+00:00") or not text.isascii():
         return text
+    head = text[:19]
+    seconds = _SECOND_CODES.get(head, -1)
+    if seconds == -1:
+        if len(_SECOND_CODES) > 100_000:
+            _SECOND_CODES.clear()
+        seconds = _SECOND_CODES[head] = _second(head)
+    if seconds is None:
+        return text
+    if len(text) == 25:
+        return seconds * 2_000_000 + 1
+    fraction = text[20:26]
+    if text[19] != "." or not fraction.isdigit():
+        return text
+    return (seconds * 1_000_000 + int(fraction)) * 2
+
+
+_SECOND_CODES: dict[str, int | None] = {}
+
+
+def _second(head: str) -> int | None:
+    """The second since 1970 that :func:`decode_time` writes as ``head``
+    (``2026-03-02T09:00:10``), or None when it writes no second that way."""
     try:
-        moment = datetime.fromisoformat(text)
+        moment = datetime.fromisoformat(head + "+00:00")
     except ValueError:
-        return text
-    micros = (moment - _EPOCH) // _MICROSECOND
-    if micros < 0:
-        return text
-    code = micros * 2 + (len(text) == 25)
-    return code if decode_time(code) == text else text
+        return None
+    seconds = (moment - _EPOCH) // _SECOND
+    return seconds if seconds >= 0 and _time_text(seconds * 2_000_000 + 1) == head + "+00:00" else None
 
 
-_MICROSECOND = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - _EPOCH
+_SECOND = datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC) - _EPOCH
+
+
+def prepare(event_id: str, occurred_at: str | None, source: str) -> tuple[Any, ...]:
+    """What :meth:`Codec.encode` stores of an event that depends on the event alone, not on
+    the ledger: an ingest worker makes it while the writer stores the batch before.
+
+    The body stays with the writer, which holds the dictionary to compress it with: moved
+    to the worker too, it made the worker the slower of the two (issue 13's measurements).
+
+    Returns:
+        ``(occurred_at, source, id bytes, occurred_at's time code, source's name or None,
+        line, offset)``: the source is split when it is ``NAME:LINE:OFFSET`` with both
+        numbers as written.
+
+    Raises:
+        ValidationError: the id is not one studyledger computes.
+    """
+    head: str | None = None
+    line = offset = None
+    prefix, _, tail = source.rpartition(":")
+    name, _, middle = prefix.rpartition(":")
+    if name and middle.isdigit() and tail.isdigit() and middle.isascii() and tail.isascii() \
+            and str(int(middle)) == middle and str(int(tail)) == tail:
+        # One object for a file's name: sent once a batch, and hashed once where it is looked up.
+        head, line, offset = sys.intern(name), int(middle), int(tail)
+    return occurred_at, source, id_bytes(event_id), encode_time(occurred_at), head, line, offset
 
 
 class UnreadableRow(LedgerError):
@@ -253,6 +304,7 @@ class Codec:
         self._untrainable_below = 0
         self._last_time: tuple[str | None, str | int | None] = (None, None)
         self._last_frame: tuple[bytes, str] = (b"", "")
+        self.prepared: dict[str, tuple[Any, ...]] = {}
         self.refresh()
 
     # -- the ledger's names and dictionaries ----------------------------------------------
@@ -327,19 +379,29 @@ class Codec:
     # -- writing --------------------------------------------------------------------------
 
     def encode(self, row: StoredEvent) -> tuple[Any, ...]:
-        """The stored form of a chained row, in :data:`PHYSICAL_COLUMNS` order."""
-        source: str | int = row.source
-        line = offset = None
-        prefix, _, tail = row.source.rpartition(":")
-        head, _, middle = prefix.rpartition(":")
-        if head and middle.isdigit() and tail.isdigit() and middle.isascii() and tail.isascii() \
-                and str(int(middle)) == middle and str(int(tail)) == tail:
-            source, line, offset = self.name_id(head), int(middle), int(tail)
+        """The stored form of a chained row, in :data:`PHYSICAL_COLUMNS` order.
+
+        What :func:`prepare` made of the same event elsewhere (an ingest worker, see
+        :meth:`preparing`) is used when it is there for the same times and source.
+        """
+        prepared = self.prepared.get(row.event_id) if self.prepared else None
+        if prepared is None or prepared[0] != row.occurred_at or prepared[1] != row.source:
+            prepared = prepare(row.event_id, row.occurred_at, row.source)
+        _, _, key, occurred, head, line, offset = prepared
         if self._last_time[0] != row.recorded_at:
             self._last_time = (row.recorded_at, encode_time(row.recorded_at))
-        return (row.seq, id_bytes(row.event_id), self.name_id(row.kind), row.study_id, row.run_id,
-                encode_time(row.occurred_at), self._last_time[1], source, line, offset, self.encode_body(row.body),
+        return (row.seq, key, self.name_id(row.kind), row.study_id, row.run_id, occurred, self._last_time[1],
+                row.source if head is None else self.name_id(head), line, offset, self.encode_body(row.body),
                 bytes.fromhex(row.chain))
+
+    @contextmanager
+    def preparing(self, prepared: dict[str, tuple[Any, ...]]) -> Iterator[None]:
+        """Use ``prepared`` (:func:`prepare` of each event, by its id) in the appends inside."""
+        self.prepared = prepared
+        try:
+            yield
+        finally:
+            self.prepared = {}
 
     def encode_body(self, text: str) -> str | bytes:
         """A body as stored: compressed with the latest dictionary when that is smaller."""
@@ -460,4 +522,4 @@ def physical_select(columns: Iterable[str]) -> str:
 
 
 __all__ = ["Codec", "UnreadableRow", "COMPACT_EVENTS_DDL", "EVENTS_JSON_DDL", "EVENTS_PLAIN_DDL", "PHYSICAL_COLUMNS", "canonical_chain",
-           "canonical_id", "decode_time", "encode_time", "id_bytes", "physical_select"]
+           "canonical_id", "decode_time", "encode_time", "id_bytes", "physical_select", "prepare"]

@@ -811,7 +811,11 @@ class SQLiteStore(Store):
     def existing_bodies(self, event_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         """``{event_id: (kind, body)}`` for the ids already stored."""
         found: dict[str, tuple[str, str]] = {}
-        keys: Sequence[Any] = event_ids if self.legacy else [id_bytes(event_id) for event_id in event_ids]
+        keys: Sequence[Any] = event_ids
+        if not self.legacy:
+            prepared = self.codec.prepared  # id bytes an ingest worker made (Codec.prepare)
+            keys = ([made[2] if (made := prepared.get(event_id)) else id_bytes(event_id) for event_id in event_ids]
+                    if prepared else [id_bytes(event_id) for event_id in event_ids])
         for start in range(0, len(keys), _ID_LOOKUP_CHUNK):
             chunk = keys[start : start + _ID_LOOKUP_CHUNK]
             marks = ",".join("?" * len(chunk))

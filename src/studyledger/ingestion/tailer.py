@@ -27,16 +27,18 @@ import sqlite3
 import stat
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from .. import projections
+from ..codec import prepare
 from ..errors import EventConflictError, InputError, ValidationError
 from ..events import NewEvent
 from ..ledger import Ledger
 from ..query import INGEST_FILES_TABLE
-from ..store import utc_now_precise
+from ..store import SQLiteStore, utc_now_precise
 from . import adapters
 from .adapters import LineAdapter
 from .lines import (
@@ -149,11 +151,16 @@ class _Line:
 
 @dataclass(frozen=True, slots=True)
 class _Batch:
-    """Lines to commit together, the offset after the last and the digest of every byte before it."""
+    """Lines to commit together, the offset after the last and the digest of every byte before it.
+
+    ``prepared`` holds, by event id, what a worker made of each event for the store
+    (:func:`~studyledger.codec.prepare`); empty when this process converted the lines.
+    """
 
     lines: list[_Line]
     end: int
     prefix_sha256: str
+    prepared: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -603,12 +610,13 @@ class Tailer:
         """Append a batch's events and move the offset to its end, in one transaction."""
         end, lines = batch.end, batch.lines
         position = _Position(path=name, offset=end, line=lines[-1].number, prefix_sha256=batch.prefix_sha256)
-        try:
-            appended, duplicates, row_id = self._store(state, lines, position, reread, each=False)
-        except _LINE_FAULTS:
-            # One unstorable line must not block the file: store line by line, keeping the
-            # lines the store refuses as rejections.
-            appended, duplicates, row_id = self._store(state, lines, position, reread, each=True)
+        with self._preparing(batch.prepared):
+            try:
+                appended, duplicates, row_id = self._store(state, lines, position, reread, each=False)
+            except _LINE_FAULTS:
+                # One unstorable line must not block the file: store line by line, keeping the
+                # lines the store refuses as rejections.
+                appended, duplicates, row_id = self._store(state, lines, position, reread, each=True)
         state.row_id = row_id
         accepted = sum(1 for item in lines if item.accepted)
         stats.lines_read += len(lines)
@@ -620,6 +628,11 @@ class Tailer:
         if self.on_progress is not None:
             self.on_progress(end - state.offset)
         state.offset, state.line = end, lines[-1].number
+
+    def _preparing(self, prepared: dict[str, tuple[Any, ...]]) -> AbstractContextManager[None]:
+        """The store's codec using what a worker prepared (a worker reads into SQLite only)."""
+        store = self.ledger.store
+        return store.codec.preparing(prepared) if prepared and isinstance(store, SQLiteStore) else nullcontext()
 
     def _store(
         self, state: _State, batch: list[_Line], position: _Position, reread: _PrefixDigest, *, each: bool
@@ -684,13 +697,16 @@ class Tailer:
 
 
 def _pack(batch: _Batch) -> tuple[Any, ...]:
-    """A batch as plain values for the pipe from a worker (see :mod:`.worker`).
+    """A batch as plain values for the pipe from a worker (see :mod:`.worker`), with what
+    the store's codec would make of each event alone (:func:`~studyledger.codec.prepare`):
+    the worker is the less busy of the two.
 
     A line's bytes stay behind (read again if ever needed), and so does an observation's
     decoded body: the fold needs only a few of its fields
     (:func:`~studyledger.projections.observation_row`), and sending a body costs more
     than parsing it. Other events keep their bodies: they fold in Python.
     """
+    prepared: dict[str, tuple[Any, ...]] = {}
     lines = []
     for line in batch.lines:
         events = []
@@ -699,16 +715,21 @@ def _pack(batch: _Batch) -> tuple[Any, ...]:
             data, misfits = (None, ()) if row is not None else (event.data, event.misfits)
             events.append((event.kind, event.body, event.event_id, event.study_id, event.run_id, event.occurred_at,
                            event.source, event.recorded_at, data, misfits, row))
+            if event.event_id not in prepared:  # the first of an id, as the store keeps
+                try:
+                    prepared[event.event_id] = prepare(event.event_id, event.occurred_at, event.source)
+                except ValidationError:
+                    pass  # the writer meets it again and says what is wrong
         kept = line.data if isinstance(line.data, TooLong) else None
         lines.append((line.number, line.offset, line.end, kept, events, line.accepted))
-    return batch.end, batch.prefix_sha256, lines
+    return batch.end, batch.prefix_sha256, lines, prepared
 
 
 def _unpack(packed: tuple[Any, ...]) -> _Batch:
     """The batch :func:`_pack` packed."""
-    end, digest, lines = packed
+    end, digest, lines, prepared = packed
     return _Batch([_Line(number, offset, after, kept, [NewEvent(*event) for event in events], accepted)
-                   for number, offset, after, kept, events, accepted in lines], end, digest)
+                   for number, offset, after, kept, events, accepted in lines], end, digest, prepared)
 
 
 def _hash_prefix(fd: int, length: int) -> Prefix:
