@@ -104,6 +104,16 @@ def test_a_worker_commits_what_one_process_commits(tmp_path: Path) -> None:
         assert replay(ledger.store).identical
 
 
+def test_a_server_ledger_is_read_without_a_worker(tmp_path: Path, pg_url: str) -> None:
+    """On PostgreSQL the server's round trips bound the rate, not conversion: no fork of a
+    process holding a server connection."""
+    path = tmp_path / "mixed.jsonl"
+    mixed_file(path, 60)
+    alone, _ = read(tmp_path / "alone.db", path, batch_lines=97)
+    served, seen = read(pg_url, path, batch_lines=97, worker_min_bytes=0)  # type: ignore[arg-type]
+    assert seen == [] and counts(served) == counts(alone)
+
+
 def test_a_worker_killed_mid_file_loses_nothing(tmp_path: Path) -> None:
     path = tmp_path / "traces.jsonl"
     mixed_file(path, 120)

@@ -485,11 +485,12 @@ class Tailer:
         Only when there is enough to read for the process start (milliseconds) to pay,
         lines are read by the built-in formats (a user's adapter may keep state across
         lines, which a child's copy would keep apart), the ledger is a SQLite file (a
-        server's round trips, not conversion, bound the rate there) and this process may
-        fork (:func:`can_fork`).
+        server's round trips, not conversion, bound the rate there; its connection is a
+        subclass of SQLite's, hence the exact type) and this process may fork
+        (:func:`can_fork`).
         """
         return (self.worker_min_bytes is not None and unread >= self.worker_min_bytes and self.adapter is None
-                and isinstance(self.ledger.conn, sqlite3.Connection) and can_fork())
+                and type(self.ledger.conn) is sqlite3.Connection and can_fork())
 
     def _read_with_worker(self, file: IO[bytes], name: str, state: _State, stats: FileStats,
                           reread: _PrefixDigest) -> int:
