@@ -108,7 +108,7 @@ def ingest(path: str, db: str, profile: str | None = None) -> Result:
         stats = ingest(ledger, [path])
     seconds = time.perf_counter() - started
     _save_profile(profiler, profile)
-    # A big file is converted by a forked worker (studyledger.ingestion.worker): its peak
+    # A big file is converted by a forked worker (studyledger.worker): its peak
     # RSS is the largest of this process's children (0 when none ran). A fork starts with
     # the parent's pages, shared until written, and counts them as its own.
     worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

@@ -18,7 +18,7 @@ from studyledger import Ledger, ingest
 from studyledger.audit.replay import replay
 from studyledger.audit.verify import verify
 from studyledger.ingestion.tailer import WORKER_MIN_BYTES, FileStats, Tailer
-from studyledger.ingestion.worker import Worker, WorkerLost
+from studyledger.worker import Worker, WorkerLost
 from studyledger.simulate import Outcome, agent_session, stamp, trace_line_text
 
 from .ingest_helpers import STUDYLEDGER, own_line, row_line, wait_for

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import os
+import signal
+from datetime import datetime, timezone
 from dataclasses import replace
 import sqlite3
 from pathlib import Path
+
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -264,11 +269,11 @@ def assert_folds_consistently(tmp_path: Path, batches: list[list[NewEvent]]) -> 
         assert snapshot(ledger.conn) == incremental
         # Rebuilt from the stored events a few at a time: observations folded set-based
         # between the events folded one by one give the same tables at any boundaries.
-        for batch in (1, 3):
+        for batch, parallel_from in ((1, None), (3, None), (3, 0)):
             with ledger.store.transaction():
                 projections.drop_tables(ledger.conn)
                 projections.create_tables(ledger.conn)
-                projections.fold_stored(ledger.conn, batch=batch)
+                projections.fold_stored(ledger.conn, batch=batch, parallel_from=parallel_from)
             assert snapshot(ledger.conn) == incremental
         assert verify(ledger.store).ok
         assert replay(ledger.store).identical
@@ -357,8 +362,9 @@ ODD_OBSERVATIONS = [
 ]
 
 
-@pytest.mark.parametrize("batch", [1, 3, 20_000])
-def test_observations_a_raw_writer_stored_fold_alike_in_any_rebuild(tmp_path: Path, batch: int) -> None:
+@pytest.mark.parametrize("batch,parallel_from", [(1, None), (3, None), (20_000, None), (3, 0)])
+def test_observations_a_raw_writer_stored_fold_alike_in_any_rebuild(tmp_path: Path, batch: int,
+                                                                    parallel_from: int | None) -> None:
     """A rebuild reads stored observation bodies with orjson and checks their shape in Python:
     each odd one must be flagged, or folded, exactly as the one-by-one fold of Python does."""
     with Ledger.open(tmp_path / "a.db") as ledger:
@@ -372,12 +378,118 @@ def test_observations_a_raw_writer_stored_fold_alike_in_any_rebuild(tmp_path: Pa
         with ledger.store.transaction():
             projections.drop_tables(ledger.conn)
             projections.create_tables(ledger.conn, indexes=())
-            projections.fold_stored(ledger.conn, batch=batch)
+            projections.fold_stored(ledger.conn, batch=batch, parallel_from=parallel_from)
         assert snapshot(ledger.conn) == one_by_one
         kinds = [a["kind"] for a in ledger.anomalies()]
         assert kinds.count("unreadable_event") >= 8 and kinds.count("invalid_field") >= 10
         assert ledger.run("run-o")["observation_count"] >= 10
         assert replay(ledger.store).identical
+
+
+class CountedWorker(projections.Worker):  # type: ignore[type-arg]
+    """The real worker, remembering its children and how many batches each gave."""
+
+    pids: list[int] = []
+    batches: list[int] = []
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        assert self.pid is not None
+        CountedWorker.pids.append(self.pid)
+        CountedWorker.batches.append(0)
+        for item in super().__iter__():
+            CountedWorker.batches[-1] += 1
+            yield item
+
+
+@pytest.fixture
+def counted_worker(monkeypatch: pytest.MonkeyPatch) -> type[CountedWorker]:
+    monkeypatch.setattr(projections, "Worker", CountedWorker)
+    monkeypatch.setattr(CountedWorker, "pids", [])
+    monkeypatch.setattr(CountedWorker, "batches", [])
+    return CountedWorker
+
+
+def killed_while_reading(monkeypatch: pytest.MonkeyPatch, batches: int) -> None:
+    """The worker kills itself (SIGKILL) as it starts reading batch ``batches`` + 1."""
+    parent, read_batch, read = os.getpid(), projections._read_batch, itertools.count()
+
+    def reading(*args: Any) -> Any:
+        if os.getpid() != parent and next(read) == batches:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return read_batch(*args)
+
+    monkeypatch.setattr(projections, "_read_batch", reading)
+
+
+def replay_ledger(path: Path) -> Ledger:
+    """A ledger of a few runs, their statuses, registrations and observations, one naming its study."""
+    ledger = Ledger.open(path)
+    items = [("study", "s1", "T", 0)]
+    for n in range(60):
+        items.append(("observe" if n % 5 else "status", RUNS[n % 3], "step" if n % 5 else "running", n % 30))
+        if n % 17 == 0:
+            items.append(("observe_in", RUNS[n % 3], "s1", n % 30))
+            items.append(("register", RUNS[(n + 1) % 3], "s2", n % 3))
+    ledger.append([to_event(item) for item in items])
+    return ledger
+
+
+def rebuilt_alone(ledger: Ledger) -> dict[str, list]:
+    with ledger.store.transaction():
+        projections.drop_tables(ledger.conn)
+        projections.create_tables(ledger.conn)
+        projections.apply(ledger.conn, list(ledger.store.iter_events()))
+    return snapshot(ledger.conn)
+
+
+@pytest.mark.parametrize("killed_after", [None, 0, 2])
+def test_a_rebuild_read_ahead_by_a_worker_gives_the_tables_one_process_gives(
+        tmp_path: Path, counted_worker: type[CountedWorker], monkeypatch: pytest.MonkeyPatch,
+        killed_after: int | None) -> None:
+    """The worker on (parallel_from=0), whole or killed after some batches: the rest is
+    folded in this process, and the tables are the one-by-one fold's."""
+    if killed_after is not None:
+        killed_while_reading(monkeypatch, killed_after)
+    with replay_ledger(tmp_path / "l.db") as ledger:
+        one_by_one = rebuilt_alone(ledger)
+        with ledger.store.transaction():
+            projections.drop_tables(ledger.conn)
+            projections.create_tables(ledger.conn)
+            assert projections.fold_stored(ledger.conn, batch=7, parallel_from=0) == ledger.store.event_count()
+        assert snapshot(ledger.conn) == one_by_one
+        # Every batch came from the worker, or the batches before the one it was killed reading.
+        batches = -(-ledger.store.event_count() // 7)
+        (taken,) = counted_worker.batches
+        assert taken == batches if killed_after is None else killed_after <= taken < batches
+        assert verify(ledger.store).ok and replay(ledger.store).identical
+
+
+def test_a_worker_that_cannot_see_this_transactions_events_leaves_them_to_this_process(
+        tmp_path: Path, counted_worker: type[CountedWorker]) -> None:
+    """Events appended in the rebuild's own transaction are not committed: the worker reads
+    only the last commit, sees it is behind and stops; this process folds everything."""
+    with replay_ledger(tmp_path / "l.db") as ledger:
+        with ledger.store.transaction():
+            ledger.append(status_event(RUNS[0], "success", "2026-01-01T00:01:00+00:00"))
+            projections.drop_tables(ledger.conn)
+            projections.create_tables(ledger.conn)
+            assert projections.fold_stored(ledger.conn, batch=7, parallel_from=0) == ledger.store.event_count()
+            folded = snapshot(ledger.conn)
+        assert counted_worker.batches == [0]
+        assert folded == rebuilt_alone(ledger)
+        assert ledger.run(RUNS[0])["status"] == "success"
+
+
+def test_replay_folds_its_attached_copy_in_one_process(tmp_path: Path, counted_worker: type[CountedWorker],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replay, as of a time or not, folds another database's events through a view: no worker."""
+    monkeypatch.setattr(projections, "PARALLEL_FROM", 0)
+    with replay_ledger(tmp_path / "l.db") as ledger:
+        assert replay(ledger.store).identical
+        assert replay(ledger.store, at=datetime.now(timezone.utc)).events == ledger.store.event_count()
+        assert counted_worker.pids == []
+        ledger.rebuild_projections()  # the same setting folds the ledger itself with one
+        assert len(counted_worker.pids) == 1
 
 
 def test_a_number_where_a_time_belongs_folds_the_same_in_any_batching(tmp_path: Path) -> None:

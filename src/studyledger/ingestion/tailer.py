@@ -51,7 +51,7 @@ from .lines import (
     rejection_event,
     source_prefix,
 )
-from .worker import Worker, WorkerLost, can_fork, collector_paused
+from ..worker import Worker, WorkerLost, can_fork, collector_paused
 
 CHUNK = 1 << 20
 BATCH_LINES = 10_000

@@ -1,14 +1,15 @@
-"""A second process that prepares what the writer stores next: both cores on one file.
+"""A second process that prepares what this one stores next: both cores on one job.
 
 Reading a file into a ledger is two halves of about the same cost: turning lines into
 events (parse, adapt, encode canonically, hash) and storing them (chain, insert, fold,
-commit). :class:`Worker` runs the first half in a forked child, one batch ahead, while
-this process stores the batch before: the child sends each batch whole, in file order,
-through a pipe, and this process stores and commits them one by one as before (offsets
-with their events), so what is committed is exactly what one process would have
-committed. The child writes nothing anywhere but the pipe: killed at any moment, it takes
-only batches nothing was committed of, and :meth:`Worker.__iter__` says so by raising
-:class:`WorkerLost`; the caller reads on from its last commit by itself.
+commit); so is rebuilding the projections (read, decompress and check stored bodies;
+fold and write them). :class:`Worker` runs the first half in a forked child, one batch
+ahead, while this process stores the batch before: the child sends each batch whole, in
+order, through a pipe, and this process stores them one by one as before, so what is
+committed is exactly what one process would have committed. The child writes nothing
+anywhere but the pipe: killed at any moment, it takes only batches nothing was stored
+of, and :meth:`Worker.__iter__` says so by raising :class:`WorkerLost`; the caller goes
+on from its last batch by itself.
 
 A child is forked, never spawned (a fork costs milliseconds, a fresh interpreter a
 tenth of a second and every import again), and only from a process with one thread:
@@ -18,6 +19,7 @@ moment would stay held in the child for ever.
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import multiprocessing
 import os
@@ -81,23 +83,31 @@ class Worker(Generic[T]):
         decode: Turns those back into an item (in this process).
         finish: Called in the child after the last item; what it returns (plain values) is
             :attr:`result` once iteration ends.
+        role: What the child does, in its process name and in :class:`WorkerLost`'s words.
+        pipe_bytes: What the pipe should hold, when more than Linux's 64 KiB (up to 1 MiB
+            without privileges): a child of small items that take a varying time then gets
+            several ahead instead of waiting for this process to take each one.
 
     Use as a context manager: leaving it stops the child whatever happened.
     """
 
     def __init__(self, produce: Callable[[], Iterator[T]], encode: Callable[[T], Any],
-                 decode: Callable[[Any], T], finish: Callable[[], Any]) -> None:
+                 decode: Callable[[Any], T], finish: Callable[[], Any], role: str = "ingest",
+                 pipe_bytes: int | None = None) -> None:
         self.decode = decode
+        self.role = role
         self.result: Any = None
         context = multiprocessing.get_context("fork")
         self._receive, send = context.Pipe(duplex=False)
+        if pipe_bytes is not None:
+            _widen(send, pipe_bytes)
         self._process = context.Process(target=_run, args=(produce, encode, finish, send, self._receive),
-                                        name="studyledger-ingest-worker", daemon=True)
+                                        name=f"studyledger-{role}-worker", daemon=True)
         try:
             self._process.start()
         except OSError as exc:  # no process to be had (EAGAIN, ENOMEM): the caller reads alone
             self._receive.close()
-            raise WorkerLost(f"no ingest worker could be started ({exc})") from None
+            raise WorkerLost(f"no {role} worker could be started ({exc})") from None
         finally:
             send.close()  # only the child writes: its end closing is how a lost child shows
 
@@ -118,7 +128,7 @@ class Worker(Generic[T]):
             try:
                 tag, value = pickle.loads(self._receive.recv_bytes())
             except (EOFError, OSError):
-                raise WorkerLost("the ingest worker ended before the end of its file") from None
+                raise WorkerLost(f"the {self.role} worker ended before its last item") from None
             if tag == _BATCH:
                 item = self.decode(value)
                 del value  # a batch of big lines is held once, not twice, while it is stored
@@ -144,6 +154,14 @@ class Worker(Generic[T]):
             self._process.kill()
         self._process.join()
         self._process.close()
+
+
+def _widen(end: Connection, size: int) -> None:
+    """Let the pipe under ``end`` hold ``size`` bytes, where the system allows it."""
+    try:
+        fcntl.fcntl(end.fileno(), fcntl.F_SETPIPE_SZ, size)
+    except (AttributeError, OSError):  # not Linux, or a lower limit: the default size serves
+        pass
 
 
 def _run(produce: Callable[[], Iterator[Any]], encode: Callable[[Any], Any], finish: Callable[[], Any],
