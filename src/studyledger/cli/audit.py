@@ -22,9 +22,9 @@ from ..audit.record import record_audit
 from ..audit.replay import parse_as_of, replay as replay_store
 from ..audit.restore import restore as restore_export
 from ..store import Head, Target
-from .common import Context, LedgerTargetType, cli, echo_json, echo_result, json_option, printable, say, user_errors
+from .common import (Context, LedgerTargetType, cli, echo_json, echo_result, json_option, pass_context, printable, say,
+                     user_errors)
 
-pass_context = click.make_pass_decorator(Context)
 # Plain paths: a directory or a missing file gets our own one-line error, not a usage screen.
 FILE = click.Path(path_type=Path)
 

@@ -74,6 +74,10 @@ class Context:
             yield ledger
 
 
+pass_context = click.make_pass_decorator(Context)
+"""Hands a command the :class:`Context` the group made from the options before it."""
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
     "--db",

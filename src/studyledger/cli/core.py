@@ -16,9 +16,8 @@ from ..ingestion.tailer import ensure_state_table
 from ..ledger import Ledger
 from ..schema import RunStatus
 from ..store import DatabaseURL, Head
-from .common import LIMIT, Context, cli, echo_json, echo_result, json_option, say, user_errors
+from .common import Context, LIMIT, cli, echo_json, echo_result, json_option, pass_context, say, user_errors
 
-pass_context = click.make_pass_decorator(Context)
 STATUSES = click.Choice([status.value for status in RunStatus])
 # SQLite integers are 64-bit: a larger bound would overflow in the query, not be refused.
 SEQ = click.IntRange(0, 2**63 - 1)

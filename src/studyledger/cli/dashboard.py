@@ -7,10 +7,9 @@ from pathlib import Path
 import click
 
 from ..ingestion.adapters import LineAdapter
-from .common import Context, cli, user_errors
+from .common import Context, cli, pass_context, user_errors
 from .ingest import watch_options, watched_folder
 
-pass_context = click.make_pass_decorator(Context)
 
 
 @cli.command()

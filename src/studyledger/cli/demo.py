@@ -13,7 +13,6 @@ from ..simulate import STUDY_ID, Simulator
 from .common import Context, cli, echo_json, echo_result, json_option, printable, say, user_errors
 from .core import stats as stats_command
 
-pass_context = click.make_pass_decorator(Context)
 
 
 @cli.command()

@@ -12,10 +12,9 @@ from .. import query, search as search_index
 from ..errors import StudyLedgerError, UnknownStudyError
 from ..ledger import Ledger
 from ..store import Target
-from .common import LIMIT, Context, cli, echo_json, json_option, printable, say, user_errors
+from .common import Context, LIMIT, cli, echo_json, json_option, pass_context, printable, say, user_errors
 from .core import STATUSES
 
-pass_context = click.make_pass_decorator(Context)
 
 
 @cli.command()

@@ -20,9 +20,8 @@ from ..ingestion.adapters import LineAdapter, load_adapter
 from ..ingestion.lines import DEFAULT_LINE_LIMIT
 from ..ingestion.service import IngestReport, Progress, ingest as ingest_into
 from ..ingestion.watcher import DEFAULT_RECONCILE, Watcher
-from .common import Context, cli, echo_json, json_option, printable, say, user_errors
+from .common import Context, cli, echo_json, json_option, pass_context, printable, say, user_errors
 
-pass_context = click.make_pass_decorator(Context)
 F = TypeVar("F", bound=Callable[..., Any])
 
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
