@@ -105,7 +105,7 @@ def entry(name: str, value: Any, module: str) -> list[str]:
                         _alias_doc(module, name), ""]
     kind = "class " if inspect.isclass(value) else "def "
     lines += ["```python", kind + signature(name, value), "```", "", _doc(value), ""]
-    if kind == "class" and not issubclass(value, BaseException):
+    if inspect.isclass(value) and not issubclass(value, BaseException):
         for member, attribute in _members(value):
             target = attribute.__func__ if isinstance(attribute, classmethod) else attribute
             if isinstance(target, property):
