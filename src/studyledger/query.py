@@ -529,8 +529,14 @@ def run_metrics(conn: sqlite3.Connection, *, study_id: str | None = None,
 
     Two evaluators writing one metric name: the later output counts.
     """
+    return latest_metrics(metric_values(conn, study_id=study_id, run_id=run_id))
+
+
+def latest_metrics(values: Iterable[Row]) -> dict[str, dict[str, Any]]:
+    """:func:`run_metrics` of rows :func:`metric_values` gave (in their order, so the
+    latest value of a name wins), for a caller that shows the rows too."""
     table: dict[str, dict[str, Any]] = {}
-    for row in metric_values(conn, study_id=study_id, run_id=run_id):
+    for row in values:
         if row["name"] is not None:
             table.setdefault(row["run_id"], {})[row["name"]] = row["value"]
     return table

@@ -138,9 +138,9 @@ def show(ctx: Context, run_id: str, as_json: bool) -> None:
             "provenance": ledger.provenance(run_id),
             "anomalies": ledger.anomalies(run_id),
             "evaluations": query.evaluations(ledger.conn, run_id),
-            "metrics": query.run_metrics(ledger.conn, run_id=run_id).get(run_id, {}),
         }
         values = query.metric_values(ledger.conn, run_id=run_id)
+        data["metrics"] = query.latest_metrics(values).get(run_id, {})
     run = data["run"]
     result = query.run_result(run)
     if as_json:

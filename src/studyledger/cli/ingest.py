@@ -20,7 +20,7 @@ from ..ingestion.adapters import LineAdapter, load_adapter
 from ..ingestion.lines import DEFAULT_LINE_LIMIT
 from ..ingestion.service import IngestReport, Progress, ingest as ingest_into
 from ..ingestion.watcher import DEFAULT_RECONCILE, Watcher
-from .common import Context, cli, echo_json, json_option, pass_context, printable, say, user_errors
+from .common import LIMIT, Context, cli, echo_json, json_option, pass_context, printable, say, user_errors
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -215,7 +215,7 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 
 @cli.command()
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most this many.")
+@click.option("--limit", type=LIMIT, default=None, help="Show at most this many.")
 @json_option
 @pass_context
 @user_errors

@@ -298,9 +298,9 @@ class Watcher:
                     scan, self._scan_requested = self._scan_requested, False
                 for path in sorted(dirty):
                     self._read(tailer, path)
-                if (scan or stopping or time.monotonic() >= next_scan) and self._follow_folder(observer):
-                    self._scan(tailer)
                 if scan or stopping or time.monotonic() >= next_scan:
+                    if self._follow_folder(observer):
+                        self._scan(tailer)
                     next_scan = time.monotonic() + self.reconcile
                 if stopping:
                     return
