@@ -865,7 +865,7 @@ def fold_stored(conn: sqlite3.Connection, *, table: str = "events_json", after: 
     """
     _check_sql_names(table, condition)
     if type(conn) is not sqlite3.Connection:  # another database behind the same API
-        events = _stored_events(conn, table, after, until, condition, "")
+        events = _stored_events(conn, table, after, until, condition)
         counted = 0
         for chunk in _chunks(events, batch):
             apply(conn, chunk)
@@ -1088,15 +1088,16 @@ _STUDIES_MERGE = ("ON CONFLICT(study_id) DO UPDATE SET first_seq = min(first_seq
                   f"last_seq = max(last_seq, excluded.last_seq), last_activity = {_LATER.format('last_activity')}")
 
 
-def _stored_events(conn: sqlite3.Connection, table: str, after: int, until: int | None, condition: str,
-                   more: str) -> Iterator[StoredEvent]:
-    """Stored events in sequence order, read in pages (rows taken one at a time)."""
+def _stored_events(conn: sqlite3.Connection, table: str, after: int, until: int | None,
+                   condition: str) -> Iterator[StoredEvent]:
+    """Stored events in sequence order, read in pages of 5,000 fetched whole: the fold writes
+    on the same connection between pages, which an open cursor would not survive."""
     columns = ", ".join(f"e.{name}" for name in EVENT_COLUMNS)
     bound = "" if until is None else f" AND e.seq <= {int(until)}"
     last = after
     while True:
         found = 0
-        for row in conn.execute(f"SELECT {columns} FROM {table} e WHERE e.seq > ?{bound}{condition}{more} "
+        for row in conn.execute(f"SELECT {columns} FROM {table} e WHERE e.seq > ?{bound}{condition} "
                                 "ORDER BY e.seq LIMIT 5000", (last,)).fetchall():
             found += 1
             last = row[0]

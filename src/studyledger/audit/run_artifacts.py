@@ -33,7 +33,6 @@ UNKNOWN = "unknown"
 """What upstream's runs.csv says of a problem family, agent kind, pattern or model it never learnt."""
 
 _ATTEMPTED = frozenset({RunStatus.RUNNING, RunStatus.SUCCESS, RunStatus.FAILED})
-_PROVENANCE_COLUMNS = ("captured_at", "host", "platform", "python_version", "git_sha")
 
 
 @dataclass(slots=True)
@@ -131,7 +130,7 @@ def upstream_provenance(snapshot: dict[str, Any] | None) -> dict[str, Any]:
     if snapshot is None:
         return {}
     extra = snapshot.get("extra") or {}
-    standard = {name: snapshot.get(name) for name in _PROVENANCE_COLUMNS}
+    standard = {name: snapshot.get(name) for name in query.PROVENANCE_COLUMNS}
     if not any(standard.values()) and not snapshot.get("package_versions"):
         return dict(extra)
     return {**standard, "package_versions": snapshot.get("package_versions") or {}, "extra": extra}
