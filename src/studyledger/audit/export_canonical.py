@@ -90,7 +90,8 @@ class _Target:
     """A study folder being written in the staging folder, and where it will end up.
 
     A write that fails (a full disk) names the file where the user will look for it, not
-    the temporary folder that is removed on the way out.
+    the temporary folder that is removed on the way out. The name is given here because
+    an error of ``write`` names no file at all, so :func:`named_for_user` has none to rename.
     """
 
     def __init__(self, folder: Path, given: Path) -> None:
