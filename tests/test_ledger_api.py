@@ -30,7 +30,7 @@ from studyledger import events as ev
 from studyledger.events import EventKind, NewEvent, make_event
 from studyledger.schema import hash_identifier
 from studyledger.audit.replay import replay
-from studyledger import projections
+from studyledger import projections, query
 from studyledger.projections import PROJECTION_TABLES
 from studyledger.audit.verify import verify
 
@@ -64,6 +64,14 @@ def test_registering_twice_is_a_no_op(study_ledger: Ledger) -> None:
     assert study_ledger.register_run("s1", "c1", replicate=1) == first
     study_ledger.register_study("s1", title="Study one", description="d", run_budget=RunBudget(replicates=3))
     assert study_ledger.store.event_count() == events_before
+
+
+def test_a_limit_beyond_any_ledger_lists_everything(study_ledger: Ledger) -> None:
+    run = study_ledger.register_run("s1", "c1", replicate=1)
+    beyond = 10**30  # SQLite refuses a LIMIT literal over 64 bits; no ledger holds more rows
+    assert [r["run_id"] for r in query.runs(study_ledger.conn, limit=beyond)] == [run]
+    assert len(study_ledger.events(limit=beyond)) == study_ledger.store.event_count()
+    assert len(study_ledger.observations(run, limit=beyond)) == 0
 
 
 def test_run_budget_is_enforced(ledger: Ledger) -> None:

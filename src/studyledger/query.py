@@ -101,7 +101,7 @@ def runs(
         clauses.append("status = ?")
         params.append(status)
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    tail = f" LIMIT {int(limit)}" if limit is not None else ""
+    tail = f" LIMIT {sql_limit(limit)}" if limit is not None else ""
     return rows(conn.execute(f"SELECT * FROM runs {where} ORDER BY first_seq{tail}", params))
 
 
@@ -152,7 +152,7 @@ def observations(
         params.extend([needle, needle, needle])
     order = "DESC" if descending else "ASC"
     sql = (f"SELECT * FROM observation_rows WHERE {' AND '.join(clauses)} "
-           f"ORDER BY seq {order} LIMIT {int(limit)}")
+           f"ORDER BY seq {order} LIMIT {sql_limit(limit)}")
     return rows(conn.execute(sql, params))
 
 
@@ -329,7 +329,7 @@ def events(
     if run_id is not None:
         clauses.append("run_id = ?")
         params.append(run_id)
-    tail = f" LIMIT {int(limit)}" if limit is not None else ""
+    tail = f" LIMIT {sql_limit(limit)}" if limit is not None else ""
     cursor = conn.execute(
         f"SELECT {', '.join(EVENT_COLUMNS)} FROM events_json WHERE {' AND '.join(clauses)} ORDER BY seq{tail}",
         params,

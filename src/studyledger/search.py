@@ -31,6 +31,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from .query import sql_limit
 from .search_tokens import FOLD_FROM, FOLD_TO, REMOVED, SEPARATORS
 from .store import has_sqlite_json
 
@@ -252,7 +253,7 @@ def search(conn: sqlite3.Connection, text: str, *, filters: Filters = Filters(),
     cursor = conn.execute(
         f"SELECT i.{key}, e.kind, e.run_id, coalesce(r.study_id, e.study_id), r.status, e.body "
         f"FROM {INDEX_TABLE} i JOIN events_json e ON e.seq = i.{key} LEFT JOIN runs r ON r.run_id = e.run_id "
-        f"WHERE {match}{where} ORDER BY i.{key} DESC LIMIT {int(limit)}",
+        f"WHERE {match}{where} ORDER BY i.{key} DESC LIMIT {sql_limit(limit)}",
         [argument, *params],
     )
     terms = re.findall(r"\w+", text)

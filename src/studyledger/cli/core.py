@@ -190,7 +190,7 @@ def show(ctx: Context, run_id: str, as_json: bool) -> None:
 def events(ctx: Context, run_id: str | None, after: int, limit: int | None, as_json: bool) -> None:
     """Stored events in sequence order, optionally of one run or after a sequence number."""
     with ctx.reader(tables=False) as ledger:
-        rows = ledger.events(after=after, run_id=run_id, limit=None if limit is None else query.sql_limit(limit))
+        rows = ledger.events(after=after, run_id=run_id, limit=limit)
     if as_json:
         echo_json([row.to_dict() for row in rows])
         return

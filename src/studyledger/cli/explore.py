@@ -88,7 +88,7 @@ def search(ctx: Context, text: str, study_id: str | None, status: str | None, ki
         if not kept:
             # The index cannot be written into this ledger: one for this search alone.
             search_index.build_temporary(ledger.conn)
-        hits = search_index.search(ledger.conn, text, filters=filters, limit=query.sql_limit(limit))
+        hits = search_index.search(ledger.conn, text, filters=filters, limit=limit)
         total = search_index.count(ledger.conn, text, filters=filters)
     if as_json:
         echo_json(hits)
