@@ -126,8 +126,14 @@ class RunsScreen(LiveScreen):
             # The runner's latency when it measured one (its times are whole seconds).
             latency = figures.latencies.get(row["run_id"])
             row["_duration"] = latency if latency is not None else run_duration(row, now, after)
-            row["_metric"] = values.get(row["run_id"], {}).get(self.metric) if self.metric else None
         self.rows = rows
+        self._show_metric()
+
+    def _show_metric(self) -> None:
+        """Fill the metric column with the chosen metric, from the figures already read."""
+        values = self.figures.values if self.figures is not None else {}
+        for row in self.rows:
+            row["_metric"] = values.get(row["run_id"], {}).get(self.metric) if self.metric else None
         self.query_one(LiveTable).relabel("metric", self.metric or "metric")
         self._show()
 
@@ -222,7 +228,7 @@ class RunsScreen(LiveScreen):
             return
         index = self.metric_names.index(self.metric) + 1 if self.metric in self.metric_names else 0
         self.metric = self.metric_names[index % len(self.metric_names)]
-        self.refresh_data()
+        self._show_metric()
 
     def action_mark(self) -> None:
         """Mark the run under the cursor; marking a second opens the two side by side."""
