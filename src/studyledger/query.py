@@ -691,6 +691,17 @@ def t_quantile(df: int) -> float:
     return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
 
 
+def non_finite_counts(values: Iterable[object]) -> dict[str, int]:
+    """``{"NaN": 2, "Infinity": 1}`` for the non-finite floats among ``values``, named as
+    JSON's extensions name them (never averaged, never plotted: counted and shown so)."""
+    found: dict[str, int] = {}
+    for value in values:
+        if isinstance(value, float) and not math.isfinite(value):
+            name = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+            found[name] = found.get(name, 0) + 1
+    return found
+
+
 def summarize(values: Iterable[Any]) -> Row:
     """A metric's values summarised: ``{"n", "mean", "low", "high", ...}``.
 
@@ -700,19 +711,17 @@ def summarize(values: Iterable[Any]) -> Row:
     are counted in ``non_finite`` (``{"NaN": 2}``), so a mean is never silently NaN.
     Text and null values are counted in ``other``.
     """
+    values = list(values)
     numbers: list[float] = []
-    non_finite: dict[str, int] = {}
     other = 0
     all_bool = True
     for value in values:
         if isinstance(value, bool) or (isinstance(value, (int, float)) and math.isfinite(value)):
             all_bool = all_bool and isinstance(value, bool)
             numbers.append(float(value))
-        elif isinstance(value, float):
-            name = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-            non_finite[name] = non_finite.get(name, 0) + 1
-        else:
+        elif not isinstance(value, float):
             other += 1
+    non_finite = non_finite_counts(values)
     n = len(numbers)
     summary: Row = {"n": n, "mean": None, "low": None, "high": None,
                     "kind": "proportion" if numbers and all_bool else "mean",

@@ -12,7 +12,7 @@ from statistics import median
 from rich.text import Text
 
 from ..events import parse_instant
-from ..query import finite_values, value_text
+from ..query import finite_values, non_finite_counts, value_text
 from .literal import literal
 
 STATUS_ORDER = ("pending", "running", "success", "failed", "skipped")
@@ -143,16 +143,6 @@ def distribution(values: list[object], width: int = 12, *, scale: tuple[float, f
     for name, count in sorted(non_finite_counts(values).items()):
         text.append(f" {count} {name}", "#c27c0e")
     return text
-
-
-def non_finite_counts(values: list[object]) -> dict[str, int]:
-    """``{"NaN": 2, "Infinity": 1}`` for the non-finite floats among ``values``."""
-    found: dict[str, int] = {}
-    for value in values:
-        if isinstance(value, float) and not math.isfinite(value):
-            name = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-            found[name] = found.get(name, 0) + 1
-    return found
 
 
 def progress_bar(by_status: dict[str, int], planned: int | None, width: int = 20) -> Text:
