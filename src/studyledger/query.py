@@ -559,7 +559,17 @@ def _metric_catalogue(conn: sqlite3.Connection, study_id: str) -> list[tuple[str
 def metric_names(conn: sqlite3.Connection, study_id: str) -> list[str]:
     """The metric names a study's runs have values for: evaluator outputs in the order they
     first appeared, then the runner's metrics by name (see :data:`RUN_METRIC_PREFIX`)."""
-    return [name for name, _, _ in _metric_catalogue(conn, study_id)]
+    return study_metrics(conn, study_id)[0]
+
+
+def study_metrics(conn: sqlite3.Connection, study_id: str,
+                  study_row: Row | None = None) -> tuple[list[str], str | None]:
+    """:func:`metric_names` and :func:`primary_metric` of a study from one read of its
+    metrics (``study_row``: its :func:`study` row, when the caller has read it)."""
+    catalogue = _metric_catalogue(conn, study_id)
+    if study_row is None:
+        study_row = study(conn, study_id)
+    return [name for name, _, _ in catalogue], _primary_of(catalogue, study_row)
 
 
 def primary_metric(conn: sqlite3.Connection, study_id: str) -> str | None:
@@ -572,8 +582,12 @@ def primary_metric(conn: sqlite3.Connection, study_id: str) -> str | None:
     one, the runner's ``primary_outcome`` (upstream's runs.csv column: the run's first
     evaluator value), else the first metric an evaluator recorded, else the first name.
     """
-    catalogue = _metric_catalogue(conn, study_id)
-    outcome = declared_primary_outcome(study(conn, study_id))
+    return study_metrics(conn, study_id)[1]
+
+
+def _primary_of(catalogue: list[tuple[str, str, str]], study_row: Row | None) -> str | None:
+    """:func:`primary_metric` of a study's metric catalogue and its study row."""
+    outcome = declared_primary_outcome(study_row)
     wanted: list[tuple[str, Any]] = [("run", "primary_outcome"), ("evaluator", None)]
     if outcome is not None:
         name, column = outcome.get("name"), outcome.get("column")
@@ -646,8 +660,11 @@ def run_latencies(conn: sqlite3.Connection, *, study_id: str | None = None, run_
 _TOKENS = ("total_tokens", "input_tokens", "output_tokens")
 
 
-def resource_values(conn: sqlite3.Connection, study_id: str, condition_id: str | None = None) -> dict[str, list[float]]:
+def resource_values(conn: sqlite3.Connection, study_id: str, condition_id: str | None = None, *,
+                    latencies: dict[str, float] | None = None) -> dict[str, list[float]]:
     """What a study's (or one condition's) runs cost, from the runner's records.
+
+    ``latencies`` is :func:`run_latencies` of the same scope when the caller has read it.
 
     Returns:
         ``{"latency_s": [...], "cost_usd": [...], "tokens": [...]}``, one value per run that
@@ -671,7 +688,9 @@ def resource_values(conn: sqlite3.Connection, study_id: str, condition_id: str |
             found["tokens"].append(float(total))
         elif tokens_in is not None or tokens_out is not None:
             found["tokens"].append(float((tokens_in or 0) + (tokens_out or 0)))
-    found["latency_s"] = list(run_latencies(conn, study_id=study_id, condition_id=condition_id).values())
+    if latencies is None:
+        latencies = run_latencies(conn, study_id=study_id, condition_id=condition_id)
+    found["latency_s"] = list(latencies.values())
     return found
 
 
@@ -778,10 +797,13 @@ def planned_runs(study_row: Row | None, conditions_rows: list[Row]) -> dict[str,
 
 
 def condition_summaries(conn: sqlite3.Connection, study_id: str,
-                        values: dict[str, dict[str, list[Any]]] | None = None) -> list[Row]:
+                        values: dict[str, dict[str, list[Any]]] | None = None, *, study_row: Row | None = None,
+                        run_rows: list[Row] | None = None, latencies: dict[str, float] | None = None) -> list[Row]:
     """One row per condition of a study: its factors, progress, success rate and metrics.
 
-    ``values`` is :func:`condition_metric_values` when the caller has read it already.
+    ``values`` (:func:`condition_metric_values`), ``study_row`` (:func:`study`),
+    ``run_rows`` (:func:`runs` of the study) and ``latencies`` (:func:`run_latencies` of
+    the study) are what the caller has read already; each missing one is read here.
 
     Conditions come from the study's conditions (in the order they were registered), then
     any condition its runs name that no conditions file listed.
@@ -796,14 +818,15 @@ def condition_summaries(conn: sqlite3.Connection, study_id: str,
     listed = rows(conn.execute(
         "SELECT condition_id, factors, admissible FROM conditions WHERE study_id = ? ORDER BY seq, condition_id",
         (study_id,)))
-    planned = planned_runs(study(conn, study_id), listed)
+    planned = planned_runs(study(conn, study_id) if study_row is None else study_row, listed)
     summaries: dict[str, Row] = {}
     for row in listed:
         factors = _decoded(row["factors"])
         summaries[row["condition_id"]] = _new_condition(row["condition_id"], factors, bool(row["admissible"]))
-    latencies = run_latencies(conn, study_id=study_id)
+    if latencies is None:
+        latencies = run_latencies(conn, study_id=study_id)
     durations: dict[str, list[float]] = {}
-    for run_row in runs(conn, study_id=study_id):
+    for run_row in runs(conn, study_id=study_id) if run_rows is None else run_rows:
         key = run_row["condition_id"] or ""
         summary = summaries.setdefault(key, _new_condition(key, None, None))
         by_status = summary["runs_by_status"]

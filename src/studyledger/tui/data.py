@@ -262,9 +262,10 @@ class Source:
         def load(conn: sqlite3.Connection) -> RunFigures:
             if study_id is None:
                 return RunFigures(query.run_metrics(conn), [], None, query.run_latencies(conn), {})
-            return RunFigures(query.run_metrics(conn, study_id=study_id), query.metric_names(conn, study_id),
-                              query.primary_metric(conn, study_id), query.run_latencies(conn, study_id=study_id),
-                              query.resource_values(conn, study_id, condition_id))
+            names, primary = query.study_metrics(conn, study_id)
+            latencies = query.run_latencies(conn, study_id=study_id, condition_id=condition_id)
+            return RunFigures(query.run_metrics(conn, study_id=study_id), names, primary, latencies,
+                              query.resource_values(conn, study_id, condition_id, latencies=latencies))
 
         return self.read(load)
 
@@ -272,15 +273,21 @@ class Source:
         """Everything the conditions screen draws, read in one go."""
 
         def load(conn: sqlite3.Connection) -> ConditionFigures:
+            # Each table read once: the summaries, the metrics and the costs share them.
+            study = query.study(conn, study_id)
             values = query.condition_metric_values(conn, study_id)
+            run_rows = query.runs(conn, study_id=study_id)
+            latencies = query.run_latencies(conn, study_id=study_id)
+            names, primary = query.study_metrics(conn, study_id, study)
             return ConditionFigures(
-                study=query.study(conn, study_id),
-                conditions=query.condition_summaries(conn, study_id, values),
+                study=study,
+                conditions=query.condition_summaries(conn, study_id, values, study_row=study, run_rows=run_rows,
+                                                     latencies=latencies),
                 values=values,
-                metrics=query.metric_names(conn, study_id),
-                primary=query.primary_metric(conn, study_id),
-                ended=[r["ended_at"] for r in query.runs(conn, study_id=study_id) if r.get("ended_at")],
-                resources=query.resource_values(conn, study_id),
+                metrics=names,
+                primary=primary,
+                ended=[r["ended_at"] for r in run_rows if r.get("ended_at")],
+                resources=query.resource_values(conn, study_id, latencies=latencies),
             )
 
         return self.read(load)
