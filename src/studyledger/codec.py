@@ -345,7 +345,6 @@ class Codec:
             self.decompressors.clear()
             self._compressor = None
             self.latest = None
-            self.committed()
             self.refresh()
         self.committed()
 

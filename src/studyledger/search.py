@@ -116,8 +116,9 @@ def catch_up(conn: sqlite3.Connection) -> int:
     """
     if not exists(conn):
         return 0
-    last = indexed_seq(conn)
-    head = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+    # One statement for both figures: each is a round trip on a server, after every append.
+    last, head = conn.execute(f"SELECT last_seq, (SELECT coalesce(max(seq), 0) FROM events) FROM {STATE_TABLE} "
+                              "WHERE name = 'index'").fetchone()
     if head <= last:
         return 0
     if has_sqlite_json(conn):

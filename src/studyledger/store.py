@@ -109,7 +109,6 @@ TRIGGER_DDL = {
         "with a new event id'); END"
     ),
 }
-TRIGGER_NAMES = tuple(TRIGGER_DDL)
 
 
 class Head(NamedTuple):
