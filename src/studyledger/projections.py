@@ -49,6 +49,7 @@ from .schema import (
     is_legal_transition,
     shown_status,
 )
+from .store import is_sqlite
 from .worker import Worker, can_fork, collector_paused
 
 PROJECTION_VERSION = "7"
@@ -752,7 +753,7 @@ def apply(conn: sqlite3.Connection, events: Sequence[StoredEvent],
     fold.prefetch(events)
     folded = False
     observed = _Observed()
-    set_based = type(conn) is sqlite3.Connection
+    set_based = is_sqlite(conn)
     for event in events:
         row = None
         if set_based and event.kind == _OBSERVATION:
@@ -864,7 +865,7 @@ def fold_stored(conn: sqlite3.Connection, *, table: str = "events_json", after: 
         How many events were folded.
     """
     _check_sql_names(table, condition)
-    if type(conn) is not sqlite3.Connection:  # another database behind the same API
+    if not is_sqlite(conn):  # another database behind the same API
         events = _stored_events(conn, table, after, until, condition)
         counted = 0
         for chunk in _chunks(events, batch):

@@ -33,7 +33,7 @@ from typing import Any
 
 from .query import sql_limit
 from .search_tokens import FOLD_FROM, FOLD_TO, REMOVED, SEPARATORS
-from .store import has_sqlite_json
+from .store import is_sqlite
 
 INDEX_TABLE = "search_index"
 STATE_TABLE = "search_state"
@@ -81,7 +81,7 @@ _SQLITE_ROWS = _ROWS.format(events="(SELECT seq, kind, body FROM events_json WHE
 def exists(conn: sqlite3.Connection) -> bool:
     """Whether this connection has a search index: the ledger's (built by a first search)
     or a temporary one (:func:`build_temporary`)."""
-    if not has_sqlite_json(conn):  # PostgreSQL finds a temporary table first by name
+    if not is_sqlite(conn):  # PostgreSQL finds a temporary table first by name
         return bool(conn.execute("SELECT to_regclass(?) IS NOT NULL", (STATE_TABLE,)).fetchone()[0])
     found = conn.execute("SELECT 1 FROM sqlite_master WHERE name = ? UNION ALL "
                          "SELECT 1 FROM temp.sqlite_master WHERE name = ?", (STATE_TABLE, STATE_TABLE)).fetchone()
@@ -104,7 +104,7 @@ def is_current(conn: sqlite3.Connection) -> bool:
 def _folded(conn: sqlite3.Connection) -> bool:
     """Whether a PostgreSQL index holds :func:`words` (one built before them holds the
     server's own words, and is built again by the next :func:`build`)."""
-    if has_sqlite_json(conn):
+    if is_sqlite(conn):
         return True
     return conn.execute(f"SELECT 1 FROM {STATE_TABLE} WHERE name = 'words'").fetchone() is not None
 
@@ -121,7 +121,7 @@ def catch_up(conn: sqlite3.Connection) -> int:
                               "WHERE name = 'index'").fetchone()
     if head <= last:
         return 0
-    if has_sqlite_json(conn):
+    if is_sqlite(conn):
         added = conn.execute(f"INSERT INTO {INDEX_TABLE}(rowid, body, event_type, tool, kind) {_SQLITE_ROWS}",
                              (last,)).rowcount
     else:
@@ -137,7 +137,7 @@ def build(conn: sqlite3.Connection) -> int:
         conn.execute(f"DROP TABLE {INDEX_TABLE}")
         conn.execute(f"DROP TABLE {STATE_TABLE}")
     if not exists(conn):
-        for ddl in _DDL if has_sqlite_json(conn) else _PG_DDL:
+        for ddl in _DDL if is_sqlite(conn) else _PG_DDL:
             conn.execute(ddl)
     return catch_up(conn)
 
@@ -154,7 +154,7 @@ def build_temporary(conn: sqlite3.Connection) -> int:
     Returns:
         The number of events indexed.
     """
-    if not has_sqlite_json(conn):
+    if not is_sqlite(conn):
         return _build_temporary_postgres(conn)
     query_only = conn.execute("PRAGMA query_only").fetchone()[0]
     # query_only forbids writing the temporary database too; the ledger itself is still
@@ -344,7 +344,7 @@ def _matching(conn: sqlite3.Connection, text: str, expression: str) -> tuple[str
     one phrase (``<->``), the last a prefix (``:*``); the column filters of the FTS5
     expression are left to :func:`_clauses`' exact checks.
     """
-    if has_sqlite_json(conn):
+    if is_sqlite(conn):
         return "rowid", f"{INDEX_TABLE} MATCH ?", expression
     return "seq", "i.words @@ to_tsquery('simple', ?)", " <-> ".join(f"'{word}'" for word in words(text)) + ":*"
 

@@ -245,12 +245,11 @@ def ledger_target(value: str | os.PathLike[str] | DatabaseURL) -> Target:
     return Path(text)
 
 
-def has_sqlite_json(conn: sqlite3.Connection) -> bool:
-    """Whether SQLite itself answers ``conn`` (rather than a server speaking its dialect).
-
-    Audits that read bodies with SQLite's JSON functions decode them in Python elsewhere, so
-    the verdict does not depend on another database's JSON parser.
-    """
+def is_sqlite(conn: sqlite3.Connection) -> bool:
+    """Whether SQLite itself answers ``conn``, rather than a server speaking its dialect
+    (whose connection subclasses SQLite's, hence the exact type): what SQLite alone offers
+    (FTS5, temporary tables, its JSON functions, set-based folds, a forked reader) is used
+    only then."""
     return type(conn) is sqlite3.Connection
 
 

@@ -33,7 +33,7 @@ from ..codec import CODEC_TRIGGER_DDL, Codec, canonical_chain, canonical_id, dec
 from ..errors import LedgerError
 from ..events import depth, event_digest, event_id_of_bytes, has_lone_surrogate, indexed_columns
 from ..ledger import Ledger
-from ..store import GENESIS_CHAIN, STORE_SCHEMA_VERSION, SQLiteStore, Store, chain_part, chain_text, has_sqlite_json
+from ..store import GENESIS_CHAIN, STORE_SCHEMA_VERSION, SQLiteStore, Store, chain_part, chain_text, is_sqlite
 from . import merkle
 from .checkpoint import Checkpoint
 from .snapshot_read import event_ids, read_snapshot
@@ -140,7 +140,7 @@ def _check_range(conn: sqlite3.Connection, after: int, until: int | None) -> _Ra
     A row is read as stored and decoded here (codec.py): the body's bytes are hashed as
     they come out of the decompressor, for its id and for the chain.
     """
-    codec = Codec(conn) if has_sqlite_json(conn) else None
+    codec = Codec(conn) if is_sqlite(conn) else None
     columns = [row[1] for row in conn.execute("PRAGMA table_info(events)")]
     # Both bounds plain, so the primary key bounds the scan: with ``(? < 0 OR seq <= ?)``
     # the query after a range's last row read on to the end of the table (60 ms at 1M rows).

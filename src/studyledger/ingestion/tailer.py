@@ -38,7 +38,7 @@ from ..errors import EventConflictError, InputError, ValidationError
 from ..events import NewEvent
 from ..ledger import Ledger
 from ..query import INGEST_FILES_TABLE
-from ..store import SQLiteStore, utc_now_precise
+from ..store import SQLiteStore, is_sqlite, utc_now_precise
 from . import adapters
 from .adapters import LineAdapter
 from .lines import (
@@ -490,7 +490,7 @@ class Tailer:
         (:func:`can_fork`).
         """
         return (self.worker_min_bytes is not None and unread >= self.worker_min_bytes and self.adapter is None
-                and type(self.ledger.conn) is sqlite3.Connection and can_fork())
+                and is_sqlite(self.ledger.conn) and can_fork())
 
     def _read_with_worker(self, file: IO[bytes], name: str, state: _State, stats: FileStats,
                           reread: _PrefixDigest) -> int:
