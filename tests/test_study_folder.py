@@ -220,15 +220,16 @@ def _stray_line(run_id: str = "stray-request-7") -> str:
 def test_rescans_follow_a_growing_runs_jsonl(study: Path) -> None:
     runs = study / "artifacts" / "checkpoints" / "runs.jsonl"
     stray = study / "traces" / "run_20260302T090000Z_stray-request-7.jsonl"
-    assert scan_study_folder(study).orphan_traces == [stray]
+    cache = CheckpointCache()  # as a watcher's scans share one: each continues the last
+    assert scan_study_folder(study, cache=cache).orphan_traces == [stray]
     text = _stray_line()
     with runs.open("a") as handle:
         handle.write(text[:40])  # half a line: the runner is still writing it
-    assert scan_study_folder(study).orphan_traces == [stray]
+    assert scan_study_folder(study, cache=cache).orphan_traces == [stray]
     with runs.open("a") as handle:
         handle.write(text[40:])
     # The run now exists in runs.jsonl, so its trace is no longer an orphan.
-    assert scan_study_folder(study).orphan_traces == []
+    assert scan_study_folder(study, cache=cache).orphan_traces == []
 
 
 @pytest.mark.parametrize("replace", ["rename", "truncate"])
@@ -236,7 +237,8 @@ def test_rescans_notice_a_replaced_runs_jsonl(study: Path, replace: str) -> None
     runs = study / "artifacts" / "checkpoints" / "runs.jsonl"
     stray = study / "traces" / "run_20260302T090000Z_stray-request-7.jsonl"
     runs.write_text(runs.read_text() + _stray_line())
-    assert scan_study_folder(study).orphan_traces == []
+    cache = CheckpointCache()
+    assert scan_study_folder(study, cache=cache).orphan_traces == []
     # Rewritten longer, without the stray run or run-222222222222: the old summary must
     # not be continued, so both their traces are orphans again.
     replacement = "".join(_stray_line(f"other-{n}") for n in range(8))
@@ -248,8 +250,32 @@ def test_rescans_notice_a_replaced_runs_jsonl(study: Path, replace: str) -> None
         with runs.open("r+") as handle:
             handle.truncate(0)
             handle.write(replacement)
-    assert scan_study_folder(study).orphan_traces == [
+    assert scan_study_folder(study, cache=cache).orphan_traces == [
         stray, study / "traces" / "run_20260302T101600Z_run-222222222222.jsonl"]
+
+
+def _line_of_length(run_id: str, length: int) -> str:
+    """A runs.jsonl line naming ``run_id``, padded to exactly ``length`` bytes."""
+    head, tail = json.dumps({"run_id": run_id, "pad": ""})[:-2], '"}\n'
+    return head + "x" * (length - len(head) - len(tail)) + tail
+
+
+def test_rescans_notice_runs_jsonl_rewritten_with_the_same_bytes_before_the_offset(study: Path) -> None:
+    """Truncated and written again, its earlier lines other runs' and its last line and
+    length as before: the bytes just before where the last scan stopped agree, the file
+    does not. A cached scan must see what a fresh one sees."""
+    runs = study / "artifacts" / "checkpoints" / "runs.jsonl"
+    last = _stray_line()
+    runs.write_text(runs.read_text() + last)
+    cache = CheckpointCache()
+    assert scan_study_folder(study, cache=cache).orphan_traces == []
+    before = runs.stat().st_size - len(last)
+    with runs.open("r+") as handle:
+        handle.truncate(0)
+        handle.write(_line_of_length("other-run", before) + last)
+    fresh = scan_study_folder(study).orphan_traces
+    assert study / "traces" / "run_20260302T101600Z_run-222222222222.jsonl" in fresh
+    assert scan_study_folder(study, cache=cache).orphan_traces == fresh
 
 
 

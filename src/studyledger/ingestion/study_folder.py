@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import hashlib
 import io
 import json
 import os
@@ -56,7 +57,7 @@ from .adapters import (
     run_registration,
 )
 from .lines import DEFAULT_LINE_LIMIT, MAX_VALUES, parse_line, values_in
-from .tailer import CHUNK, open_regular
+from .tailer import CHUNK, hash_prefix, open_regular
 
 STUDY_FILE = "study.yaml"
 CONDITIONS_FILE = "conditions.csv"
@@ -454,13 +455,10 @@ class _Checkpoints:
     identity: tuple[int, int] = (0, 0)
     offset: int = 0
     lines: int = 0
-    before_offset: bytes = b""
+    prefix: Any = field(default_factory=hashlib.sha256)  # of the file's bytes before offset
 
     def copy(self) -> _Checkpoints:
         return _Checkpoints(set(self.run_ids), list(self.trace_refs), set(self.evaluations), self.study_id)
-
-
-_CHECK_BYTES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -482,7 +480,10 @@ class CheckpointCache:
     A watcher re-scans its study folders every few seconds while runs.jsonl grows; reading
     the file from the start each time would make every scan as slow as the file is long.
     Each file's summary is kept and continued from where it stopped, if the file is still
-    the one it read (same device and inode, not shorter, same bytes just before the stop).
+    the one it read: same device and inode, not shorter, and the same digest of every byte
+    before the stop (hashing is many times quicker than reading the lines again, and a
+    file truncated and written again agrees with the old one in its last bytes as often
+    as not).
 
     Likewise a study of thousands of runs rewrites only a few of its run.json and
     checkpoint files between two scans: a record file whose signature (device, inode, size,
@@ -527,38 +528,39 @@ def _read_checkpoints(path: Path, root: Path, cache: CheckpointCache | None) -> 
         if found is None or not _still_same(handle, found, identity, info.st_size):
             found = _Checkpoints(identity=identity)
         handle.seek(found.offset)
-        while (line := _next_line(handle)) is not None:
-            data, length, tail = line
+        while (line := _next_line(handle, found.prefix)) is not None:
+            data, length, found.prefix = line
             found.lines += 1
             found.offset += length
-            found.before_offset = (found.before_offset + tail)[-_CHECK_BYTES:]
             if data is not None:
                 _collect(found, data, f"{path}:{found.lines}")
         cache.summaries[key] = found
         return found.copy()
 
 
-def _next_line(handle: IO[bytes]) -> tuple[bytes | None, int, bytes] | None:
+def _next_line(handle: IO[bytes], prefix: Any) -> tuple[bytes | None, int, Any] | None:
     """The next complete line: ``(its bytes, or None when it is over the line limit; its
-    length; its last bytes)``, or None when no complete line is left."""
+    length; the digest of the file up to its end, continued from prefix's)``, or None when
+    no complete line is left."""
     raw = handle.readline(WHOLE_FILE_LIMIT + 1)
-    if raw.endswith(b"\n"):
-        return raw, len(raw), raw[-_CHECK_BYTES:]
-    if len(raw) <= WHOLE_FILE_LIMIT:
+    if not raw.endswith(b"\n") and len(raw) <= WHOLE_FILE_LIMIT:
         return None
-    length, tail = len(raw), raw[-_CHECK_BYTES:]
+    digest, length = prefix.copy(), len(raw)
+    digest.update(raw)
+    if raw.endswith(b"\n"):
+        return raw, length, digest
     while chunk := handle.readline(CHUNK):
-        length, tail = length + len(chunk), (tail + chunk)[-_CHECK_BYTES:]
+        length += len(chunk)
+        digest.update(chunk)
         if chunk.endswith(b"\n"):
-            return None, length, tail
+            return None, length, digest
     return None
 
 
 def _still_same(handle: IO[bytes], found: _Checkpoints, identity: tuple[int, int], size: int) -> bool:
     if found.identity != identity or size < found.offset:
         return False
-    handle.seek(found.offset - len(found.before_offset))
-    return handle.read(len(found.before_offset)) == found.before_offset
+    return bool(hash_prefix(handle.fileno(), found.offset).hash.digest() == found.prefix.digest())
 
 
 def _collect(found: _Checkpoints, raw: bytes, where: str) -> None:

@@ -266,7 +266,7 @@ class Prefix:
     """The running sha256 of a file's bytes from 0 to the offset read so far.
 
     hashlib cannot save a hash's state, so the digest of the whole prefix is committed and
-    a pass starts by hashing the prefix again (:func:`_hash_prefix`), which both checks the
+    a pass starts by hashing the prefix again (:func:`hash_prefix`), which both checks the
     stored offset and gives the state to read on with.
     """
 
@@ -548,7 +548,7 @@ class Tailer:
             # a line's start (the next verifying pass catches the rest).
             state.prefix, problem = Prefix(held[1].copy()), None
         else:
-            state.prefix = _hash_prefix(fd, offset)
+            state.prefix = hash_prefix(fd, offset)
             problem = None if digest is not None and state.prefix.hexdigest() == digest else "replaced"
         if problem is not None:
             self._reset(state, name, problem)
@@ -733,7 +733,7 @@ def _unpack(packed: tuple[Any, ...]) -> _Batch:
                    for number, offset, after, kept, events, accepted in lines], end, digest, prepared)
 
 
-def _hash_prefix(fd: int, length: int) -> Prefix:
+def hash_prefix(fd: int, length: int) -> Prefix:
     """The digest of a file's first ``length`` bytes, to read on with (memory stays flat)."""
     reader = _PrefixDigest(fd)
     reader.upto(length)
