@@ -157,7 +157,7 @@ class ConditionsScreen(LiveScreen):
         chosen: set[int] = set()
         used = 0
         for index in ranked:
-            needed = _width(columns[index][1], rows)
+            needed = _column_width(columns[index][1], rows)
             if used + needed <= width or not chosen:
                 chosen.add(index)
                 used += needed
@@ -308,7 +308,7 @@ class ConditionsScreen(LiveScreen):
         self._show()
 
 
-def _width(column: Column, rows: list[Row]) -> int:
+def _column_width(column: Column, rows: list[Row]) -> int:
     """The cells a column takes: its widest cell or header, and its padding."""
     label = column.label.cell_len if isinstance(column.label, Text) else len(column.label)
     return max([label, *(column.cell(row).cell_len for row in rows)]) + CELL_PADDING
