@@ -386,7 +386,7 @@ class _Fold:
         if event.study_id:
             self.study(event.study_id, event)
 
-    def flush(self, last_seq: int) -> None:
+    def flush(self) -> None:
         if self.observations:
             self.conn.executemany(
                 "INSERT INTO observations VALUES (?,?,?,?,?)",
@@ -408,7 +408,6 @@ class _Fold:
                 self.runs[run_id]["anomaly_count"] = counts.get(run_id, 0)
         _upsert(self.conn, "studies", "study_id", self.studies.values())
         _upsert(self.conn, "runs", "run_id", self.runs.values())
-        self.conn.execute("UPDATE projection_state SET last_seq = ? WHERE name = 'all'", (last_seq,))
 
 
 def _clean(fold: _Fold, event: StoredEvent, body: dict[str, Any]) -> dict[str, Any]:
@@ -764,8 +763,14 @@ def apply(conn: sqlite3.Connection, events: Sequence[StoredEvent],
             fold.apply(event)
             folded = True
     if folded:
-        fold.flush(events[-1].seq)
-    observed.write(conn, events[-1].seq)
+        fold.flush()
+    observed.write(conn)
+    _folded_to(conn, events[-1].seq)
+
+
+def _folded_to(conn: sqlite3.Connection, last_seq: int) -> None:
+    """Record that the tables hold every event up to ``last_seq``."""
+    conn.execute("UPDATE projection_state SET last_seq = ? WHERE name = 'all'", (last_seq,))
 
 
 class _Observed:
@@ -819,7 +824,7 @@ class _Observed:
                     known[3] = activity
         return True
 
-    def write(self, conn: sqlite3.Connection, last_seq: int) -> None:
+    def write(self, conn: sqlite3.Connection) -> None:
         """Write what was taken (after the batch's other events are flushed)."""
         if not self.rows:
             return
@@ -828,7 +833,6 @@ class _Observed:
                          list(self.runs.values()))
         conn.executemany(f"{_STUDIES_INSERT} VALUES (?, '', '', 0, ?, ?, ?) {_STUDIES_MERGE}",
                          list(self.studies.values()))
-        conn.execute("UPDATE projection_state SET last_seq = ? WHERE name = 'all'", (last_seq,))
 
 
 # -- folding stored events ----------------------------------------------------------------
@@ -1038,7 +1042,8 @@ def _fold_read(conn: sqlite3.Connection, table: str, read: Iterable[Any]) -> int
                 rest.append(last)
     for chunk in _chunks(_events_at(conn, table, rest), 5_000):
         apply(conn, chunk)
-    observed.write(conn, last)
+    observed.write(conn)
+    _folded_to(conn, last)
     return int(last)
 
 
