@@ -533,12 +533,11 @@ def _judge(state: str, reached: tuple[datetime, datetime] | None, reported: str,
     return "illegal_transition", reported
 
 
-def _report_order(report: tuple[Any, ...]) -> tuple[Any, ...]:
-    """The order reports happened in: by time (unknown times last), then by status (a start
-    before an outcome given in the same second), then by what they say; the sequence number
-    only tells apart reports that say the same thing."""
-    seq, status, reason, error, at = report
-    span = time_span(at)
+def _report_order(timed: tuple[tuple[Any, ...], tuple[datetime, datetime] | None]) -> tuple[Any, ...]:
+    """The order reports happened in, of ``(report, its time_span)``: by time (unknown times
+    last), then by status (a start before an outcome given in the same second), then by
+    what they say; the sequence number only tells apart reports that say the same thing."""
+    (seq, status, reason, error, at), span = timed
     when = (0, span[0], span[1]) if span is not None else (1,)
     return (when, STATUS_PRECEDENCE[RunStatus(status)], at or "", reason or "", error or "", seq)
 
@@ -561,9 +560,8 @@ def _judge_reports(conn: sqlite3.Connection, runs: Mapping[str, str | None]) -> 
     for run_id, study_id in runs.items():
         state = shown = RunStatus.PENDING.value
         reached: tuple[datetime, datetime] | None = None
-        for ordinal, report in enumerate(sorted(reports[run_id], key=_report_order), start=1):
-            seq, reported, _, _, at = report
-            span = time_span(at)
+        timed = [(report, time_span(report[4])) for report in reports[run_id]]
+        for ordinal, ((seq, reported, *_), span) in enumerate(sorted(timed, key=_report_order), start=1):
             kind, after = _judge(state, reached, reported, span)
             now_shown = shown_status(shown, reported)
             if kind is not None:
